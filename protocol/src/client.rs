@@ -1,0 +1,272 @@
+//! Frames a client sends, and the decoder that classifies bad ones.
+//!
+//! Every command carries a client-chosen `id`, echoed by the hub's `ok` or
+//! `error`. `hello` is the only frame without one and must come first.
+
+use crate::codes::ErrorCode;
+use crate::ids::{CommandId, ConsultationId, Seq, UserId};
+use crate::model::ReceiptKind;
+use serde::{Deserialize, Serialize};
+
+/// A frame from a client. Internally tagged by `type`, in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Authenticates the connection. Must be the first frame.
+    Hello {
+        /// A JWT issued by the host platform (or `consult-hub token`).
+        token: String,
+    },
+    /// Round-trip check; answered by `ok` with a `pong` result.
+    Ping {
+        /// Command id.
+        id: CommandId,
+    },
+    /// Joins a consultation's room; with `since`, replays what came after.
+    Join {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// The last sequence number the client saw; omitted for none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Seq>,
+    },
+    /// Leaves a room.
+    Leave {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
+    /// Sends a chat message. Retrying with the same `client_msg_id` is safe.
+    Send {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// The sender's idempotency key for this message.
+        client_msg_id: String,
+        /// The text.
+        body: String,
+    },
+    /// Starts or stops the typing indicator.
+    Typing {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// Typing now or not.
+        active: bool,
+    },
+    /// Acknowledges messages up to and including `seq`.
+    Ack {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// Highest sequence number covered.
+        seq: Seq,
+        /// Delivered or read.
+        receipt: ReceiptKind,
+    },
+    /// Pages through stored messages, newest first before `before`.
+    History {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// Only messages with a lower sequence number; omitted for the newest.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<Seq>,
+        /// At most this many (1 to 200, default 50).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Staff: opens a scheduled consultation (it starts waiting for the patient).
+    Open {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
+    /// Patient: "I'm Ready for My Appointment".
+    Ready {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
+    /// Enters the consultation. A provider entering starts it; a patient may
+    /// enter once ready, or earlier if staff messaged first.
+    Enter {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
+    /// Staff: ends a consultation in progress.
+    End {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
+    /// Staff: cancels a consultation that has not ended.
+    Cancel {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
+    /// Staff: subscribes to the "Active and Waiting" list. A provider sees its
+    /// own; an admin sees the whole clinic, or one provider's if named.
+    WatchDashboard {
+        /// Command id.
+        id: CommandId,
+        /// Admins only: restrict to this provider.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_id: Option<UserId>,
+    },
+    /// Stops the dashboard subscription.
+    UnwatchDashboard {
+        /// Command id.
+        id: CommandId,
+    },
+}
+
+impl ClientFrame {
+    /// The command id, for every frame but `hello`.
+    pub fn id(&self) -> Option<&CommandId> {
+        match self {
+            Self::Hello { .. } => None,
+            Self::Ping { id }
+            | Self::Join { id, .. }
+            | Self::Leave { id, .. }
+            | Self::Send { id, .. }
+            | Self::Typing { id, .. }
+            | Self::Ack { id, .. }
+            | Self::History { id, .. }
+            | Self::Open { id, .. }
+            | Self::Ready { id, .. }
+            | Self::Enter { id, .. }
+            | Self::End { id, .. }
+            | Self::Cancel { id, .. }
+            | Self::WatchDashboard { id, .. }
+            | Self::UnwatchDashboard { id } => Some(id),
+        }
+    }
+
+    /// The frame's `type` as sent on the wire, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Ping { .. } => "ping",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::Send { .. } => "send",
+            Self::Typing { .. } => "typing",
+            Self::Ack { .. } => "ack",
+            Self::History { .. } => "history",
+            Self::Open { .. } => "open",
+            Self::Ready { .. } => "ready",
+            Self::Enter { .. } => "enter",
+            Self::End { .. } => "end",
+            Self::Cancel { .. } => "cancel",
+            Self::WatchDashboard { .. } => "watch_dashboard",
+            Self::UnwatchDashboard { .. } => "unwatch_dashboard",
+        }
+    }
+}
+
+/// Why a text frame could not be decoded, with the command id if one was
+/// readable so the `error` frame can echo it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// `invalid_json`, `unknown_type` or `invalid_frame`.
+    pub code: ErrorCode,
+    /// A human-readable explanation, safe to send to the client.
+    pub message: String,
+    /// The frame's `id`, when it had a string one.
+    pub id: Option<CommandId>,
+}
+
+/// Decodes one text frame.
+///
+/// # Errors
+///
+/// Returns a [`DecodeError`] with `invalid_json` when the text is not JSON,
+/// `unknown_type` when `type` names no frame, and `invalid_frame` when a field
+/// is missing or malformed.
+pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeError> {
+    match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => Ok(frame),
+        Err(first_error) => Err(classify(text, first_error)),
+    }
+}
+
+/// Works out which kind of bad frame `text` is. Only runs on the error path.
+fn classify(text: &str, first_error: serde_json::Error) -> DecodeError {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(error) => {
+            return DecodeError {
+                code: ErrorCode::InvalidJson,
+                message: format!("frame is not valid JSON: {error}"),
+                id: None,
+            };
+        }
+    };
+    let id = value
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(CommandId::from);
+    let Some(object) = value.as_object() else {
+        return DecodeError {
+            code: ErrorCode::InvalidFrame,
+            message: "frame must be a JSON object".to_owned(),
+            id,
+        };
+    };
+    match object.get("type") {
+        None => DecodeError {
+            code: ErrorCode::InvalidFrame,
+            message: "missing field `type`".to_owned(),
+            id,
+        },
+        Some(serde_json::Value::String(kind)) if !is_known_type(kind) => DecodeError {
+            code: ErrorCode::UnknownType,
+            message: format!("unknown frame type `{kind}`"),
+            id,
+        },
+        Some(_) => DecodeError {
+            code: ErrorCode::InvalidFrame,
+            message: first_error.to_string(),
+            id,
+        },
+    }
+}
+
+fn is_known_type(kind: &str) -> bool {
+    const KNOWN: &[&str] = &[
+        "hello",
+        "ping",
+        "join",
+        "leave",
+        "send",
+        "typing",
+        "ack",
+        "history",
+        "open",
+        "ready",
+        "enter",
+        "end",
+        "cancel",
+        "watch_dashboard",
+        "unwatch_dashboard",
+    ];
+    KNOWN.contains(&kind)
+}
+
+#[cfg(test)]
+mod tests;

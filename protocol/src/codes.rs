@@ -1,0 +1,162 @@
+//! Error codes carried by `error` frames and WebSocket close codes.
+//!
+//! Every refusal the hub makes is one of these codes; `docs/protocol.md`
+//! lists each with its meaning and whether the connection stays open.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a command or frame was refused. Serialized in snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The text frame is not valid JSON.
+    InvalidJson,
+    /// The frame's `type` is not one the hub knows.
+    UnknownType,
+    /// A required field is missing or a field has the wrong shape.
+    InvalidFrame,
+    /// The frame is larger than the configured message size limit.
+    FrameTooLarge,
+    /// Binary frames are not part of the protocol.
+    BinaryNotSupported,
+    /// A command arrived before a successful `hello`.
+    HelloRequired,
+    /// A second `hello` on an authenticated connection.
+    AlreadyAuthenticated,
+    /// The token is missing, forged, signed with an unknown key or malformed.
+    InvalidToken,
+    /// The token has expired.
+    TokenExpired,
+    /// The principal may not do this to this consultation.
+    Forbidden,
+    /// No such consultation (or template, or other named object).
+    NotFound,
+    /// The command needs the consultation to be joined first.
+    NotJoined,
+    /// The consultation's status does not allow this change.
+    InvalidTransition,
+    /// The patient must tap "I'm Ready" before entering.
+    NotReady,
+    /// The client message id was already used for a different message.
+    DuplicateClientMsgId,
+    /// Too many commands; retry later.
+    RateLimited,
+    /// A field's value is out of range (empty text, too long, bad limit).
+    InvalidValue,
+    /// Outbound text failed the privacy check.
+    PrivacyViolation,
+    /// The consultation is ended or cancelled.
+    ConsultationClosed,
+    /// A dependency (database, broker) is unavailable; retry later.
+    Unavailable,
+    /// An unexpected failure inside the hub; details are in its logs.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidFrame => "invalid_frame",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::BinaryNotSupported => "binary_not_supported",
+            Self::HelloRequired => "hello_required",
+            Self::AlreadyAuthenticated => "already_authenticated",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::NotJoined => "not_joined",
+            Self::InvalidTransition => "invalid_transition",
+            Self::NotReady => "not_ready",
+            Self::DuplicateClientMsgId => "duplicate_client_msg_id",
+            Self::RateLimited => "rate_limited",
+            Self::InvalidValue => "invalid_value",
+            Self::PrivacyViolation => "privacy_violation",
+            Self::ConsultationClosed => "consultation_closed",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// WebSocket close codes the hub uses. 1xxx are RFC 6455; 4xxx are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1000: the client asked to close.
+    Normal,
+    /// 1001: the hub is shutting down or draining; reconnect (elsewhere).
+    GoingAway,
+    /// 1009: a frame exceeded the hard size cap; the stream cannot continue.
+    MessageTooBig,
+    /// 1011: unexpected server failure.
+    InternalError,
+    /// 4000: no `hello` within the handshake timeout.
+    HandshakeTimeout,
+    /// 4001: `hello` carried an invalid or expired token.
+    AuthFailed,
+    /// 4002: nothing heard from the client within the idle timeout.
+    IdleTimeout,
+    /// 4003: the client did not read fast enough; its queue overflowed.
+    SlowConsumer,
+    /// 4004: the client kept sending after being rate limited.
+    RateLimitExceeded,
+}
+
+impl CloseCode {
+    /// The numeric code sent in the close frame.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Normal => 1000,
+            Self::GoingAway => 1001,
+            Self::MessageTooBig => 1009,
+            Self::InternalError => 1011,
+            Self::HandshakeTimeout => 4000,
+            Self::AuthFailed => 4001,
+            Self::IdleTimeout => 4002,
+            Self::SlowConsumer => 4003,
+            Self::RateLimitExceeded => 4004,
+        }
+    }
+
+    /// The short reason sent with the code.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Normal => "bye",
+            Self::GoingAway => "server going away, reconnect",
+            Self::MessageTooBig => "message too big",
+            Self::InternalError => "internal error",
+            Self::HandshakeTimeout => "hello not received in time",
+            Self::AuthFailed => "authentication failed",
+            Self::IdleTimeout => "idle timeout",
+            Self::SlowConsumer => "slow consumer",
+            Self::RateLimitExceeded => "rate limit exceeded",
+        }
+    }
+
+    /// Looks a numeric code up; `None` for codes the hub never sends.
+    pub fn from_code(code: u16) -> Option<Self> {
+        [
+            Self::Normal,
+            Self::GoingAway,
+            Self::MessageTooBig,
+            Self::InternalError,
+            Self::HandshakeTimeout,
+            Self::AuthFailed,
+            Self::IdleTimeout,
+            Self::SlowConsumer,
+            Self::RateLimitExceeded,
+        ]
+        .into_iter()
+        .find(|candidate| candidate.code() == code)
+    }
+}

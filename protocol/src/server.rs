@@ -1,0 +1,189 @@
+//! Frames the hub sends: command answers and room, dashboard and control
+//! events.
+
+use crate::codes::ErrorCode;
+use crate::ids::{ClinicId, CommandId, ConsultationId, Seq, UserId};
+use crate::model::{
+    ChatMessage, ConsultationStatus, ConsultationView, DashboardEntry, Member, ReceiptKind, Role,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A frame from the hub. Internally tagged by `type`, in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// Answer to a successful `hello`.
+    Welcome {
+        /// Protocol version ([`crate::PROTOCOL_VERSION`]).
+        protocol: u32,
+        /// This connection's id, for support and logs.
+        conn_id: String,
+        /// The authenticated user.
+        user: UserId,
+        /// Its role.
+        role: Role,
+        /// Its clinic.
+        clinic: ClinicId,
+        /// How often the hub pings; a client silent for three times this is
+        /// disconnected.
+        heartbeat_secs: u64,
+        /// Largest text frame the hub accepts, in bytes.
+        max_frame_bytes: usize,
+        /// The hub's clock.
+        server_time: DateTime<Utc>,
+    },
+    /// A command succeeded.
+    Ok {
+        /// The command's id.
+        id: CommandId,
+        /// What the command produced, for commands that produce something.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<CommandResult>,
+    },
+    /// A command or frame was refused.
+    Error {
+        /// The command's id, when the frame had a readable one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<CommandId>,
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// A new message in a joined room (also used for replay on join).
+    Message {
+        /// The message.
+        message: ChatMessage,
+    },
+    /// A member acknowledged messages up to `seq`.
+    Receipt {
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// Who acknowledged.
+        user: UserId,
+        /// Their role.
+        role: Role,
+        /// Highest sequence number covered.
+        seq: Seq,
+        /// Delivered or read.
+        receipt: ReceiptKind,
+    },
+    /// A member started or stopped typing.
+    Typing {
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// Who.
+        user: UserId,
+        /// Their role.
+        role: Role,
+        /// Typing now or not.
+        active: bool,
+    },
+    /// A member came online in the room or left it.
+    Presence {
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// Who.
+        user: UserId,
+        /// Their role.
+        role: Role,
+        /// In the room now or not.
+        online: bool,
+    },
+    /// The consultation's status changed.
+    Status {
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// New status.
+        status: ConsultationStatus,
+        /// Previous status.
+        previous: ConsultationStatus,
+        /// Who changed it.
+        changed_by: UserId,
+        /// When.
+        at: DateTime<Utc>,
+        /// The consultation's revision after the change.
+        rev: u64,
+    },
+    /// A change to one row of a watched "Active and Waiting" list. Rows whose
+    /// status is no longer active or waiting should be removed.
+    Dashboard {
+        /// The row as it is now.
+        entry: DashboardEntry,
+    },
+}
+
+/// The payload of an `ok`, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CommandResult {
+    /// Answer to `ping`.
+    Pong {
+        /// The hub's clock.
+        server_time: DateTime<Utc>,
+    },
+    /// Answer to `send`.
+    Sent {
+        /// The message's sequence number.
+        seq: Seq,
+        /// True when this `client_msg_id` was already stored; nothing new was
+        /// written.
+        duplicate: bool,
+        /// When the hub stored it.
+        sent_at: DateTime<Utc>,
+    },
+    /// Answer to `join`, sent after any replayed `message` frames.
+    Joined {
+        /// The consultation.
+        consultation: ConsultationView,
+        /// Members connected to the room now, across the cluster's view of
+        /// this node.
+        members: Vec<Member>,
+        /// How many messages were replayed before this answer.
+        replayed: u32,
+    },
+    /// Answer to `history`, oldest first.
+    History {
+        /// The messages.
+        messages: Vec<ChatMessage>,
+        /// True when older messages remain.
+        has_more: bool,
+    },
+    /// Answer to `open`, `ready`, `enter`, `end`, `cancel`.
+    Status {
+        /// The consultation.
+        consultation: ConsultationView,
+    },
+    /// Answer to `watch_dashboard`: the list now; deltas follow as
+    /// `dashboard` frames.
+    DashboardSnapshot {
+        /// Active and waiting consultations, oldest waiting first.
+        entries: Vec<DashboardEntry>,
+    },
+}
+
+impl ServerFrame {
+    /// Builds an `error` frame.
+    pub fn error(id: Option<CommandId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Builds an `ok` frame.
+    pub fn ok(id: CommandId, result: Option<CommandResult>) -> Self {
+        Self::Ok { id, result }
+    }
+
+    /// Encodes the frame as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string and
+        // no field has a fallible Serialize impl.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_owned()
+        })
+    }
+}

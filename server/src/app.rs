@@ -1,0 +1,227 @@
+//! Builds the hub from a [`Config`] and runs it until shutdown.
+//!
+//! [`App::build`] opens the store, runs migrations, wires the hub, broker and
+//! presence, and starts the group-commit writer and publisher.
+//! [`App::run`] serves HTTP and WebSocket on a listener until the shutdown
+//! future resolves, then shuts down in order: readiness goes 503 and the
+//! listener stops accepting; sessions are told to reconnect and flush; the
+//! writer drains; the database closes.
+
+use crate::auth::Authenticator;
+use crate::broker::{Broker, LocalBroker};
+use crate::config::{BrokerKind, Config};
+use crate::hub::Hub;
+use crate::presence::{LocalPresence, Presence};
+use crate::service::publisher;
+use crate::store::Store;
+use crate::store::appender::{self, Appender};
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Capacity of the writer → publisher channel, in batches.
+const COMMITTED_QUEUE_CAPACITY: usize = 1024;
+
+/// Everything a request or session needs, shared behind an `Arc`.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration the hub runs with.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// The group-commit message writer.
+    pub appender: Appender,
+    /// This node's registry.
+    pub hub: Arc<Hub>,
+    /// Cross-node transport.
+    pub broker: Broker,
+    /// Who is connected.
+    pub presence: Presence,
+    /// Token and API-key checks.
+    pub auth: Authenticator,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Tracks sessions and background tasks.
+    pub tracker: TaskTracker,
+    /// Cancelled when sessions must close.
+    pub sessions_shutdown: CancellationToken,
+    ready: AtomicBool,
+    next_conn_id: AtomicU64,
+}
+
+impl AppState {
+    /// True until shutdown begins.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// A fresh connection id, unique on this node.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Failure to build the app.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Secrets or keys could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
+    /// A configured part is not available in this build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A built hub, ready to [`run`](App::run).
+#[derive(Debug)]
+pub struct App {
+    state: Arc<AppState>,
+    writer_stop: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
+    publisher: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// Opens the store, migrates it, and wires every part.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] when the database, the secrets or a configured part
+    /// cannot be set up.
+    pub async fn build(config: Config) -> Result<Self, BuildError> {
+        let store = Store::connect(&config.database).await?;
+        store.migrate().await?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        let hub = Arc::new(Hub::new());
+        let broker = match config.broker.kind {
+            BrokerKind::Local => Broker::Local(LocalBroker::new(hub.clone())),
+            BrokerKind::Redis => {
+                return Err(BuildError::Unsupported(
+                    "the redis broker is not available yet".to_owned(),
+                ));
+            }
+        };
+        let presence = Presence::Local(LocalPresence::new());
+        let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(COMMITTED_QUEUE_CAPACITY);
+        let (appender, writer) = appender::channel(
+            store.connection().clone(),
+            config.database.append_batch_max,
+            committed_tx,
+        );
+        let state = Arc::new(AppState {
+            config,
+            store,
+            appender,
+            hub,
+            broker,
+            presence,
+            auth,
+            metrics: crate::metrics::install(),
+            tracker: TaskTracker::new(),
+            sessions_shutdown: CancellationToken::new(),
+            ready: AtomicBool::new(true),
+            next_conn_id: AtomicU64::new(1),
+        });
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(writer.run(writer_stop.clone()));
+        let publisher = tokio::spawn(publisher::run(state.clone(), committed_rx));
+        Ok(Self {
+            state,
+            writer_stop,
+            writer,
+            publisher,
+        })
+    }
+
+    /// The shared state, for subcommands and tests.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then shuts down in
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the listener fails.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let stop_accepting = CancellationToken::new();
+        let router = crate::http::router(state.clone());
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
+        let server = tokio::spawn(async move { server.await });
+
+        shutdown.await;
+        tracing::info!("shutting down: readiness off, closing sessions");
+        state.ready.store(false, Ordering::Release);
+        stop_accepting.cancel();
+        state.sessions_shutdown.cancel();
+        state.tracker.close();
+        let drain = Duration::from_secs(state.config.shutdown.drain_timeout_secs);
+        if tokio::time::timeout(drain, state.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("sessions did not finish within the drain timeout");
+        }
+        // Idle HTTP connections may hold the server open; give it a moment.
+        let served = match tokio::time::timeout(Duration::from_secs(2), server).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
+            Err(_) => Ok(()),
+        };
+        self.writer_stop.cancel();
+        if let Err(error) = self.writer.await {
+            tracing::error!(error = %error, "message writer panicked");
+        }
+        if let Err(error) = self.publisher.await {
+            tracing::error!(error = %error, "publisher panicked");
+        }
+        if let Err(error) = state.store.clone().close().await {
+            tracing::warn!(error = %error, "closing the database failed");
+        }
+        tracing::info!("shutdown complete");
+        served
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,241 @@
+//! Authentication: JWTs for people, API keys for the host platform's servers.
+//!
+//! A token's claims become a [`Principal`] (user, role, clinic). HS256 tokens
+//! are checked against the configured or generated secret; RS256 and ES256
+//! tokens against the configured public keys. API keys are compared by their
+//! SHA-256 digests in constant time. Neither tokens nor keys are ever logged.
+
+use crate::config::AuthConfig;
+use crate::secrets;
+use consult_protocol::{ClinicId, Role, UserId};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Who is on the other end of a connection or request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user id (JWT `sub`).
+    pub user: UserId,
+    /// Patient, provider or admin.
+    pub role: Role,
+    /// The user's clinic.
+    pub clinic: ClinicId,
+}
+
+/// The claims of a hub token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// `patient`, `provider` or `admin`.
+    pub role: Role,
+    /// The clinic id.
+    pub clinic: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The token's `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// Malformed, forged, wrong key or wrong algorithm.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Failure to set up authentication at start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// The key file could not be read or written.
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// The IO failure.
+        source: std::io::Error,
+    },
+    /// A public key file could not be read or parsed.
+    #[error("public key {path}: {message}")]
+    PublicKey {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Verifies and issues tokens; checks API keys.
+#[derive(Clone)]
+pub struct Authenticator {
+    encoding: EncodingKey,
+    verifiers: Vec<(Algorithm, DecodingKey)>,
+    api_key_digests: Vec<[u8; 32]>,
+    leeway_secs: u64,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("verifiers", &self.verifiers.len())
+            .field("api_keys", &self.api_key_digests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Builds the authenticator, generating secrets into the key file when
+    /// none are configured.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the key file or a public key file cannot be used.
+    pub fn from_config(config: &AuthConfig) -> Result<Self, AuthSetupError> {
+        let needs_generated = config.jwt_secret.is_none() || config.api_keys.is_empty();
+        let generated = if needs_generated {
+            Some(secrets::load_or_create(&config.key_file).map_err(|source| {
+                AuthSetupError::KeyFile {
+                    path: config.key_file.display().to_string(),
+                    source,
+                }
+            })?)
+        } else {
+            None
+        };
+        let secret = match (&config.jwt_secret, &generated) {
+            (Some(secret), _) => secret.expose_secret().to_owned(),
+            (None, Some(generated)) => generated.jwt_secret.clone(),
+            (None, None) => String::new(),
+        };
+        let mut api_keys: Vec<String> = config
+            .api_keys
+            .iter()
+            .map(|key| key.expose_secret().to_owned())
+            .collect();
+        if api_keys.is_empty() {
+            if let Some(generated) = &generated {
+                api_keys.push(generated.api_key.clone());
+            }
+        }
+        let mut verifiers = vec![(
+            Algorithm::HS256,
+            DecodingKey::from_secret(secret.as_bytes()),
+        )];
+        for key in &config.public_keys {
+            verifiers.push(load_public_key(&key.algorithm, &key.pem_file)?);
+        }
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            verifiers,
+            api_key_digests: api_keys.iter().map(|key| digest(key)).collect(),
+            leeway_secs: config.leeway_secs,
+        })
+    }
+
+    /// Verifies a token and returns its principal.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::Expired`] for an expired token, [`AuthError::Invalid`]
+    /// for anything else wrong with it.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|error| AuthError::Invalid(error.to_string()))?;
+        let mut last_error = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
+        for (algorithm, key) in self.verifiers.iter().filter(|(alg, _)| *alg == header.alg) {
+            let mut validation = Validation::new(*algorithm);
+            validation.leeway = self.leeway_secs;
+            validation.set_required_spec_claims(&["exp", "sub"]);
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => return principal_from(data.claims),
+                Err(error) if matches!(error.kind(), ErrorKind::ExpiredSignature) => {
+                    return Err(AuthError::Expired);
+                }
+                Err(error) => last_error = AuthError::Invalid(error.to_string()),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Issues an HS256 token for `principal`, valid for `ttl_secs`.
+    ///
+    /// # Errors
+    ///
+    /// Fails only if signing fails, which HS256 with a valid key does not.
+    pub fn issue(
+        &self,
+        principal: &Principal,
+        ttl_secs: u64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = unix_now();
+        let claims = Claims {
+            sub: principal.user.to_string(),
+            role: principal.role,
+            clinic: principal.clinic.to_string(),
+            iat: now,
+            exp: now.saturating_add(ttl_secs),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+    }
+
+    /// True when `presented` is one of the configured API keys.
+    pub fn check_api_key(&self, presented: &str) -> bool {
+        let presented = digest(presented);
+        self.api_key_digests.iter().fold(false, |found, key| {
+            found | bool::from(key.ct_eq(&presented))
+        })
+    }
+}
+
+fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
+    if claims.sub.is_empty() || claims.clinic.is_empty() {
+        return Err(AuthError::Invalid("empty sub or clinic claim".to_owned()));
+    }
+    Ok(Principal {
+        user: UserId(claims.sub),
+        role: claims.role,
+        clinic: ClinicId(claims.clinic),
+    })
+}
+
+fn load_public_key(
+    algorithm: &str,
+    path: &std::path::Path,
+) -> Result<(Algorithm, DecodingKey), AuthSetupError> {
+    let error = |message: String| AuthSetupError::PublicKey {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    match algorithm {
+        "RS256" => DecodingKey::from_rsa_pem(&pem)
+            .map(|key| (Algorithm::RS256, key))
+            .map_err(|e| error(e.to_string())),
+        "ES256" => DecodingKey::from_ec_pem(&pem)
+            .map(|key| (Algorithm::ES256, key))
+            .map_err(|e| error(e.to_string())),
+        other => Err(error(format!("unsupported algorithm {other}"))),
+    }
+}
+
+fn digest(value: &str) -> [u8; 32] {
+    Sha256::digest(value.as_bytes()).into()
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

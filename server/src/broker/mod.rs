@@ -1,0 +1,112 @@
+//! Cross-node event transport: `publish(topic, event)` and interest in
+//! topics. It moves opaque, pre-encoded frames and knows nothing of
+//! consultations or sessions.
+//!
+//! Every node publishes every event through its broker; the broker hands each
+//! event to the [`EventSink`] of every node that has subscribers for the
+//! topic, this one included. The local broker hands it straight to this
+//! node's sink; the Redis broker goes through Redis pub/sub.
+
+mod local;
+
+pub use local::LocalBroker;
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A topic name: `room:<consultation>`, `feed:provider:<user>`,
+/// `feed:clinic:<clinic>`.
+pub type Topic = Arc<str>;
+
+/// One event: a frame encoded once, for every subscriber of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Where it goes.
+    pub topic: Topic,
+    /// The consultation sequence number, for message events; subscribers
+    /// use it to drop duplicates after a replay.
+    pub seq: Option<u64>,
+    /// The encoded `ServerFrame` JSON text.
+    pub frame: Bytes,
+}
+
+/// Receives events the broker delivers to this node.
+pub trait EventSink: Send + Sync + 'static {
+    /// Hands one event to local subscribers. Must not block.
+    fn deliver(&self, event: Arc<Event>);
+}
+
+/// Why the broker could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The transport is down; local delivery still happened where possible.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Health as reported by `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerHealth {
+    /// Working.
+    Healthy,
+    /// Serving local rooms only; cross-node events are not flowing.
+    Degraded,
+}
+
+/// The broker this node uses.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// In-process, one node.
+    Local(LocalBroker),
+}
+
+impl Broker {
+    /// Publishes `event` to every subscriber of its topic, cluster-wide.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Unavailable`] when the transport is down.
+    pub async fn publish(&self, event: Event) -> Result<(), BrokerError> {
+        match self {
+            Self::Local(broker) => {
+                broker.publish(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// Declares that this node has subscribers for `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Unavailable`] when the transport is down.
+    pub async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        match self {
+            Self::Local(_) => {
+                let _unused = topic;
+                Ok(())
+            }
+        }
+    }
+
+    /// Declares that this node has no more subscribers for `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Unavailable`] when the transport is down.
+    pub async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        match self {
+            Self::Local(_) => {
+                let _unused = topic;
+                Ok(())
+            }
+        }
+    }
+
+    /// Current health.
+    pub fn health(&self) -> BrokerHealth {
+        match self {
+            Self::Local(_) => BrokerHealth::Healthy,
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! One `Config` tree for the whole hub: defaults, file, environment, flags.
+//!
+//! Precedence, lowest first: the defaults below, a TOML file (`--config`),
+//! `CONSULT_…` environment variables with `__` for nesting
+//! (`CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY=512`), then CLI flags, which
+//! `main.rs` applies to the loaded struct. [`Config::validate`] reports every
+//! problem at once. Secrets are [`SecretString`]s so they never print.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Default listen address: loopback only, for the embedded default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://consult-hub.db?mode=rwc";
+/// Default file holding the generated JWT secret and API key.
+pub const DEFAULT_KEY_FILE: &str = "consult-hub.key";
+/// Time a new connection has to send `hello`.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Interval between server pings.
+pub const HEARTBEAT_INTERVAL_SECS: u64 = 20;
+/// Silence after which a connection is closed.
+pub const IDLE_TIMEOUT_SECS: u64 = 60;
+/// Largest text frame accepted, in bytes; larger ones get `frame_too_large`.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Hard cap enforced by the WebSocket codec; beyond it the stream closes 1009.
+pub const HARD_MESSAGE_BYTES: usize = 256 * 1024;
+/// Frames queued for one connection before it counts as a slow consumer.
+pub const OUTBOUND_QUEUE_CAPACITY: usize = 256;
+/// Sustained commands per second per connection.
+pub const RATE_LIMIT_PER_SEC: u32 = 20;
+/// Burst of commands per connection above the sustained rate.
+pub const RATE_LIMIT_BURST: u32 = 40;
+/// Rate-limit refusals in a row after which the connection is closed.
+pub const RATE_LIMIT_STRIKES: u32 = 50;
+/// Longest time one socket write may take before the connection is dropped.
+pub const WRITE_TIMEOUT_SECS: u64 = 10;
+/// Per-connection read buffer of the WebSocket codec, in bytes.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Per-connection write buffer of the WebSocket codec, in bytes.
+pub const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+/// Longest chat message body, in characters.
+pub const MAX_BODY_CHARS: usize = 4_000;
+/// Time sessions get to flush and close during shutdown.
+pub const DRAIN_TIMEOUT_SECS: u64 = 10;
+/// Messages written in one group-commit transaction at most.
+pub const APPEND_BATCH_MAX: usize = 256;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP and WebSocket server binds.
+    pub listen: SocketAddr,
+    /// Database settings.
+    pub database: DatabaseConfig,
+    /// Token and API-key settings.
+    pub auth: AuthConfig,
+    /// Per-connection limits.
+    pub session: SessionConfig,
+    /// Cross-node event transport.
+    pub broker: BrokerConfig,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownConfig,
+    /// Static web console.
+    pub web: WebConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Database settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE?mode=rwc` or `postgres://USER@HOST:PORT/DB`.
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Messages per group-commit transaction at most.
+    pub append_batch_max: usize,
+}
+
+/// Token and API-key settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 secret. When unset, one is generated into `key_file`.
+    pub jwt_secret: Option<SecretString>,
+    /// PEM public keys also accepted for RS256/ES256 tokens.
+    pub public_keys: Vec<PublicKeyConfig>,
+    /// API keys for the host platform's back end. When empty, one is
+    /// generated into `key_file`.
+    pub api_keys: Vec<SecretString>,
+    /// Where generated secrets are kept (mode 0600).
+    pub key_file: PathBuf,
+    /// Clock skew tolerated when checking `exp`, in seconds.
+    pub leeway_secs: u64,
+}
+
+/// A public key for verifying asymmetric tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeyConfig {
+    /// `RS256` or `ES256`.
+    pub algorithm: String,
+    /// Path of the PEM file.
+    pub pem_file: PathBuf,
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Time to send `hello`, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Server ping interval, in seconds.
+    pub heartbeat_interval_secs: u64,
+    /// Silence before closing, in seconds.
+    pub idle_timeout_secs: u64,
+    /// Largest accepted text frame, in bytes.
+    pub max_message_bytes: usize,
+    /// Hard cap in the codec, in bytes.
+    pub hard_message_bytes: usize,
+    /// Outbound queue capacity, in frames.
+    pub outbound_queue_capacity: usize,
+    /// Sustained commands per second.
+    pub rate_limit_per_sec: u32,
+    /// Command burst.
+    pub rate_limit_burst: u32,
+    /// Refusals in a row before closing.
+    pub rate_limit_strikes: u32,
+    /// Socket write timeout, in seconds.
+    pub write_timeout_secs: u64,
+    /// Codec read buffer, in bytes.
+    pub read_buffer_bytes: usize,
+    /// Codec write buffer, in bytes.
+    pub write_buffer_bytes: usize,
+    /// Longest message body, in characters.
+    pub max_body_chars: usize,
+}
+
+/// Which broker carries events between nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerKind {
+    /// In-process: one node.
+    Local,
+    /// Redis pub/sub: many nodes.
+    Redis,
+}
+
+/// Cross-node event transport.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `local` or `redis`.
+    pub kind: BrokerKind,
+    /// `redis://HOST:PORT` when `kind = "redis"`.
+    pub redis_url: Option<String>,
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Time sessions get to flush and close, in seconds.
+    pub drain_timeout_secs: u64,
+}
+
+/// Static web console.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Folder with `console/` and `patient/`; unset serves none.
+    pub static_dir: Option<PathBuf>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info,consult_hub=debug`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            session: SessionConfig::default(),
+            broker: BrokerConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            web: WebConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: DEFAULT_DATABASE_URL.to_owned(),
+            max_connections: 16,
+            append_batch_max: APPEND_BATCH_MAX,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            public_keys: Vec::new(),
+            api_keys: Vec::new(),
+            key_file: PathBuf::from(DEFAULT_KEY_FILE),
+            leeway_secs: 30,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_ms: HANDSHAKE_TIMEOUT_MS,
+            heartbeat_interval_secs: HEARTBEAT_INTERVAL_SECS,
+            idle_timeout_secs: IDLE_TIMEOUT_SECS,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            hard_message_bytes: HARD_MESSAGE_BYTES,
+            outbound_queue_capacity: OUTBOUND_QUEUE_CAPACITY,
+            rate_limit_per_sec: RATE_LIMIT_PER_SEC,
+            rate_limit_burst: RATE_LIMIT_BURST,
+            rate_limit_strikes: RATE_LIMIT_STRIKES,
+            write_timeout_secs: WRITE_TIMEOUT_SECS,
+            read_buffer_bytes: READ_BUFFER_BYTES,
+            write_buffer_bytes: WRITE_BUFFER_BYTES,
+            max_body_chars: MAX_BODY_CHARS,
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            kind: BrokerKind::Local,
+            redis_url: None,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout_secs: DRAIN_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Everything wrong with a configuration, reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then `CONSULT_…` variables.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError`] when the file cannot be read or parsed, a key
+    /// is unknown, or [`Config::validate`] finds problems.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError {
+                    problems: vec![format!("config file {} does not exist", path.display())],
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("CONSULT_").split("__"));
+        let config: Config = figment.extract().map_err(|error| ConfigError {
+            problems: error.into_iter().map(|e| e.to_string()).collect(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense together.
+    ///
+    /// # Errors
+    ///
+    /// Returns every problem found, one per line.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let session = &self.session;
+        if !(self.database.url.starts_with("sqlite:")
+            || self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            problems
+                .push("database.url must start with sqlite:, postgres:// or postgresql://".into());
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be at least 1".into());
+        }
+        if self.database.append_batch_max == 0 {
+            problems.push("database.append_batch_max must be at least 1".into());
+        }
+        if session.max_message_bytes == 0 || session.max_message_bytes > session.hard_message_bytes
+        {
+            problems.push(
+                "session.max_message_bytes must be between 1 and session.hard_message_bytes".into(),
+            );
+        }
+        if session.outbound_queue_capacity == 0 {
+            problems.push("session.outbound_queue_capacity must be at least 1".into());
+        }
+        if session.heartbeat_interval_secs == 0 {
+            problems.push("session.heartbeat_interval_secs must be at least 1".into());
+        }
+        if session.idle_timeout_secs <= session.heartbeat_interval_secs {
+            problems.push(
+                "session.idle_timeout_secs must be longer than session.heartbeat_interval_secs"
+                    .into(),
+            );
+        }
+        if session.rate_limit_per_sec == 0 || session.rate_limit_burst == 0 {
+            problems
+                .push("session.rate_limit_per_sec and rate_limit_burst must be at least 1".into());
+        }
+        if session.max_body_chars == 0 {
+            problems.push("session.max_body_chars must be at least 1".into());
+        }
+        if self.broker.kind == BrokerKind::Redis && self.broker.redis_url.is_none() {
+            problems.push("broker.redis_url is required when broker.kind = \"redis\"".into());
+        }
+        for key in &self.auth.public_keys {
+            if key.algorithm != "RS256" && key.algorithm != "ES256" {
+                problems.push(format!(
+                    "auth.public_keys: algorithm must be RS256 or ES256, not {}",
+                    key.algorithm
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// True when the database URL names PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.starts_with("postgres")
+    }
+}
+
+#[cfg(test)]
+mod tests;

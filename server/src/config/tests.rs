@@ -1,0 +1,40 @@
+#![allow(clippy::result_large_err)] // figment::Jail's closure signature.
+
+use super::*;
+
+#[test]
+fn defaults_are_valid() {
+    Config::default().validate().unwrap();
+}
+
+#[test]
+fn validate_reports_every_problem_at_once() {
+    let mut config = Config::default();
+    config.database.url = "mysql://x".into();
+    config.session.outbound_queue_capacity = 0;
+    config.broker.kind = BrokerKind::Redis;
+    let error = config.validate().unwrap_err();
+    assert_eq!(error.problems.len(), 3, "{error}");
+}
+
+#[test]
+fn environment_overrides_nested_fields() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY", "17");
+        jail.set_env("CONSULT_LISTEN", "127.0.0.1:9999");
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.session.outbound_queue_capacity, 17);
+        assert_eq!(config.listen.port(), 9999);
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_in_the_file_are_rejected() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("hub.toml", "listen = \"127.0.0.1:1\"\nlisten_port = 3\n")?;
+        let error = Config::load(Some(Path::new("hub.toml"))).unwrap_err();
+        assert!(error.to_string().contains("listen_port"), "{error}");
+        Ok(())
+    });
+}

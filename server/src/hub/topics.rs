@@ -1,0 +1,19 @@
+//! Topic names for rooms and dashboard feeds.
+
+use crate::broker::Topic;
+use consult_protocol::{ClinicId, ConsultationId, UserId};
+
+/// The room of one consultation.
+pub fn room(consultation: &ConsultationId) -> Topic {
+    format!("room:{consultation}").into()
+}
+
+/// The "Active and Waiting" feed of one provider.
+pub fn provider_feed(provider: &UserId) -> Topic {
+    format!("feed:provider:{provider}").into()
+}
+
+/// The "Active and Waiting" feed of a whole clinic.
+pub fn clinic_feed(clinic: &ClinicId) -> Topic {
+    format!("feed:clinic:{clinic}").into()
+}

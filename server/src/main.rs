@@ -1,0 +1,149 @@
+//! The `consult-hub` binary: parses the command line, loads the config,
+//! initialises tracing and runs the chosen subcommand.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use consult_hub::auth::{Authenticator, Principal};
+use consult_hub::{App, Config, demo, telemetry};
+use consult_protocol::{ClinicId, Role, UserId};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "consult-hub",
+    version,
+    about = "Real-time messaging hub for telehealth consultations"
+)]
+struct Cli {
+    /// TOML config file; `CONSULT_…` environment variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Database URL (`sqlite://FILE?mode=rwc` or `postgres://…`).
+    #[arg(long, global = true)]
+    database: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub (the default).
+    Serve {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Seed demo data and print tokens to try it with.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print a signed token.
+    Token {
+        /// patient, provider or admin.
+        #[arg(long)]
+        role: Role,
+        /// The user id.
+        #[arg(long)]
+        user: String,
+        /// The clinic id.
+        #[arg(long)]
+        clinic: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Seed demo data, print tokens, and exit.
+    Demo,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(url) = cli.database {
+        config.database.url = url;
+    }
+    telemetry::init(&config.log);
+    match cli.command.unwrap_or(Command::Serve {
+        listen: None,
+        demo: false,
+    }) {
+        Command::Serve { listen, demo } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            config.validate()?;
+            serve(config, demo).await
+        }
+        Command::Migrate => {
+            App::build(config).await.context("migrating")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Token {
+            role,
+            user,
+            clinic,
+            ttl,
+        } => {
+            let auth = Authenticator::from_config(&config.auth)?;
+            let principal = Principal {
+                user: UserId(user),
+                role,
+                clinic: ClinicId(clinic),
+            };
+            println!("{}", auth.issue(&principal, ttl)?);
+            Ok(())
+        }
+        Command::Demo => {
+            let app = App::build(config).await?;
+            let info = demo::seed(app.state()).await?;
+            print_demo(&info, None);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
+    if config.web.static_dir.is_none() {
+        let bundled = PathBuf::from("clients/web");
+        if bundled.join("console").is_dir() {
+            config.web.static_dir = Some(bundled);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let app = App::build(config).await.context("starting the hub")?;
+    if demo {
+        let info = demo::seed(app.state()).await?;
+        print_demo(&info, Some(address));
+    }
+    tracing::info!(%address, "consult-hub listening");
+    app.run(listener, consult_hub::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_demo(info: &demo::DemoInfo, address: Option<SocketAddr>) {
+    println!("\nconsult-hub demo — clinic `{}`\n", demo::CLINIC);
+    if let Some(address) = address {
+        println!("  provider console:  http://{address}/console/");
+        println!("  patient app:       http://{address}/patient/");
+        println!("  WebSocket:         ws://{address}/v1/ws");
+        println!("  health / metrics:  http://{address}/readyz  http://{address}/metrics\n");
+    }
+    println!("Consultations:");
+    for (id, patient, status) in &info.consultations {
+        println!("  {id}  patient {patient:<10} {status}");
+    }
+    println!("\nTokens (valid 12 h; paste one into the console's sign-in box):");
+    for (user, role, name, token) in &info.people {
+        println!("  {role:<8} {user:<10} {name}\n    {token}");
+    }
+    println!(
+        "\nThe API key for /v1/ is in the key file (auth.key_file, default ./consult-hub.key).\n"
+    );
+}

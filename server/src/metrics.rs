@@ -1,0 +1,64 @@
+//! The Prometheus recorder and the names of the hub's metrics.
+//!
+//! Metric names are prefixed `consult_`. The recorder is process-wide; it is
+//! installed once, however many hubs a process (a test) starts.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder on first call and returns the rendering handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_gauge!(
+        "consult_connections_active",
+        "Authenticated WebSocket connections."
+    );
+    metrics::describe_counter!(
+        "consult_connections_total",
+        "WebSocket connections accepted."
+    );
+    metrics::describe_counter!("consult_messages_stored_total", "Messages persisted.");
+    metrics::describe_counter!(
+        "consult_frames_fanned_out_total",
+        "Frames queued to local subscribers."
+    );
+    metrics::describe_counter!(
+        "consult_slow_consumer_kicks_total",
+        "Connections closed because their outbound queue was full."
+    );
+    metrics::describe_counter!(
+        "consult_client_errors_total",
+        "Error frames sent to clients, by code."
+    );
+    metrics::describe_counter!(
+        "consult_session_closes_total",
+        "Sessions closed, by close code."
+    );
+    metrics::describe_counter!(
+        "consult_status_changes_total",
+        "Consultation status changes."
+    );
+    metrics::describe_histogram!(
+        "consult_append_batch_size",
+        "Messages per group-commit transaction."
+    );
+    metrics::describe_counter!(
+        "consult_broker_publish_failures_total",
+        "Events the broker failed to publish."
+    );
+}

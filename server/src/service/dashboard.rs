@@ -1,0 +1,136 @@
+//! The "Active and Waiting" list: snapshots and per-row deltas, published to
+//! the provider's feed and the clinic's feed.
+
+use super::ServiceError;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::hub::topics;
+use crate::store::{consultations, participants};
+use consult_protocol::{
+    ConsultationId, ConsultationStatus, DashboardEntry, ErrorCode, Role, ServerFrame, UserId,
+};
+
+/// Largest snapshot returned.
+const SNAPSHOT_LIMIT: u64 = 500;
+
+/// Which feed a principal watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// One provider's consultations.
+    Provider(UserId),
+    /// The whole clinic.
+    Clinic,
+}
+
+/// Works out the feed `principal` asked for.
+///
+/// # Errors
+///
+/// `forbidden` for patients, and for providers naming another provider.
+pub fn feed_for(principal: &Principal, provider: Option<UserId>) -> Result<Feed, ServiceError> {
+    match (principal.role, provider) {
+        (Role::Patient, _) => Err(ServiceError::refused(
+            ErrorCode::Forbidden,
+            "patients have no dashboard",
+        )),
+        (Role::Provider, None) => Ok(Feed::Provider(principal.user.clone())),
+        (Role::Provider, Some(other)) if other == principal.user => Ok(Feed::Provider(other)),
+        (Role::Provider, Some(_)) => Err(ServiceError::refused(
+            ErrorCode::Forbidden,
+            "a provider may watch only its own list",
+        )),
+        (Role::Admin, None) => Ok(Feed::Clinic),
+        (Role::Admin, Some(provider)) => Ok(Feed::Provider(provider)),
+    }
+}
+
+/// The topic of a feed.
+pub fn topic(principal: &Principal, feed: &Feed) -> crate::broker::Topic {
+    match feed {
+        Feed::Provider(provider) => topics::provider_feed(provider),
+        Feed::Clinic => topics::clinic_feed(&principal.clinic),
+    }
+}
+
+/// The current rows of a feed, longest waiting first.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn snapshot(
+    state: &AppState,
+    principal: &Principal,
+    feed: &Feed,
+) -> Result<Vec<DashboardEntry>, ServiceError> {
+    let db = state.store.connection();
+    let filter = consultations::ListFilter {
+        clinic_id: Some(principal.clinic.clone()),
+        provider_id: match feed {
+            Feed::Provider(provider) => Some(provider.clone()),
+            Feed::Clinic => None,
+        },
+        patient_id: None,
+        statuses: vec![
+            ConsultationStatus::WaitingForPatient,
+            ConsultationStatus::PatientReady,
+            ConsultationStatus::InProgress,
+        ],
+        limit: SNAPSHOT_LIMIT,
+    };
+    let list = consultations::list(db, &filter).await?;
+    let patients: Vec<UserId> = list.iter().map(|c| c.patient_id.clone()).collect();
+    let names = participants::display_names(db, &patients).await?;
+    let mut entries = Vec::with_capacity(list.len());
+    for consultation in &list {
+        let name = names
+            .get(&consultation.patient_id)
+            .cloned()
+            .unwrap_or_else(|| consultation.patient_id.to_string());
+        entries.push(consultations::dashboard_entry(db, consultation, name).await?);
+    }
+    entries.sort_by_key(|entry| (entry.waiting_since.unwrap_or(entry.scheduled_at), entry.rev));
+    Ok(entries)
+}
+
+/// Publishes the current row of one consultation to its provider's and its
+/// clinic's feeds.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), ServiceError> {
+    let db = state.store.connection();
+    let Some(consultation) = consultations::find(db, id).await? else {
+        return Ok(());
+    };
+    let name = participants::find(db, &consultation.patient_id)
+        .await?
+        .map_or_else(|| consultation.patient_id.to_string(), |p| p.display_name);
+    let entry = consultations::dashboard_entry(db, &consultation, name).await?;
+    let frame = ServerFrame::Dashboard { entry };
+    super::events::publish(
+        state,
+        topics::provider_feed(&consultation.provider_id),
+        None,
+        &frame,
+    )
+    .await;
+    super::events::publish(
+        state,
+        topics::clinic_feed(&consultation.clinic_id),
+        None,
+        &frame,
+    )
+    .await;
+    Ok(())
+}
+
+/// Publishes a row in the background, logging a failure.
+pub fn spawn_publish_entry(state: std::sync::Arc<AppState>, id: ConsultationId) {
+    let tracker = state.tracker.clone();
+    tracker.spawn(async move {
+        if let Err(error) = publish_entry(&state, &id).await {
+            tracing::error!(error = %error, consultation = %id, "dashboard delta failed");
+        }
+    });
+}

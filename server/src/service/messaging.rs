@@ -1,0 +1,200 @@
+//! Sending, reading and acknowledging messages, and typing indicators.
+
+use super::{ServiceError, access, dashboard, events};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::domain::text;
+use crate::hub::topics;
+use crate::store::messages::{AppendOutcome, NewMessage};
+use crate::store::{consultations, messages, receipts};
+use chrono::{DateTime, Utc};
+use consult_protocol::{
+    ChatMessage, ConsultationId, ErrorCode, MessageKind, ReceiptKind, Role, Seq, ServerFrame,
+};
+use std::sync::Arc;
+
+/// Largest history page.
+pub const MAX_HISTORY_LIMIT: u32 = 200;
+/// History page when the client names none.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The consultation.
+    pub consultation_id: ConsultationId,
+    /// Chat, quick or alert.
+    pub kind: MessageKind,
+    /// The text.
+    pub body: String,
+    /// The sender's idempotency key.
+    pub client_msg_id: Option<String>,
+}
+
+/// The result of a send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// True when it had been stored before.
+    pub duplicate: bool,
+    /// When it was stored.
+    pub sent_at: DateTime<Utc>,
+    /// The stored message.
+    pub message: ChatMessage,
+}
+
+/// Validates, authorizes and stores a message; the publisher fans it out.
+/// `member_checked` skips the membership look-up for a room the session has
+/// already joined.
+///
+/// # Errors
+///
+/// `invalid_value`, `forbidden`, `not_found`, `consultation_closed`,
+/// `duplicate_client_msg_id`, or a store failure.
+pub async fn send(
+    state: &AppState,
+    principal: &Principal,
+    outgoing: Outgoing,
+    member_checked: bool,
+) -> Result<Sent, ServiceError> {
+    text::check_body(&outgoing.body, state.config.session.max_body_chars)?;
+    if let Some(client_msg_id) = &outgoing.client_msg_id {
+        text::check_client_msg_id(client_msg_id)?;
+    }
+    if !member_checked {
+        access::authorized_consultation(state, principal, &outgoing.consultation_id).await?;
+    }
+    let outcome = state
+        .appender
+        .append(NewMessage {
+            consultation_id: outgoing.consultation_id.clone(),
+            sender: principal.user.clone(),
+            sender_role: principal.role,
+            kind: outgoing.kind,
+            body: outgoing.body,
+            client_msg_id: outgoing.client_msg_id,
+        })
+        .await?;
+    match outcome {
+        AppendOutcome::Stored(message) => {
+            metrics::counter!("consult_messages_stored_total").increment(1);
+            Ok(sent(message, false))
+        }
+        AppendOutcome::Duplicate(message) => Ok(sent(message, true)),
+        AppendOutcome::ConflictingDuplicate => Err(ServiceError::refused(
+            ErrorCode::DuplicateClientMsgId,
+            "this client_msg_id was already used for a different message",
+        )),
+        AppendOutcome::NotFound => Err(ServiceError::refused(
+            ErrorCode::NotFound,
+            format!("no consultation {}", outgoing.consultation_id),
+        )),
+        AppendOutcome::Closed => Err(ServiceError::refused(
+            ErrorCode::ConsultationClosed,
+            "the consultation has ended or was cancelled",
+        )),
+    }
+}
+
+fn sent(message: ChatMessage, duplicate: bool) -> Sent {
+    Sent {
+        seq: message.seq,
+        duplicate,
+        sent_at: message.sent_at,
+        message,
+    }
+}
+
+/// A page of history, oldest first, and whether older messages remain.
+///
+/// # Errors
+///
+/// `invalid_value` for a limit outside 1 to 200, or a store failure.
+pub async fn history(
+    state: &AppState,
+    consultation: &ConsultationId,
+    before: Option<Seq>,
+    limit: Option<u32>,
+) -> Result<(Vec<ChatMessage>, bool), ServiceError> {
+    let limit = limit.unwrap_or(DEFAULT_HISTORY_LIMIT);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(ServiceError::refused(
+            ErrorCode::InvalidValue,
+            format!("limit must be 1 to {MAX_HISTORY_LIMIT}"),
+        ));
+    }
+    Ok(messages::page_before(
+        state.store.connection(),
+        consultation,
+        before.map(Seq::get),
+        u64::from(limit),
+    )
+    .await?)
+}
+
+/// Records a receipt and tells the room; a provider's read receipt also
+/// updates the unread count on the dashboards.
+///
+/// # Errors
+///
+/// `invalid_value` for a sequence number beyond the last message, or a store
+/// failure.
+pub async fn acknowledge(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    consultation: &ConsultationId,
+    seq: Seq,
+    receipt: ReceiptKind,
+) -> Result<(), ServiceError> {
+    let db = state.store.connection();
+    let current = consultations::find(db, consultation)
+        .await?
+        .ok_or_else(|| ServiceError::refused(ErrorCode::NotFound, "no such consultation"))?;
+    if seq.get() > current.last_seq {
+        return Err(ServiceError::refused(
+            ErrorCode::InvalidValue,
+            format!(
+                "seq {seq} is beyond the last message ({})",
+                current.last_seq
+            ),
+        ));
+    }
+    let (_, moved) =
+        receipts::record(db, consultation, &principal.user, receipt, seq.get()).await?;
+    if !moved {
+        return Ok(());
+    }
+    let frame = ServerFrame::Receipt {
+        consultation_id: consultation.clone(),
+        user: principal.user.clone(),
+        role: principal.role,
+        seq,
+        receipt,
+    };
+    events::publish(state, topics::room(consultation), None, &frame).await;
+    if principal.role == Role::Provider
+        && receipt == ReceiptKind::Read
+        && principal.user == current.provider_id
+    {
+        consultations::bump_rev(db, consultation).await?;
+        dashboard::spawn_publish_entry(Arc::clone(state), consultation.clone());
+    }
+    Ok(())
+}
+
+/// Tells the room that `principal` started or stopped typing.
+pub async fn typing(
+    state: &AppState,
+    principal: &Principal,
+    consultation: &ConsultationId,
+    active: bool,
+) {
+    let frame = ServerFrame::Typing {
+        consultation_id: consultation.clone(),
+        user: principal.user.clone(),
+        role: principal.role,
+        active,
+    };
+    events::publish(state, topics::room(consultation), None, &frame).await;
+}

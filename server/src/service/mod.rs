@@ -1,0 +1,71 @@
+//! The hub's use cases, shared by WebSocket sessions and the HTTP API:
+//! authorize, validate, persist, audit, publish. Each function takes the
+//! [`AppState`] and a [`Principal`]; none knows how the request arrived.
+//!
+//! [`AppState`]: crate::app::AppState
+//! [`Principal`]: crate::auth::Principal
+
+pub mod access;
+pub mod dashboard;
+pub mod events;
+pub mod messaging;
+pub mod publisher;
+pub mod status;
+
+use crate::store::StoreError;
+use consult_protocol::ErrorCode;
+
+/// Why a use case did not complete: the client's fault, or ours.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Refused for a reason the client can act on.
+    #[error("{code}: {message}")]
+    Refused {
+        /// The wire code.
+        code: ErrorCode,
+        /// The explanation sent to the client.
+        message: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    /// A refusal with `code`.
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The wire code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Refused { code, .. } => *code,
+            Self::Store(StoreError::WriterStopped) => ErrorCode::Unavailable,
+            Self::Store(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The text safe to send to the client: internal details stay in logs.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Refused { message, .. } => message.clone(),
+            Self::Store(StoreError::WriterStopped) => "the hub is shutting down; retry".to_owned(),
+            Self::Store(_) => "internal error; it has been logged".to_owned(),
+        }
+    }
+
+    /// True when the fault is ours (worth an error-level log).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_))
+    }
+}
+
+impl From<(ErrorCode, String)> for ServiceError {
+    fn from((code, message): (ErrorCode, String)) -> Self {
+        Self::Refused { code, message }
+    }
+}

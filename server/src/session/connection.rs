@@ -1,0 +1,320 @@
+//! The authenticated session: one task owning the socket, selecting over
+//! shutdown, slow-consumer kick, the outbound queue, inbound frames and the
+//! heartbeat. Each branch is one named call. One exit path always runs:
+//! unsubscribe from the hub (by connection id), tell the broker, mark the
+//! user offline, send the close frame, record metrics.
+
+use super::rate_limit::TokenBucket;
+use super::socket::{Socket, WriteError};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::broker::{Event, Topic};
+use crate::hub::Subscriber;
+use axum::extract::ws::{Message, Utf8Bytes};
+use consult_protocol::{
+    ClientFrame, CloseCode, CommandId, ConsultationId, ErrorCode, ServerFrame, decode_client_frame,
+};
+use futures_util::{Sink, Stream};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Frames written per flush at most when draining the outbound queue.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+
+/// A room this connection has joined.
+#[derive(Debug, Clone)]
+pub(crate) struct JoinedRoom {
+    pub(crate) consultation_id: ConsultationId,
+    /// Highest sequence number delivered; lower ones are duplicates.
+    pub(crate) cursor: u64,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Close with this code.
+    Close(CloseCode),
+    /// The socket is gone; nothing to send.
+    Gone,
+}
+
+/// What to do after handling an inbound frame.
+pub(crate) enum Flow {
+    Continue,
+    Exit(CloseCode),
+}
+
+/// An authenticated connection.
+#[derive(Debug)]
+pub struct Session<S> {
+    pub(crate) socket: Socket<S>,
+    pub(crate) state: Arc<AppState>,
+    pub(crate) principal: Principal,
+    pub(crate) conn_id: u64,
+    outbound_tx: mpsc::Sender<Arc<Event>>,
+    outbound_rx: mpsc::Receiver<Arc<Event>>,
+    slow_consumer: CancellationToken,
+    pub(crate) rooms: HashMap<Topic, JoinedRoom>,
+    pub(crate) dashboard: Option<Topic>,
+    limiter: TokenBucket,
+    strikes: u32,
+    last_heard: Instant,
+}
+
+impl<S> Session<S>
+where
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Unpin
+        + Send,
+{
+    pub(crate) async fn start(
+        socket: Socket<S>,
+        state: Arc<AppState>,
+        principal: Principal,
+        conn_id: u64,
+    ) -> Self {
+        let session_config = &state.config.session;
+        let (outbound_tx, outbound_rx) = mpsc::channel(session_config.outbound_queue_capacity);
+        let limiter = TokenBucket::new(
+            session_config.rate_limit_per_sec,
+            session_config.rate_limit_burst,
+        );
+        state.presence.connected(&principal.user).await;
+        metrics::gauge!("consult_connections_active").increment(1.0);
+        Self {
+            socket,
+            state,
+            principal,
+            conn_id,
+            outbound_tx,
+            outbound_rx,
+            slow_consumer: CancellationToken::new(),
+            rooms: HashMap::new(),
+            dashboard: None,
+            limiter,
+            strikes: 0,
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// This connection as a hub subscriber.
+    pub(crate) fn subscriber(&self) -> Subscriber {
+        Subscriber {
+            conn_id: self.conn_id,
+            user: self.principal.user.clone(),
+            role: self.principal.role,
+            outbound_tx: self.outbound_tx.clone(),
+            slow_consumer: self.slow_consumer.clone(),
+        }
+    }
+
+    /// Runs until the client leaves, misbehaves, or the hub shuts down.
+    #[tracing::instrument(name = "session", skip_all, fields(conn_id = self.conn_id, user = %self.principal.user))]
+    pub async fn run(mut self) {
+        let heartbeat_every =
+            Duration::from_secs(self.state.config.session.heartbeat_interval_secs);
+        let mut heartbeat =
+            tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shutdown = self.state.sessions_shutdown.clone();
+        let slow_consumer = self.slow_consumer.clone();
+        let exit = loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break self.on_shutdown().await,
+                () = slow_consumer.cancelled() => break Exit::Close(CloseCode::SlowConsumer),
+                Some(event) = self.outbound_rx.recv() => {
+                    if let Err(error) = self.on_hub_event(event).await {
+                        tracing::info!(error = %error, "write failed");
+                        break Exit::Gone;
+                    }
+                }
+                inbound = self.socket.next() => match self.on_inbound(inbound).await {
+                    Flow::Continue => {}
+                    Flow::Exit(code) => break Exit::Close(code),
+                },
+                _ = heartbeat.tick() => {
+                    if let Some(exit) = self.on_heartbeat().await {
+                        break exit;
+                    }
+                }
+            }
+        };
+        self.finish(exit).await;
+    }
+
+    /// Delivers one hub event and whatever else is queued, then flushes once.
+    async fn on_hub_event(&mut self, first: Arc<Event>) -> Result<(), WriteError> {
+        let mut written = usize::from(self.feed_event(&first).await?);
+        while written < MAX_FRAMES_PER_FLUSH {
+            match self.outbound_rx.try_recv() {
+                Ok(event) => written += usize::from(self.feed_event(&event).await?),
+                Err(_) => break,
+            }
+        }
+        if written > 0 {
+            self.socket.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Feeds one event unless it is a duplicate of a replayed message.
+    async fn feed_event(&mut self, event: &Event) -> Result<bool, WriteError> {
+        if let (Some(seq), Some(room)) = (event.seq, self.rooms.get_mut(&event.topic)) {
+            if seq <= room.cursor {
+                return Ok(false);
+            }
+            room.cursor = seq;
+        }
+        let Ok(text) = Utf8Bytes::try_from(event.frame.clone()) else {
+            tracing::error!(topic = %event.topic, "dropping an event that is not UTF-8");
+            return Ok(false);
+        };
+        self.socket.feed(Message::Text(text)).await?;
+        Ok(true)
+    }
+
+    async fn on_inbound(&mut self, inbound: Option<Result<Message, axum::Error>>) -> Flow {
+        let message = match inbound {
+            None => return Flow::Exit(CloseCode::Normal),
+            Some(Err(error)) => {
+                tracing::info!(error = %error, "read failed");
+                return Flow::Exit(read_error_close_code(&error));
+            }
+            Some(Ok(message)) => message,
+        };
+        self.last_heard = Instant::now();
+        match message {
+            Message::Text(text) => self.on_text(&text).await,
+            Message::Binary(_) => {
+                self.send_error(
+                    None,
+                    ErrorCode::BinaryNotSupported,
+                    "binary frames are not supported",
+                )
+                .await
+            }
+            Message::Close(_) => Flow::Exit(CloseCode::Normal),
+            Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
+        if text.len() > self.state.config.session.max_message_bytes {
+            return self
+                .send_error(
+                    None,
+                    ErrorCode::FrameTooLarge,
+                    "frame exceeds the size limit",
+                )
+                .await;
+        }
+        if !self.limiter.try_take() {
+            self.strikes += 1;
+            if self.strikes > self.state.config.session.rate_limit_strikes {
+                return Flow::Exit(CloseCode::RateLimitExceeded);
+            }
+            let id = decode_client_frame(text).ok().and_then(|f| f.id().cloned());
+            return self
+                .send_error(id, ErrorCode::RateLimited, "too many commands; slow down")
+                .await;
+        }
+        self.strikes = 0;
+        match decode_client_frame(text) {
+            Ok(ClientFrame::Hello { .. }) => {
+                self.send_error(
+                    None,
+                    ErrorCode::AlreadyAuthenticated,
+                    "already authenticated",
+                )
+                .await
+            }
+            Ok(frame) => self.on_client_frame(frame).await,
+            Err(error) => self.send_error(error.id, error.code, &error.message).await,
+        }
+    }
+
+    async fn on_heartbeat(&mut self) -> Option<Exit> {
+        let idle = Duration::from_secs(self.state.config.session.idle_timeout_secs);
+        if self.last_heard.elapsed() >= idle {
+            return Some(Exit::Close(CloseCode::IdleTimeout));
+        }
+        match self.socket.send(Message::Ping(bytes::Bytes::new())).await {
+            Ok(()) => None,
+            Err(_) => Some(Exit::Gone),
+        }
+    }
+
+    /// Flushes what is queued, then says goodbye with 1001 (reconnect).
+    async fn on_shutdown(&mut self) -> Exit {
+        while let Ok(event) = self.outbound_rx.try_recv() {
+            if self.on_hub_event(event).await.is_err() {
+                return Exit::Gone;
+            }
+        }
+        Exit::Close(CloseCode::GoingAway)
+    }
+
+    /// Sends an error frame; a failed write ends the session.
+    pub(crate) async fn send_error(
+        &mut self,
+        id: Option<CommandId>,
+        code: ErrorCode,
+        message: &str,
+    ) -> Flow {
+        metrics::counter!("consult_client_errors_total", "code" => code.as_str()).increment(1);
+        tracing::info!(code = %code, message, "error sent to client");
+        self.send_frame(&ServerFrame::error(id, code, message))
+            .await
+    }
+
+    /// Sends a frame; a failed write ends the session.
+    pub(crate) async fn send_frame(&mut self, frame: &ServerFrame) -> Flow {
+        match self.socket.send_frame(frame).await {
+            Ok(()) => Flow::Continue,
+            Err(error) => {
+                tracing::info!(error = %error, "write failed");
+                Flow::Exit(CloseCode::Normal)
+            }
+        }
+    }
+
+    async fn finish(mut self, exit: Exit) {
+        let rooms: Vec<(Topic, JoinedRoom)> = self.rooms.drain().collect();
+        for (topic, room) in rooms {
+            self.leave_topic(&topic, Some(&room.consultation_id)).await;
+        }
+        if let Some(topic) = self.dashboard.take() {
+            self.leave_topic(&topic, None).await;
+        }
+        self.state.presence.disconnected(&self.principal.user).await;
+        metrics::gauge!("consult_connections_active").decrement(1.0);
+        match exit {
+            Exit::Close(code) => {
+                if code == CloseCode::SlowConsumer {
+                    tracing::warn!("closing slow consumer");
+                }
+                self.socket.close(code).await;
+            }
+            Exit::Gone => {
+                metrics::counter!("consult_session_closes_total", "code" => "gone").increment(1);
+            }
+        }
+        tracing::info!(?exit, "session ended");
+    }
+}
+
+fn read_error_close_code(error: &axum::Error) -> CloseCode {
+    let text = error.to_string();
+    if text.contains("Message too long") || text.contains("too big") || text.contains("Space limit")
+    {
+        CloseCode::MessageTooBig
+    } else {
+        CloseCode::Normal
+    }
+}

@@ -1,0 +1,42 @@
+//! One WebSocket connection: handshake, then one task that owns the socket.
+//!
+//! [`spawn`] runs the connection on the app's task tracker. The handshake
+//! ([`handshake::PendingSession`]) waits for `hello` under a timeout and
+//! consumes itself into a [`connection::Session`], whose loop selects over
+//! the shutdown token, the slow-consumer token, the bounded outbound queue,
+//! inbound frames and the heartbeat tick. Every exit runs the same cleanup.
+//!
+//! The loop is generic over the socket's `Stream`/`Sink`, so tests can drive
+//! it with channels. It must not import `http`.
+
+pub mod commands;
+pub mod connection;
+pub mod handshake;
+pub mod rate_limit;
+pub mod socket;
+
+use crate::app::AppState;
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{Sink, Stream};
+use std::sync::Arc;
+
+/// Runs a freshly upgraded connection on the app's task tracker.
+pub fn spawn(socket: WebSocket, state: Arc<AppState>) {
+    let tracker = state.tracker.clone();
+    tracker.spawn(run(socket, state));
+}
+
+/// Handshake, then the session loop, then cleanup.
+pub async fn run<S>(socket: S, state: Arc<AppState>)
+where
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Unpin
+        + Send,
+{
+    metrics::counter!("consult_connections_total").increment(1);
+    let pending = handshake::PendingSession::new(socket, state);
+    if let Some(session) = pending.authenticate().await {
+        session.run().await;
+    }
+}

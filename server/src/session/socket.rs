@@ -1,0 +1,108 @@
+//! The connection's socket: reading frames, and writing frames and closes,
+//! each write under the write timeout.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use consult_protocol::{CloseCode, ServerFrame};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::time::Duration;
+
+/// Why a write failed; either way the connection is finished.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The peer did not read within the write timeout.
+    #[error("write timed out")]
+    TimedOut,
+    /// The socket failed or is closed.
+    #[error("socket: {0}")]
+    Socket(#[from] axum::Error),
+}
+
+/// A socket with a write timeout.
+#[derive(Debug)]
+pub struct Socket<S> {
+    inner: S,
+    write_timeout: Duration,
+}
+
+impl<S> Socket<S>
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    /// The next inbound message; cancel-safe.
+    pub async fn next(&mut self) -> Option<Result<Message, axum::Error>> {
+        self.inner.next().await
+    }
+}
+
+impl<S> Socket<S>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    /// Wraps `inner`.
+    pub fn new(inner: S, write_timeout: Duration) -> Self {
+        Self {
+            inner,
+            write_timeout,
+        }
+    }
+
+    /// Encodes and sends one frame, flushing.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] when the socket fails or the write times out.
+    pub async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), WriteError> {
+        self.send(Message::Text(Utf8Bytes::from(frame.to_json())))
+            .await
+    }
+
+    /// Sends one message, flushing.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] when the socket fails or the write times out.
+    pub async fn send(&mut self, message: Message) -> Result<(), WriteError> {
+        tokio::time::timeout(self.write_timeout, self.inner.send(message))
+            .await
+            .map_err(|_| WriteError::TimedOut)??;
+        Ok(())
+    }
+
+    /// Queues one message without flushing.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] when the socket fails or the write times out.
+    pub async fn feed(&mut self, message: Message) -> Result<(), WriteError> {
+        tokio::time::timeout(self.write_timeout, self.inner.feed(message))
+            .await
+            .map_err(|_| WriteError::TimedOut)??;
+        Ok(())
+    }
+
+    /// Flushes what was fed.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] when the socket fails or the write times out.
+    pub async fn flush(&mut self) -> Result<(), WriteError> {
+        tokio::time::timeout(self.write_timeout, self.inner.flush())
+            .await
+            .map_err(|_| WriteError::TimedOut)??;
+        Ok(())
+    }
+
+    /// Sends a close frame with `code`; failures are logged, not returned,
+    /// since the connection ends either way.
+    pub async fn close(&mut self, code: CloseCode) {
+        metrics::counter!("consult_session_closes_total", "code" => code.code().to_string())
+            .increment(1);
+        let frame = CloseFrame {
+            code: code.code(),
+            reason: Utf8Bytes::from_static(code.reason()),
+        };
+        if let Err(error) = self.send(Message::Close(Some(frame))).await {
+            tracing::debug!(error = %error, "close frame not sent");
+        }
+    }
+}

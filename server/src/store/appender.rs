@@ -1,0 +1,164 @@
+//! The group-commit message writer.
+//!
+//! Senders hand messages to one writer task per node. It takes whatever is
+//! queued (up to `append_batch_max`), appends all of it in one transaction,
+//! then passes the stored messages, in commit order, to the committed
+//! channel (the hub's publisher) before answering each sender. One writer
+//! per node means one ordered stream of commits, so events leave this node
+//! in sequence order; one transaction per batch means one fsync for many
+//! messages. If a batch fails, each message is retried in a transaction of
+//! its own, so one bad message cannot fail its neighbours.
+
+use super::StoreError;
+use super::messages::{self, AppendOutcome, NewMessage};
+use consult_protocol::ChatMessage;
+use sea_orm::{DatabaseConnection, TransactionTrait};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Queued appends before senders wait.
+const JOB_QUEUE_CAPACITY: usize = 4096;
+
+struct Job {
+    message: NewMessage,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// A handle for appending messages through the writer task.
+#[derive(Debug, Clone)]
+pub struct Appender {
+    jobs_tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("consultation", &self.message.consultation_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Appender {
+    /// Appends `message` and waits for its outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WriterStopped`] after shutdown; [`StoreError::Db`] when
+    /// the database fails.
+    pub async fn append(&self, message: NewMessage) -> Result<AppendOutcome, StoreError> {
+        let (reply, reply_rx) = oneshot::channel();
+        self.jobs_tx
+            .send(Job { message, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        reply_rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+/// The writer task's state.
+#[derive(Debug)]
+pub struct AppendWriter {
+    db: DatabaseConnection,
+    jobs_rx: mpsc::Receiver<Job>,
+    committed_tx: mpsc::Sender<Vec<ChatMessage>>,
+    batch_max: usize,
+}
+
+/// Creates the writer and its handle. Run the writer with
+/// [`AppendWriter::run`]; stored messages come out of `committed_tx`.
+pub fn channel(
+    db: DatabaseConnection,
+    batch_max: usize,
+    committed_tx: mpsc::Sender<Vec<ChatMessage>>,
+) -> (Appender, AppendWriter) {
+    let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE_CAPACITY);
+    (
+        Appender { jobs_tx },
+        AppendWriter {
+            db,
+            jobs_rx,
+            committed_tx,
+            batch_max: batch_max.max(1),
+        },
+    )
+}
+
+impl AppendWriter {
+    /// Writes batches until `stop` is cancelled, then drains what is queued.
+    pub async fn run(mut self, stop: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                job = self.jobs_rx.recv() => job,
+                () = stop.cancelled() => {
+                    self.jobs_rx.close();
+                    self.jobs_rx.recv().await
+                }
+            };
+            let Some(first) = first else { break };
+            let mut batch = vec![first];
+            while batch.len() < self.batch_max {
+                match self.jobs_rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.write(batch).await;
+        }
+        tracing::debug!("message writer stopped");
+    }
+
+    async fn write(&self, batch: Vec<Job>) {
+        metrics::histogram!("consult_append_batch_size").record(batch.len() as f64);
+        let messages: Vec<&NewMessage> = batch.iter().map(|job| &job.message).collect();
+        match append_all(&self.db, &messages).await {
+            Ok(outcomes) => {
+                self.finish(batch, outcomes.into_iter().map(Ok).collect())
+                    .await
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, size = batch.len(), "batch append failed; retrying one by one");
+                let mut results = Vec::with_capacity(batch.len());
+                for message in &messages {
+                    results.push(
+                        append_all(&self.db, std::slice::from_ref(message))
+                            .await
+                            .and_then(|mut outcomes| {
+                                outcomes.pop().ok_or(StoreError::WriterStopped)
+                            }),
+                    );
+                }
+                self.finish(batch, results).await;
+            }
+        }
+    }
+
+    async fn finish(&self, batch: Vec<Job>, results: Vec<Result<AppendOutcome, StoreError>>) {
+        let committed: Vec<ChatMessage> = results
+            .iter()
+            .filter_map(|result| match result {
+                Ok(AppendOutcome::Stored(message)) => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        if !committed.is_empty() && self.committed_tx.send(committed).await.is_err() {
+            tracing::error!("publisher gone; committed messages will reach clients on resume only");
+        }
+        for (job, result) in batch.into_iter().zip(results) {
+            // A sender that gave up waiting still has its message stored.
+            let _ignored = job.reply.send(result);
+        }
+    }
+}
+
+async fn append_all(
+    db: &DatabaseConnection,
+    messages: &[&NewMessage],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let txn = db.begin().await?;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for message in messages {
+        outcomes.push(messages::append(&txn, message).await?);
+    }
+    txn.commit().await?;
+    Ok(outcomes)
+}

@@ -1,0 +1,90 @@
+//! The audit log: one row per status change, send and refusal worth
+//! keeping. Rows hold ids and outcome codes, never message text.
+
+use super::StoreError;
+use super::entities::audit_log;
+use crate::auth::Principal;
+use chrono::{DateTime, Utc};
+use consult_protocol::ConsultationId;
+use sea_orm::{
+    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+use serde::Serialize;
+
+/// One audit entry to write.
+#[derive(Debug, Clone)]
+pub struct AuditEntry<'a> {
+    /// Who acted.
+    pub actor: &'a Principal,
+    /// What they did, e.g. `status.enter`, `message.send`.
+    pub action: &'a str,
+    /// The consultation concerned.
+    pub consultation: Option<&'a ConsultationId>,
+    /// Ids and outcome, as JSON. Never message text.
+    pub detail: serde_json::Value,
+}
+
+/// A stored audit row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor_id: String,
+    /// Their role.
+    pub actor_role: String,
+    /// What.
+    pub action: String,
+    /// Which consultation.
+    pub consultation_id: Option<String>,
+    /// Ids and outcome.
+    pub detail: serde_json::Value,
+}
+
+/// Appends an entry.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn record(db: &impl ConnectionTrait, entry: AuditEntry<'_>) -> Result<(), StoreError> {
+    let row = audit_log::ActiveModel {
+        id: NotSet,
+        at: Set(Utc::now()),
+        actor_id: Set(entry.actor.user.to_string()),
+        actor_role: Set(entry.actor.role.as_str().to_owned()),
+        action: Set(entry.action.to_owned()),
+        consultation_id: Set(entry.consultation.map(ToString::to_string)),
+        detail: Set(entry.detail.to_string()),
+    };
+    audit_log::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// The audit trail of one consultation, oldest first.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn for_consultation(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = audit_log::Entity::find()
+        .filter(audit_log::Column::ConsultationId.eq(consultation.to_string()))
+        .order_by_asc(audit_log::Column::Id)
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| AuditRecord {
+            at: row.at,
+            actor_id: row.actor_id,
+            actor_role: row.actor_role,
+            action: row.action,
+            consultation_id: row.consultation_id,
+            detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
+        })
+        .collect())
+}

@@ -1,0 +1,254 @@
+//! Consultations: creation, look-up, listing, status changes and the rows of
+//! the "Active and Waiting" list.
+
+use super::entities::{consultation, message, receipt};
+use super::{StoreError, to_u64};
+use crate::domain::Consultation;
+use chrono::{DateTime, Utc};
+use consult_protocol::{
+    ClinicId, ConsultationId, ConsultationStatus, DashboardEntry, Role, UserId,
+};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+
+/// What the host platform supplies to create a consultation.
+#[derive(Debug, Clone)]
+pub struct NewConsultation {
+    /// The clinic.
+    pub clinic_id: ClinicId,
+    /// The provider.
+    pub provider_id: UserId,
+    /// The patient.
+    pub patient_id: UserId,
+    /// Booked start.
+    pub scheduled_at: DateTime<Utc>,
+    /// Initial status: `scheduled` or `waiting_for_patient`.
+    pub status: ConsultationStatus,
+}
+
+/// Which consultations to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this clinic.
+    pub clinic_id: Option<ClinicId>,
+    /// Only this provider.
+    pub provider_id: Option<UserId>,
+    /// Only this patient.
+    pub patient_id: Option<UserId>,
+    /// Only these statuses (all when empty).
+    pub statuses: Vec<ConsultationStatus>,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// Inserts a consultation with a fresh id.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    new: NewConsultation,
+) -> Result<Consultation, StoreError> {
+    let now = Utc::now();
+    let waiting_since = (new.status == ConsultationStatus::WaitingForPatient).then_some(now);
+    let row = consultation::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        clinic_id: Set(new.clinic_id.to_string()),
+        provider_id: Set(new.provider_id.to_string()),
+        patient_id: Set(new.patient_id.to_string()),
+        status: Set(new.status.as_str().to_owned()),
+        scheduled_at: Set(new.scheduled_at),
+        waiting_since: Set(waiting_since),
+        staff_messaged_first: Set(false),
+        last_seq: Set(0),
+        rev: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    let inserted = consultation::Entity::insert(row)
+        .exec_with_returning(db)
+        .await?;
+    from_row(inserted)
+}
+
+/// Looks a consultation up.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn find(
+    db: &impl ConnectionTrait,
+    id: &ConsultationId,
+) -> Result<Option<Consultation>, StoreError> {
+    consultation::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await?
+        .map(from_row)
+        .transpose()
+}
+
+/// Lists consultations, oldest booking first.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    filter: &ListFilter,
+) -> Result<Vec<Consultation>, StoreError> {
+    let mut condition = Condition::all();
+    if let Some(clinic) = &filter.clinic_id {
+        condition = condition.add(consultation::Column::ClinicId.eq(clinic.to_string()));
+    }
+    if let Some(provider) = &filter.provider_id {
+        condition = condition.add(consultation::Column::ProviderId.eq(provider.to_string()));
+    }
+    if let Some(patient) = &filter.patient_id {
+        condition = condition.add(consultation::Column::PatientId.eq(patient.to_string()));
+    }
+    if !filter.statuses.is_empty() {
+        condition = condition
+            .add(consultation::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    consultation::Entity::find()
+        .filter(condition)
+        .order_by_asc(consultation::Column::ScheduledAt)
+        .order_by_asc(consultation::Column::Id)
+        .limit(filter.limit.max(1))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Moves a consultation from `from` to `to` if it is still in `from`, bumping
+/// its revision. Returns the updated consultation, or `None` when its status
+/// changed meanwhile.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn transition(
+    db: &impl ConnectionTrait,
+    id: &ConsultationId,
+    from: ConsultationStatus,
+    to: ConsultationStatus,
+) -> Result<Option<Consultation>, StoreError> {
+    let now = Utc::now();
+    let mut update = consultation::Entity::update_many()
+        .col_expr(consultation::Column::Status, Expr::value(to.as_str()))
+        .col_expr(
+            consultation::Column::Rev,
+            Expr::col(consultation::Column::Rev).add(1),
+        )
+        .col_expr(consultation::Column::UpdatedAt, Expr::value(now));
+    if to == ConsultationStatus::WaitingForPatient {
+        update = update.col_expr(consultation::Column::WaitingSince, Expr::value(now));
+    }
+    let result = update
+        .filter(consultation::Column::Id.eq(id.to_string()))
+        .filter(consultation::Column::Status.eq(from.as_str()))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Ok(None);
+    }
+    find(db, id).await
+}
+
+/// Bumps the dashboard revision (after a change in unread count).
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn bump_rev(db: &impl ConnectionTrait, id: &ConsultationId) -> Result<(), StoreError> {
+    consultation::Entity::update_many()
+        .col_expr(
+            consultation::Column::Rev,
+            Expr::col(consultation::Column::Rev).add(1),
+        )
+        .filter(consultation::Column::Id.eq(id.to_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Builds the dashboard row of one consultation.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn dashboard_entry(
+    db: &impl ConnectionTrait,
+    consultation: &Consultation,
+    patient_name: String,
+) -> Result<DashboardEntry, StoreError> {
+    let read_seq = receipt::Entity::find_by_id((
+        consultation.id.to_string(),
+        consultation.provider_id.to_string(),
+    ))
+    .one(db)
+    .await?
+    .map_or(0, |row| row.read_seq);
+    let unread = message::Entity::find()
+        .filter(message::Column::ConsultationId.eq(consultation.id.to_string()))
+        .filter(message::Column::SenderRole.eq(Role::Patient.as_str()))
+        .filter(message::Column::Seq.gt(read_seq))
+        .count(db)
+        .await?;
+    Ok(DashboardEntry {
+        consultation_id: consultation.id.clone(),
+        provider_id: consultation.provider_id.clone(),
+        patient_id: consultation.patient_id.clone(),
+        patient_name,
+        status: consultation.status,
+        scheduled_at: consultation.scheduled_at,
+        waiting_since: consultation.waiting_since,
+        unread,
+        rev: consultation.rev,
+    })
+}
+
+pub(super) fn from_row(row: consultation::Model) -> Result<Consultation, StoreError> {
+    Ok(Consultation {
+        status: row
+            .status
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("consultation status {}", row.status)))?,
+        id: ConsultationId(row.id),
+        clinic_id: ClinicId(row.clinic_id),
+        provider_id: UserId(row.provider_id),
+        patient_id: UserId(row.patient_id),
+        scheduled_at: row.scheduled_at,
+        waiting_since: row.waiting_since,
+        staff_messaged_first: row.staff_messaged_first,
+        last_seq: to_u64(row.last_seq),
+        rev: to_u64(row.rev),
+    })
+}
+
+/// Marks that staff messaged the patient while it was not yet ready.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn mark_staff_messaged_first(
+    db: &impl ConnectionTrait,
+    id: &ConsultationId,
+) -> Result<(), StoreError> {
+    consultation::Entity::update_many()
+        .col_expr(consultation::Column::StaffMessagedFirst, Expr::value(true))
+        .filter(consultation::Column::Id.eq(id.to_string()))
+        .filter(consultation::Column::Status.is_in([
+            ConsultationStatus::Scheduled.as_str(),
+            ConsultationStatus::WaitingForPatient.as_str(),
+        ]))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! sea-orm entities: one file per table. Only `store` uses them; past the
+//! store's edge, rows become domain and protocol types.
+
+// sea-orm derives generate `pub` items; the module itself is crate-private.
+#![allow(unreachable_pub)]
+
+pub(crate) mod audit_log;
+pub(crate) mod clinic;
+pub(crate) mod consultation;
+pub(crate) mod message;
+pub(crate) mod participant;
+pub(crate) mod receipt;

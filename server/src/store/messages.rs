@@ -1,0 +1,237 @@
+//! Messages: appending with a database-assigned sequence number and an
+//! idempotency check, and reading history.
+
+use super::entities::{consultation, message};
+use super::{StoreError, to_i64, to_u64};
+use chrono::Utc;
+use consult_protocol::{
+    ChatMessage, ConsultationId, ConsultationStatus, MessageKind, Role, Seq, UserId,
+};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{
+    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+
+/// A message to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The consultation.
+    pub consultation_id: ConsultationId,
+    /// The sender.
+    pub sender: UserId,
+    /// The sender's role.
+    pub sender_role: Role,
+    /// Chat, quick, alert or system.
+    pub kind: MessageKind,
+    /// The text.
+    pub body: String,
+    /// The sender's idempotency key.
+    pub client_msg_id: Option<String>,
+}
+
+/// What appending did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored with a new sequence number.
+    Stored(ChatMessage),
+    /// This `client_msg_id` was stored before with the same text; nothing new
+    /// was written.
+    Duplicate(ChatMessage),
+    /// This `client_msg_id` was stored before with different text.
+    ConflictingDuplicate,
+    /// No such consultation.
+    NotFound,
+    /// The consultation is ended or cancelled.
+    Closed,
+}
+
+/// Appends one message inside the caller's transaction.
+///
+/// The sequence number comes from an `UPDATE … RETURNING` on the
+/// consultation row, which serializes concurrent writers (on PostgreSQL
+/// across nodes too) and leaves no gaps.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn append(
+    db: &impl ConnectionTrait,
+    new: &NewMessage,
+) -> Result<AppendOutcome, StoreError> {
+    if let Some(client_msg_id) = &new.client_msg_id {
+        if let Some(existing) = find_by_client_msg_id(db, new, client_msg_id).await? {
+            let same = existing.body == new.body && existing.kind == new.kind;
+            return Ok(if same {
+                AppendOutcome::Duplicate(existing)
+            } else {
+                AppendOutcome::ConflictingDuplicate
+            });
+        }
+    }
+    let Some(position) = next_seq(db, new).await? else {
+        return Ok(
+            match super::consultations::find(db, &new.consultation_id).await? {
+                None => AppendOutcome::NotFound,
+                Some(_) => AppendOutcome::Closed,
+            },
+        );
+    };
+    if new.sender_role.is_staff() && position.patient_not_ready && !position.staff_messaged_first {
+        super::consultations::mark_staff_messaged_first(db, &new.consultation_id).await?;
+    }
+    let sent_at = Utc::now();
+    let row = message::ActiveModel {
+        id: NotSet,
+        consultation_id: Set(new.consultation_id.to_string()),
+        seq: Set(to_i64(position.seq)),
+        sender_id: Set(new.sender.to_string()),
+        sender_role: Set(new.sender_role.as_str().to_owned()),
+        kind: Set(new.kind.as_str().to_owned()),
+        body: Set(new.body.clone()),
+        client_msg_id: Set(new.client_msg_id.clone()),
+        created_at: Set(sent_at),
+    };
+    message::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
+    Ok(AppendOutcome::Stored(ChatMessage {
+        consultation_id: new.consultation_id.clone(),
+        seq: Seq(position.seq),
+        sender: new.sender.clone(),
+        sender_role: new.sender_role,
+        kind: new.kind,
+        body: new.body.clone(),
+        client_msg_id: new.client_msg_id.clone(),
+        sent_at,
+    }))
+}
+
+struct Position {
+    seq: u64,
+    patient_not_ready: bool,
+    staff_messaged_first: bool,
+}
+
+async fn next_seq(
+    db: &impl ConnectionTrait,
+    new: &NewMessage,
+) -> Result<Option<Position>, StoreError> {
+    use consultation::Column;
+    let rev_step = i64::from(new.sender_role == Role::Patient);
+    let update = Query::update()
+        .table(consultation::Entity)
+        .value(Column::LastSeq, Expr::col(Column::LastSeq).add(1))
+        .value(Column::Rev, Expr::col(Column::Rev).add(rev_step))
+        .and_where(Expr::col(Column::Id).eq(new.consultation_id.to_string()))
+        .and_where(Expr::col(Column::Status).is_not_in([
+            ConsultationStatus::Ended.as_str(),
+            ConsultationStatus::Cancelled.as_str(),
+        ]))
+        .returning(Query::returning().columns([
+            Column::LastSeq,
+            Column::Status,
+            Column::StaffMessagedFirst,
+        ]))
+        .to_owned();
+    let statement = db.get_database_backend().build(&update);
+    let Some(row) = db.query_one(statement).await? else {
+        return Ok(None);
+    };
+    let seq: i64 = row.try_get("", "last_seq")?;
+    let status: String = row.try_get("", "status")?;
+    let staff_messaged_first: bool = row.try_get("", "staff_messaged_first")?;
+    Ok(Some(Position {
+        seq: to_u64(seq),
+        patient_not_ready: status == ConsultationStatus::Scheduled.as_str()
+            || status == ConsultationStatus::WaitingForPatient.as_str(),
+        staff_messaged_first,
+    }))
+}
+
+async fn find_by_client_msg_id(
+    db: &impl ConnectionTrait,
+    new: &NewMessage,
+    client_msg_id: &str,
+) -> Result<Option<ChatMessage>, StoreError> {
+    message::Entity::find()
+        .filter(message::Column::ConsultationId.eq(new.consultation_id.to_string()))
+        .filter(message::Column::SenderId.eq(new.sender.to_string()))
+        .filter(message::Column::ClientMsgId.eq(client_msg_id))
+        .one(db)
+        .await?
+        .map(from_row)
+        .transpose()
+}
+
+/// Messages with a sequence number above `after`, oldest first, at most
+/// `limit`.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn after(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+    after: u64,
+    limit: u64,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    message::Entity::find()
+        .filter(message::Column::ConsultationId.eq(consultation.to_string()))
+        .filter(message::Column::Seq.gt(to_i64(after)))
+        .order_by_asc(message::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// The newest `limit` messages below `before` (all when `None`), returned
+/// oldest first, and whether older ones remain.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn page_before(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+    before: Option<u64>,
+    limit: u64,
+) -> Result<(Vec<ChatMessage>, bool), StoreError> {
+    let mut query = message::Entity::find()
+        .filter(message::Column::ConsultationId.eq(consultation.to_string()));
+    if let Some(before) = before {
+        query = query.filter(message::Column::Seq.lt(to_i64(before)));
+    }
+    let mut rows = query
+        .order_by_desc(message::Column::Seq)
+        .limit(limit + 1)
+        .all(db)
+        .await?;
+    let has_more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    rows.reverse();
+    let messages = rows.into_iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((messages, has_more))
+}
+
+fn from_row(row: message::Model) -> Result<ChatMessage, StoreError> {
+    Ok(ChatMessage {
+        sender_role: row
+            .sender_role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("sender role {}", row.sender_role)))?,
+        kind: row
+            .kind
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("message kind {}", row.kind)))?,
+        consultation_id: ConsultationId(row.consultation_id),
+        seq: Seq(to_u64(row.seq)),
+        sender: UserId(row.sender_id),
+        body: row.body,
+        client_msg_id: row.client_msg_id,
+        sent_at: row.created_at,
+    })
+}

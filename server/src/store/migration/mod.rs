@@ -1,0 +1,18 @@
+//! Schema migrations (sea-orm-migration), applied by `consult-hub migrate`
+//! and at every `serve`. Migrations are frozen once released: a change is a
+//! new migration, never an edit.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_core;
+
+/// The ordered list of migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_core::Migration)]
+    }
+}

@@ -1,0 +1,107 @@
+//! Persistence through sea-orm, on SQLite (embedded default, WAL) or
+//! PostgreSQL. The database is the source of truth for order and history.
+//!
+//! Repository functions are grouped by aggregate and take
+//! `&impl ConnectionTrait`, so they run against the pool or inside a
+//! transaction. Past this module's edge, rows are domain and protocol types.
+//! The store knows nothing of sessions, rooms or the broker.
+
+pub mod appender;
+pub mod audit;
+pub mod consultations;
+mod entities;
+pub mod messages;
+pub mod migration;
+pub mod participants;
+pub mod receipts;
+
+use crate::config::DatabaseConfig;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm_migration::MigratorTrait;
+use std::time::Duration;
+
+/// A failure talking to the database, or a row that makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    /// A stored value could not be read back (unknown status name...).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The group-commit writer is gone (shutting down).
+    #[error("message writer stopped")]
+    WriterStopped,
+}
+
+/// A handle on the database pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Opens the pool. SQLite files are created if missing and put in WAL
+    /// mode with `synchronous = NORMAL`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] when the database cannot be reached.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new(config.url.clone());
+        options
+            .max_connections(config.max_connections)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        let db = Database::connect(options).await?;
+        Ok(Self { db })
+    }
+
+    /// Applies pending migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] when a migration fails.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migration::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// The pool, for repository functions.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// True when a trivial query succeeds.
+    pub async fn ping(&self) -> bool {
+        self.db.ping().await.is_ok()
+    }
+
+    /// Closes the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] when closing fails.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.db.close().await?;
+        Ok(())
+    }
+}
+
+/// Seconds-precision-safe conversion of a stored counter.
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Conversion of a counter for storage.
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

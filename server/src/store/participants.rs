@@ -1,0 +1,138 @@
+//! Clinics and participants (patients, providers, admins) as the host
+//! platform registers them.
+
+use super::StoreError;
+use super::entities::{clinic, participant};
+use chrono::Utc;
+use consult_protocol::{ClinicId, Role, UserId};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A participant as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    /// The user id.
+    pub id: UserId,
+    /// The clinic.
+    pub clinic_id: ClinicId,
+    /// Its role.
+    pub role: Role,
+    /// Name shown to staff.
+    pub display_name: String,
+    /// Phone number for SMS, E.164.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// Creates the clinic if missing (its name is updated if it exists).
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn upsert_clinic(
+    db: &impl ConnectionTrait,
+    id: &ClinicId,
+    name: &str,
+) -> Result<(), StoreError> {
+    let row = clinic::ActiveModel {
+        id: Set(id.to_string()),
+        name: Set(name.to_owned()),
+        created_at: Set(Utc::now()),
+    };
+    clinic::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(clinic::Column::Id)
+                .update_column(clinic::Column::Name)
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Creates or updates a participant.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn upsert(db: &impl ConnectionTrait, person: &Participant) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let row = participant::ActiveModel {
+        id: Set(person.id.to_string()),
+        clinic_id: Set(person.clinic_id.to_string()),
+        role: Set(person.role.as_str().to_owned()),
+        display_name: Set(person.display_name.clone()),
+        phone: Set(person.phone.clone()),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    participant::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(participant::Column::Id)
+                .update_columns([
+                    participant::Column::ClinicId,
+                    participant::Column::Role,
+                    participant::Column::DisplayName,
+                    participant::Column::Phone,
+                    participant::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Looks a participant up.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure; [`StoreError::Corrupt`] for an
+/// unknown stored role.
+pub async fn find(
+    db: &impl ConnectionTrait,
+    id: &UserId,
+) -> Result<Option<Participant>, StoreError> {
+    participant::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await?
+        .map(from_row)
+        .transpose()
+}
+
+/// Display names of the given users; unknown ids are absent from the map.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn display_names(
+    db: &impl ConnectionTrait,
+    ids: &[UserId],
+) -> Result<HashMap<UserId, String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = participant::Entity::find()
+        .filter(participant::Column::Id.is_in(ids.iter().map(ToString::to_string)))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (UserId(row.id), row.display_name))
+        .collect())
+}
+
+fn from_row(row: participant::Model) -> Result<Participant, StoreError> {
+    Ok(Participant {
+        role: row
+            .role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("participant role {}", row.role)))?,
+        id: UserId(row.id),
+        clinic_id: ClinicId(row.clinic_id),
+        display_name: row.display_name,
+        phone: row.phone,
+    })
+}

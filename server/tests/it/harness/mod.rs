@@ -1,0 +1,239 @@
+//! Test harness: start a hub in-process on 127.0.0.1:0 against a fresh
+//! database, mint tokens, connect clients, call the REST API.
+
+pub(crate) mod db;
+pub(crate) mod raw;
+
+use consult_client::{Client, ClientConfig, Welcome};
+use consult_hub::auth::Principal;
+use consult_hub::{App, AppState, Config};
+use consult_protocol::{ClinicId, ConsultationView, Role, UserId};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The API key every test hub accepts.
+pub(crate) const API_KEY: &str = "test-api-key";
+/// The clinic most tests use.
+pub(crate) const CLINIC: &str = "clinic-1";
+
+/// A running hub and what it needs.
+pub(crate) struct TestHub {
+    pub(crate) addr: SocketAddr,
+    pub(crate) state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub(crate) http: reqwest::Client,
+    _db: db::TestDb,
+    _dir: tempfile::TempDir,
+}
+
+fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_default())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// The configuration tests start from.
+pub(crate) fn test_config(database_url: String, dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    config.database.url = database_url;
+    config.database.max_connections = 5;
+    config.auth.jwt_secret = Some(SecretString::from("test-secret-0123456789".to_owned()));
+    config.auth.api_keys = vec![SecretString::from(API_KEY.to_owned())];
+    config.auth.key_file = dir.join("hub.key");
+    config.shutdown.drain_timeout_secs = 5;
+    config
+}
+
+impl TestHub {
+    pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        init_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let db = db::TestDb::create(dir.path()).await;
+        let mut config = test_config(db.url.clone(), dir.path());
+        adjust(&mut config);
+        let app = App::build(config).await.expect("hub builds");
+        let state = app.state().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(listener, async move {
+            let _ = shutdown_rx.await;
+        }));
+        Self {
+            addr,
+            state,
+            shutdown: Some(shutdown),
+            task: Some(task),
+            http: reqwest::Client::new(),
+            _db: db,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn ws_url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub(crate) fn token(&self, user: &str, role: Role, clinic: &str) -> String {
+        self.state
+            .auth
+            .issue(
+                &Principal {
+                    user: UserId::from(user),
+                    role,
+                    clinic: ClinicId::from(clinic),
+                },
+                600,
+            )
+            .unwrap()
+    }
+
+    /// Connects and authenticates as `user` in [`CLINIC`].
+    pub(crate) async fn connect(&self, user: &str, role: Role) -> Client {
+        self.connect_in(user, role, CLINIC).await
+    }
+
+    pub(crate) async fn connect_in(&self, user: &str, role: Role, clinic: &str) -> Client {
+        let (client, welcome): (Client, Welcome) =
+            Client::connect(&self.ws_url(), &self.token(user, role, clinic))
+                .await
+                .expect("connects");
+        assert_eq!(welcome.user.as_str(), user);
+        client
+    }
+
+    pub(crate) async fn connect_with(
+        &self,
+        user: &str,
+        role: Role,
+        config: ClientConfig,
+    ) -> Client {
+        Client::connect_with(&self.ws_url(), &self.token(user, role, CLINIC), config)
+            .await
+            .expect("connects")
+            .0
+    }
+
+    /// POSTs JSON to the API with the key; returns status and body.
+    pub(crate) async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs from the API with the key; returns status and body.
+    pub(crate) async fn api_get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a consultation between `provider` and `patient` in [`CLINIC`].
+    pub(crate) async fn consultation(
+        &self,
+        provider: &str,
+        patient: &str,
+        status: &str,
+    ) -> ConsultationView {
+        let (code, body) = self
+            .api_post(
+                "/v1/consultations",
+                json!({
+                    "clinic_id": CLINIC,
+                    "provider": { "id": provider, "display_name": format!("Dr. {provider}") },
+                    "patient": { "id": patient, "display_name": format!("Patient {patient}"), "phone": "+15550001111" },
+                    "status": status,
+                }),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Triggers graceful shutdown and waits for it.
+    pub(crate) async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("shutdown finishes")
+                .expect("run task")
+                .expect("run result");
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Waits for the next event matching `pick`, skipping others, up to 5 s.
+pub(crate) async fn expect_event<T>(
+    client: &Client,
+    mut pick: impl FnMut(&consult_protocol::ServerFrame) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, client.next_event())
+            .await
+            .expect("event arrives within 5 s")
+            .expect("connection open");
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+    }
+}
+
+/// Asserts no event matching `pick` arrives within `wait`.
+pub(crate) async fn expect_no_event(
+    client: &Client,
+    wait: Duration,
+    mut pick: impl FnMut(&consult_protocol::ServerFrame) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.next_event()).await {
+        assert!(!pick(&event), "unexpected event {event:?}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The hub's integration tests: real hub, real database (SQLite or, with
+//! `CONSULT_TEST_DATABASE=postgres`, PostgreSQL), real WebSockets.
+
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)] // Parts used only by some test modules.
+mod harness;
+
+mod api;
+mod bad_input;
+mod dashboard;
+mod handshake;
+mod lifecycle;
+mod messages;
+mod rooms;
+mod status;

@@ -1,0 +1,177 @@
+//! Rooms: joining, membership checks, fan-out, typing and presence.
+
+use crate::harness::{TestHub, expect_event, expect_no_event};
+use consult_protocol::{ErrorCode, Role, ServerFrame};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_provider_message_reaches_the_joined_patient_instantly() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    patient.join(&consultation.id, None).await.unwrap();
+    provider.join(&consultation.id, None).await.unwrap();
+
+    let (seq, duplicate) = provider
+        .send(&consultation.id, "m-1", "Hello, I will be with you shortly")
+        .await
+        .unwrap();
+    assert_eq!(seq.get(), 1);
+    assert!(!duplicate);
+
+    let message = expect_event(&patient, |event| match event {
+        ServerFrame::Message { message } => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(message.seq, seq);
+    assert_eq!(message.body, "Hello, I will be with you shortly");
+    assert_eq!(message.sender.as_str(), "dr-a");
+    assert_eq!(message.sender_role, Role::Provider);
+}
+
+#[tokio::test]
+async fn joining_another_patients_consultation_is_forbidden_and_the_connection_survives() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let intruder = hub.connect("pat-b", Role::Patient).await;
+    let error = intruder.join(&consultation.id, None).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Forbidden));
+    intruder.ping().await.expect("connection still works");
+}
+
+#[tokio::test]
+async fn sending_to_a_consultation_one_does_not_belong_to_is_forbidden_and_stores_nothing() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let other_provider = hub.connect("dr-b", Role::Provider).await;
+    let error = other_provider
+        .send(&consultation.id, "m-1", "hi")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Forbidden));
+    let (_, page) = hub
+        .api_get(&format!("/v1/consultations/{}/messages", consultation.id))
+        .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn an_admin_of_another_clinic_is_refused() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let admin = hub.connect_in("adm-x", Role::Admin, "clinic-2").await;
+    let error = admin.join(&consultation.id, None).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::Forbidden));
+}
+
+#[tokio::test]
+async fn a_clinic_admin_may_join_and_message_for_its_providers() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let admin = hub.connect("adm-1", Role::Admin).await;
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    patient.join(&consultation.id, None).await.unwrap();
+    admin.join(&consultation.id, None).await.unwrap();
+    admin
+        .send(&consultation.id, "a-1", "The doctor is on the way")
+        .await
+        .unwrap();
+    let message = expect_event(&patient, |event| match event {
+        ServerFrame::Message { message } => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(message.sender_role, Role::Admin);
+}
+
+#[tokio::test]
+async fn an_unknown_consultation_is_not_found() {
+    let hub = TestHub::start().await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let error = provider.join(&"no-such".into(), None).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NotFound));
+}
+
+#[tokio::test]
+async fn typing_and_presence_reach_the_other_members() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&consultation.id, None).await.unwrap();
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    let joined = patient.join(&consultation.id, None).await.unwrap();
+    assert!(joined.members.iter().any(|m| m.user.as_str() == "dr-a"));
+
+    expect_event(&provider, |event| match event {
+        ServerFrame::Presence {
+            user, online: true, ..
+        } if user.as_str() == "pat-a" => Some(()),
+        _ => None,
+    })
+    .await;
+    patient.typing(&consultation.id, true).await.unwrap();
+    expect_event(&provider, |event| match event {
+        ServerFrame::Typing {
+            user, active: true, ..
+        } if user.as_str() == "pat-a" => Some(()),
+        _ => None,
+    })
+    .await;
+    patient.leave(&consultation.id).await.unwrap();
+    expect_event(&provider, |event| match event {
+        ServerFrame::Presence {
+            user,
+            online: false,
+            ..
+        } if user.as_str() == "pat-a" => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn typing_or_leaving_without_joining_is_not_joined() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    let error = patient.typing(&consultation.id, true).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NotJoined));
+    let error = patient.leave(&consultation.id).await.unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::NotJoined));
+}
+
+#[tokio::test]
+async fn a_member_who_left_gets_no_more_room_events() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    patient.join(&consultation.id, None).await.unwrap();
+    patient.leave(&consultation.id).await.unwrap();
+    provider
+        .send(&consultation.id, "m-1", "anyone?")
+        .await
+        .unwrap();
+    expect_no_event(&patient, Duration::from_millis(300), |event| {
+        matches!(event, ServerFrame::Message { .. })
+    })
+    .await;
+}
