@@ -5,8 +5,9 @@
 
 use crate::codes::ErrorCode;
 use crate::ids::{CommandId, ConsultationId, Seq, UserId};
-use crate::model::ReceiptKind;
+use crate::model::{AlertChannel, DevicePlatform, ReceiptKind};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A frame from a client. Internally tagged by `type`, in snake_case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +134,102 @@ pub enum ClientFrame {
         /// Command id.
         id: CommandId,
     },
+    /// Staff: sends a Quick Message from a template, with or without having
+    /// entered (or joined) the consultation.
+    QuickMessage {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// The template.
+        template_id: String,
+        /// Values for the template's `{variables}`.
+        #[serde(default)]
+        variables: BTreeMap<String, String>,
+        /// The sender's idempotency key.
+        client_msg_id: String,
+    },
+    /// Staff: "Alert Patient". A short generic text, checked for privacy,
+    /// sent in the chat and on the ticked channels.
+    Alert {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+        /// The text: no names, no health details.
+        body: String,
+        /// Push and/or SMS.
+        channels: Vec<AlertChannel>,
+        /// The sender's idempotency key.
+        client_msg_id: String,
+    },
+    /// Staff: the Quick Message templates available (clinic defaults plus
+    /// the provider's own).
+    ListTemplates {
+        /// Command id.
+        id: CommandId,
+        /// Admins: the provider whose list to show; default: clinic only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_id: Option<UserId>,
+    },
+    /// Staff: creates or updates a template.
+    SaveTemplate {
+        /// Command id.
+        id: CommandId,
+        /// The template to update; absent to create one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template_id: Option<String>,
+        /// A provider's own template (providers may only name themselves);
+        /// absent for a clinic default (admins only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider_id: Option<UserId>,
+        /// Short label.
+        title: String,
+        /// Text with `{variable}` placeholders.
+        body: String,
+        /// Order in the drop-down.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<i32>,
+    },
+    /// Staff: deletes a template.
+    DeleteTemplate {
+        /// Command id.
+        id: CommandId,
+        /// The template.
+        template_id: String,
+    },
+    /// Patient: registers (or updates) a push token of this device.
+    RegisterDevice {
+        /// Command id.
+        id: CommandId,
+        /// FCM or APNs.
+        platform: DevicePlatform,
+        /// The platform's device token.
+        token: String,
+        /// Whether the person allows notifications on this device.
+        notifications_enabled: bool,
+    },
+    /// Patient: gives or withdraws consent to text messages.
+    SetSmsConsent {
+        /// Command id.
+        id: CommandId,
+        /// Consent now.
+        consent: bool,
+    },
+    /// Patient app: it went to the foreground or the background.
+    Visibility {
+        /// Command id.
+        id: CommandId,
+        /// In the foreground now.
+        foreground: bool,
+    },
+    /// Staff: the notifications of a consultation.
+    ListNotifications {
+        /// Command id.
+        id: CommandId,
+        /// The consultation.
+        consultation_id: ConsultationId,
+    },
 }
 
 impl ClientFrame {
@@ -153,7 +250,16 @@ impl ClientFrame {
             | Self::End { id, .. }
             | Self::Cancel { id, .. }
             | Self::WatchDashboard { id, .. }
-            | Self::UnwatchDashboard { id } => Some(id),
+            | Self::UnwatchDashboard { id }
+            | Self::QuickMessage { id, .. }
+            | Self::Alert { id, .. }
+            | Self::ListTemplates { id, .. }
+            | Self::SaveTemplate { id, .. }
+            | Self::DeleteTemplate { id, .. }
+            | Self::RegisterDevice { id, .. }
+            | Self::SetSmsConsent { id, .. }
+            | Self::Visibility { id, .. }
+            | Self::ListNotifications { id, .. } => Some(id),
         }
     }
 
@@ -175,6 +281,15 @@ impl ClientFrame {
             Self::Cancel { .. } => "cancel",
             Self::WatchDashboard { .. } => "watch_dashboard",
             Self::UnwatchDashboard { .. } => "unwatch_dashboard",
+            Self::QuickMessage { .. } => "quick_message",
+            Self::Alert { .. } => "alert",
+            Self::ListTemplates { .. } => "list_templates",
+            Self::SaveTemplate { .. } => "save_template",
+            Self::DeleteTemplate { .. } => "delete_template",
+            Self::RegisterDevice { .. } => "register_device",
+            Self::SetSmsConsent { .. } => "set_sms_consent",
+            Self::Visibility { .. } => "visibility",
+            Self::ListNotifications { .. } => "list_notifications",
         }
     }
 }
@@ -264,6 +379,15 @@ fn is_known_type(kind: &str) -> bool {
         "cancel",
         "watch_dashboard",
         "unwatch_dashboard",
+        "quick_message",
+        "alert",
+        "list_templates",
+        "save_template",
+        "delete_template",
+        "register_device",
+        "set_sms_consent",
+        "visibility",
+        "list_notifications",
     ];
     KNOWN.contains(&kind)
 }

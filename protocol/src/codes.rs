@@ -48,6 +48,9 @@ pub enum ErrorCode {
     PrivacyViolation,
     /// The consultation is ended or cancelled.
     ConsultationClosed,
+    /// A ticked notification channel cannot reach the patient (no device
+    /// with notifications on, no phone, no SMS consent, or opted out).
+    ChannelUnavailable,
     /// A dependency (database, broker) is unavailable; retry later.
     Unavailable,
     /// An unexpected failure inside the hub; details are in its logs.
@@ -77,6 +80,7 @@ impl ErrorCode {
             Self::InvalidValue => "invalid_value",
             Self::PrivacyViolation => "privacy_violation",
             Self::ConsultationClosed => "consultation_closed",
+            Self::ChannelUnavailable => "channel_unavailable",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }

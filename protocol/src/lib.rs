@@ -24,8 +24,9 @@ pub use client::{ClientFrame, DecodeError, decode_client_frame};
 pub use codes::{CloseCode, ErrorCode};
 pub use ids::{ClinicId, CommandId, ConsultationId, Seq, UserId};
 pub use model::{
-    ChatMessage, ConsultationStatus, ConsultationView, DashboardEntry, Member, MessageKind,
-    ReceiptKind, Role,
+    AlertChannel, ChatMessage, ConsultationStatus, ConsultationView, DashboardEntry,
+    DevicePlatform, Member, MessageKind, NotificationReason, NotificationStatus, NotificationView,
+    QuickTemplate, ReceiptKind, Role,
 };
 pub use server::{CommandResult, ServerFrame};
 

@@ -264,3 +264,209 @@ pub struct DashboardEntry {
     /// Revision of the entry; a client keeps the highest it has seen.
     pub rev: u64,
 }
+
+/// A channel the "Alert Patient" form can tick, and the channels
+/// notifications go out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertChannel {
+    /// Push notification to the patient's devices.
+    Push,
+    /// Text message to the patient's phone.
+    Sms,
+}
+
+impl AlertChannel {
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Sms => "sms",
+        }
+    }
+}
+
+impl FromStr for AlertChannel {
+    type Err = UnknownName;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "push" => Ok(Self::Push),
+            "sms" => Ok(Self::Sms),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// A push platform a device registers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DevicePlatform {
+    /// Firebase Cloud Messaging (Android, and iOS through Firebase).
+    Fcm,
+    /// Apple Push Notification service.
+    Apns,
+}
+
+impl DevicePlatform {
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fcm => "fcm",
+            Self::Apns => "apns",
+        }
+    }
+}
+
+impl FromStr for DevicePlatform {
+    type Err = UnknownName;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "fcm" => Ok(Self::Fcm),
+            "apns" => Ok(Self::Apns),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// A Quick Message template: a clinic default (`provider_id` absent) or one
+/// provider's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickTemplate {
+    /// Its id.
+    pub id: String,
+    /// The clinic.
+    pub clinic_id: ClinicId,
+    /// The provider it belongs to; absent for a clinic default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<UserId>,
+    /// Short label for the drop-down.
+    pub title: String,
+    /// The text, with `{variable}` placeholders.
+    pub body: String,
+    /// Order in the drop-down, lowest first.
+    pub position: i32,
+    /// The placeholders `body` uses, in order of first use.
+    pub variables: Vec<String>,
+}
+
+/// Why a notification was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationReason {
+    /// The patient had no live connection.
+    Offline,
+    /// No delivered receipt within the clinic's escalation time.
+    Escalation,
+    /// Still unread after the clinic's SMS escalation time.
+    Unread,
+    /// A Quick Message while the patient's app was in the background.
+    Quick,
+    /// The provider pressed "Alert Patient".
+    Alert,
+}
+
+impl NotificationReason {
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offline => "offline",
+            Self::Escalation => "escalation",
+            Self::Unread => "unread",
+            Self::Quick => "quick",
+            Self::Alert => "alert",
+        }
+    }
+}
+
+impl FromStr for NotificationReason {
+    type Err = UnknownName;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "offline" => Ok(Self::Offline),
+            "escalation" => Ok(Self::Escalation),
+            "unread" => Ok(Self::Unread),
+            "quick" => Ok(Self::Quick),
+            "alert" => Ok(Self::Alert),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// Where a notification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationStatus {
+    /// Waiting for its time, or for a retry.
+    Pending,
+    /// Being sent by a worker now.
+    Sending,
+    /// Accepted by the provider.
+    Sent,
+    /// Given up after retries, or refused for good by the provider.
+    Failed,
+    /// Not needed any more: the patient came back or acknowledged.
+    Cancelled,
+}
+
+impl NotificationStatus {
+    /// The snake_case name used on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for NotificationStatus {
+    type Err = UnknownName;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "pending" => Ok(Self::Pending),
+            "sending" => Ok(Self::Sending),
+            "sent" => Ok(Self::Sent),
+            "failed" => Ok(Self::Failed),
+            "cancelled" => Ok(Self::Cancelled),
+            other => Err(UnknownName(other.to_owned())),
+        }
+    }
+}
+
+/// One push or SMS notification, as staff see it. Carries no text and no
+/// device token or phone number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationView {
+    /// Its id.
+    pub id: String,
+    /// The consultation.
+    pub consultation_id: ConsultationId,
+    /// The patient.
+    pub recipient: UserId,
+    /// Push or SMS.
+    pub channel: AlertChannel,
+    /// `fcm`, `apns`, `twilio`, `webhook` or `log`.
+    pub provider: String,
+    /// Why it was queued.
+    pub reason: NotificationReason,
+    /// Where it stands.
+    pub status: NotificationStatus,
+    /// Send attempts so far.
+    pub attempts: u32,
+    /// The message that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_seq: Option<Seq>,
+    /// When it is (or was) due.
+    pub due_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Why the last attempt failed, as a short code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -4,7 +4,8 @@
 use crate::codes::ErrorCode;
 use crate::ids::{ClinicId, CommandId, ConsultationId, Seq, UserId};
 use crate::model::{
-    ChatMessage, ConsultationStatus, ConsultationView, DashboardEntry, Member, ReceiptKind, Role,
+    ChatMessage, ConsultationStatus, ConsultationView, DashboardEntry, Member, NotificationView,
+    QuickTemplate, ReceiptKind, Role,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -112,6 +113,12 @@ pub enum ServerFrame {
         /// The row as it is now.
         entry: DashboardEntry,
     },
+    /// A notification was queued or changed status; sent to staff watching
+    /// the consultation's provider or clinic dashboard.
+    Notification {
+        /// The notification as it is now.
+        notification: NotificationView,
+    },
 }
 
 /// The payload of an `ok`, tagged by `kind`.
@@ -160,6 +167,33 @@ pub enum CommandResult {
     DashboardSnapshot {
         /// Active and waiting consultations, oldest waiting first.
         entries: Vec<DashboardEntry>,
+    },
+    /// Answer to `quick_message` and `alert`.
+    Notified {
+        /// The chat message's sequence number.
+        seq: Seq,
+        /// True when this `client_msg_id` was already stored; nothing new was
+        /// written or queued.
+        duplicate: bool,
+        /// When the hub stored it.
+        sent_at: DateTime<Utc>,
+        /// The push and SMS notifications queued for it.
+        notifications: Vec<NotificationView>,
+    },
+    /// Answer to `list_templates`.
+    Templates {
+        /// The templates, in drop-down order.
+        templates: Vec<QuickTemplate>,
+    },
+    /// Answer to `save_template`.
+    Template {
+        /// The template as stored.
+        template: QuickTemplate,
+    },
+    /// Answer to `list_notifications`, oldest first.
+    Notifications {
+        /// The notifications.
+        notifications: Vec<NotificationView>,
     },
 }
 

@@ -5,14 +5,17 @@
 //! [`App::run`] serves HTTP and WebSocket on a listener until the shutdown
 //! future resolves, then shuts down in order: readiness goes 503 and the
 //! listener stops accepting; sessions are told to reconnect and flush; the
-//! writer drains; the database closes.
+//! writer drains; the outbox sends what is due; the database closes.
 
 use crate::auth::Authenticator;
 use crate::broker::{Broker, LocalBroker};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
+use crate::notify::Notifier;
+use crate::notify::worker::OutboxWorker;
 use crate::presence::{LocalPresence, Presence};
 use crate::service::publisher;
+use crate::service::reach::ReachCache;
 use crate::store::Store;
 use crate::store::appender::{self, Appender};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -44,6 +47,12 @@ pub struct AppState {
     pub presence: Presence,
     /// Token and API-key checks.
     pub auth: Authenticator,
+    /// Push and SMS provider clients.
+    pub notifier: Notifier,
+    /// Cached contacts and clinic policies.
+    pub reach: ReachCache,
+    /// Wakes the outbox worker when notifications are queued.
+    pub outbox_wakeup: tokio::sync::Notify,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Tracks sessions and background tasks.
@@ -75,6 +84,9 @@ pub enum BuildError {
     /// Secrets or keys could not be loaded.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// A push or SMS provider could not be set up.
+    #[error(transparent)]
+    Notify(#[from] crate::notify::providers::ProviderSetupError),
     /// A configured part is not available in this build.
     #[error("{0}")]
     Unsupported(String),
@@ -87,6 +99,8 @@ pub struct App {
     writer_stop: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
     publisher: tokio::task::JoinHandle<()>,
+    outbox_stop: CancellationToken,
+    outbox: tokio::task::JoinHandle<()>,
 }
 
 impl App {
@@ -100,6 +114,7 @@ impl App {
         let store = Store::connect(&config.database).await?;
         store.migrate().await?;
         let auth = Authenticator::from_config(&config.auth)?;
+        let notifier = Notifier::from_config(&config.notify)?;
         let hub = Arc::new(Hub::new());
         let broker = match config.broker.kind {
             BrokerKind::Local => Broker::Local(LocalBroker::new(hub.clone())),
@@ -124,6 +139,9 @@ impl App {
             broker,
             presence,
             auth,
+            notifier,
+            reach: ReachCache::default(),
+            outbox_wakeup: tokio::sync::Notify::new(),
             metrics: crate::metrics::install(),
             tracker: TaskTracker::new(),
             sessions_shutdown: CancellationToken::new(),
@@ -133,11 +151,15 @@ impl App {
         let writer_stop = CancellationToken::new();
         let writer = tokio::spawn(writer.run(writer_stop.clone()));
         let publisher = tokio::spawn(publisher::run(state.clone(), committed_rx));
+        let outbox_stop = CancellationToken::new();
+        let outbox = tokio::spawn(OutboxWorker::new(state.clone()).run(outbox_stop.clone()));
         Ok(Self {
             state,
             writer_stop,
             writer,
             publisher,
+            outbox_stop,
+            outbox,
         })
     }
 
@@ -189,6 +211,15 @@ impl App {
         }
         if let Err(error) = self.publisher.await {
             tracing::error!(error = %error, "publisher panicked");
+        }
+        // Flush what is due now, then stop the worker; later rows wait in
+        // the outbox for the next start (or another node).
+        self.outbox_stop.cancel();
+        if let Err(error) = self.outbox.await {
+            tracing::error!(error = %error, "outbox worker panicked");
+        }
+        if let Err(error) = OutboxWorker::new(state.clone()).step().await {
+            tracing::warn!(error = %error, "final outbox pass failed");
         }
         if let Err(error) = state.store.clone().close().await {
             tracing::warn!(error = %error, "closing the database failed");

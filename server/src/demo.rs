@@ -50,7 +50,7 @@ pub struct DemoInfo {
 pub async fn seed(state: &AppState) -> Result<DemoInfo, StoreError> {
     let db = state.store.connection();
     let clinic = ClinicId::from(CLINIC);
-    participants::upsert_clinic(db, &clinic, "Riverside Family Clinic").await?;
+    participants::upsert_clinic(db, &clinic, Some("Riverside Family Clinic")).await?;
     let mut people = Vec::new();
     for (id, role, name, phone) in PEOPLE {
         let person = Participant {

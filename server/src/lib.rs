@@ -30,6 +30,7 @@ pub mod domain;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod notify;
 pub mod presence;
 mod secrets;
 pub mod service;

@@ -14,7 +14,7 @@ pub use local::LocalBroker;
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// A topic name: `room:<consultation>`, `feed:provider:<user>`,
+/// A topic name: `room:<consultation>`, `feed:provider:<clinic>:<user>`,
 /// `feed:clinic:<clinic>`.
 pub type Topic = Arc<str>;
 

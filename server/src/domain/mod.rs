@@ -1,5 +1,7 @@
 //! Pure rules of the product, with no IO: who may act on a consultation,
-//! which status changes are allowed, and what makes a message body valid.
+//! which status changes are allowed, what makes a message body valid, the
+//! privacy check of outbound text, Quick Message templates, and the
+//! escalation plan that decides which notifications a message queues.
 //!
 //! Depends on nothing but `consult-protocol` types and the [`Principal`]
 //! (plain data). Everything here is unit-tested without a runtime.
@@ -8,7 +10,10 @@
 
 pub mod access;
 pub mod consultation;
+pub mod escalation;
+pub mod privacy;
 pub mod status;
+pub mod templates;
 pub mod text;
 
 pub use consultation::Consultation;

@@ -47,7 +47,7 @@ pub(super) fn routes(_state: Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 /// The platform acting through the API, as recorded in the audit log.
-fn platform(clinic: &ClinicId) -> Principal {
+pub(super) fn platform(clinic: &ClinicId) -> Principal {
     Principal {
         user: UserId::from("platform"),
         role: Role::Admin,
@@ -80,7 +80,7 @@ async fn put_participant(
     };
     validate_participant(&person)?;
     let db = state.store.connection();
-    participants::upsert_clinic(db, &person.clinic_id, person.clinic_id.as_str()).await?;
+    participants::upsert_clinic(db, &person.clinic_id, None).await?;
     participants::upsert(db, &person).await?;
     Ok(Json(person))
 }
@@ -166,11 +166,7 @@ async fn create_consultation(
         validate_participant(person)?;
     }
     let db = state.store.connection();
-    let clinic_name = body
-        .clinic_name
-        .as_deref()
-        .unwrap_or(body.clinic_id.as_str());
-    participants::upsert_clinic(db, &body.clinic_id, clinic_name).await?;
+    participants::upsert_clinic(db, &body.clinic_id, body.clinic_name.as_deref()).await?;
     for person in &people {
         participants::upsert(db, person).await?;
     }
@@ -189,7 +185,7 @@ async fn create_consultation(
     audit::record(
         db,
         audit::AuditEntry {
-            actor: &platform(&body.clinic_id),
+            actor: (&platform(&body.clinic_id)).into(),
             action: "consultation.create",
             consultation: Some(&created.id),
             detail: serde_json::json!({ "status": status }),
@@ -258,7 +254,7 @@ async fn list_consultations(
     }))
 }
 
-async fn find_consultation(
+pub(super) async fn find_consultation(
     state: &AppState,
     id: &ConsultationId,
 ) -> Result<crate::domain::Consultation, ApiError> {

@@ -36,7 +36,7 @@ pub struct Subscriber {
 pub struct Delivery {
     /// Queues the event went into.
     pub queued: usize,
-    /// Subscribers kicked because their queue was full.
+    /// Subscribers newly kicked because their queue was full.
     pub kicked: usize,
 }
 
@@ -115,8 +115,12 @@ impl Hub {
             for subscriber in subscribers.iter() {
                 match subscriber.outbound_tx.try_send(Arc::clone(event)) {
                     Ok(()) => delivery.queued += 1,
+                    // Until a kicked session exits, its queue stays full;
+                    // it is kicked (and counted) once.
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        slow.push(subscriber.slow_consumer.clone());
+                        if !subscriber.slow_consumer.is_cancelled() {
+                            slow.push(subscriber.slow_consumer.clone());
+                        }
                     }
                     // The session is exiting and will unsubscribe itself.
                     Err(mpsc::error::TrySendError::Closed(_)) => {}

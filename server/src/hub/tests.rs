@@ -59,6 +59,8 @@ fn slow_consumer_is_kicked_without_stalling_the_room() {
     let second = hub.fan_out(&event("room:1", 2));
     assert_eq!(second.kicked, 1);
     assert!(slow_token.is_cancelled());
+    let third = hub.fan_out(&event("room:1", 3));
+    assert_eq!(third.kicked, 0, "a kicked subscriber is counted once");
     assert_eq!(fast_rx.try_recv().unwrap().seq, Some(1));
     assert_eq!(fast_rx.try_recv().unwrap().seq, Some(2));
 }

@@ -1,13 +1,21 @@
-//! Presence for one node: a count of live connections per user.
+//! Presence for one node: per user, live connections and how many of them
+//! are in the foreground.
 
+use super::PresenceStatus;
 use consult_protocol::UserId;
 use dashmap::DashMap;
 use std::sync::Arc;
 
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    connections: usize,
+    foreground: usize,
+}
+
 /// Connection counts per user on this node.
 #[derive(Debug, Clone, Default)]
 pub struct LocalPresence {
-    counts: Arc<DashMap<UserId, usize>>,
+    counts: Arc<DashMap<UserId, Counts>>,
 }
 
 impl LocalPresence {
@@ -16,19 +24,41 @@ impl LocalPresence {
         Self::default()
     }
 
-    pub(super) fn connected(&self, user: &UserId) {
-        *self.counts.entry(user.clone()).or_insert(0) += 1;
+    pub(super) fn connected(&self, user: &UserId, foreground: bool) {
+        let mut counts = self.counts.entry(user.clone()).or_default();
+        counts.connections += 1;
+        counts.foreground += usize::from(foreground);
     }
 
-    pub(super) fn disconnected(&self, user: &UserId) {
-        if let Some(mut count) = self.counts.get_mut(user) {
-            *count = count.saturating_sub(1);
+    pub(super) fn disconnected(&self, user: &UserId, foreground: bool) {
+        if let Some(mut counts) = self.counts.get_mut(user) {
+            counts.connections = counts.connections.saturating_sub(1);
+            if foreground {
+                counts.foreground = counts.foreground.saturating_sub(1);
+            }
         }
-        self.counts.remove_if(user, |_, count| *count == 0);
+        self.counts
+            .remove_if(user, |_, counts| counts.connections == 0);
     }
 
-    pub(super) fn is_online(&self, user: &UserId) -> bool {
-        self.counts.get(user).is_some_and(|count| *count > 0)
+    pub(super) fn set_foreground(&self, user: &UserId, foreground: bool) {
+        if let Some(mut counts) = self.counts.get_mut(user) {
+            if foreground {
+                counts.foreground = (counts.foreground + 1).min(counts.connections);
+            } else {
+                counts.foreground = counts.foreground.saturating_sub(1);
+            }
+        }
+    }
+
+    pub(super) fn status(&self, user: &UserId) -> PresenceStatus {
+        self.counts
+            .get(user)
+            .map(|counts| PresenceStatus {
+                online: counts.connections > 0,
+                foreground: counts.foreground > 0,
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -40,13 +70,33 @@ mod tests {
     fn a_user_is_online_while_any_connection_lives() {
         let presence = LocalPresence::new();
         let user = UserId::from("pat");
-        presence.connected(&user);
-        presence.connected(&user);
-        presence.disconnected(&user);
-        assert!(presence.is_online(&user));
-        presence.disconnected(&user);
-        assert!(!presence.is_online(&user));
-        presence.disconnected(&user);
-        assert!(!presence.is_online(&user));
+        presence.connected(&user, true);
+        presence.connected(&user, true);
+        presence.disconnected(&user, true);
+        assert!(presence.status(&user).online);
+        presence.disconnected(&user, true);
+        assert_eq!(presence.status(&user), PresenceStatus::default());
+        presence.disconnected(&user, false);
+        assert!(!presence.status(&user).online);
+    }
+
+    #[test]
+    fn foreground_follows_the_apps_visibility() {
+        let presence = LocalPresence::new();
+        let user = UserId::from("pat");
+        presence.connected(&user, true);
+        presence.set_foreground(&user, false);
+        assert_eq!(
+            presence.status(&user),
+            PresenceStatus {
+                online: true,
+                foreground: false
+            }
+        );
+        presence.set_foreground(&user, true);
+        presence.set_foreground(&user, true);
+        assert!(presence.status(&user).foreground);
+        presence.disconnected(&user, true);
+        assert!(!presence.status(&user).online);
     }
 }

@@ -1,12 +1,22 @@
 //! Who is connected, as the offline fallback asks it: "does this user have a
-//! live connection anywhere?". The local implementation counts this node's
-//! connections; a cluster implementation answers for every node.
+//! live connection anywhere, and is any of its apps in the foreground?". The
+//! local implementation counts this node's connections; a cluster
+//! implementation answers for every node.
 
 mod local;
 
 pub use local::LocalPresence;
 
 use consult_protocol::UserId;
+
+/// What presence knows of one user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PresenceStatus {
+    /// At least one live connection.
+    pub online: bool,
+    /// At least one connection whose app is in the foreground.
+    pub foreground: bool,
+}
 
 /// The presence registry this node uses.
 #[derive(Debug, Clone)]
@@ -16,24 +26,38 @@ pub enum Presence {
 }
 
 impl Presence {
-    /// Records a new authenticated connection of `user`.
-    pub async fn connected(&self, user: &UserId) {
+    /// Records a new authenticated connection of `user`, in the foreground
+    /// or not.
+    pub async fn connected(&self, user: &UserId, foreground: bool) {
         match self {
-            Self::Local(presence) => presence.connected(user),
+            Self::Local(presence) => presence.connected(user, foreground),
         }
     }
 
     /// Records that one connection of `user` closed.
-    pub async fn disconnected(&self, user: &UserId) {
+    pub async fn disconnected(&self, user: &UserId, foreground: bool) {
         match self {
-            Self::Local(presence) => presence.disconnected(user),
+            Self::Local(presence) => presence.disconnected(user, foreground),
+        }
+    }
+
+    /// Records that one connection of `user` moved to the foreground or the
+    /// background.
+    pub async fn set_foreground(&self, user: &UserId, foreground: bool) {
+        match self {
+            Self::Local(presence) => presence.set_foreground(user, foreground),
+        }
+    }
+
+    /// What is known of `user` now.
+    pub async fn status(&self, user: &UserId) -> PresenceStatus {
+        match self {
+            Self::Local(presence) => presence.status(user),
         }
     }
 
     /// True when `user` has at least one live connection.
     pub async fn is_online(&self, user: &UserId) -> bool {
-        match self {
-            Self::Local(presence) => presence.is_online(user),
-        }
+        self.status(user).await.online
     }
 }

@@ -47,7 +47,7 @@ pub fn feed_for(principal: &Principal, provider: Option<UserId>) -> Result<Feed,
 /// The topic of a feed.
 pub fn topic(principal: &Principal, feed: &Feed) -> crate::broker::Topic {
     match feed {
-        Feed::Provider(provider) => topics::provider_feed(provider),
+        Feed::Provider(provider) => topics::provider_feed(&principal.clinic, provider),
         Feed::Clinic => topics::clinic_feed(&principal.clinic),
     }
 }
@@ -110,7 +110,7 @@ pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), 
     let frame = ServerFrame::Dashboard { entry };
     super::events::publish(
         state,
-        topics::provider_feed(&consultation.provider_id),
+        topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
         None,
         &frame,
     )

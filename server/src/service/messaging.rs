@@ -1,15 +1,19 @@
 //! Sending, reading and acknowledging messages, and typing indicators.
 
-use super::{ServiceError, access, dashboard, events};
+use super::{ServiceError, access, dashboard, events, notifications};
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::domain::Consultation;
+use crate::domain::escalation::Trigger;
 use crate::domain::text;
 use crate::hub::topics;
-use crate::store::messages::{AppendOutcome, NewMessage};
+use crate::store::messages::{AppendOutcome, NewMessage, StoredMessage};
+use crate::store::outbox::NewNotification;
 use crate::store::{consultations, messages, receipts};
 use chrono::{DateTime, Utc};
 use consult_protocol::{
-    ChatMessage, ConsultationId, ErrorCode, MessageKind, ReceiptKind, Role, Seq, ServerFrame,
+    ChatMessage, ConsultationId, ErrorCode, MessageKind, NotificationView, ReceiptKind, Role, Seq,
+    ServerFrame,
 };
 use std::sync::Arc;
 
@@ -29,6 +33,9 @@ pub struct Outgoing {
     pub body: String,
     /// The sender's idempotency key.
     pub client_msg_id: Option<String>,
+    /// Notifications to queue with it. For staff chat messages, `send`
+    /// plans them itself.
+    pub notifications: Vec<NewNotification>,
 }
 
 /// The result of a send.
@@ -42,11 +49,14 @@ pub struct Sent {
     pub sent_at: DateTime<Utc>,
     /// The stored message.
     pub message: ChatMessage,
+    /// Notifications queued with it (none for a duplicate).
+    pub notifications: Vec<NotificationView>,
 }
 
 /// Validates, authorizes and stores a message; the publisher fans it out.
-/// `member_checked` skips the membership look-up for a room the session has
-/// already joined.
+/// `known` is the consultation when the caller already checked membership
+/// (a joined room), which skips the look-up. A staff chat message also
+/// queues the notifications the escalation policy asks for.
 ///
 /// # Errors
 ///
@@ -55,15 +65,27 @@ pub struct Sent {
 pub async fn send(
     state: &AppState,
     principal: &Principal,
-    outgoing: Outgoing,
-    member_checked: bool,
+    mut outgoing: Outgoing,
+    known: Option<&Consultation>,
 ) -> Result<Sent, ServiceError> {
     text::check_body(&outgoing.body, state.config.session.max_body_chars)?;
     if let Some(client_msg_id) = &outgoing.client_msg_id {
         text::check_client_msg_id(client_msg_id)?;
     }
-    if !member_checked {
-        access::authorized_consultation(state, principal, &outgoing.consultation_id).await?;
+    let loaded;
+    let consultation = match known {
+        Some(consultation) => consultation,
+        None => {
+            loaded = access::authorized_consultation(state, principal, &outgoing.consultation_id)
+                .await?;
+            &loaded
+        }
+    };
+    // A closed consultation is refused by the writer, after its duplicate
+    // check, so that a retry of a stored message still gets its `ok`.
+    if principal.role.is_staff() && outgoing.kind == MessageKind::Chat {
+        outgoing.notifications =
+            notifications::plan(state, consultation, Trigger::Chat, &outgoing.body).await?;
     }
     let outcome = state
         .appender
@@ -74,12 +96,19 @@ pub async fn send(
             kind: outgoing.kind,
             body: outgoing.body,
             client_msg_id: outgoing.client_msg_id,
+            notifications: outgoing.notifications,
         })
         .await?;
     match outcome {
-        AppendOutcome::Stored(message) => {
+        AppendOutcome::Stored(StoredMessage {
+            message,
+            notifications: rows,
+        }) => {
             metrics::counter!("consult_messages_stored_total").increment(1);
-            Ok(sent(message, false))
+            notifications::announce_queued(state, consultation, &rows).await;
+            let mut result = sent(message, false);
+            result.notifications = rows.iter().map(|row| row.view()).collect();
+            Ok(result)
         }
         AppendOutcome::Duplicate(message) => Ok(sent(message, true)),
         AppendOutcome::ConflictingDuplicate => Err(ServiceError::refused(
@@ -103,6 +132,7 @@ fn sent(message: ChatMessage, duplicate: bool) -> Sent {
         duplicate,
         sent_at: message.sent_at,
         message,
+        notifications: Vec::new(),
     }
 }
 

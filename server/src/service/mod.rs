@@ -6,11 +6,17 @@
 //! [`Principal`]: crate::auth::Principal
 
 pub mod access;
+pub mod alerts;
+pub mod contacts;
 pub mod dashboard;
 pub mod events;
 pub mod messaging;
+pub mod notifications;
 pub mod publisher;
+pub mod quick;
+pub mod reach;
 pub mod status;
+pub mod templates;
 
 use crate::store::StoreError;
 use consult_protocol::ErrorCode;

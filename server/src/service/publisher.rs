@@ -5,14 +5,22 @@
 use super::{dashboard, events};
 use crate::app::AppState;
 use crate::hub::topics;
-use consult_protocol::{ChatMessage, Role, ServerFrame};
+use crate::store::messages::StoredMessage;
+use consult_protocol::{Role, ServerFrame};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Publishes committed batches until the writer closes the channel.
-pub async fn run(state: Arc<AppState>, mut committed_rx: mpsc::Receiver<Vec<ChatMessage>>) {
+pub async fn run(state: Arc<AppState>, mut committed_rx: mpsc::Receiver<Vec<StoredMessage>>) {
     while let Some(batch) = committed_rx.recv().await {
-        for message in batch {
+        for StoredMessage {
+            message,
+            notifications,
+        } in batch
+        {
+            if !notifications.is_empty() {
+                state.outbox_wakeup.notify_one();
+            }
             let topic = topics::room(&message.consultation_id);
             let seq = message.seq.get();
             let from_patient = message.sender_role == Role::Patient;

@@ -51,7 +51,7 @@ pub async fn apply(
         audit::record(
             &txn,
             audit::AuditEntry {
-                actor: principal,
+                actor: principal.into(),
                 action: &format!("status.{}", action.as_str()),
                 consultation: Some(id),
                 detail: serde_json::json!({ "from": current.status, "to": to }),

@@ -7,7 +7,10 @@ use super::socket::WriteError;
 use crate::broker::Topic;
 use crate::domain::status::StatusAction;
 use crate::hub::topics;
-use crate::service::{ServiceError, access, dashboard, events, messaging, status};
+use crate::service::messaging::Sent;
+use crate::service::{
+    ServiceError, access, alerts, contacts, dashboard, events, messaging, quick, status, templates,
+};
 use crate::store::messages as stored_messages;
 use axum::extract::ws::{Message, Utf8Bytes};
 use consult_protocol::{
@@ -160,6 +163,115 @@ where
             ClientFrame::WatchDashboard { provider_id, .. } => {
                 self.watch_dashboard(provider_id).await.map(Some)
             }
+            ClientFrame::QuickMessage {
+                consultation_id,
+                template_id,
+                variables,
+                client_msg_id,
+                ..
+            } => {
+                let quick = quick::QuickMessage {
+                    consultation_id,
+                    template_id,
+                    variables,
+                    client_msg_id,
+                };
+                let sent = quick::send(&self.state, &self.principal, quick).await?;
+                Ok(Some(notified(sent)))
+            }
+            ClientFrame::Alert {
+                consultation_id,
+                body,
+                channels,
+                client_msg_id,
+                ..
+            } => {
+                let alert = alerts::Alert {
+                    consultation_id,
+                    body,
+                    channels,
+                    client_msg_id,
+                };
+                let sent = alerts::send(&self.state, &self.principal, alert).await?;
+                Ok(Some(notified(sent)))
+            }
+            ClientFrame::ListTemplates { provider_id, .. } => {
+                let templates = templates::list(&self.state, &self.principal, provider_id).await?;
+                Ok(Some(CommandResult::Templates { templates }))
+            }
+            ClientFrame::SaveTemplate {
+                template_id,
+                provider_id,
+                title,
+                body,
+                position,
+                ..
+            } => {
+                let input = templates::TemplateInput {
+                    template_id,
+                    provider_id,
+                    title,
+                    body,
+                    position,
+                };
+                let template = templates::save(&self.state, &self.principal, input).await?;
+                Ok(Some(CommandResult::Template { template }))
+            }
+            ClientFrame::DeleteTemplate { template_id, .. } => {
+                templates::delete(&self.state, &self.principal, &template_id).await?;
+                Ok(None)
+            }
+            ClientFrame::RegisterDevice {
+                platform,
+                token,
+                notifications_enabled,
+                ..
+            } => {
+                contacts::register_device(
+                    &self.state,
+                    &self.principal,
+                    platform,
+                    &token,
+                    notifications_enabled,
+                )
+                .await?;
+                Ok(None)
+            }
+            ClientFrame::SetSmsConsent { consent, .. } => {
+                contacts::set_sms_consent(&self.state, &self.principal, consent).await?;
+                Ok(None)
+            }
+            ClientFrame::Visibility { foreground, .. } => {
+                if foreground != self.foreground {
+                    self.foreground = foreground;
+                    self.state
+                        .presence
+                        .set_foreground(&self.principal.user, foreground)
+                        .await;
+                }
+                Ok(None)
+            }
+            ClientFrame::ListNotifications {
+                consultation_id, ..
+            } => {
+                if !self.principal.role.is_staff() {
+                    return Err((
+                        ErrorCode::Forbidden,
+                        "only staff see notification outcomes".to_owned(),
+                    )
+                        .into());
+                }
+                self.authorize(&consultation_id).await?;
+                let rows = crate::store::outbox::for_consultation(
+                    self.state.store.connection(),
+                    &consultation_id,
+                )
+                .await
+                .map_err(ServiceError::from)?;
+                Ok(Some(CommandResult::Notifications {
+                    notifications: rows.iter().map(|row| row.view()).collect(),
+                }))
+            }
             ClientFrame::UnwatchDashboard { .. } => {
                 if let Some(topic) = self.dashboard.take() {
                     self.leave_topic(&topic, None).await;
@@ -195,14 +307,18 @@ where
         client_msg_id: String,
         body: String,
     ) -> CommandOutcome {
-        let member_checked = self.rooms.contains_key(&topics::room(&consultation_id));
+        let known = self
+            .rooms
+            .get(&topics::room(&consultation_id))
+            .map(|room| room.consultation.clone());
         let outgoing = messaging::Outgoing {
             consultation_id,
             kind: MessageKind::Chat,
             body,
             client_msg_id: Some(client_msg_id),
+            notifications: Vec::new(),
         };
-        let sent = messaging::send(&self.state, &self.principal, outgoing, member_checked).await?;
+        let sent = messaging::send(&self.state, &self.principal, outgoing, known.as_ref()).await?;
         Ok(Some(CommandResult::Sent {
             seq: sent.seq,
             duplicate: sent.duplicate,
@@ -256,6 +372,7 @@ where
             topic.clone(),
             JoinedRoom {
                 consultation_id: consultation_id.clone(),
+                consultation: consultation.clone(),
                 cursor,
             },
         );
@@ -363,5 +480,14 @@ where
             online,
         };
         events::publish(&self.state, topics::room(consultation), None, &frame).await;
+    }
+}
+
+fn notified(sent: Sent) -> CommandResult {
+    CommandResult::Notified {
+        seq: sent.seq,
+        duplicate: sent.duplicate,
+        sent_at: sent.sent_at,
+        notifications: sent.notifications,
     }
 }

@@ -29,6 +29,9 @@ const MAX_FRAMES_PER_FLUSH: usize = 64;
 #[derive(Debug, Clone)]
 pub(crate) struct JoinedRoom {
     pub(crate) consultation_id: ConsultationId,
+    /// The consultation as it was at join; only its participants are relied
+    /// on (they never change), which spares a look-up per message.
+    pub(crate) consultation: crate::domain::Consultation,
     /// Highest sequence number delivered; lower ones are duplicates.
     pub(crate) cursor: u64,
 }
@@ -63,6 +66,8 @@ pub struct Session<S> {
     limiter: TokenBucket,
     strikes: u32,
     last_heard: Instant,
+    /// The app is in the foreground (as it last said with `visibility`).
+    pub(crate) foreground: bool,
 }
 
 impl<S> Session<S>
@@ -84,7 +89,7 @@ where
             session_config.rate_limit_per_sec,
             session_config.rate_limit_burst,
         );
-        state.presence.connected(&principal.user).await;
+        state.presence.connected(&principal.user, true).await;
         metrics::gauge!("consult_connections_active").increment(1.0);
         Self {
             socket,
@@ -99,6 +104,7 @@ where
             limiter,
             strikes: 0,
             last_heard: Instant::now(),
+            foreground: true,
         }
     }
 
@@ -189,6 +195,11 @@ where
             Some(Ok(message)) => message,
         };
         self.last_heard = Instant::now();
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            if let Some(flow) = self.over_rate_limit(&message).await {
+                return flow;
+            }
+        }
         match message {
             Message::Text(text) => self.on_text(&text).await,
             Message::Binary(_) => {
@@ -214,17 +225,6 @@ where
                 )
                 .await;
         }
-        if !self.limiter.try_take() {
-            self.strikes += 1;
-            if self.strikes > self.state.config.session.rate_limit_strikes {
-                return Flow::Exit(CloseCode::RateLimitExceeded);
-            }
-            let id = decode_client_frame(text).ok().and_then(|f| f.id().cloned());
-            return self
-                .send_error(id, ErrorCode::RateLimited, "too many commands; slow down")
-                .await;
-        }
-        self.strikes = 0;
         match decode_client_frame(text) {
             Ok(ClientFrame::Hello { .. }) => {
                 self.send_error(
@@ -237,6 +237,29 @@ where
             Ok(frame) => self.on_client_frame(frame).await,
             Err(error) => self.send_error(error.id, error.code, &error.message).await,
         }
+    }
+
+    /// Counts a data frame against the rate limit; `Some` when it is refused
+    /// (an error frame, or the close after too many refusals in a row).
+    async fn over_rate_limit(&mut self, message: &Message) -> Option<Flow> {
+        if self.limiter.try_take() {
+            self.strikes = 0;
+            return None;
+        }
+        self.strikes += 1;
+        if self.strikes > self.state.config.session.rate_limit_strikes {
+            return Some(Flow::Exit(CloseCode::RateLimitExceeded));
+        }
+        let id = match message {
+            Message::Text(text) if text.len() <= self.state.config.session.max_message_bytes => {
+                decode_client_frame(text).ok().and_then(|f| f.id().cloned())
+            }
+            _ => None,
+        };
+        Some(
+            self.send_error(id, ErrorCode::RateLimited, "too many commands; slow down")
+                .await,
+        )
     }
 
     async fn on_heartbeat(&mut self) -> Option<Exit> {
@@ -292,7 +315,10 @@ where
         if let Some(topic) = self.dashboard.take() {
             self.leave_topic(&topic, None).await;
         }
-        self.state.presence.disconnected(&self.principal.user).await;
+        self.state
+            .presence
+            .disconnected(&self.principal.user, self.foreground)
+            .await;
         metrics::gauge!("consult_connections_active").decrement(1.0);
         match exit {
             Exit::Close(code) => {
@@ -309,7 +335,9 @@ where
     }
 }
 
-fn read_error_close_code(error: &axum::Error) -> CloseCode {
+/// The close code for a failed read: 1009 when the frame exceeded the hard
+/// size cap, 1000 otherwise.
+pub(crate) fn read_error_close_code(error: &axum::Error) -> CloseCode {
     let text = error.to_string();
     if text.contains("Message too long") || text.contains("too big") || text.contains("Space limit")
     {

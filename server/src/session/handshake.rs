@@ -76,7 +76,10 @@ where
         let mut frames = 0;
         loop {
             let text = match self.socket.next().await {
-                None | Some(Err(_)) => return HelloOutcome::Close(CloseCode::Normal),
+                None => return HelloOutcome::Close(CloseCode::Normal),
+                Some(Err(error)) => {
+                    return HelloOutcome::Close(super::connection::read_error_close_code(&error));
+                }
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Binary(_))) => {
                     self.refuse(

@@ -10,8 +10,7 @@
 //! its own, so one bad message cannot fail its neighbours.
 
 use super::StoreError;
-use super::messages::{self, AppendOutcome, NewMessage};
-use consult_protocol::ChatMessage;
+use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -60,7 +59,7 @@ impl Appender {
 pub struct AppendWriter {
     db: DatabaseConnection,
     jobs_rx: mpsc::Receiver<Job>,
-    committed_tx: mpsc::Sender<Vec<ChatMessage>>,
+    committed_tx: mpsc::Sender<Vec<StoredMessage>>,
     batch_max: usize,
 }
 
@@ -69,7 +68,7 @@ pub struct AppendWriter {
 pub fn channel(
     db: DatabaseConnection,
     batch_max: usize,
-    committed_tx: mpsc::Sender<Vec<ChatMessage>>,
+    committed_tx: mpsc::Sender<Vec<StoredMessage>>,
 ) -> (Appender, AppendWriter) {
     let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE_CAPACITY);
     (
@@ -133,10 +132,10 @@ impl AppendWriter {
     }
 
     async fn finish(&self, batch: Vec<Job>, results: Vec<Result<AppendOutcome, StoreError>>) {
-        let committed: Vec<ChatMessage> = results
+        let committed: Vec<StoredMessage> = results
             .iter()
             .filter_map(|result| match result {
-                Ok(AppendOutcome::Stored(message)) => Some(message.clone()),
+                Ok(AppendOutcome::Stored(stored)) => Some(stored.clone()),
                 _ => None,
             })
             .collect();

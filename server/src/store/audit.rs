@@ -11,11 +11,37 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+/// Who acted: a person, the host platform, or the hub itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor<'a> {
+    /// The user id, `platform` or `hub`.
+    pub id: &'a str,
+    /// The role, or `system` for the hub.
+    pub role: &'a str,
+}
+
+impl Actor<'static> {
+    /// The hub itself (the outbox worker).
+    pub const HUB: Self = Self {
+        id: "hub",
+        role: "system",
+    };
+}
+
+impl<'a> From<&'a Principal> for Actor<'a> {
+    fn from(principal: &'a Principal) -> Self {
+        Self {
+            id: principal.user.as_str(),
+            role: principal.role.as_str(),
+        }
+    }
+}
+
 /// One audit entry to write.
 #[derive(Debug, Clone)]
 pub struct AuditEntry<'a> {
     /// Who acted.
-    pub actor: &'a Principal,
+    pub actor: Actor<'a>,
     /// What they did, e.g. `status.enter`, `message.send`.
     pub action: &'a str,
     /// The consultation concerned.
@@ -50,8 +76,8 @@ pub async fn record(db: &impl ConnectionTrait, entry: AuditEntry<'_>) -> Result<
     let row = audit_log::ActiveModel {
         id: NotSet,
         at: Set(Utc::now()),
-        actor_id: Set(entry.actor.user.to_string()),
-        actor_role: Set(entry.actor.role.as_str().to_owned()),
+        actor_id: Set(entry.actor.id.to_owned()),
+        actor_role: Set(entry.actor.role.to_owned()),
         action: Set(entry.action.to_owned()),
         consultation_id: Set(entry.consultation.map(ToString::to_string)),
         detail: Set(entry.detail.to_string()),

@@ -2,6 +2,7 @@
 //! idempotency check, and reading history.
 
 use super::entities::{consultation, message};
+use super::outbox::{self, NewNotification, OutboxRow};
 use super::{StoreError, to_i64, to_u64};
 use chrono::Utc;
 use consult_protocol::{
@@ -28,13 +29,24 @@ pub struct NewMessage {
     pub body: String,
     /// The sender's idempotency key.
     pub client_msg_id: Option<String>,
+    /// Push and SMS notifications to queue with it, in the same transaction.
+    pub notifications: Vec<NewNotification>,
+}
+
+/// A message as stored, with the notifications queued for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The message.
+    pub message: ChatMessage,
+    /// Its outbox rows.
+    pub notifications: Vec<OutboxRow>,
 }
 
 /// What appending did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppendOutcome {
     /// Stored with a new sequence number.
-    Stored(ChatMessage),
+    Stored(StoredMessage),
     /// This `client_msg_id` was stored before with the same text; nothing new
     /// was written.
     Duplicate(ChatMessage),
@@ -95,7 +107,10 @@ pub async fn append(
     message::Entity::insert(row)
         .exec_without_returning(db)
         .await?;
-    Ok(AppendOutcome::Stored(ChatMessage {
+    let notifications =
+        outbox::insert_for_message(db, &new.consultation_id, position.seq, &new.notifications)
+            .await?;
+    let message = ChatMessage {
         consultation_id: new.consultation_id.clone(),
         seq: Seq(position.seq),
         sender: new.sender.clone(),
@@ -104,6 +119,10 @@ pub async fn append(
         body: new.body.clone(),
         client_msg_id: new.client_msg_id.clone(),
         sent_at,
+    };
+    Ok(AppendOutcome::Stored(StoredMessage {
+        message,
+        notifications,
     }))
 }
 

@@ -9,11 +9,15 @@
 pub mod appender;
 pub mod audit;
 pub mod consultations;
+pub mod contacts;
 mod entities;
 pub mod messages;
 pub mod migration;
+pub mod outbox;
 pub mod participants;
+pub mod policies;
 pub mod receipts;
+pub mod templates;
 
 use crate::config::DatabaseConfig;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};

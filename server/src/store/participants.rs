@@ -26,7 +26,9 @@ pub struct Participant {
     pub phone: Option<String>,
 }
 
-/// Creates the clinic if missing (its name is updated if it exists).
+/// Creates the clinic if missing. With a `name`, an existing clinic is
+/// renamed; without one, a new clinic is named after its id and an existing
+/// one keeps its name.
 ///
 /// # Errors
 ///
@@ -34,19 +36,22 @@ pub struct Participant {
 pub async fn upsert_clinic(
     db: &impl ConnectionTrait,
     id: &ClinicId,
-    name: &str,
+    name: Option<&str>,
 ) -> Result<(), StoreError> {
     let row = clinic::ActiveModel {
         id: Set(id.to_string()),
-        name: Set(name.to_owned()),
+        name: Set(name.unwrap_or(id.as_str()).to_owned()),
         created_at: Set(Utc::now()),
     };
+    let mut on_conflict = OnConflict::column(clinic::Column::Id);
+    if name.is_some() {
+        on_conflict.update_column(clinic::Column::Name);
+    } else {
+        on_conflict.do_nothing();
+    }
     clinic::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(clinic::Column::Id)
-                .update_column(clinic::Column::Name)
-                .to_owned(),
-        )
+        .on_conflict(on_conflict.to_owned())
+        .do_nothing()
         .exec_without_returning(db)
         .await?;
     Ok(())

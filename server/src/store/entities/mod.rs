@@ -6,7 +6,12 @@
 
 pub(crate) mod audit_log;
 pub(crate) mod clinic;
+pub(crate) mod clinic_policy;
 pub(crate) mod consultation;
+pub(crate) mod device;
 pub(crate) mod message;
+pub(crate) mod outbox;
 pub(crate) mod participant;
+pub(crate) mod quick_template;
 pub(crate) mod receipt;
+pub(crate) mod sms_preference;

@@ -5,6 +5,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_core;
+mod m20261128_000002_notifications;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -13,6 +14,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_core::Migration)]
+        vec![
+            Box::new(m20261128_000001_core::Migration),
+            Box::new(m20261128_000002_notifications::Migration),
+        ]
     }
 }

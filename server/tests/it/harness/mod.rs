@@ -64,6 +64,15 @@ impl TestHub {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         let db = db::TestDb::create(dir.path()).await;
+        Self::start_on(dir, db, adjust).await
+    }
+
+    /// Starts a hub on an existing database and folder (key file).
+    async fn start_on(
+        dir: tempfile::TempDir,
+        db: db::TestDb,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = test_config(db.url.clone(), dir.path());
         adjust(&mut config);
         let app = App::build(config).await.expect("hub builds");
@@ -187,6 +196,37 @@ impl TestHub {
         self.stop().await;
     }
 
+    /// Triggers graceful shutdown without waiting; [`TestHub::shutdown`]
+    /// then waits for it.
+    pub(crate) fn signal_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    /// Shuts down gracefully, then starts a new hub on the same database
+    /// and key file, with `adjust` applied to the test configuration.
+    pub(crate) async fn restart_with(mut self, adjust: impl FnOnce(&mut Config)) -> Self {
+        self.stop().await;
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap());
+        let db = db::TestDb {
+            url: self._db.url.clone(),
+        };
+        Self::start_on(dir, db, adjust).await
+    }
+
+    /// The `/metrics` text.
+    pub(crate) async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// The value of the unlabelled metric `name`; 0 before it is recorded.
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
+        metric(&self.metrics_text().await, name)
+    }
+
     async fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -236,4 +276,18 @@ pub(crate) async fn expect_no_event(
     while let Ok(Some(event)) = tokio::time::timeout_at(deadline, client.next_event()).await {
         assert!(!pick(&event), "unexpected event {event:?}");
     }
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text; 0 when it
+/// is absent (a counter not yet incremented).
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }

@@ -89,6 +89,24 @@ impl RawSocket {
         }
     }
 
+    /// Sends `hello` with `token` and returns the next frame (`welcome` or
+    /// `error`).
+    pub(crate) async fn hello(&mut self, token: &str) -> Value {
+        self.send_json(serde_json::json!({"type": "hello", "token": token}))
+            .await;
+        self.recv_json().await
+    }
+
+    /// The next `ok` or `error` frame, whatever its id, skipping events.
+    pub(crate) async fn recv_answer(&mut self) -> Value {
+        loop {
+            let frame = self.recv_json().await;
+            if frame["type"] == "ok" || frame["type"] == "error" {
+                return frame;
+            }
+        }
+    }
+
     /// Sends a command and returns its answer (`ok` or `error` with that id),
     /// skipping events.
     pub(crate) async fn command(&mut self, mut command: Value, id: &str) -> Value {

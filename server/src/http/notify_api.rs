@@ -1,0 +1,340 @@
+//! The REST API for notifications: Quick Message templates and escalation
+//! policies per clinic, patients' devices and SMS consent, a consultation's
+//! notification outcomes, and inbound SMS (STOP/START).
+
+use super::api::{find_consultation, platform};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiKey, ApiPath, ApiQuery};
+use crate::app::AppState;
+use crate::domain::escalation::Policy;
+use crate::notify::providers::verify_inbound_signature;
+use crate::service::{contacts as contact_service, reach, templates};
+use crate::store::audit::{self, AuditEntry};
+use crate::store::{outbox, participants, policies};
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use consult_protocol::{
+    ClinicId, ConsultationId, DevicePlatform, NotificationView, QuickTemplate, Role, UserId,
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest escalation time a policy may set: one day.
+const MAX_POLICY_MS: u64 = 24 * 60 * 60 * 1000;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/clinics/{clinic}/templates",
+            get(list_templates).post(create_template),
+        )
+        .route(
+            "/clinics/{clinic}/templates/{id}",
+            put(update_template).delete(delete_template),
+        )
+        .route("/clinics/{clinic}/policy", get(get_policy).put(put_policy))
+        .route("/participants/{id}/devices", post(register_device))
+        .route("/participants/{id}/sms-consent", put(put_sms_consent))
+        .route("/consultations/{id}/notifications", get(list_notifications))
+        .route("/sms/inbound", post(inbound_sms))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateQuery {
+    #[serde(default)]
+    provider_id: Option<UserId>,
+}
+
+#[derive(Debug, Serialize)]
+struct TemplateList {
+    templates: Vec<QuickTemplate>,
+}
+
+async fn list_templates(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath(clinic): ApiPath<ClinicId>,
+    ApiQuery(query): ApiQuery<TemplateQuery>,
+) -> Result<Json<TemplateList>, ApiError> {
+    let templates = templates::list(&state, &platform(&clinic), query.provider_id).await?;
+    Ok(Json(TemplateList { templates }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateBody {
+    #[serde(default)]
+    provider_id: Option<UserId>,
+    title: String,
+    body: String,
+    #[serde(default)]
+    position: Option<i32>,
+}
+
+async fn create_template(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath(clinic): ApiPath<ClinicId>,
+    ApiJson(body): ApiJson<TemplateBody>,
+) -> Result<(StatusCode, Json<QuickTemplate>), ApiError> {
+    let input = templates::TemplateInput {
+        template_id: None,
+        provider_id: body.provider_id,
+        title: body.title,
+        body: body.body,
+        position: body.position,
+    };
+    let template = templates::save(&state, &platform(&clinic), input).await?;
+    Ok((StatusCode::CREATED, Json(template)))
+}
+
+async fn update_template(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath((clinic, id)): ApiPath<(ClinicId, String)>,
+    ApiJson(body): ApiJson<TemplateBody>,
+) -> Result<Json<QuickTemplate>, ApiError> {
+    let input = templates::TemplateInput {
+        template_id: Some(id),
+        provider_id: body.provider_id,
+        title: body.title,
+        body: body.body,
+        position: body.position,
+    };
+    Ok(Json(
+        templates::save(&state, &platform(&clinic), input).await?,
+    ))
+}
+
+async fn delete_template(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath((clinic, id)): ApiPath<(ClinicId, String)>,
+) -> Result<StatusCode, ApiError> {
+    templates::delete(&state, &platform(&clinic), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    push_after_ms: u64,
+    offline_grace_ms: u64,
+    #[serde(default)]
+    sms_after_unread_ms: Option<u64>,
+    #[serde(default)]
+    push_include_text: bool,
+}
+
+impl From<Policy> for PolicyBody {
+    fn from(policy: Policy) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            push_after_ms: ms(policy.push_after),
+            offline_grace_ms: ms(policy.offline_grace),
+            sms_after_unread_ms: policy.sms_after_unread.map(ms),
+            push_include_text: policy.push_include_text,
+        }
+    }
+}
+
+async fn get_policy(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath(clinic): ApiPath<ClinicId>,
+) -> Result<Json<PolicyBody>, ApiError> {
+    Ok(Json(reach::policy(&state, &clinic).await?.into()))
+}
+
+async fn put_policy(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath(clinic): ApiPath<ClinicId>,
+    ApiJson(body): ApiJson<PolicyBody>,
+) -> Result<Json<PolicyBody>, ApiError> {
+    let times = [
+        Some(body.push_after_ms),
+        Some(body.offline_grace_ms),
+        body.sms_after_unread_ms,
+    ];
+    if times.into_iter().flatten().any(|ms| ms > MAX_POLICY_MS) {
+        return Err(ApiError::invalid(format!(
+            "escalation times must be at most {MAX_POLICY_MS} ms"
+        )));
+    }
+    let policy = Policy {
+        push_after: Duration::from_millis(body.push_after_ms),
+        offline_grace: Duration::from_millis(body.offline_grace_ms),
+        sms_after_unread: body.sms_after_unread_ms.map(Duration::from_millis),
+        push_include_text: body.push_include_text,
+    };
+    let db = state.store.connection();
+    participants::upsert_clinic(db, &clinic, None).await?;
+    policies::put(db, &clinic, &policy).await?;
+    state.reach.forget_clinic(&clinic);
+    audit::record(
+        db,
+        AuditEntry {
+            actor: (&platform(&clinic)).into(),
+            action: "policy.update",
+            consultation: None,
+            detail: serde_json::to_value(&body).unwrap_or_default(),
+        },
+    )
+    .await?;
+    Ok(Json(body))
+}
+
+async fn patient(state: &AppState, id: &UserId) -> Result<participants::Participant, ApiError> {
+    participants::find(state.store.connection(), id)
+        .await?
+        .filter(|person| person.role == Role::Patient)
+        .ok_or_else(|| ApiError::not_found(format!("no patient {id}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceBody {
+    platform: DevicePlatform,
+    token: String,
+    notifications_enabled: bool,
+}
+
+async fn register_device(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<UserId>,
+    ApiJson(body): ApiJson<DeviceBody>,
+) -> Result<StatusCode, ApiError> {
+    let person = patient(&state, &id).await?;
+    let principal = crate::auth::Principal {
+        user: person.id,
+        role: Role::Patient,
+        clinic: person.clinic_id,
+    };
+    contact_service::register_device(
+        &state,
+        &principal,
+        body.platform,
+        &body.token,
+        body.notifications_enabled,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentBody {
+    consent: bool,
+}
+
+async fn put_sms_consent(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<UserId>,
+    ApiJson(body): ApiJson<ConsentBody>,
+) -> Result<StatusCode, ApiError> {
+    let person = patient(&state, &id).await?;
+    let principal = crate::auth::Principal {
+        user: person.id,
+        role: Role::Patient,
+        clinic: person.clinic_id,
+    };
+    contact_service::set_sms_consent(&state, &principal, body.consent).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+struct NotificationList {
+    notifications: Vec<NotificationView>,
+}
+
+async fn list_notifications(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiPath(id): ApiPath<ConsultationId>,
+) -> Result<Json<NotificationList>, ApiError> {
+    find_consultation(&state, &id).await?;
+    let rows = outbox::for_consultation(state.store.connection(), &id).await?;
+    Ok(Json(NotificationList {
+        notifications: rows.iter().map(|row| row.view()).collect(),
+    }))
+}
+
+/// Inbound SMS. With Twilio configured, Twilio posts here and the request
+/// must carry a valid `X-Twilio-Signature`; otherwise the host platform
+/// relays inbound SMS with its API key. Only STOP/START keywords act.
+async fn inbound_sms(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(key, value)| (key.into_owned(), value.into_owned()))
+        .collect();
+    authenticate_inbound(&state, &headers, &uri, &params)?;
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let from = field("From").ok_or_else(|| ApiError::invalid("missing From"))?;
+    let text = field("Body").unwrap_or_default();
+    if let Some(keyword) = contact_service::keyword(text) {
+        let matched = contact_service::apply_keyword(&state, from, keyword).await?;
+        tracing::info!(?keyword, matched, "inbound SMS keyword applied");
+    }
+    let twiml = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/xml")], twiml).into_response())
+}
+
+fn authenticate_inbound(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    params: &[(String, String)],
+) -> Result<(), ApiError> {
+    let unauthorized =
+        |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    let Some(twilio) = &state.config.notify.twilio else {
+        let key = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("send the API key as Authorization: Bearer <key>"))?;
+        return if state.auth.check_api_key(key.trim()) {
+            Ok(())
+        } else {
+            Err(unauthorized("unknown API key"))
+        };
+    };
+    let signature = headers
+        .get("x-twilio-signature")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| unauthorized("missing X-Twilio-Signature"))?;
+    let url = match &state.config.notify.sms_inbound_url {
+        Some(url) => url.clone(),
+        None => {
+            let host = headers
+                .get(axum::http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}{uri}")
+        }
+    };
+    if verify_inbound_signature(twilio.auth_token.expose_secret(), &url, params, signature) {
+        Ok(())
+    } else {
+        Err(unauthorized("bad X-Twilio-Signature"))
+    }
+}

@@ -1,0 +1,280 @@
+//! The outbox worker: claims due notifications, drops those the patient no
+//! longer needs (the cancel rule), sends the rest, and records every outcome
+//! in the outbox, the audit log and the staff's dashboard feeds.
+//!
+//! [`OutboxWorker::step`] does one pass and reports what it did, so tests
+//! can drive it; [`OutboxWorker::run`] loops until shutdown, waking when a
+//! row falls due or when new rows are queued.
+
+use crate::app::AppState;
+use crate::hub::topics;
+use crate::service::events;
+use crate::store::audit::{self, Actor, AuditEntry};
+use crate::store::outbox::{self, Finish, OutboxRow};
+use crate::store::{StoreError, consultations, contacts, receipts};
+use chrono::Utc;
+use consult_protocol::{AlertChannel, NotificationStatus, ServerFrame};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Rows claimed per pass at most.
+const BATCH: u64 = 32;
+/// Longest retry delay.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Accepted by a provider.
+    pub sent: usize,
+    /// Dropped by their cancel rule.
+    pub cancelled: usize,
+    /// To be tried again later.
+    pub retried: usize,
+    /// Given up.
+    pub failed: usize,
+}
+
+impl StepOutcome {
+    /// Rows handled in the pass.
+    pub fn handled(&self) -> usize {
+        self.sent + self.cancelled + self.retried + self.failed
+    }
+}
+
+/// Sends due outbox rows.
+#[derive(Debug, Clone)]
+pub struct OutboxWorker {
+    state: Arc<AppState>,
+}
+
+impl OutboxWorker {
+    /// A worker over the app's store and notifier.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
+    /// Runs passes until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        let poll = Duration::from_millis(self.state.config.notify.poll_interval_ms);
+        loop {
+            match self.step().await {
+                Ok(outcome) if outcome.handled() as u64 >= BATCH => continue,
+                Ok(_) => {}
+                Err(error) => tracing::error!(error = %error, "outbox pass failed"),
+            }
+            let wait = self.time_to_next_due(poll).await;
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.state.outbox_wakeup.notified() => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::debug!("outbox worker stopped");
+    }
+
+    async fn time_to_next_due(&self, poll: Duration) -> Duration {
+        match outbox::next_due_at(self.state.store.connection()).await {
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(poll),
+            _ => poll,
+        }
+    }
+
+    /// One pass over the rows due now.
+    ///
+    /// # Errors
+    ///
+    /// A store failure reading the due rows; failures on single rows are
+    /// logged and left for the next pass.
+    pub async fn step(&self) -> Result<StepOutcome, StoreError> {
+        let now = Utc::now();
+        let due = outbox::due(self.state.store.connection(), now, BATCH).await?;
+        let mut outcome = StepOutcome::default();
+        for row in due {
+            match self.process(row).await {
+                Ok(Some(status)) => match status {
+                    NotificationStatus::Sent => outcome.sent += 1,
+                    NotificationStatus::Cancelled => outcome.cancelled += 1,
+                    NotificationStatus::Failed => outcome.failed += 1,
+                    NotificationStatus::Pending | NotificationStatus::Sending => {
+                        outcome.retried += 1;
+                    }
+                },
+                Ok(None) => {}
+                Err(error) => tracing::error!(error = %error, "outbox row failed"),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Claims, checks, sends and records one row. `None` when another worker
+    /// had claimed it.
+    async fn process(&self, row: OutboxRow) -> Result<Option<NotificationStatus>, StoreError> {
+        let db = self.state.store.connection();
+        let now = Utc::now();
+        let lease = now
+            + chrono::Duration::seconds(
+                i64::try_from(self.state.config.notify.lease_secs).unwrap_or(60),
+            );
+        if !outbox::claim(db, &row, now, lease).await? {
+            return Ok(None);
+        }
+        let attempts = row.attempts + 1;
+        let finish = match self.cancel_reason(&row).await? {
+            Some(reason) => Finish::Cancelled {
+                reason: reason.to_owned(),
+            },
+            None => self.send(&row, attempts).await?,
+        };
+        let action = match &finish {
+            Finish::Sent { .. } => "notification.sent",
+            Finish::Cancelled { .. } => "notification.cancelled",
+            Finish::Retry { .. } => "notification.retry",
+            Finish::Failed { .. } => "notification.failed",
+        };
+        let Some(updated) = outbox::finish(db, &row.id, finish).await? else {
+            return Ok(None);
+        };
+        audit::record(
+            db,
+            AuditEntry {
+                actor: Actor::HUB,
+                action,
+                consultation: Some(&updated.consultation_id),
+                detail: serde_json::json!({
+                    "notification_id": updated.id,
+                    "channel": updated.channel,
+                    "provider": updated.provider,
+                    "reason": updated.reason,
+                    "attempts": updated.attempts,
+                    "error": updated.last_error,
+                }),
+            },
+        )
+        .await?;
+        metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
+        self.announce(&updated).await?;
+        Ok(Some(updated.status))
+    }
+
+    /// Why this row is no longer needed, if it is not.
+    async fn cancel_reason(&self, row: &OutboxRow) -> Result<Option<&'static str>, StoreError> {
+        let db = self.state.store.connection();
+        if let Some(seq) = row.message_seq {
+            let receipt = receipts::find(db, &row.consultation_id, &row.recipient).await?;
+            let online = self.state.presence.is_online(&row.recipient).await;
+            if row
+                .cancel
+                .cancels(seq, receipt.delivered, receipt.read, online)
+            {
+                return Ok(Some(if receipt.delivered >= seq {
+                    "acknowledged"
+                } else {
+                    "reconnected"
+                }));
+            }
+        }
+        if row.channel == AlertChannel::Sms {
+            let (consent, opted_out) = contacts::sms_preference(db, &row.recipient).await?;
+            if opted_out || !consent {
+                return Ok(Some("sms_opted_out"));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn send(&self, row: &OutboxRow, attempts: u32) -> Result<Finish, StoreError> {
+        let config = &self.state.config.notify;
+        match self.state.notifier.send(row).await {
+            Ok(delivered) => Ok(Finish::Sent {
+                provider_message_id: delivered.provider_message_id,
+            }),
+            Err(error) if error.is_retryable() && attempts < config.max_attempts => {
+                tracing::warn!(notification = %row.id, attempts, error = %error, "send failed; will retry");
+                let delay = retry_delay(config.retry_base_ms, attempts);
+                Ok(Finish::Retry {
+                    at: Utc::now()
+                        + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero()),
+                    error: short_code(&error),
+                })
+            }
+            Err(error) => {
+                tracing::warn!(notification = %row.id, attempts, error = %error, "send failed for good");
+                if row.channel == AlertChannel::Push && !error.is_retryable() {
+                    // The provider refused this device for good (unregistered
+                    // or bad token): stop sending to it.
+                    contacts::remove_device(self.state.store.connection(), &row.target).await?;
+                }
+                Ok(Finish::Failed {
+                    error: short_code(&error),
+                })
+            }
+        }
+    }
+
+    /// Tells staff watching the provider's or clinic's dashboard.
+    async fn announce(&self, row: &OutboxRow) -> Result<(), StoreError> {
+        let Some(consultation) =
+            consultations::find(self.state.store.connection(), &row.consultation_id).await?
+        else {
+            return Ok(());
+        };
+        let frame = ServerFrame::Notification {
+            notification: row.view(),
+        };
+        events::publish(
+            &self.state,
+            topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
+            None,
+            &frame,
+        )
+        .await;
+        events::publish(
+            &self.state,
+            topics::clinic_feed(&consultation.clinic_id),
+            None,
+            &frame,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// `base * 2^(attempts-1)`, capped.
+pub fn retry_delay(base_ms: u64, attempts: u32) -> Duration {
+    let factor = 2u64.saturating_pow(attempts.saturating_sub(1));
+    Duration::from_millis(base_ms.saturating_mul(factor)).min(MAX_RETRY_DELAY)
+}
+
+/// A short, text-free code for the outbox and the audit log.
+fn short_code(error: &crate::notify::providers::SendError) -> String {
+    let text = error.to_string();
+    let kind = if error.is_retryable() {
+        "retryable"
+    } else {
+        "permanent"
+    };
+    let detail: String = text
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '-' | ':'))
+        .take(120)
+        .collect();
+    format!("{kind}: {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_and_is_capped() {
+        assert_eq!(retry_delay(1000, 1), Duration::from_secs(1));
+        assert_eq!(retry_delay(1000, 2), Duration::from_secs(2));
+        assert_eq!(retry_delay(1000, 4), Duration::from_secs(8));
+        assert_eq!(retry_delay(1000, 40), MAX_RETRY_DELAY);
+    }
+}

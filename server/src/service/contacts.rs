@@ -1,0 +1,150 @@
+//! A patient's push devices and SMS consent, and the STOP/START keywords of
+//! inbound SMS.
+
+use super::ServiceError;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::store::audit::{self, Actor, AuditEntry};
+use crate::store::contacts;
+use consult_protocol::{DevicePlatform, ErrorCode, Role};
+
+/// Longest device token accepted, in bytes.
+pub const MAX_DEVICE_TOKEN_BYTES: usize = 512;
+
+fn patient_only(principal: &Principal) -> Result<(), ServiceError> {
+    if principal.role == Role::Patient {
+        Ok(())
+    } else {
+        Err(ServiceError::refused(
+            ErrorCode::Forbidden,
+            "only the patient's app registers devices and SMS consent",
+        ))
+    }
+}
+
+/// Registers or updates a push token for the patient.
+///
+/// # Errors
+///
+/// `forbidden` for staff, `invalid_value` for a malformed token; a store
+/// failure.
+pub async fn register_device(
+    state: &AppState,
+    principal: &Principal,
+    platform: DevicePlatform,
+    token: &str,
+    notifications_enabled: bool,
+) -> Result<(), ServiceError> {
+    patient_only(principal)?;
+    if token.is_empty()
+        || token.len() > MAX_DEVICE_TOKEN_BYTES
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ServiceError::refused(
+            ErrorCode::InvalidValue,
+            format!("token must be 1 to {MAX_DEVICE_TOKEN_BYTES} visible ASCII characters"),
+        ));
+    }
+    contacts::register_device(
+        state.store.connection(),
+        &principal.user,
+        platform,
+        token,
+        notifications_enabled,
+    )
+    .await?;
+    state.reach.forget_user(&principal.user);
+    Ok(())
+}
+
+/// Records the patient's SMS consent.
+///
+/// # Errors
+///
+/// `forbidden` for staff; a store failure.
+pub async fn set_sms_consent(
+    state: &AppState,
+    principal: &Principal,
+    consent: bool,
+) -> Result<(), ServiceError> {
+    patient_only(principal)?;
+    let db = state.store.connection();
+    contacts::set_sms_consent(db, &principal.user, consent).await?;
+    state.reach.forget_user(&principal.user);
+    audit::record(
+        db,
+        AuditEntry {
+            actor: principal.into(),
+            action: if consent {
+                "sms.consent"
+            } else {
+                "sms.withdraw"
+            },
+            consultation: None,
+            detail: serde_json::json!({}),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// What an inbound SMS asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyword {
+    /// STOP, UNSUBSCRIBE, CANCEL, END, QUIT, STOPALL.
+    Stop,
+    /// START, UNSTOP, YES.
+    Start,
+}
+
+/// Reads the carrier keywords of an inbound SMS body.
+pub fn keyword(body: &str) -> Option<Keyword> {
+    match body.trim().to_ascii_uppercase().as_str() {
+        "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" => Some(Keyword::Stop),
+        "START" | "UNSTOP" | "YES" => Some(Keyword::Start),
+        _ => None,
+    }
+}
+
+/// Applies STOP or START from `phone`. Returns how many participants it
+/// matched.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn apply_keyword(
+    state: &AppState,
+    phone: &str,
+    keyword: Keyword,
+) -> Result<usize, ServiceError> {
+    let db = state.store.connection();
+    let matched = contacts::set_opt_out_by_phone(db, phone, keyword == Keyword::Stop).await?;
+    state.reach.forget_all_users();
+    audit::record(
+        db,
+        AuditEntry {
+            actor: Actor::HUB,
+            action: match keyword {
+                Keyword::Stop => "sms.stop",
+                Keyword::Start => "sms.start",
+            },
+            consultation: None,
+            detail: serde_json::json!({ "participants": matched }),
+        },
+    )
+    .await?;
+    Ok(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carrier_keywords_are_recognised_case_insensitively() {
+        assert_eq!(keyword(" stop "), Some(Keyword::Stop));
+        assert_eq!(keyword("Unsubscribe"), Some(Keyword::Stop));
+        assert_eq!(keyword("START"), Some(Keyword::Start));
+        assert_eq!(keyword("stop please"), None);
+    }
+}

@@ -1,0 +1,174 @@
+//! Turning a message to the patient into outbox rows: plan with the domain's
+//! escalation rules, pick providers, choose the text (generic unless the
+//! policy includes text that passes the privacy check), and tell staff what
+//! was queued.
+
+use super::{ServiceError, events, reach};
+use crate::app::AppState;
+use crate::domain::Consultation;
+use crate::domain::escalation::{
+    self, GENERIC_PUSH_BODY, GENERIC_SMS_BODY, PUSH_TITLE, Planned, Target, Trigger,
+};
+use crate::domain::privacy::{self, DEFAULT_HEALTH_TERMS, PrivacyRules};
+use crate::hub::topics;
+use crate::store::outbox::{NewNotification, OutboxRow};
+use crate::store::participants;
+use consult_protocol::{AlertChannel, ServerFrame};
+
+/// The privacy rules for a consultation: its participants' names and the
+/// health terms (built-in plus configured).
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn privacy_names(
+    state: &AppState,
+    consultation: &Consultation,
+) -> Result<Vec<String>, ServiceError> {
+    let names = participants::display_names(
+        state.store.connection(),
+        &[
+            consultation.patient_id.clone(),
+            consultation.provider_id.clone(),
+        ],
+    )
+    .await?;
+    Ok(names.into_values().collect())
+}
+
+/// Checks `text` against the consultation's privacy rules.
+///
+/// # Errors
+///
+/// `privacy_violation` naming the offending span; a store failure.
+pub async fn check_privacy(
+    state: &AppState,
+    consultation: &Consultation,
+    text: &str,
+) -> Result<(), ServiceError> {
+    let names = privacy_names(state, consultation).await?;
+    let rules = PrivacyRules {
+        names: names.iter().map(String::as_str).collect(),
+        health_terms: health_terms(state),
+    };
+    match privacy::check(text, &rules) {
+        None => Ok(()),
+        Some(violation) => Err(ServiceError::refused(
+            consult_protocol::ErrorCode::PrivacyViolation,
+            violation.message(),
+        )),
+    }
+}
+
+fn health_terms(state: &AppState) -> Vec<&str> {
+    DEFAULT_HEALTH_TERMS
+        .iter()
+        .copied()
+        .chain(state.config.notify.health_terms.iter().map(String::as_str))
+        .collect()
+}
+
+/// Plans the notifications a message with `text` to the patient needs.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn plan(
+    state: &AppState,
+    consultation: &Consultation,
+    trigger: Trigger,
+    text: &str,
+) -> Result<Vec<NewNotification>, ServiceError> {
+    let reach = reach::reach(state, &consultation.patient_id).await?;
+    let policy = reach::policy(state, &consultation.clinic_id).await?;
+    let planned = escalation::plan(trigger, &reach, &policy);
+    if planned.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text_allowed = matches!(trigger, Trigger::Alert { .. })
+        || (policy.push_include_text && check_privacy(state, consultation, text).await.is_ok());
+    Ok(planned
+        .into_iter()
+        .map(|planned| to_row(state, consultation, planned, text, text_allowed))
+        .collect())
+}
+
+fn to_row(
+    state: &AppState,
+    consultation: &Consultation,
+    planned: Planned,
+    text: &str,
+    text_allowed: bool,
+) -> NewNotification {
+    let full = planned.full_text && text_allowed;
+    let (provider, target, title, body) = match planned.target {
+        Target::Device(platform, token) => (
+            state.notifier.push_provider(platform),
+            token,
+            PUSH_TITLE.to_owned(),
+            if full { text } else { GENERIC_PUSH_BODY }.to_owned(),
+        ),
+        Target::Phone(phone) => (
+            state.notifier.sms_provider(),
+            phone,
+            String::new(),
+            if full { text } else { GENERIC_SMS_BODY }.to_owned(),
+        ),
+    };
+    NewNotification {
+        recipient: consultation.patient_id.clone(),
+        channel: planned.channel,
+        provider: provider.to_owned(),
+        target,
+        title,
+        body,
+        reason: planned.reason,
+        cancel: planned.cancel,
+        delay: planned.delay,
+    }
+}
+
+/// Tells staff watching the consultation's dashboards what was queued, and
+/// wakes the outbox worker.
+pub async fn announce_queued(state: &AppState, consultation: &Consultation, rows: &[OutboxRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    state.outbox_wakeup.notify_one();
+    for row in rows {
+        let frame = ServerFrame::Notification {
+            notification: row.view(),
+        };
+        events::publish(
+            state,
+            topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
+            None,
+            &frame,
+        )
+        .await;
+        events::publish(
+            state,
+            topics::clinic_feed(&consultation.clinic_id),
+            None,
+            &frame,
+        )
+        .await;
+    }
+}
+
+/// True when the patient can be reached on `channel` now.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn channel_available(
+    state: &AppState,
+    consultation: &Consultation,
+    channel: AlertChannel,
+) -> Result<bool, ServiceError> {
+    let reach = reach::reach(state, &consultation.patient_id).await?;
+    Ok(match channel {
+        AlertChannel::Push => !reach.devices.is_empty(),
+        AlertChannel::Sms => reach.sms_phone.is_some(),
+    })
+}

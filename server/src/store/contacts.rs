@@ -1,0 +1,186 @@
+//! How to reach a patient outside the app: push devices, SMS consent and
+//! STOP opt-outs.
+
+use super::StoreError;
+use super::entities::{device, participant, sms_preference};
+use chrono::Utc;
+use consult_protocol::{DevicePlatform, UserId};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+
+/// Registers a device token for `user` (moving it from any previous owner).
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn register_device(
+    db: &impl ConnectionTrait,
+    user: &UserId,
+    platform: DevicePlatform,
+    token: &str,
+    notifications_enabled: bool,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let row = device::ActiveModel {
+        token: Set(token.to_owned()),
+        user_id: Set(user.to_string()),
+        platform: Set(platform.as_str().to_owned()),
+        notifications_enabled: Set(notifications_enabled),
+        created_at: Set(now),
+        updated_at: Set(now),
+    };
+    device::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(device::Column::Token)
+                .update_columns([
+                    device::Column::UserId,
+                    device::Column::Platform,
+                    device::Column::NotificationsEnabled,
+                    device::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// `user`'s devices with notifications on.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn push_devices(
+    db: &impl ConnectionTrait,
+    user: &UserId,
+) -> Result<Vec<(DevicePlatform, String)>, StoreError> {
+    let rows = device::Entity::find()
+        .filter(device::Column::UserId.eq(user.to_string()))
+        .filter(device::Column::NotificationsEnabled.eq(true))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.platform.parse().ok()?, row.token)))
+        .collect())
+}
+
+/// Forgets a token the push provider reported as no longer valid.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn remove_device(db: &impl ConnectionTrait, token: &str) -> Result<(), StoreError> {
+    device::Entity::delete_by_id(token.to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Records `user`'s SMS consent. Giving consent also clears a STOP opt-out.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn set_sms_consent(
+    db: &impl ConnectionTrait,
+    user: &UserId,
+    consent: bool,
+) -> Result<(), StoreError> {
+    let row = sms_preference::ActiveModel {
+        user_id: Set(user.to_string()),
+        consent: Set(consent),
+        opted_out: Set(false),
+        updated_at: Set(Utc::now()),
+    };
+    let mut update = OnConflict::column(sms_preference::Column::UserId);
+    update.update_columns([
+        sms_preference::Column::Consent,
+        sms_preference::Column::UpdatedAt,
+    ]);
+    if consent {
+        update.update_column(sms_preference::Column::OptedOut);
+    }
+    sms_preference::Entity::insert(row)
+        .on_conflict(update.to_owned())
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks every participant with this phone number as opted out (STOP) or
+/// back in (START). Returns how many participants matched.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn set_opt_out_by_phone(
+    db: &impl ConnectionTrait,
+    phone: &str,
+    opted_out: bool,
+) -> Result<usize, StoreError> {
+    let people = participant::Entity::find()
+        .filter(participant::Column::Phone.eq(phone))
+        .all(db)
+        .await?;
+    for person in &people {
+        let row = sms_preference::ActiveModel {
+            user_id: Set(person.id.clone()),
+            consent: Set(false),
+            opted_out: Set(opted_out),
+            updated_at: Set(Utc::now()),
+        };
+        sms_preference::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(sms_preference::Column::UserId)
+                    .update_columns([
+                        sms_preference::Column::OptedOut,
+                        sms_preference::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(people.len())
+}
+
+/// `user`'s phone number if it may receive SMS: a number on file, consent
+/// given, and no STOP.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn sms_phone(
+    db: &impl ConnectionTrait,
+    user: &UserId,
+) -> Result<Option<String>, StoreError> {
+    let Some(preference) = sms_preference::Entity::find_by_id(user.to_string())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if !preference.consent || preference.opted_out {
+        return Ok(None);
+    }
+    Ok(participant::Entity::find_by_id(user.to_string())
+        .one(db)
+        .await?
+        .and_then(|person| person.phone))
+}
+
+/// `(consent, opted_out)` for `user`; `(false, false)` when never set.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn sms_preference(
+    db: &impl ConnectionTrait,
+    user: &UserId,
+) -> Result<(bool, bool), StoreError> {
+    Ok(sms_preference::Entity::find_by_id(user.to_string())
+        .one(db)
+        .await?
+        .map_or((false, false), |row| (row.consent, row.opted_out)))
+}

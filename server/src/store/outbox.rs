@@ -1,0 +1,400 @@
+//! The notification outbox. Rows are written in the same transaction as the
+//! message that caused them; the outbox worker claims due rows with a lease
+//! (so two nodes never send the same row at once, and a crashed sender's row
+//! is retried after its lease), sends them, and records the outcome.
+
+use super::entities::outbox;
+use super::{StoreError, to_i64, to_u64};
+use crate::domain::escalation::CancelRule;
+use chrono::{DateTime, Utc};
+use consult_protocol::{
+    AlertChannel, ConsultationId, NotificationReason, NotificationStatus, NotificationView, Seq,
+    UserId,
+};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use std::time::Duration;
+
+/// A notification to queue for a stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    /// The patient.
+    pub recipient: UserId,
+    /// Push or SMS.
+    pub channel: AlertChannel,
+    /// `fcm`, `apns`, `twilio`, `webhook` or `log`.
+    pub provider: String,
+    /// Device token or phone number.
+    pub target: String,
+    /// Push title (empty for SMS).
+    pub title: String,
+    /// The text to send.
+    pub body: String,
+    /// Why.
+    pub reason: NotificationReason,
+    /// What cancels it.
+    pub cancel: CancelRule,
+    /// Time from the message until it is due.
+    pub delay: Duration,
+}
+
+/// A stored outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Its id.
+    pub id: String,
+    /// Sent to the provider so a retry never sends twice.
+    pub idempotency_key: String,
+    /// The consultation.
+    pub consultation_id: ConsultationId,
+    /// The message that caused it.
+    pub message_seq: Option<u64>,
+    /// The patient.
+    pub recipient: UserId,
+    /// Push or SMS.
+    pub channel: AlertChannel,
+    /// Which provider sends it.
+    pub provider: String,
+    /// Device token or phone number.
+    pub target: String,
+    /// Push title.
+    pub title: String,
+    /// The text.
+    pub body: String,
+    /// Why.
+    pub reason: NotificationReason,
+    /// What cancels it.
+    pub cancel: CancelRule,
+    /// Where it stands.
+    pub status: NotificationStatus,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it fell due.
+    pub due_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Last failure code.
+    pub last_error: Option<String>,
+}
+
+impl OutboxRow {
+    /// The view staff see: no text, no token, no phone number.
+    pub fn view(&self) -> NotificationView {
+        NotificationView {
+            id: self.id.clone(),
+            consultation_id: self.consultation_id.clone(),
+            recipient: self.recipient.clone(),
+            channel: self.channel,
+            provider: self.provider.clone(),
+            reason: self.reason,
+            status: self.status,
+            attempts: self.attempts,
+            message_seq: self.message_seq.map(Seq),
+            due_at: self.due_at,
+            updated_at: self.updated_at,
+            error: self.last_error.clone(),
+        }
+    }
+}
+
+/// How a send attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// The provider accepted it.
+    Sent {
+        /// The provider's id for it.
+        provider_message_id: String,
+    },
+    /// Not needed any more.
+    Cancelled {
+        /// Why, as a short code.
+        reason: String,
+    },
+    /// Try again at `at`.
+    Retry {
+        /// When.
+        at: DateTime<Utc>,
+        /// Why the attempt failed, as a short code.
+        error: String,
+    },
+    /// Given up.
+    Failed {
+        /// Why, as a short code.
+        error: String,
+    },
+}
+
+/// Writes the notifications for message `seq` (inside the message's
+/// transaction). Idempotency keys are `{consultation}:{seq}:{index}`.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn insert_for_message(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+    seq: u64,
+    notifications: &[NewNotification],
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let now = Utc::now();
+    let mut rows = Vec::with_capacity(notifications.len());
+    for (index, notification) in notifications.iter().enumerate() {
+        let due_at = now
+            + chrono::Duration::from_std(notification.delay).unwrap_or(chrono::Duration::zero());
+        let row = outbox::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            idempotency_key: Set(format!("{consultation}:{seq}:{index}")),
+            consultation_id: Set(consultation.to_string()),
+            message_seq: Set(Some(to_i64(seq))),
+            recipient_id: Set(notification.recipient.to_string()),
+            channel: Set(notification.channel.as_str().to_owned()),
+            provider: Set(notification.provider.clone()),
+            target: Set(notification.target.clone()),
+            title: Set(notification.title.clone()),
+            body: Set(notification.body.clone()),
+            reason: Set(notification.reason.as_str().to_owned()),
+            cancel_rule: Set(notification.cancel.as_str().to_owned()),
+            status: Set(NotificationStatus::Pending.as_str().to_owned()),
+            attempts: Set(0),
+            due_at: Set(due_at),
+            next_attempt_at: Set(due_at),
+            lease_until: Set(None),
+            last_error: Set(None),
+            provider_message_id: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let inserted = outbox::Entity::insert(row).exec_with_returning(db).await?;
+        rows.push(from_row(inserted)?);
+    }
+    Ok(rows)
+}
+
+/// Rows ready to send at `now`: pending and due, or stuck in `sending` past
+/// their lease (their sender died).
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn due(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    outbox::Entity::find()
+        .filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(outbox::Column::Status.eq(NotificationStatus::Pending.as_str()))
+                        .add(outbox::Column::NextAttemptAt.lte(now)),
+                )
+                .add(
+                    Condition::all()
+                        .add(outbox::Column::Status.eq(NotificationStatus::Sending.as_str()))
+                        .add(outbox::Column::LeaseUntil.lt(now)),
+                ),
+        )
+        .order_by_asc(outbox::Column::NextAttemptAt)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// When the next pending row falls due, if any.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn next_due_at(db: &impl ConnectionTrait) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::Status.eq(NotificationStatus::Pending.as_str()))
+        .order_by_asc(outbox::Column::NextAttemptAt)
+        .one(db)
+        .await?
+        .map(|row| row.next_attempt_at))
+}
+
+/// Claims a row for sending until `lease_until`, counting the attempt.
+/// Returns false when another worker got it first.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    row: &OutboxRow,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let result = outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(NotificationStatus::Sending.as_str()),
+        )
+        .col_expr(outbox::Column::LeaseUntil, Expr::value(lease_until))
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
+        .filter(outbox::Column::Id.eq(row.id.clone()))
+        .filter(outbox::Column::Status.eq(row.status.as_str()))
+        .filter(outbox::Column::Attempts.eq(i32::try_from(row.attempts).unwrap_or(i32::MAX)))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Records how an attempt ended and returns the row as it is now.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn finish(
+    db: &impl ConnectionTrait,
+    id: &str,
+    finish: Finish,
+) -> Result<Option<OutboxRow>, StoreError> {
+    let now = Utc::now();
+    let mut update = outbox::Entity::update_many()
+        .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            outbox::Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        );
+    update = match finish {
+        Finish::Sent {
+            provider_message_id,
+        } => update
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(NotificationStatus::Sent.as_str()),
+            )
+            .col_expr(
+                outbox::Column::ProviderMessageId,
+                Expr::value(provider_message_id),
+            )
+            .col_expr(
+                outbox::Column::LastError,
+                Expr::value(Option::<String>::None),
+            ),
+        Finish::Cancelled { reason } => update
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(NotificationStatus::Cancelled.as_str()),
+            )
+            .col_expr(outbox::Column::LastError, Expr::value(reason)),
+        Finish::Retry { at, error } => update
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(NotificationStatus::Pending.as_str()),
+            )
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(at))
+            .col_expr(outbox::Column::LastError, Expr::value(error)),
+        Finish::Failed { error } => update
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(NotificationStatus::Failed.as_str()),
+            )
+            .col_expr(outbox::Column::LastError, Expr::value(error)),
+    };
+    update.filter(outbox::Column::Id.eq(id)).exec(db).await?;
+    find(db, id).await
+}
+
+/// One row.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<OutboxRow>, StoreError> {
+    outbox::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .map(from_row)
+        .transpose()
+}
+
+/// A consultation's notifications, oldest first.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn for_consultation(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    outbox::Entity::find()
+        .filter(outbox::Column::ConsultationId.eq(consultation.to_string()))
+        .order_by_asc(outbox::Column::CreatedAt)
+        .order_by_asc(outbox::Column::IdempotencyKey)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_row)
+        .collect()
+}
+
+/// Notifications of `reason` on `channel` queued for the consultation since
+/// `since` (one per message: rows of the same message count once).
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn count_since(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+    channel: AlertChannel,
+    reason: NotificationReason,
+    since: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    Ok(outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::MessageSeq)
+        .distinct()
+        .filter(outbox::Column::ConsultationId.eq(consultation.to_string()))
+        .filter(outbox::Column::Channel.eq(channel.as_str()))
+        .filter(outbox::Column::Reason.eq(reason.as_str()))
+        .filter(outbox::Column::CreatedAt.gte(since))
+        .count(db)
+        .await?)
+}
+
+fn from_row(row: outbox::Model) -> Result<OutboxRow, StoreError> {
+    let corrupt = |what: &str, value: &str| StoreError::Corrupt(format!("outbox {what} {value}"));
+    Ok(OutboxRow {
+        channel: row
+            .channel
+            .parse()
+            .map_err(|_| corrupt("channel", &row.channel))?,
+        reason: row
+            .reason
+            .parse()
+            .map_err(|_| corrupt("reason", &row.reason))?,
+        status: row
+            .status
+            .parse()
+            .map_err(|_| corrupt("status", &row.status))?,
+        cancel: CancelRule::parse(&row.cancel_rule),
+        id: row.id,
+        idempotency_key: row.idempotency_key,
+        consultation_id: ConsultationId(row.consultation_id),
+        message_seq: row.message_seq.map(to_u64),
+        recipient: UserId(row.recipient_id),
+        provider: row.provider,
+        target: row.target,
+        title: row.title,
+        body: row.body,
+        attempts: u32::try_from(row.attempts).unwrap_or(0),
+        due_at: row.due_at,
+        updated_at: row.updated_at,
+        last_error: row.last_error,
+    })
+}
