@@ -8,12 +8,12 @@
 //! writer drains; the outbox sends what is due; the database closes.
 
 use crate::auth::Authenticator;
-use crate::broker::{Broker, LocalBroker};
+use crate::broker::{Broker, BrokerError, LocalBroker, RedisBroker};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::notify::Notifier;
 use crate::notify::worker::OutboxWorker;
-use crate::presence::{LocalPresence, Presence};
+use crate::presence::{LocalPresence, Presence, RedisPresence};
 use crate::service::publisher;
 use crate::service::reach::ReachCache;
 use crate::store::Store;
@@ -87,9 +87,9 @@ pub enum BuildError {
     /// A push or SMS provider could not be set up.
     #[error(transparent)]
     Notify(#[from] crate::notify::providers::ProviderSetupError),
-    /// A configured part is not available in this build.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The broker or presence could not be set up.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// A built hub, ready to [`run`](App::run).
@@ -101,6 +101,7 @@ pub struct App {
     publisher: tokio::task::JoinHandle<()>,
     outbox_stop: CancellationToken,
     outbox: tokio::task::JoinHandle<()>,
+    cluster_stop: CancellationToken,
 }
 
 impl App {
@@ -116,15 +117,8 @@ impl App {
         let auth = Authenticator::from_config(&config.auth)?;
         let notifier = Notifier::from_config(&config.notify)?;
         let hub = Arc::new(Hub::new());
-        let broker = match config.broker.kind {
-            BrokerKind::Local => Broker::Local(LocalBroker::new(hub.clone())),
-            BrokerKind::Redis => {
-                return Err(BuildError::Unsupported(
-                    "the redis broker is not available yet".to_owned(),
-                ));
-            }
-        };
-        let presence = Presence::Local(LocalPresence::new());
+        let cluster_stop = CancellationToken::new();
+        let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
         let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(COMMITTED_QUEUE_CAPACITY);
         let (appender, writer) = appender::channel(
             store.connection().clone(),
@@ -160,6 +154,7 @@ impl App {
             publisher,
             outbox_stop,
             outbox,
+            cluster_stop,
         })
     }
 
@@ -221,11 +216,39 @@ impl App {
         if let Err(error) = OutboxWorker::new(state.clone()).step().await {
             tracing::warn!(error = %error, "final outbox pass failed");
         }
+        self.cluster_stop.cancel();
         if let Err(error) = state.store.clone().close().await {
             tracing::warn!(error = %error, "closing the database failed");
         }
         tracing::info!("shutdown complete");
         served
+    }
+}
+
+/// The broker and presence the configuration asks for.
+fn cluster_parts(
+    config: &Config,
+    hub: &Arc<Hub>,
+    stop: &CancellationToken,
+) -> Result<(Broker, Presence), BuildError> {
+    match (config.broker.kind, &config.broker.redis_url) {
+        (BrokerKind::Redis, Some(url)) => {
+            let node_id = config
+                .broker
+                .node_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            tracing::info!(node = %node_id, "joining the cluster through redis");
+            let broker = RedisBroker::start(url, node_id.clone(), hub.clone(), stop.clone())?;
+            let ttl = Duration::from_millis(config.broker.presence_ttl_ms);
+            let presence = RedisPresence::start(url, &node_id, ttl, stop.clone())
+                .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
+            Ok((Broker::Redis(broker), Presence::Redis(presence)))
+        }
+        _ => Ok((
+            Broker::Local(LocalBroker::new(hub.clone())),
+            Presence::Local(LocalPresence::new()),
+        )),
     }
 }
 

@@ -60,6 +60,8 @@ pub const OUTBOX_RETRY_BASE_MS: u64 = 2_000;
 pub const OUTBOX_LEASE_SECS: u64 = 60;
 /// How long a patient's devices and SMS consent are cached (milliseconds).
 pub const REACH_CACHE_MS: u64 = 5_000;
+/// Lifetime of a node's presence entries in Redis (milliseconds).
+pub const PRESENCE_TTL_MS: u64 = 6_000;
 /// Time sessions get to flush and close during shutdown.
 pub const DRAIN_TIMEOUT_SECS: u64 = 10;
 /// Messages written in one group-commit transaction at most.
@@ -291,6 +293,11 @@ pub struct BrokerConfig {
     pub kind: BrokerKind,
     /// `redis://HOST:PORT` when `kind = "redis"`.
     pub redis_url: Option<String>,
+    /// This node's name in the cluster; a random one when unset.
+    pub node_id: Option<String>,
+    /// How long a node's presence entries live without a heartbeat
+    /// (milliseconds); a dead node's patients read as offline after this.
+    pub presence_ttl_ms: u64,
 }
 
 /// Shutdown behaviour.
@@ -392,6 +399,8 @@ impl Default for BrokerConfig {
         Self {
             kind: BrokerKind::Local,
             redis_url: None,
+            node_id: None,
+            presence_ttl_ms: PRESENCE_TTL_MS,
         }
     }
 }
@@ -438,7 +447,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("CONSULT_").split("__"));
+        // `CONSULT_TEST_…` belongs to the test suite, not to the hub.
+        figment = figment.merge(
+            Env::prefixed("CONSULT_")
+                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+                .split("__"),
+        );
         let config: Config = figment.extract().map_err(|error| ConfigError {
             problems: error.into_iter().map(|e| e.to_string()).collect(),
         })?;
@@ -491,6 +505,9 @@ impl Config {
         }
         if session.max_body_chars == 0 {
             problems.push("session.max_body_chars must be at least 1".into());
+        }
+        if self.broker.presence_ttl_ms < 300 {
+            problems.push("broker.presence_ttl_ms must be at least 300".into());
         }
         if self.broker.kind == BrokerKind::Redis && self.broker.redis_url.is_none() {
             problems.push("broker.redis_url is required when broker.kind = \"redis\"".into());

@@ -208,6 +208,11 @@ impl Client {
         self.events_rx.lock().await.recv().await
     }
 
+    /// The next event if one is queued now, without waiting.
+    pub(crate) async fn try_next_event(&self) -> Option<ServerFrame> {
+        self.events_rx.lock().await.try_recv().ok()
+    }
+
     /// Why the connection ended, or `None` while it is open.
     pub fn close_info(&self) -> Option<CloseInfo> {
         self.closed_rx.borrow().clone()

@@ -1,6 +1,8 @@
 //! Typed commands: one method per client frame, each built on
 //! [`Client::request`] with a fresh command id, returning what its `ok`
-//! carries.
+//! carries. Rooms, chat, status and the dashboard are here; the
+//! notification features (Quick Messages, templates, alerts, devices) are in
+//! `notify`.
 //!
 //! # Errors
 //!
@@ -14,6 +16,10 @@ use consult_protocol::{
     ChatMessage, ClientFrame, CommandResult, ConsultationId, ConsultationView, DashboardEntry,
     Member, ReceiptKind, Seq, UserId,
 };
+
+mod notify;
+
+pub use notify::Notified;
 
 /// The answer to `join`, after any replayed `message` events.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +249,6 @@ impl Client {
     }
 }
 
-fn unexpected(expected: &str, got: Option<CommandResult>) -> ClientError {
+pub(super) fn unexpected(expected: &str, got: Option<CommandResult>) -> ClientError {
     ClientError::Protocol(format!("expected a `{expected}` result, got {got:?}"))
 }

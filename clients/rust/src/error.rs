@@ -36,6 +36,14 @@ pub enum ClientError {
     /// The connection is closed; [`crate::Client::close_info`] says why.
     #[error("connection is closed")]
     Closed,
+    /// A [`crate::ResilientClient`] is between connections: the command was
+    /// not sent, or its connection dropped before the answer (so it may or
+    /// may not have run). Retry once reconnected.
+    #[error("disconnected from the hub; retry once reconnected")]
+    Disconnected,
+    /// The [`crate::TokenProvider`] could not produce a token.
+    #[error("no token: {0}")]
+    Token(String),
     /// The hub sent something this client cannot make sense of, or the
     /// caller asked for something the protocol does not allow.
     #[error("protocol violation: {0}")]
@@ -48,6 +56,46 @@ impl ClientError {
         match self {
             Self::Rejected { code, .. } | Self::Command { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// A short, stable name for the failure: the hub's error code for
+    /// `Rejected` and `Command` (`forbidden`, `invalid_token`, ...), and
+    /// otherwise `connect_failed`, `timeout`, `closed`, `disconnected`,
+    /// `token_unavailable` or `protocol`. Suited to CLI output and metric
+    /// labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Rejected { code, .. } | Self::Command { code, .. } => code.as_str(),
+            Self::Connect(_) => "connect_failed",
+            Self::Timeout => "timeout",
+            Self::Closed => "closed",
+            Self::Disconnected => "disconnected",
+            Self::Token(_) => "token_unavailable",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+
+    /// The message without the kind: the hub's explanation for `Rejected`
+    /// and `Command`, the full description otherwise.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Rejected { message, .. } | Self::Command { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether sending the same command again later may succeed: after a
+    /// disconnect, a timeout or a failed connect, and for the hub's
+    /// `rate_limited` and `unavailable`. A retried command that is not
+    /// idempotent may run twice.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Disconnected | Self::Timeout | Self::Connect(_) | Self::Token(_) => true,
+            Self::Command { code, .. } => {
+                matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable)
+            }
+            Self::Rejected { .. } | Self::Closed | Self::Protocol(_) => false,
         }
     }
 

@@ -32,6 +32,12 @@
 //! - `handshake`: the `hello` → [`Welcome`] exchange.
 //! - `connection`: the socket task; [`CloseInfo`] says how it ended.
 //! - `routing`: matching answers to waiting commands; command ids.
+//! - `resilient`: [`ResilientClient`], the opt-in layer that reconnects
+//!   with backoff and resumes rooms and the dashboard without gaps or
+//!   duplicates.
+//!
+//! The `consult-cli` binary (`src/bin/consult-cli`) is a command-line
+//! client built on [`ResilientClient`].
 
 mod client;
 mod commands;
@@ -39,10 +45,11 @@ mod config;
 mod connection;
 mod error;
 mod handshake;
+mod resilient;
 mod routing;
 
 pub use client::Client;
-pub use commands::Joined;
+pub use commands::{Joined, Notified};
 pub use config::{
     CLOSE_TIMEOUT, COMMANDS_CAPACITY, CONNECT_TIMEOUT, ClientConfig, EVENTS_CAPACITY, EventsFull,
     MAX_MESSAGE_BYTES, REQUEST_TIMEOUT,
@@ -50,3 +57,8 @@ pub use config::{
 pub use connection::{CloseInfo, ClosedBy};
 pub use error::ClientError;
 pub use handshake::Welcome;
+pub use resilient::{
+    BACKOFF_BASE, BACKOFF_JITTER, BACKOFF_MAX, Backoff, ConnectionState, KEEPALIVE_INTERVAL,
+    RETRY_TIMEOUT, ResilientClient, ResilientConfig, ResilientEvent, ResilientStats, STABLE_AFTER,
+    TokenProvider,
+};

@@ -5,10 +5,14 @@
 //! Every node publishes every event through its broker; the broker hands each
 //! event to the [`EventSink`] of every node that has subscribers for the
 //! topic, this one included. The local broker hands it straight to this
-//! node's sink; the Redis broker goes through Redis pub/sub.
+//! node's sink; the Redis broker delivers locally too, then carries it
+//! through Redis pub/sub to the other nodes.
 
+pub mod envelope;
 mod local;
+mod redis;
 
+pub use self::redis::RedisBroker;
 pub use local::LocalBroker;
 
 use bytes::Bytes;
@@ -24,16 +28,36 @@ pub struct Event {
     /// Where it goes.
     pub topic: Topic,
     /// The consultation sequence number, for message events; subscribers
-    /// use it to drop duplicates after a replay.
+    /// use it to drop duplicates after a replay and to spot gaps.
     pub seq: Option<u64>,
-    /// The encoded `ServerFrame` JSON text.
+    /// The encoded `ServerFrame` JSON text; empty for a resync marker.
     pub frame: Bytes,
+}
+
+impl Event {
+    /// A marker telling a subscriber of `topic` to catch up from the
+    /// database: events may have been lost.
+    pub fn resync(topic: Topic) -> Self {
+        Self {
+            topic,
+            seq: None,
+            frame: Bytes::new(),
+        }
+    }
+
+    /// True for a resync marker.
+    pub fn is_resync(&self) -> bool {
+        self.frame.is_empty()
+    }
 }
 
 /// Receives events the broker delivers to this node.
 pub trait EventSink: Send + Sync + 'static {
     /// Hands one event to local subscribers. Must not block.
     fn deliver(&self, event: Arc<Event>);
+
+    /// Tells every local subscriber that events may have been lost.
+    fn resync(&self);
 }
 
 /// Why the broker could not do what was asked.
@@ -58,6 +82,8 @@ pub enum BrokerHealth {
 pub enum Broker {
     /// In-process, one node.
     Local(LocalBroker),
+    /// Redis pub/sub, many nodes.
+    Redis(RedisBroker),
 }
 
 impl Broker {
@@ -72,6 +98,10 @@ impl Broker {
                 broker.publish(event);
                 Ok(())
             }
+            Self::Redis(broker) => {
+                broker.publish(event);
+                Ok(())
+            }
         }
     }
 
@@ -82,10 +112,8 @@ impl Broker {
     /// [`BrokerError::Unavailable`] when the transport is down.
     pub async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
         match self {
-            Self::Local(_) => {
-                let _unused = topic;
-                Ok(())
-            }
+            Self::Local(_) => Ok(()),
+            Self::Redis(broker) => broker.subscribe(topic).await,
         }
     }
 
@@ -96,8 +124,9 @@ impl Broker {
     /// [`BrokerError::Unavailable`] when the transport is down.
     pub async fn unsubscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
         match self {
-            Self::Local(_) => {
-                let _unused = topic;
+            Self::Local(_) => Ok(()),
+            Self::Redis(broker) => {
+                broker.unsubscribe(topic);
                 Ok(())
             }
         }
@@ -107,6 +136,7 @@ impl Broker {
     pub fn health(&self) -> BrokerHealth {
         match self {
             Self::Local(_) => BrokerHealth::Healthy,
+            Self::Redis(broker) => broker.health(),
         }
     }
 }

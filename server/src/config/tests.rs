@@ -38,3 +38,12 @@ fn unknown_keys_in_the_file_are_rejected() {
         Ok(())
     });
 }
+
+#[test]
+fn test_suite_variables_are_not_config() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("CONSULT_TEST_PG_URL", "postgres://x");
+        assert!(Config::load(None).is_ok());
+        Ok(())
+    });
+}

@@ -144,6 +144,18 @@ impl EventSink for Hub {
     fn deliver(&self, event: Arc<Event>) {
         self.fan_out(&event);
     }
+
+    fn resync(&self) {
+        let topics: Vec<Topic> = self
+            .topics
+            .iter()
+            .map(|entry| entry.key().clone())
+            .collect();
+        metrics::counter!("consult_resyncs_total").increment(1);
+        for topic in topics {
+            self.fan_out(&Arc::new(Event::resync(topic)));
+        }
+    }
 }
 
 #[cfg(test)]

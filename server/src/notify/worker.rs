@@ -208,6 +208,7 @@ impl OutboxWorker {
                     // The provider refused this device for good (unregistered
                     // or bad token): stop sending to it.
                     contacts::remove_device(self.state.store.connection(), &row.target).await?;
+                    self.state.reach.forget_user(&row.recipient);
                 }
                 Ok(Finish::Failed {
                     error: short_code(&error),

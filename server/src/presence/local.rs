@@ -51,6 +51,21 @@ impl LocalPresence {
         }
     }
 
+    /// `(connections, foreground)` of `user` on this node.
+    pub(super) fn counts(&self, user: &UserId) -> (usize, usize) {
+        self.counts
+            .get(user)
+            .map_or((0, 0), |counts| (counts.connections, counts.foreground))
+    }
+
+    /// Every user connected to this node, with its counts.
+    pub(super) fn users(&self) -> Vec<(UserId, (usize, usize))> {
+        self.counts
+            .iter()
+            .map(|entry| (entry.key().clone(), (entry.connections, entry.foreground)))
+            .collect()
+    }
+
     pub(super) fn status(&self, user: &UserId) -> PresenceStatus {
         self.counts
             .get(user)

@@ -4,7 +4,9 @@
 //! implementation answers for every node.
 
 mod local;
+mod redis;
 
+pub use self::redis::RedisPresence;
 pub use local::LocalPresence;
 
 use consult_protocol::UserId;
@@ -23,6 +25,8 @@ pub struct PresenceStatus {
 pub enum Presence {
     /// This node only.
     Local(LocalPresence),
+    /// The whole cluster, through Redis.
+    Redis(RedisPresence),
 }
 
 impl Presence {
@@ -31,6 +35,7 @@ impl Presence {
     pub async fn connected(&self, user: &UserId, foreground: bool) {
         match self {
             Self::Local(presence) => presence.connected(user, foreground),
+            Self::Redis(presence) => presence.connected(user, foreground).await,
         }
     }
 
@@ -38,6 +43,7 @@ impl Presence {
     pub async fn disconnected(&self, user: &UserId, foreground: bool) {
         match self {
             Self::Local(presence) => presence.disconnected(user, foreground),
+            Self::Redis(presence) => presence.disconnected(user, foreground).await,
         }
     }
 
@@ -46,6 +52,7 @@ impl Presence {
     pub async fn set_foreground(&self, user: &UserId, foreground: bool) {
         match self {
             Self::Local(presence) => presence.set_foreground(user, foreground),
+            Self::Redis(presence) => presence.set_foreground(user, foreground).await,
         }
     }
 
@@ -53,6 +60,7 @@ impl Presence {
     pub async fn status(&self, user: &UserId) -> PresenceStatus {
         match self {
             Self::Local(presence) => presence.status(user),
+            Self::Redis(presence) => presence.status(user).await,
         }
     }
 

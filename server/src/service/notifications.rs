@@ -134,7 +134,6 @@ pub async fn announce_queued(state: &AppState, consultation: &Consultation, rows
     if rows.is_empty() {
         return;
     }
-    state.outbox_wakeup.notify_one();
     for row in rows {
         let frame = ServerFrame::Notification {
             notification: row.view(),

@@ -13,14 +13,9 @@ use tokio::sync::mpsc;
 /// Publishes committed batches until the writer closes the channel.
 pub async fn run(state: Arc<AppState>, mut committed_rx: mpsc::Receiver<Vec<StoredMessage>>) {
     while let Some(batch) = committed_rx.recv().await {
-        for StoredMessage {
-            message,
-            notifications,
-        } in batch
-        {
-            if !notifications.is_empty() {
-                state.outbox_wakeup.notify_one();
-            }
+        // Notifications were announced (and the outbox worker woken) by the
+        // sender's use case; this task only fans messages out.
+        for StoredMessage { message, .. } in batch {
             let topic = topics::room(&message.consultation_id);
             let seq = message.seq.get();
             let from_patient = message.sender_role == Role::Patient;

@@ -47,8 +47,14 @@ pub async fn send(
     }
     let consultation =
         access::authorized_consultation(state, principal, &quick.consultation_id).await?;
-    let template = stored_templates::find(state.store.connection(), &quick.template_id)
-        .await?
+    let db = state.store.connection();
+    let mut found = stored_templates::find(db, &quick.template_id).await?;
+    if found.is_none() {
+        // Clinic defaults are seeded on first use, and this send may be it.
+        stored_templates::seed_defaults(db, &consultation.clinic_id).await?;
+        found = stored_templates::find(db, &quick.template_id).await?;
+    }
+    let template = found
         .filter(|t| t.clinic_id == consultation.clinic_id)
         .filter(|t| {
             t.provider_id

@@ -102,8 +102,8 @@ pub async fn save(
         }
         None => {
             let owner = match input.provider_id {
-                None if principal.role == Role::Provider => Some(principal.user.clone()),
-                None => None,
+                None if principal.role == Role::Admin => None,
+                None => owner_scope(principal, None)?,
                 Some(provider) => owner_scope(principal, Some(provider))?,
             };
             let count = stored::list(db, &principal.clinic, owner.as_ref())

@@ -273,7 +273,7 @@ where
                 }))
             }
             ClientFrame::UnwatchDashboard { .. } => {
-                if let Some(topic) = self.dashboard.take() {
+                if let Some((topic, _)) = self.dashboard.take() {
                     self.leave_topic(&topic, None).await;
                 }
                 Ok(None)
@@ -420,6 +420,48 @@ where
         }
     }
 
+    /// Catches `topic` up from the database after events may have been lost:
+    /// a room replays what came after its cursor; the dashboard resends
+    /// every row (clients keep the highest `rev`).
+    pub(crate) async fn catch_up(&mut self, topic: &Topic) -> Result<(), WriteError> {
+        if let Some(room) = self.rooms.get(topic) {
+            let consultation = room.consultation_id.clone();
+            let mut cursor = room.cursor;
+            match self.replay(&consultation, &mut cursor).await {
+                Ok(_) => {}
+                Err(CommandError::Write(error)) => return Err(error),
+                Err(CommandError::Service(error)) => {
+                    tracing::error!(error = %error, "catch-up from the database failed");
+                }
+            }
+            if let Some(room) = self.rooms.get_mut(topic) {
+                room.cursor = room.cursor.max(cursor);
+            }
+            return Ok(());
+        }
+        let Some((current, feed)) = self.dashboard.clone() else {
+            return Ok(());
+        };
+        if &current != topic {
+            return Ok(());
+        }
+        match dashboard::snapshot(&self.state, &self.principal, &feed).await {
+            Ok(entries) => {
+                for entry in entries {
+                    let frame = ServerFrame::Dashboard { entry };
+                    self.socket
+                        .feed(Message::Text(Utf8Bytes::from(frame.to_json())))
+                        .await?;
+                }
+                self.socket.flush().await
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "dashboard catch-up failed");
+                Ok(())
+            }
+        }
+    }
+
     async fn leave(&mut self, consultation: &ConsultationId) -> Result<(), CommandError> {
         let topic = topics::room(consultation);
         if self.rooms.remove(&topic).is_none() {
@@ -439,12 +481,12 @@ where
     ) -> Result<CommandResult, CommandError> {
         let feed = dashboard::feed_for(&self.principal, provider)?;
         let topic = dashboard::topic(&self.principal, &feed);
-        if self.dashboard.as_ref() != Some(&topic) {
-            if let Some(previous) = self.dashboard.take() {
+        if self.dashboard.as_ref().map(|(current, _)| current) != Some(&topic) {
+            if let Some((previous, _)) = self.dashboard.take() {
                 self.leave_topic(&previous, None).await;
             }
             self.enter_topic(topic.clone()).await;
-            self.dashboard = Some(topic);
+            self.dashboard = Some((topic, feed.clone()));
         }
         let entries = dashboard::snapshot(&self.state, &self.principal, &feed).await?;
         Ok(CommandResult::DashboardSnapshot { entries })

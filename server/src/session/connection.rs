@@ -62,7 +62,8 @@ pub struct Session<S> {
     outbound_rx: mpsc::Receiver<Arc<Event>>,
     slow_consumer: CancellationToken,
     pub(crate) rooms: HashMap<Topic, JoinedRoom>,
-    pub(crate) dashboard: Option<Topic>,
+    /// The watched dashboard feed, if any.
+    pub(crate) dashboard: Option<(Topic, crate::service::dashboard::Feed)>,
     limiter: TokenBucket,
     strikes: u32,
     last_heard: Instant,
@@ -169,9 +170,25 @@ where
         Ok(())
     }
 
-    /// Feeds one event unless it is a duplicate of a replayed message.
+    /// Feeds one event unless it is a duplicate of a replayed message. A
+    /// resync marker, or a message beyond the next expected sequence number
+    /// (a gap), first catches the room up from the database.
     async fn feed_event(&mut self, event: &Event) -> Result<bool, WriteError> {
-        if let (Some(seq), Some(room)) = (event.seq, self.rooms.get_mut(&event.topic)) {
+        if event.is_resync() {
+            self.catch_up(&event.topic).await?;
+            return Ok(true);
+        }
+        if let (Some(seq), Some(cursor)) = (
+            event.seq,
+            self.rooms.get(&event.topic).map(|room| room.cursor),
+        ) {
+            if seq > cursor + 1 {
+                metrics::counter!("consult_gap_fills_total").increment(1);
+                self.catch_up(&event.topic).await?;
+            }
+            let Some(room) = self.rooms.get_mut(&event.topic) else {
+                return Ok(false);
+            };
             if seq <= room.cursor {
                 return Ok(false);
             }
@@ -312,7 +329,7 @@ where
         for (topic, room) in rooms {
             self.leave_topic(&topic, Some(&room.consultation_id)).await;
         }
-        if let Some(topic) = self.dashboard.take() {
+        if let Some((topic, _)) = self.dashboard.take() {
             self.leave_topic(&topic, None).await;
         }
         self.state

@@ -11,7 +11,7 @@
 
 use super::StoreError;
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -154,6 +154,16 @@ async fn append_all(
     messages: &[&NewMessage],
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     let txn = db.begin().await?;
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
+        // A deferred SQLite transaction that reads (the duplicate check)
+        // before it writes fails at once with SQLITE_BUSY when another
+        // connection wrote meanwhile (several nodes on one file), without
+        // waiting for the busy timeout. Writing first takes the write lock
+        // under the busy timeout, as BEGIN IMMEDIATE would; sea-orm cannot
+        // issue that.
+        txn.execute_unprepared("UPDATE consultations SET last_seq = last_seq WHERE 0")
+            .await?;
+    }
     let mut outcomes = Vec::with_capacity(messages.len());
     for message in messages {
         outcomes.push(messages::append(&txn, message).await?);

@@ -285,10 +285,15 @@ pub async fn finish(
                 outbox::Column::LastError,
                 Expr::value(Option::<String>::None),
             ),
+        // The claim counted an attempt; a cancelled row was never sent.
         Finish::Cancelled { reason } => update
             .col_expr(
                 outbox::Column::Status,
                 Expr::value(NotificationStatus::Cancelled.as_str()),
+            )
+            .col_expr(
+                outbox::Column::Attempts,
+                Expr::col(outbox::Column::Attempts).sub(1),
             )
             .col_expr(outbox::Column::LastError, Expr::value(reason)),
         Finish::Retry { at, error } => update

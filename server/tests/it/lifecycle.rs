@@ -73,9 +73,10 @@ async fn shutdown_flushes_queued_events_then_closes_every_client_with_going_away
     .await;
     assert_eq!(first, 1);
 
-    // Signal shutdown, then queue events with no await in between: on this
-    // single-threaded runtime the sessions see the shutdown with the events
-    // still in their outbound queues.
+    // Signal shutdown, then queue events with no await in between. On this
+    // single-threaded runtime the hub's run task, woken first, cancels the
+    // sessions before they run, so they meet the shutdown with the events
+    // still in their outbound queues (without the flush, none would arrive).
     hub.signal_shutdown();
     for seq in 2..=41 {
         let delivery = hub.state.hub.fan_out(&message_event(&consultation.id, seq));

@@ -7,11 +7,17 @@
 #[allow(dead_code)] // Parts used only by some test modules.
 mod harness;
 
+mod alerts;
 mod api;
 mod bad_input;
+mod broker_conformance;
+mod client_resume;
+mod cluster;
 mod dashboard;
 mod handshake;
 mod lifecycle;
 mod messages;
+mod notifications;
+mod quick_messages;
 mod rooms;
 mod status;

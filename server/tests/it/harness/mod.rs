@@ -1,8 +1,11 @@
 //! Test harness: start a hub in-process on 127.0.0.1:0 against a fresh
 //! database, mint tokens, connect clients, call the REST API.
 
+pub(crate) mod cluster;
 pub(crate) mod db;
+pub(crate) mod providers;
 pub(crate) mod raw;
+pub(crate) mod redis;
 
 use consult_client::{Client, ClientConfig, Welcome};
 use consult_hub::auth::Principal;

@@ -1,0 +1,189 @@
+//! One shard of the fleet: starts its followers, moves them through the
+//! phases the scenario commands, and sums their events into one report per
+//! phase.
+//!
+//! It runs the same whether it is a task of the scenario's process or the
+//! main task of a child process; it only sees channels.
+
+use super::follower::{Event, Follower, Phase, Shared};
+use super::{Command, FinishReport, PhaseReport, Report, ShardPlan};
+use crate::stats::{LatencyRecorder, unix_micros};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Follower events buffered before followers wait.
+const EVENTS_CAPACITY: usize = 4096;
+/// How often progress is reported during a phase.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The phase whose outcome is being summed.
+#[derive(Debug)]
+enum Tally {
+    Idle,
+    Joining {
+        resumed: bool,
+        report: PhaseReport,
+        latency: LatencyRecorder,
+    },
+    Finishing(FinishReport),
+    Closing(u64),
+}
+
+/// Runs one shard until `Close` (or until its commands channel closes).
+pub async fn run_worker(
+    plan: ShardPlan,
+    mut commands_rx: mpsc::Receiver<Command>,
+    reports_tx: mpsc::Sender<Report>,
+) {
+    let total = plan.followers.len() as u64;
+    let (phase_tx, _) = watch::channel(Phase::Hold);
+    let (events_tx, mut events_rx) = mpsc::channel(EVENTS_CAPACITY);
+    let shared = Shared {
+        ws_urls: Arc::new(plan.ws_urls.clone()),
+        events_tx,
+        permits: Arc::new(Semaphore::new(plan.connect_concurrency.max(1))),
+        latency: Arc::new(Mutex::new(LatencyRecorder::new())),
+        finish_timeout: Duration::from_millis(plan.finish_timeout_ms),
+    };
+    let mut followers = Some(plan.followers);
+    let mut tally = Tally::Idle;
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        // All three are cancel-safe: `recv`, `recv`, `tick`.
+        tokio::select! {
+            command = commands_rx.recv() => {
+                let command = command.unwrap_or(Command::Close);
+                tally = start_phase(command, &mut followers, &shared, &phase_tx);
+            }
+            Some(event) = events_rx.recv() => tally.add(event),
+            _ = progress.tick() => {
+                if let Some(done) = tally.done() {
+                    // Progress is advisory: drop it rather than wait.
+                    let _dropped = reports_tx.try_send(Report::Progress { done });
+                }
+            }
+        }
+        if tally.done() == Some(total) {
+            let closing = matches!(tally, Tally::Closing(_));
+            let report = std::mem::replace(&mut tally, Tally::Idle).into_report(&shared);
+            if reports_tx.send(report).await.is_err() || closing {
+                return;
+            }
+        }
+    }
+}
+
+fn start_phase(
+    command: Command,
+    followers: &mut Option<Vec<super::FollowerPlan>>,
+    shared: &Shared,
+    phase_tx: &watch::Sender<Phase>,
+) -> Tally {
+    let joining = |resumed| Tally::Joining {
+        resumed,
+        report: PhaseReport {
+            started_unix_us: unix_micros(),
+            ..PhaseReport::default()
+        },
+        latency: LatencyRecorder::new(),
+    };
+    match command {
+        Command::Connect => {
+            for plan in followers.take().unwrap_or_default() {
+                let follower = Follower::new(plan, shared.clone(), phase_tx.subscribe());
+                tokio::spawn(follower.run());
+            }
+            joining(false)
+        }
+        Command::Drop => {
+            let tally = joining(true);
+            phase_tx.send_replace(Phase::Drop);
+            tally
+        }
+        Command::Finish { final_seqs } => {
+            phase_tx.send_replace(Phase::Finish(Arc::new(final_seqs)));
+            Tally::Finishing(FinishReport::default())
+        }
+        Command::Close => {
+            phase_tx.send_replace(Phase::Close);
+            Tally::Closing(0)
+        }
+    }
+}
+
+impl Tally {
+    /// Followers done with the current phase; `None` when idle.
+    fn done(&self) -> Option<u64> {
+        match self {
+            Self::Idle => None,
+            Self::Joining { report, .. } => Some(report.ok + report.failed),
+            Self::Finishing(report) => Some(report.followers),
+            Self::Closing(closed) => Some(*closed),
+        }
+    }
+
+    fn add(&mut self, event: Event) {
+        match (self, event) {
+            (
+                Self::Joining {
+                    resumed,
+                    report,
+                    latency,
+                },
+                Event::Joined {
+                    resumed: event_resumed,
+                    outcome,
+                },
+            ) if *resumed == event_resumed => match outcome {
+                Ok(joined) => {
+                    report.ok += 1;
+                    report.replayed += u64::from(joined.replayed);
+                    report.done_unix_us = report.done_unix_us.max(joined.at_unix_us);
+                    latency.record(joined.at_unix_us.saturating_sub(report.started_unix_us));
+                }
+                Err(error) => {
+                    report.failed += 1;
+                    report.first_error.get_or_insert(error);
+                }
+            },
+            (Self::Finishing(report), Event::Finished(summary)) => {
+                report.followers += 1;
+                report.received += summary.tracker.in_order;
+                report.missed += summary.missed;
+                report.gaps += summary.tracker.gaps;
+                report.stale += summary.tracker.stale;
+                report.worst_missed = report.worst_missed.max(summary.missed);
+                if !summary.connected {
+                    report.disconnected += 1;
+                }
+            }
+            (Self::Closing(closed), Event::Closed) => *closed += 1,
+            (_, event) => tracing::debug!(?event, "follower event outside its phase"),
+        }
+    }
+
+    fn into_report(self, shared: &Shared) -> Report {
+        match self {
+            Self::Joining {
+                resumed,
+                mut report,
+                latency,
+            } => {
+                report.latency = latency.to_buckets();
+                if resumed {
+                    Report::Resumed(report)
+                } else {
+                    Report::Connected(report)
+                }
+            }
+            Self::Finishing(mut report) => {
+                if let Ok(latency) = shared.latency.lock() {
+                    report.latency = latency.to_buckets();
+                }
+                Report::Finished(report)
+            }
+            Self::Idle | Self::Closing(_) => Report::Closed,
+        }
+    }
+}

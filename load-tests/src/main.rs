@@ -1,0 +1,426 @@
+//! `consult-load`: the command line of the load harness. Parses flags,
+//! opens the target hub, runs one scenario, prints its summary and writes
+//! the JSON results and report. Everything else lives in the library.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use consult_load::hub_process::raise_open_file_limit;
+use consult_load::report::{self, Plot};
+use consult_load::scenario::dashboard::{self, DashboardOptions};
+use consult_load::scenario::fanout::{self, FanoutOptions};
+use consult_load::scenario::idle::{self, IdleOptions};
+use consult_load::scenario::storm::{self, StormOptions};
+use consult_load::target::{Target, TargetSpec};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Followers per worker process when `--processes` is left at 0 (auto):
+/// well under the 20,000 open files one process may hold.
+const FOLLOWERS_PER_PROCESS: usize = 8000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "consult-load",
+    version,
+    about = "Load tests and benchmarks for consult-hub"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// R rooms, a provider per room sending at an aggregate rate, K members
+    /// per room receiving: throughput, loss, latency, hub CPU per message.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Rooms (consultations), one sending provider each.
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Receiving members per room (the patient, then admins).
+        #[arg(long, default_value_t = 4)]
+        members: usize,
+        /// Messages sent per second, all rooms together (delivered = rate × members).
+        #[arg(long, default_value_t = 5000.0)]
+        rate: f64,
+        /// Messages to send in total (default: rate × duration).
+        #[arg(long)]
+        messages: Option<u64>,
+        /// Sending time when --messages is not given, seconds.
+        #[arg(long, default_value_t = 20)]
+        duration_secs: u64,
+        /// Message body length, bytes.
+        #[arg(long, default_value_t = 64)]
+        body_bytes: usize,
+        /// Sends awaiting their answer at once, at most.
+        #[arg(long, default_value_t = 20_000)]
+        max_in_flight: usize,
+        /// Time members get to receive everything after the last answer, seconds.
+        #[arg(long, default_value_t = 10)]
+        drain_timeout_secs: u64,
+    },
+    /// N joined, silent connections: hub memory per connection, CPU per connect.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Connections.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Rooms they join, round-robin.
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+        /// Wait after the last join before measuring, seconds.
+        #[arg(long, default_value_t = 3)]
+        settle_secs: u64,
+        /// Hold the connections this long after measuring, seconds.
+        #[arg(long, default_value_t = 10)]
+        hold_secs: u64,
+    },
+    /// N followers drop their connections at once and resume while
+    /// providers keep sending: time to resume, messages missed.
+    Storm {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Followers.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Rooms they follow, round-robin.
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        /// Provider connections sending into the rooms.
+        #[arg(long, default_value_t = 10)]
+        providers: usize,
+        /// Messages per second sent throughout, all rooms together.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Sending time before the drop, seconds.
+        #[arg(long, default_value_t = 3)]
+        before_secs: u64,
+        /// Sending time after everyone resumed, seconds.
+        #[arg(long, default_value_t = 3)]
+        after_secs: u64,
+        /// Time followers get to catch up at the end, seconds.
+        #[arg(long, default_value_t = 30)]
+        finish_timeout_secs: u64,
+        /// Message body length, bytes.
+        #[arg(long, default_value_t = 64)]
+        body_bytes: usize,
+    },
+    /// Open/ready/enter/end cycles under dashboard watchers: delta latency and counts.
+    Dashboard {
+        #[command(flatten)]
+        common: Common,
+        /// Admins watching the clinic's dashboard.
+        #[arg(long, default_value_t = 20)]
+        watchers: usize,
+        /// Provider/patient pairs driving cycles concurrently.
+        #[arg(long, default_value_t = 20)]
+        pairs: usize,
+        /// Consultations taken through a full cycle.
+        #[arg(long, default_value_t = 500)]
+        cycles: usize,
+        /// Time watchers get after the last change, seconds.
+        #[arg(long, default_value_t = 10)]
+        drain_timeout_secs: u64,
+    },
+    /// Internal: one fleet shard, driven over stdin/stdout by a parent run.
+    #[command(hide = true)]
+    Worker {
+        /// The shard plan written by the parent.
+        #[arg(long)]
+        plan: PathBuf,
+    },
+}
+
+/// Where the hub is, and where results go.
+#[derive(Debug, Args)]
+struct Common {
+    /// Start this consult-hub binary (in a temporary folder) instead of using --url.
+    #[arg(long, value_name = "PATH")]
+    spawn_hub: Option<PathBuf>,
+    /// Hub nodes to start with --spawn-hub (more than one needs Redis).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// database.url for started hubs (default: one SQLite file in a temporary folder, shared).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Redis URL for started hubs' broker.
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Start a private redis-server (this binary) for the broker.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "redis-server")]
+    spawn_redis: Option<PathBuf>,
+    /// Extra setting for started hubs, as CONSULT_NAME=VALUE (repeatable).
+    #[arg(long = "hub-env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    hub_env: Vec<(String, String)>,
+    /// A running hub node's base URL, http://HOST:PORT (repeat for several nodes).
+    #[arg(long = "url", value_name = "URL")]
+    urls: Vec<String>,
+    /// API key of the running hub.
+    #[arg(long, env = "CONSULT_LOAD_API_KEY")]
+    api_key: Option<String>,
+    /// Process id of a running hub node, to sample its CPU and memory (repeatable).
+    #[arg(long = "hub-pid", value_name = "PID")]
+    hub_pids: Vec<u32>,
+    /// Write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write a Markdown report with SVG plots into this folder.
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// No progress bars or notes.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// How followers are spread.
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// Worker processes holding the connections (0: one per 8,000).
+    #[arg(long, default_value_t = 0)]
+    processes: usize,
+    /// 127.0.0.x source addresses to spread connections over (127.0.0.2 up).
+    #[arg(long, default_value_t = 8)]
+    sources: usize,
+    /// Connects in flight at once, all processes together.
+    #[arg(long, default_value_t = 512)]
+    connect_concurrency: usize,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if name.starts_with("CONSULT_") => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected CONSULT_NAME=VALUE, got {text}")),
+    }
+}
+
+impl Common {
+    fn target_spec(&self) -> TargetSpec {
+        TargetSpec {
+            spawn_hub: self.spawn_hub.clone(),
+            nodes: self.nodes,
+            database_url: self.database.clone(),
+            redis_url: self.redis_url.clone(),
+            spawn_redis: self.spawn_redis.clone(),
+            hub_env: self.hub_env.clone(),
+            urls: self.urls.clone(),
+            api_key: self.api_key.clone(),
+            hub_pids: self.hub_pids.clone(),
+        }
+    }
+}
+
+fn processes(requested: usize, clients: usize) -> usize {
+    match requested {
+        0 => clients.div_ceil(FOLLOWERS_PER_PROCESS).max(1),
+        n => n,
+    }
+}
+
+/// The JSON written by `--out`.
+#[derive(Serialize)]
+struct Output<'a, T> {
+    scenario: &'a str,
+    nodes: usize,
+    redis: bool,
+    spawned: bool,
+    finished_at: String,
+    result: &'a T,
+}
+
+fn finish<T: Serialize>(
+    common: &Common,
+    target: &Target,
+    scenario: &str,
+    result: &T,
+    lines: Vec<String>,
+    plots: Vec<Plot>,
+) -> Result<()> {
+    for line in &lines {
+        println!("{line}");
+    }
+    if let Some(out) = &common.out {
+        let output = Output {
+            scenario,
+            nodes: target.nodes.len(),
+            redis: target.redis,
+            spawned: target.spawned,
+            finished_at: chrono::Utc::now().to_rfc3339(),
+            result,
+        };
+        report::write_json(out, &output)?;
+        println!("results: {}", out.display());
+    }
+    if let Some(dir) = &common.report_dir {
+        let path = report::write_report(dir, scenario, &lines, &plots)?;
+        println!("report: {}", path.display());
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let limit = raise_open_file_limit();
+    tracing::debug!(limit, "open-file limit");
+    let cli = Cli::parse();
+    if let Scenario::Worker { plan } = &cli.command {
+        consult_load::fleet::run_child(plan).await?;
+        // Do not wait for the stdin reader, which may block until the
+        // parent closes the pipe.
+        std::process::exit(0);
+    }
+    run(cli.command).await
+}
+
+async fn run(scenario: Scenario) -> Result<()> {
+    match scenario {
+        Scenario::Fanout {
+            common,
+            rooms,
+            members,
+            rate,
+            messages,
+            duration_secs,
+            body_bytes,
+            max_in_flight,
+            drain_timeout_secs,
+        } => {
+            if rate <= 0.0 || rooms == 0 || members == 0 {
+                bail!("--rate, --rooms and --members must be positive");
+            }
+            let options = FanoutOptions {
+                rooms,
+                members,
+                rate,
+                messages: messages.unwrap_or((rate * duration_secs as f64) as u64),
+                body_bytes,
+                max_in_flight,
+                drain_timeout_secs,
+            };
+            let target = Target::open(&common.target_spec()).await?;
+            let result = fanout::run(&target, &options, common.quiet).await?;
+            finish(
+                &common,
+                &target,
+                "fanout",
+                &result,
+                result.summary_lines(),
+                result.plots(),
+            )
+        }
+        Scenario::Idle {
+            common,
+            fleet,
+            clients,
+            rooms,
+            settle_secs,
+            hold_secs,
+        } => {
+            let options = IdleOptions {
+                clients,
+                rooms,
+                processes: processes(fleet.processes, clients),
+                sources: fleet.sources,
+                connect_concurrency: fleet.connect_concurrency,
+                settle_secs,
+                hold_secs,
+                worker_exe: None,
+            };
+            let target = Target::open(&common.target_spec()).await?;
+            let result = idle::run(&target, &options, common.quiet).await?;
+            finish(
+                &common,
+                &target,
+                "idle",
+                &result,
+                result.summary_lines(),
+                result.plots(),
+            )
+        }
+        Scenario::Storm {
+            common,
+            fleet,
+            clients,
+            rooms,
+            providers,
+            rate,
+            before_secs,
+            after_secs,
+            finish_timeout_secs,
+            body_bytes,
+        } => {
+            if rate <= 0.0 {
+                bail!("--rate must be positive");
+            }
+            let options = StormOptions {
+                clients,
+                rooms,
+                providers,
+                rate,
+                before_secs,
+                after_secs,
+                processes: processes(fleet.processes, clients),
+                sources: fleet.sources,
+                connect_concurrency: fleet.connect_concurrency,
+                finish_timeout_secs,
+                body_bytes,
+                worker_exe: None,
+            };
+            let target = Target::open(&common.target_spec()).await?;
+            let result = storm::run(&target, &options, common.quiet).await?;
+            finish(
+                &common,
+                &target,
+                "storm",
+                &result,
+                result.summary_lines(),
+                result.plots(),
+            )
+        }
+        Scenario::Dashboard {
+            common,
+            watchers,
+            pairs,
+            cycles,
+            drain_timeout_secs,
+        } => {
+            let options = DashboardOptions {
+                watchers,
+                pairs,
+                cycles,
+                drain_timeout_secs,
+            };
+            let target = Target::open(&common.target_spec()).await?;
+            let result = dashboard::run(&target, &options, common.quiet).await?;
+            finish(
+                &common,
+                &target,
+                "dashboard",
+                &result,
+                result.summary_lines(),
+                result.plots(),
+            )
+        }
+        Scenario::Worker { .. } => unreachable_worker(),
+    }
+}
+
+fn unreachable_worker() -> Result<()> {
+    // `main` handles `worker` before calling `run`.
+    Err(anyhow::anyhow!("worker is handled in main")).context("internal")
+}

@@ -1,0 +1,222 @@
+//! A minimal WebSocket client for scenarios with thousands of connections.
+//!
+//! The typed client (`consult-client`) runs a socket task and two queues per
+//! connection and picks its own socket. At 19,000 connections from one
+//! machine the harness must choose the source address (one 127.0.0.x per
+//! slice of connections, so ephemeral ports do not run out) and keep
+//! per-connection memory small, so this client binds the socket itself,
+//! speaks only `hello` and `join`, and leaves reading to its caller. Frames
+//! are still the protocol crate's types.
+
+use anyhow::{Context, Result, bail};
+use consult_protocol::{ClientFrame, CommandId, ConsultationId, Seq, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Per-connection read buffer: the frames here are small, and tungstenite's
+/// 128 KiB default would cost gigabytes at 19,000 connections.
+const READ_BUFFER_BYTES: usize = 4096;
+/// Largest frame accepted from the hub (a replay page is many small frames).
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// How long connecting, `hello` or `join` may take each.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One authenticated connection.
+#[derive(Debug)]
+pub struct RawConnection {
+    socket: WebSocketStream<TcpStream>,
+    next_command: u64,
+}
+
+/// What a frame from the hub means to a follower.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A `message` event (live or replayed).
+    Message {
+        /// Its sequence number.
+        seq: u64,
+        /// Its body.
+        body: String,
+    },
+    /// The `ok` for `join`: the room's last `seq` and how many were replayed.
+    Joined {
+        /// The consultation's `last_seq` when the answer was written.
+        last_seq: u64,
+        /// Messages replayed before it.
+        replayed: u32,
+    },
+    /// An `error` frame.
+    Refused(String),
+    /// Anything else (presence, receipts, pings, ...).
+    Other,
+    /// The connection ended (close frame, end of stream or error).
+    Closed(String),
+}
+
+impl RawConnection {
+    /// Connects from `source` (port chosen by the kernel) to `ws_url`, and
+    /// authenticates with `token`.
+    ///
+    /// # Errors
+    ///
+    /// When any step fails, times out, or the hub refuses the token.
+    pub async fn connect(ws_url: &str, source: Ipv4Addr, token: &str) -> Result<Self> {
+        let target = socket_addr(ws_url)?;
+        let socket = TcpSocket::new_v4().context("creating a socket")?;
+        // Reuse lets a port still in TIME_WAIT from an earlier connection to
+        // another address be picked again; the 4-tuple stays unique.
+        socket.set_reuseaddr(true).context("SO_REUSEADDR")?;
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .with_context(|| format!("binding to {source}"))?;
+        let stream = tokio::time::timeout(STEP_TIMEOUT, socket.connect(target))
+            .await
+            .context("TCP connect timed out")?
+            .with_context(|| format!("connecting to {target}"))?;
+        stream.set_nodelay(true).context("TCP_NODELAY")?;
+        let limits = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(0)
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let upgrade = tokio_tungstenite::client_async_with_config(ws_url, stream, Some(limits));
+        let (socket, _response) = tokio::time::timeout(STEP_TIMEOUT, upgrade)
+            .await
+            .context("WebSocket upgrade timed out")?
+            .context("WebSocket upgrade")?;
+        let mut connection = Self {
+            socket,
+            next_command: 0,
+        };
+        connection
+            .write(&ClientFrame::Hello {
+                token: token.to_owned(),
+            })
+            .await?;
+        let welcome = tokio::time::timeout(STEP_TIMEOUT, connection.read_frame())
+            .await
+            .context("no welcome in time")??;
+        match welcome {
+            Some(ServerFrame::Welcome { .. }) => Ok(connection),
+            Some(ServerFrame::Error { code, message, .. }) => {
+                bail!("hello refused: {code}: {message}")
+            }
+            other => bail!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Sends `join` (with `since` to resume); the answer and any replayed
+    /// messages arrive through [`Self::next`].
+    ///
+    /// # Errors
+    ///
+    /// When the frame cannot be written.
+    pub async fn send_join(&mut self, room: &ConsultationId, since: Option<u64>) -> Result<()> {
+        self.next_command += 1;
+        let frame = ClientFrame::Join {
+            id: CommandId::new(format!("j{}", self.next_command)),
+            consultation_id: room.clone(),
+            since: since.map(Seq),
+        };
+        self.write(&frame).await
+    }
+
+    /// The next frame, classified. Cancel-safe: it only awaits the stream.
+    pub async fn next(&mut self) -> Inbound {
+        match self.read_frame().await {
+            Ok(Some(frame)) => classify(frame),
+            Ok(None) => Inbound::Closed("connection ended".to_owned()),
+            Err(error) => Inbound::Closed(format!("{error:#}")),
+        }
+    }
+
+    /// Sends a close frame and waits briefly for the hub's answer.
+    pub async fn close(mut self) {
+        if self.socket.close(None).await.is_ok() {
+            let drain = async { while let Some(Ok(_)) = self.socket.next().await {} };
+            // A hub that does not answer in time is simply dropped.
+            let _timed_out = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        }
+    }
+
+    async fn write(&mut self, frame: &ClientFrame) -> Result<()> {
+        let text = serde_json::to_string(frame).context("encoding a frame")?;
+        self.socket
+            .send(Message::text(text))
+            .await
+            .context("writing a frame")
+    }
+
+    /// Reads until a text frame; `None` when the connection ended.
+    async fn read_frame(&mut self) -> Result<Option<ServerFrame>> {
+        loop {
+            let Some(message) = self.socket.next().await else {
+                return Ok(None);
+            };
+            match message.context("reading from the hub")? {
+                Message::Text(text) => {
+                    let frame = serde_json::from_str(text.as_str())
+                        .context("undecodable frame from the hub")?;
+                    return Ok(Some(frame));
+                }
+                // tungstenite queued the pong; flush it now rather than on
+                // the next write, which an idle client may never make.
+                Message::Ping(_) => self.socket.flush().await.context("answering a ping")?,
+                Message::Close(frame) => {
+                    let why = frame
+                        .map(|frame| format!("closed by hub: {} {}", frame.code, frame.reason))
+                        .unwrap_or_else(|| "closed by hub".to_owned());
+                    bail!(why);
+                }
+                Message::Binary(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+}
+
+fn classify(frame: ServerFrame) -> Inbound {
+    match frame {
+        ServerFrame::Message { message } => Inbound::Message {
+            seq: message.seq.get(),
+            body: message.body,
+        },
+        ServerFrame::Ok {
+            result:
+                Some(consult_protocol::CommandResult::Joined {
+                    consultation,
+                    replayed,
+                    ..
+                }),
+            ..
+        } => Inbound::Joined {
+            last_seq: consultation.last_seq.get(),
+            replayed,
+        },
+        ServerFrame::Error { code, message, .. } => Inbound::Refused(format!("{code}: {message}")),
+        _ => Inbound::Other,
+    }
+}
+
+/// The `HOST:PORT` of a `ws://HOST:PORT/...` URL, as a socket address.
+fn socket_addr(ws_url: &str) -> Result<SocketAddr> {
+    let rest = ws_url
+        .strip_prefix("ws://")
+        .with_context(|| format!("not a ws:// URL: {ws_url}"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .parse()
+        .with_context(|| format!("the hub address must be IP:PORT, not {authority}"))
+}
+
+/// Source addresses `127.0.0.2`, `127.0.0.3`, ... (`count` of them): each
+/// has its own ephemeral port range towards the hub.
+pub fn loopback_sources(count: usize) -> Vec<Ipv4Addr> {
+    (0..count.clamp(1, 250))
+        .map(|i| Ipv4Addr::new(127, 0, 0, u8::try_from(i + 2).unwrap_or(u8::MAX)))
+        .collect()
+}

@@ -1,0 +1,514 @@
+//! `fanout`: R rooms, a provider per room sending (paced, open-loop) at an
+//! aggregate rate, K members per room (the patient and admins) receiving.
+//!
+//! Measures delivered messages per second, loss and gaps per member by
+//! `seq`, delivery latency from the send time in each body, and, when the
+//! hub's pids are known, hub CPU per delivered message and hub memory.
+//! Members are spread round-robin over the nodes; with several nodes most
+//! deliveries cross the broker.
+
+use super::{HubUsage, HubWatch, per, run_tag};
+use crate::api::{Api, NewConsultation, TokenRequest};
+use crate::pacer::{self, PaceOptions, SendStats};
+use crate::payload;
+use crate::progress;
+use crate::report::{self, Plot, latency_line};
+use crate::stats::{LatencyRecorder, LatencySummary, SeqTracker, Timeline, unix_micros};
+use crate::target::Target;
+use anyhow::{Context, Result};
+use consult_client::{Client, ClientConfig};
+use consult_protocol::{ConsultationId, Role, ServerFrame};
+use futures_util::{StreamExt, stream};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Connections opened at once while setting up.
+const CONNECT_CONCURRENCY: usize = 64;
+/// Events a member's client buffers before it gives up: far more than the
+/// hub's own per-connection queue, so the hub's limit is the one measured.
+const MEMBER_EVENTS_CAPACITY: usize = 1 << 16;
+
+/// Parameters of a fanout run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutOptions {
+    /// Rooms (consultations), one sending provider each.
+    pub rooms: usize,
+    /// Receiving members per room (1 patient, the rest admins).
+    pub members: usize,
+    /// Messages sent per second, all rooms together.
+    pub rate: f64,
+    /// Messages sent in total.
+    pub messages: u64,
+    /// Body length in bytes.
+    pub body_bytes: usize,
+    /// Sends awaiting their answer at once, at most.
+    pub max_in_flight: usize,
+    /// How long members may take, after the last answer, to receive all.
+    pub drain_timeout_secs: u64,
+}
+
+/// What a fanout run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutResult {
+    /// The parameters.
+    pub options: FanoutOptions,
+    /// Hub nodes used.
+    pub nodes: usize,
+    /// The senders' side.
+    pub sent: SendStats,
+    /// Deliveries the acknowledged sends call for (sum over members).
+    pub expected: u64,
+    /// Messages members received in `seq` order.
+    pub delivered: u64,
+    /// Messages members never received.
+    pub lost: u64,
+    /// Jumps in `seq` seen by members.
+    pub gaps: u64,
+    /// Messages received twice or out of order.
+    pub stale: u64,
+    /// Members that lost at least one message.
+    pub members_with_loss: u64,
+    /// Members whose connection closed during the run, with why (first 10).
+    pub closed_members: Vec<String>,
+    /// Delivered messages per second, first send to last delivery.
+    pub delivered_per_sec: f64,
+    /// Median of the per-second delivery counts, without the first and last.
+    pub delivered_per_sec_steady: f64,
+    /// Delivery latency: send time in the body to receipt by the member.
+    pub latency: LatencySummary,
+    /// The hub's CPU and memory over the sending and draining.
+    pub hub: Option<HubUsage>,
+    /// Hub CPU per delivered message, µs.
+    pub hub_cpu_us_per_delivered: Option<f64>,
+    /// Hub CPU per sent (acknowledged) message, µs.
+    pub hub_cpu_us_per_sent: Option<f64>,
+    /// This harness process's own CPU over the same window, percent of one
+    /// core: on a small machine it competes with the hub.
+    pub harness_cpu_percent_of_core: Option<f64>,
+    /// Deliveries per second over the run.
+    pub delivered_timeline: Timeline,
+    /// The latency distribution, for plots.
+    #[serde(skip)]
+    pub latency_recorder: LatencyRecorder,
+}
+
+/// One receiving member.
+struct Member {
+    client: Arc<Client>,
+    room: usize,
+    start_seq: u64,
+}
+
+/// Runs the scenario.
+///
+/// # Errors
+///
+/// When setup fails (REST calls, connecting, joining); problems during the
+/// run are counted instead.
+pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Result<FanoutResult> {
+    let api = Api::new(&target.nodes[0].http_base, &target.api_key);
+    let tag = run_tag();
+    let clinic = format!("load-fanout-{tag}");
+    let (rooms, sender_tokens, member_tokens) = setup(&api, &clinic, &tag, options, quiet).await?;
+    let members = connect_members(target, &rooms, member_tokens, options.members).await?;
+    let senders = connect_senders(target, &rooms, sender_tokens).await?;
+
+    let watch = HubWatch::start(&target.hub_pids)?;
+    let harness_watch = HubWatch::start(&[std::process::id()])?;
+    let started_unix_us = unix_micros();
+    let latency = Arc::new(Mutex::new(LatencyRecorder::new()));
+    let (final_tx, final_rx) = watch::channel(None);
+    let drain = Duration::from_secs(options.drain_timeout_secs);
+    let receivers: Vec<_> = members
+        .into_iter()
+        .map(|member| {
+            let latency = latency.clone();
+            let final_rx = final_rx.clone();
+            tokio::spawn(receive(member, latency, final_rx, started_unix_us, drain))
+        })
+        .collect();
+
+    let bar = progress::bar(options.messages, "sending", quiet);
+    let pace = PaceOptions {
+        rate: options.rate,
+        limit: Some(options.messages),
+        body_bytes: options.body_bytes,
+        max_in_flight: options.max_in_flight,
+    };
+    let sent = pacer::run(&senders, &pace, &CancellationToken::new(), &bar).await;
+    bar.finish_and_clear();
+    final_tx.send_replace(Some(Arc::new(sent.last_seq.clone())));
+
+    let mut outcomes = Vec::with_capacity(receivers.len());
+    for receiver in receivers {
+        outcomes.push(receiver.await.context("a member task failed")?);
+    }
+    let hub = watch.finish().await?;
+    let harness = harness_watch.finish().await?;
+    let latency_recorder = match latency.lock() {
+        Ok(recorder) => recorder.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let mut result = summarize(
+        options,
+        target.nodes.len(),
+        sent,
+        outcomes,
+        hub,
+        latency_recorder,
+        started_unix_us,
+    );
+    result.harness_cpu_percent_of_core = harness.map(|usage| usage.cpu_percent_of_core);
+    Ok(result)
+}
+
+type Setup = (Vec<ConsultationId>, Vec<String>, Vec<String>);
+
+async fn setup(
+    api: &Api,
+    clinic: &str,
+    tag: &str,
+    options: &FanoutOptions,
+    quiet: bool,
+) -> Result<Setup> {
+    let specs: Vec<NewConsultation> = (0..options.rooms)
+        .map(|r| NewConsultation {
+            clinic: clinic.to_owned(),
+            provider: format!("fan-{tag}-prov-{r}"),
+            patient: format!("fan-{tag}-pat-{r}"),
+        })
+        .collect();
+    let bar = progress::bar(specs.len() as u64, "rooms", quiet);
+    let rooms = api.create_consultations(&specs, || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    let token = |user: String, role| TokenRequest {
+        user,
+        role,
+        clinic: clinic.to_owned(),
+    };
+    let senders: Vec<TokenRequest> = specs
+        .iter()
+        .map(|spec| token(spec.provider.clone(), Role::Provider))
+        .collect();
+    let members: Vec<TokenRequest> = specs
+        .iter()
+        .enumerate()
+        .flat_map(|(r, spec)| {
+            (0..options.members).map(move |k| match k {
+                0 => (spec.patient.clone(), Role::Patient),
+                _ => (format!("fan-{tag}-adm-{r}-{k}"), Role::Admin),
+            })
+        })
+        .map(|(user, role)| token(user, role))
+        .collect();
+    let all: Vec<TokenRequest> = senders.iter().chain(&members).cloned().collect();
+    let bar = progress::bar(all.len() as u64, "tokens", quiet);
+    let mut tokens = api.issue_tokens(&all, || bar.inc(1)).await?;
+    bar.finish_and_clear();
+    let member_tokens = tokens.split_off(senders.len());
+    Ok((rooms, tokens, member_tokens))
+}
+
+async fn connect_members(
+    target: &Target,
+    rooms: &[ConsultationId],
+    tokens: Vec<String>,
+    per_room: usize,
+) -> Result<Vec<Member>> {
+    let config = ClientConfig {
+        events_capacity: MEMBER_EVENTS_CAPACITY,
+        request_timeout: Duration::from_secs(30),
+        ..ClientConfig::default()
+    };
+    let joins = tokens.into_iter().enumerate().map(|(index, token)| {
+        let room = index / per_room.max(1);
+        let url = target.node_for(index).ws_url.clone();
+        let config = config.clone();
+        let room_id = rooms[room].clone();
+        async move {
+            let (client, _welcome) = Client::connect_with(&url, &token, config)
+                .await
+                .with_context(|| format!("member {index} connecting to {url}"))?;
+            let joined = client
+                .join(&room_id, None)
+                .await
+                .with_context(|| format!("member {index} joining"))?;
+            Ok::<_, anyhow::Error>(Member {
+                client: Arc::new(client),
+                room,
+                start_seq: joined.consultation.last_seq.get(),
+            })
+        }
+    });
+    stream::iter(joins)
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+async fn connect_senders(
+    target: &Target,
+    rooms: &[ConsultationId],
+    tokens: Vec<String>,
+) -> Result<Vec<pacer::Target>> {
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(30),
+        commands_capacity: 1024,
+        ..ClientConfig::default()
+    };
+    let connects = tokens.into_iter().enumerate().map(|(r, token)| {
+        let url = target.node_for(r).ws_url.clone();
+        let config = config.clone();
+        let room = rooms[r].clone();
+        async move {
+            let (client, _welcome) = Client::connect_with(&url, &token, config)
+                .await
+                .with_context(|| format!("provider {r} connecting to {url}"))?;
+            Ok::<_, anyhow::Error>(pacer::Target {
+                client: Arc::new(client),
+                room,
+            })
+        }
+    });
+    stream::iter(connects)
+        .buffered(CONNECT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// What one member saw.
+struct MemberOutcome {
+    room: usize,
+    start_seq: u64,
+    last_delivery_unix_us: u64,
+    tracker: SeqTracker,
+    timeline: Timeline,
+    closed: Option<String>,
+}
+
+/// Reads a member's events until it has its room's final `seq`, its
+/// connection ends, or the drain time after the final `seq` is known runs out.
+async fn receive(
+    member: Member,
+    latency: Arc<Mutex<LatencyRecorder>>,
+    mut final_rx: watch::Receiver<Option<Arc<Vec<u64>>>>,
+    started_unix_us: u64,
+    drain: Duration,
+) -> MemberOutcome {
+    let mut tracker = SeqTracker::starting_at(member.start_seq);
+    let mut timeline = Timeline::new(started_unix_us, 1000);
+    let mut closed = None;
+    let mut deadline = None;
+    let mut last_delivery_unix_us = 0;
+    loop {
+        let target = final_rx
+            .borrow()
+            .as_ref()
+            .and_then(|seqs| seqs.get(member.room).copied());
+        if let Some(target) = target {
+            if tracker.last >= target {
+                break;
+            }
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + drain);
+        }
+        let sleep_until = deadline.unwrap_or_else(far_future);
+        // All branch futures are cancel-safe.
+        tokio::select! {
+            event = member.client.next_event() => match event {
+                Some(ServerFrame::Message { message }) => {
+                    let now = unix_micros();
+                    tracker.observe(message.seq.get());
+                    timeline.add(now, 1);
+                    last_delivery_unix_us = now;
+                    if let (Some(sent), Ok(mut latency)) =
+                        (payload::sent_at(&message.body), latency.lock())
+                    {
+                        latency.record(now.saturating_sub(sent));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    closed = Some(
+                        member.client.close_info().map_or_else(
+                            || "closed".to_owned(),
+                            |info| info.to_string(),
+                        ),
+                    );
+                    break;
+                }
+            },
+            changed = final_rx.changed(), if deadline.is_none() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => break,
+        }
+    }
+    member.client.close().await;
+    MemberOutcome {
+        room: member.room,
+        start_seq: member.start_seq,
+        last_delivery_unix_us,
+        tracker,
+        timeline,
+        closed,
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400)
+}
+
+fn summarize(
+    options: &FanoutOptions,
+    nodes: usize,
+    sent: SendStats,
+    outcomes: Vec<MemberOutcome>,
+    hub: Option<HubUsage>,
+    latency_recorder: LatencyRecorder,
+    started_unix_us: u64,
+) -> FanoutResult {
+    let mut delivered_timeline = Timeline::new(started_unix_us, 1000);
+    let (mut expected, mut delivered, mut lost, mut gaps, mut stale, mut with_loss) =
+        (0, 0, 0, 0, 0, 0);
+    let mut last_delivery_unix_us = started_unix_us;
+    let mut closed_members = Vec::new();
+    for outcome in &outcomes {
+        let final_seq = sent.last_seq.get(outcome.room).copied().unwrap_or(0);
+        let missed = outcome.tracker.missed(final_seq);
+        expected += final_seq.saturating_sub(outcome.start_seq);
+        delivered += outcome.tracker.in_order;
+        lost += missed;
+        gaps += outcome.tracker.gaps;
+        stale += outcome.tracker.stale;
+        with_loss += u64::from(missed > 0);
+        last_delivery_unix_us = last_delivery_unix_us.max(outcome.last_delivery_unix_us);
+        delivered_timeline.merge(&outcome.timeline);
+        if closed_members.len() < 10 {
+            closed_members.extend(outcome.closed.clone());
+        }
+    }
+    let window_secs = last_delivery_unix_us.saturating_sub(started_unix_us) as f64 / 1e6;
+    let cpu = hub.as_ref().map(|usage| usage.cpu_us as f64);
+    FanoutResult {
+        options: options.clone(),
+        nodes,
+        expected,
+        delivered,
+        lost,
+        gaps,
+        stale,
+        members_with_loss: with_loss,
+        closed_members,
+        delivered_per_sec: delivered as f64 / window_secs.max(1e-3),
+        delivered_per_sec_steady: delivered_timeline.steady_rate(),
+        latency: latency_recorder.summary(),
+        hub_cpu_us_per_delivered: cpu.and_then(|cpu| per(cpu, delivered)),
+        hub_cpu_us_per_sent: cpu.and_then(|cpu| per(cpu, sent.ok)),
+        harness_cpu_percent_of_core: None,
+        hub,
+        sent,
+        delivered_timeline,
+        latency_recorder,
+    }
+}
+
+impl FanoutResult {
+    /// One line per key figure, for the console and the report.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let o = &self.options;
+        let mut lines = vec![
+            format!(
+                "{} rooms x {} members on {} node(s); {} messages offered at {}/s, {} ok, {} failed{}",
+                o.rooms,
+                o.members,
+                self.nodes,
+                self.sent.issued,
+                o.rate,
+                self.sent.ok,
+                self.sent.failed,
+                self.sent
+                    .first_error
+                    .as_ref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default()
+            ),
+            format!(
+                "delivered {} of {} expected: lost {}, gaps {}, stale {}, members with loss {}",
+                self.delivered,
+                self.expected,
+                self.lost,
+                self.gaps,
+                self.stale,
+                self.members_with_loss
+            ),
+            format!(
+                "delivered/s {:.0} overall, {:.0} steady (median second); sends ok/s {:.0}",
+                self.delivered_per_sec, self.delivered_per_sec_steady, self.sent.ok_per_sec
+            ),
+            latency_line("delivery latency", &self.latency),
+            latency_line("send->ok latency", &self.sent.ack_latency),
+            latency_line("pacing lag", &self.sent.pacing_lag),
+        ];
+        if let Some(hub) = &self.hub {
+            lines.push(format!(
+                "hub CPU {:.1} us/delivered, {:.1} us/sent, {:.0}% of one core; RSS {} -> {} KiB (peak {})",
+                self.hub_cpu_us_per_delivered.unwrap_or(0.0),
+                self.hub_cpu_us_per_sent.unwrap_or(0.0),
+                hub.cpu_percent_of_core,
+                hub.start.rss_kib,
+                hub.end.rss_kib,
+                hub.end.rss_peak_kib
+            ));
+        }
+        if let Some(harness) = self.harness_cpu_percent_of_core {
+            lines.push(format!("harness CPU {harness:.0}% of one core"));
+        }
+        if !self.closed_members.is_empty() {
+            lines.push(format!("closed members: {:?}", self.closed_members));
+        }
+        lines
+    }
+
+    /// Latency distribution, throughput over time and hub resources.
+    pub fn plots(&self) -> Vec<Plot> {
+        let mut plots = vec![
+            Plot {
+                name: "latency",
+                chart: report::latency_chart(
+                    "fanout: latency by percentile",
+                    &[
+                        ("delivery (send -> member)", &self.latency_recorder),
+                        ("send -> ok", &self.sent.ack_recorder),
+                    ],
+                ),
+            },
+            Plot {
+                name: "throughput",
+                chart: report::rate_chart(
+                    "fanout: messages per second",
+                    "messages/s",
+                    &[
+                        ("sent (acknowledged)", &self.sent.timeline),
+                        ("delivered", &self.delivered_timeline),
+                    ],
+                ),
+            },
+        ];
+        if let Some(hub) = &self.hub {
+            plots.push(Plot {
+                name: "hub",
+                chart: report::resources_chart("fanout: hub CPU and memory", &hub.samples),
+            });
+        }
+        plots
+    }
+}

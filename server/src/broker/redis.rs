@@ -1,0 +1,429 @@
+//! The Redis broker: PUBLISH on one multiplexed connection (pipelined by a
+//! publisher task), SUBSCRIBE on one dedicated connection drained by its own
+//! task, only to topics with subscribers on this node.
+//!
+//! Every event is delivered locally first and then published, so while Redis
+//! is down this node keeps serving its own rooms; the subscriber skips events
+//! this node published. After the subscriber reconnects it resubscribes and
+//! asks the hub to resync every room from the database, which fills whatever
+//! was published while it was away. A topic whose `subscribe` caller gave up
+//! waiting (Redis was down, or slow) gets a resync marker of its own once its
+//! SUBSCRIBE is confirmed, since that caller's replay ran unsubscribed.
+//!
+//! A failed PUBLISH is retried once (a connection that died while idle fails
+//! the first command after Redis returns, and only then reconnects). Topics
+//! whose events were still lost, or dropped on a full queue, are owed a
+//! resync marker (an envelope with an empty frame): the publisher sends one
+//! per topic as soon as Redis takes commands again, and the other nodes'
+//! subscribers then catch those topics up from the database.
+
+use super::envelope;
+use super::{BrokerError, BrokerHealth, Event, EventSink, Topic};
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Events waiting to be published before new ones are dropped (and left to
+/// the remote nodes' gap filling).
+const PUBLISH_QUEUE: usize = 16_384;
+/// PUBLISH commands sent in one pipeline at most.
+const PIPELINE_MAX: usize = 256;
+/// How long `subscribe` waits for Redis to confirm.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest pause between reconnect attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often the publisher retries owed resync markers while Redis refuses
+/// them.
+const RESYNC_RETRY: Duration = Duration::from_millis(250);
+
+/// Interest in one topic.
+#[derive(Default)]
+struct Wanted {
+    /// Outstanding `subscribe` calls minus `unsubscribe` calls. The hub
+    /// makes them in pairs (first local subscriber, last one gone), but two
+    /// sessions' calls can interleave: a count, unlike a set, cannot lose a
+    /// subscription that raced with the previous one's removal.
+    count: i64,
+    /// Callers waiting for the SUBSCRIBE to be confirmed.
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+struct Shared {
+    node_id: String,
+    sink: Arc<dyn EventSink>,
+    healthy: AtomicBool,
+    /// Topics this node wants.
+    wanted: DashMap<Topic, Wanted>,
+    changed: Notify,
+    /// Topics whose events may not have reached Redis; each is owed a
+    /// resync marker.
+    owed: Mutex<HashSet<Topic>>,
+}
+
+impl Shared {
+    fn owe_resync(&self, topics: impl IntoIterator<Item = Topic>) {
+        self.owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(topics);
+    }
+
+    fn take_owed(&self) -> HashSet<Topic> {
+        std::mem::take(&mut *self.owed.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn owes_resync(&self) -> bool {
+        !self
+            .owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+}
+
+/// A broker over Redis pub/sub.
+#[derive(Clone)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    publish_tx: mpsc::Sender<(Topic, bytes::Bytes)>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node_id", &self.shared.node_id)
+            .field("healthy", &self.shared.healthy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBroker {
+    /// Starts the publisher and subscriber tasks for `url`. Redis need not be
+    /// up yet: the broker reports itself degraded until it is.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Unavailable`] for a malformed URL.
+    pub fn start(
+        url: &str,
+        node_id: String,
+        sink: Arc<dyn EventSink>,
+        stop: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let client = redis::Client::open(url)
+            .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2);
+        let publisher = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
+        let shared = Arc::new(Shared {
+            node_id,
+            sink,
+            healthy: AtomicBool::new(false),
+            wanted: DashMap::new(),
+            changed: Notify::new(),
+            owed: Mutex::new(HashSet::new()),
+        });
+        let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+        tokio::spawn(run_publisher(
+            publisher,
+            publish_rx,
+            shared.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(run_subscriber(client, shared.clone(), stop));
+        Ok(Self { shared, publish_tx })
+    }
+
+    /// Delivers locally, then queues the event for Redis.
+    pub(super) fn publish(&self, event: Event) {
+        let payload = envelope::encode(&self.shared.node_id, event.seq, &event.frame);
+        let topic = event.topic.clone();
+        self.shared.sink.deliver(Arc::new(event));
+        if let Err(error) = self.publish_tx.try_send((topic, payload)) {
+            metrics::counter!("consult_broker_dropped_total").increment(1);
+            let (mpsc::error::TrySendError::Full((topic, _))
+            | mpsc::error::TrySendError::Closed((topic, _))) = error;
+            self.shared.owe_resync([topic]);
+        }
+    }
+
+    /// Wants `topic`, waiting until Redis confirms the subscription. While
+    /// Redis is unreachable it fails at once; the topic stays wanted, and
+    /// the reconnect subscribes it and resyncs it from the database.
+    pub(super) async fn subscribe(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let (confirmed_tx, confirmed_rx) = oneshot::channel();
+        {
+            let mut wanted = self.shared.wanted.entry(topic.clone()).or_default();
+            wanted.count += 1;
+            wanted.waiters.push(confirmed_tx);
+        }
+        self.shared.changed.notify_one();
+        let unavailable = || {
+            BrokerError::Unavailable(format!(
+                "SUBSCRIBE {topic} not confirmed; serving locally until redis is back"
+            ))
+        };
+        if !self.shared.healthy.load(Ordering::Acquire) {
+            return Err(unavailable());
+        }
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed_rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// No longer wants `topic` (once as many calls as `subscribe` made).
+    pub(super) fn unsubscribe(&self, topic: &Topic) {
+        if let Some(mut wanted) = self.shared.wanted.get_mut(topic) {
+            wanted.count -= 1;
+        }
+        self.shared
+            .wanted
+            .remove_if(topic, |_, wanted| wanted.count <= 0);
+        self.shared.changed.notify_one();
+    }
+
+    pub(super) fn health(&self) -> BrokerHealth {
+        if self.shared.healthy.load(Ordering::Acquire) {
+            BrokerHealth::Healthy
+        } else {
+            BrokerHealth::Degraded
+        }
+    }
+}
+
+async fn run_publisher(
+    mut connection: ConnectionManager,
+    mut publish_rx: mpsc::Receiver<(Topic, bytes::Bytes)>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let mut retry = tokio::time::interval(RESYNC_RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let owes_resync = shared.owes_resync();
+        let first = tokio::select! {
+            item = publish_rx.recv() => item,
+            _ = retry.tick(), if owes_resync => {
+                publish_owed_resyncs(&shared, &mut connection).await;
+                continue;
+            }
+            () = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut batch = vec![first];
+        while batch.len() < PIPELINE_MAX {
+            match publish_rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut pipeline = redis::pipe();
+        for (topic, payload) in &batch {
+            pipeline
+                .cmd("PUBLISH")
+                .arg(&**topic)
+                .arg(&payload[..])
+                .ignore();
+        }
+        match query_with_one_retry(&pipeline, &mut connection).await {
+            Ok(()) => {
+                if owes_resync {
+                    publish_owed_resyncs(&shared, &mut connection).await;
+                }
+            }
+            Err(error) => {
+                metrics::counter!("consult_broker_publish_failures_total")
+                    .increment(batch.len() as u64);
+                tracing::warn!(error = %error, count = batch.len(), "PUBLISH failed; the other nodes will be told to resync");
+                shared.owe_resync(batch.into_iter().map(|(topic, _)| topic));
+            }
+        }
+    }
+}
+
+/// Runs `pipeline`, and once more if it fails: the first command on a
+/// connection that died while idle fails and starts the reconnect, which
+/// the second attempt waits for. A pipeline half-applied before the failure
+/// is published twice; subscribers drop duplicate messages by sequence.
+async fn query_with_one_retry(
+    pipeline: &redis::Pipeline,
+    connection: &mut ConnectionManager,
+) -> redis::RedisResult<()> {
+    match pipeline.query_async::<()>(connection).await {
+        Ok(()) => Ok(()),
+        Err(error) => {
+            tracing::debug!(error = %error, "PUBLISH failed; retrying once");
+            pipeline.query_async::<()>(connection).await
+        }
+    }
+}
+
+/// Publishes a resync marker to every owed topic; they stay owed if Redis
+/// still refuses.
+async fn publish_owed_resyncs(shared: &Shared, connection: &mut ConnectionManager) {
+    let owed = shared.take_owed();
+    if owed.is_empty() {
+        return;
+    }
+    let marker = envelope::encode(&shared.node_id, None, &[]);
+    let mut pipeline = redis::pipe();
+    for topic in &owed {
+        pipeline
+            .cmd("PUBLISH")
+            .arg(&**topic)
+            .arg(&marker[..])
+            .ignore();
+    }
+    match pipeline.query_async::<()>(connection).await {
+        Ok(()) => {
+            metrics::counter!("consult_broker_resync_markers_total").increment(owed.len() as u64);
+            tracing::info!(
+                topics = owed.len(),
+                "told the other nodes to resync topics whose events were lost"
+            );
+        }
+        Err(error) => {
+            tracing::debug!(error = %error, "resync markers not published yet");
+            shared.owe_resync(owed);
+        }
+    }
+}
+
+async fn run_subscriber(client: redis::Client, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(50);
+    let mut connected_before = false;
+    loop {
+        let pubsub = tokio::select! {
+            result = client.get_async_pubsub() => result,
+            () = stop.cancelled() => return,
+        };
+        match pubsub {
+            Ok(pubsub) => {
+                backoff = Duration::from_millis(50);
+                let (mut sink, mut stream) = pubsub.split();
+                let mut subscribed = HashSet::new();
+                if sync_subscriptions(&shared, &mut sink, &mut subscribed)
+                    .await
+                    .is_ok()
+                {
+                    shared.healthy.store(true, Ordering::Release);
+                    tracing::info!(topics = subscribed.len(), "redis subscriber connected");
+                    if connected_before {
+                        // Events published while we were away are in the
+                        // database: let every room catch up from there.
+                        shared.sink.resync();
+                    }
+                    connected_before = true;
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = shared.changed.notified() => {
+                                if sync_subscriptions(&shared, &mut sink, &mut subscribed).await.is_err() {
+                                    break;
+                                }
+                            }
+                            message = stream.next() => match message {
+                                Some(message) => deliver(&shared, &message),
+                                None => break,
+                            },
+                        }
+                    }
+                }
+                shared.healthy.store(false, Ordering::Release);
+                metrics::counter!("consult_broker_disconnects_total").increment(1);
+                tracing::warn!("redis subscriber disconnected; serving local rooms only");
+            }
+            Err(error) => {
+                shared.healthy.store(false, Ordering::Release);
+                tracing::debug!(error = %error, "redis not reachable");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Brings the connection's subscriptions in line with the wanted topics,
+/// then confirms the waiting callers.
+async fn sync_subscriptions(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    subscribed: &mut HashSet<Topic>,
+) -> redis::RedisResult<()> {
+    let wanted: HashSet<Topic> = shared
+        .wanted
+        .iter()
+        .filter(|entry| entry.count > 0)
+        .map(|entry| entry.key().clone())
+        .collect();
+    let to_add: Vec<&str> = wanted.difference(subscribed).map(|t| &**t).collect();
+    let to_remove: Vec<&str> = subscribed.difference(&wanted).map(|t| &**t).collect();
+    if !to_add.is_empty() {
+        sink.subscribe(&to_add).await?;
+    }
+    if !to_remove.is_empty() {
+        sink.unsubscribe(&to_remove).await?;
+    }
+    *subscribed = wanted;
+    confirm_subscribed(shared, subscribed);
+    Ok(())
+}
+
+/// Answers the callers waiting for topics now subscribed. A topic wanted
+/// after the snapshot was taken is not subscribed yet: its callers wait for
+/// the next round (the `changed` notification is still pending). A caller
+/// that gave up (Redis was down or slow) joined without the subscription,
+/// so its topic is resynced now that the subscription holds.
+fn confirm_subscribed(shared: &Shared, subscribed: &HashSet<Topic>) {
+    let mut abandoned = Vec::new();
+    for mut entry in shared.wanted.iter_mut() {
+        if !subscribed.contains(entry.key()) {
+            continue;
+        }
+        let mut gave_up = false;
+        for waiter in entry.value_mut().waiters.drain(..) {
+            gave_up |= waiter.send(()).is_err();
+        }
+        if gave_up {
+            abandoned.push(entry.key().clone());
+        }
+    }
+    for topic in abandoned {
+        shared.sink.deliver(Arc::new(Event::resync(topic)));
+    }
+}
+
+fn deliver(shared: &Shared, message: &redis::Msg) {
+    let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
+    let Some(envelope) = envelope::decode(payload) else {
+        tracing::warn!(
+            channel = message.get_channel_name(),
+            "undecodable broker event"
+        );
+        return;
+    };
+    if envelope.node == shared.node_id {
+        return;
+    }
+    shared.sink.deliver(Arc::new(Event {
+        topic: message.get_channel_name().into(),
+        seq: envelope.seq,
+        frame: envelope.frame,
+    }));
+}
+
+#[cfg(test)]
+mod tests;

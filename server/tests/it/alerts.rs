@@ -1,0 +1,428 @@
+//! "Alert Patient": the privacy check (names, health terms, numbers) that
+//! stops an alert before anything is stored or sent, the channels a clean
+//! alert goes out on, the channel and rate-limit refusals, and the
+//! `notification` frames staff dashboards see as the rows are sent.
+
+use crate::harness::providers::{
+    FakeProviders, PATIENT_PHONE, ProviderRequest, TWILIO_FROM, notifications, wait_for_status,
+};
+use crate::harness::{TestHub, expect_event, expect_no_event};
+use consult_client::{Client, ClientError};
+use consult_hub::config::RateLimit;
+use consult_hub::domain::escalation::PUSH_TITLE;
+use consult_protocol::{
+    AlertChannel, ConsultationId, DevicePlatform, ErrorCode, MessageKind, NotificationReason,
+    NotificationStatus, NotificationView, Role, ServerFrame,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const CLEAN: &str = "Please open the app now, your visit is about to start.";
+const BOTH: &[AlertChannel] = &[AlertChannel::Push, AlertChannel::Sms];
+
+/// A hub at the fake providers and a waiting consultation dr-a/pat-a, with
+/// the patient connected and joined and the provider connected.
+struct Alerting {
+    fake: FakeProviders,
+    hub: TestHub,
+    id: ConsultationId,
+    patient: Client,
+    provider: Client,
+}
+
+impl Alerting {
+    async fn start(adjust: impl FnOnce(&mut consult_hub::Config)) -> Self {
+        let fake = FakeProviders::start().await;
+        let hub = fake.hub(adjust).await;
+        let consultation = hub
+            .consultation("dr-a", "pat-a", "waiting_for_patient")
+            .await;
+        let patient = hub.connect("pat-a", Role::Patient).await;
+        patient.join(&consultation.id, None).await.unwrap();
+        let provider = hub.connect("dr-a", Role::Provider).await;
+        Self {
+            fake,
+            hub,
+            id: consultation.id,
+            patient,
+            provider,
+        }
+    }
+
+    /// As [`Alerting::start`], with the patient reachable by push and SMS.
+    async fn reachable(adjust: impl FnOnce(&mut consult_hub::Config)) -> Self {
+        let alerting = Self::start(adjust).await;
+        alerting.patient.set_sms_consent(true).await.unwrap();
+        alerting
+            .patient
+            .register_device(DevicePlatform::Fcm, "fcm-pat-a", true)
+            .await
+            .unwrap();
+        alerting
+    }
+
+    async fn alert(
+        &self,
+        body: &str,
+        channels: &[AlertChannel],
+        client_msg_id: &str,
+    ) -> Result<consult_client::Notified, ClientError> {
+        self.provider
+            .alert(&self.id, body, channels, client_msg_id)
+            .await
+    }
+
+    /// Sends a refused alert and returns the refusal.
+    async fn refused(&self, body: &str, channels: &[AlertChannel]) -> (ErrorCode, String) {
+        match self.alert(body, channels, "refused").await {
+            Err(ClientError::Command { code, message }) => (code, message),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Nothing stored: no chat message and no outbox row.
+    async fn assert_nothing_stored(&self) {
+        let (messages, _) = self.patient.history(&self.id, None, None).await.unwrap();
+        assert!(messages.is_empty(), "{messages:?}");
+        let rows = notifications(&self.hub, &self.id).await;
+        assert!(rows.is_empty(), "{rows:?}");
+    }
+
+    /// Waits until every notification in `queued` is sent.
+    async fn wait_all_sent(&self, queued: &[NotificationView]) {
+        for row in queued {
+            wait_for_status(&self.hub, &self.id, &row.id, NotificationStatus::Sent).await;
+        }
+    }
+}
+
+/// Proves the pipeline works after refusals: a clean push alert is the one
+/// and only request the providers ever see.
+async fn assert_only_clean_alert_goes_out(alerting: &Alerting) {
+    let sent = alerting
+        .alert(CLEAN, &[AlertChannel::Push], "clean")
+        .await
+        .unwrap();
+    alerting.wait_all_sent(&sent.notifications).await;
+    let requests = alerting.fake.requests();
+    let [ProviderRequest::Push(push)] = requests.as_slice() else {
+        panic!("exactly the clean push: {requests:?}");
+    };
+    assert_eq!(push.body, CLEAN);
+}
+
+#[tokio::test]
+async fn an_alert_naming_the_patient_is_refused_naming_the_span_and_nothing_is_stored_or_sent() {
+    let alerting = Alerting::reachable(|_| {}).await;
+
+    // The harness names the patient "Patient pat-a".
+    let (code, message) = alerting
+        .refused("Hello Pat, your visit is starting", BOTH)
+        .await;
+
+    assert_eq!(code, ErrorCode::PrivacyViolation);
+    assert!(message.contains("a name"), "{message}");
+    assert!(message.contains("6..9"), "{message}");
+    assert!(message.contains("\"Pat\""), "{message}");
+    alerting.assert_nothing_stored().await;
+    expect_no_event(&alerting.patient, Duration::from_millis(100), |event| {
+        matches!(event, ServerFrame::Message { .. })
+    })
+    .await;
+    assert_only_clean_alert_goes_out(&alerting).await;
+}
+
+#[tokio::test]
+async fn an_alert_with_a_health_term_is_refused_and_nothing_is_stored_or_sent() {
+    let alerting = Alerting::reachable(|_| {}).await;
+
+    let (code, message) = alerting
+        .refused("your Diabetes results are ready", BOTH)
+        .await;
+
+    assert_eq!(code, ErrorCode::PrivacyViolation);
+    assert!(message.contains("a health detail"), "{message}");
+    assert!(message.contains("5..13: \"Diabetes\""), "{message}");
+    alerting.assert_nothing_stored().await;
+    assert_only_clean_alert_goes_out(&alerting).await;
+}
+
+#[tokio::test]
+async fn an_alert_with_a_configured_health_term_is_refused() {
+    let alerting = Alerting::reachable(|config| {
+        config.notify.health_terms = vec!["dialysis".to_owned()];
+    })
+    .await;
+
+    let (code, message) = alerting.refused("About your dialysis slot", BOTH).await;
+
+    assert_eq!(code, ErrorCode::PrivacyViolation);
+    assert!(message.contains("\"dialysis\""), "{message}");
+    alerting.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn an_alert_with_a_phone_number_or_a_date_is_refused_and_nothing_is_stored_or_sent() {
+    let alerting = Alerting::reachable(|_| {}).await;
+
+    for (text, excerpt) in [
+        ("Call us on 555-123-4567 today", "11..23: \"555-123-4567\""),
+        (
+            "See you on 03/04/2025 at the clinic",
+            "11..21: \"03/04/2025\"",
+        ),
+        ("Your record 12345 is ready", "12..17: \"12345\""),
+    ] {
+        let (code, message) = alerting.refused(text, BOTH).await;
+        assert_eq!(code, ErrorCode::PrivacyViolation, "{text}");
+        assert!(message.contains("looks like a date"), "{message}");
+        assert!(message.contains(excerpt), "{message}");
+    }
+
+    alerting.assert_nothing_stored().await;
+    assert_only_clean_alert_goes_out(&alerting).await;
+}
+
+#[tokio::test]
+async fn a_clean_alert_is_stored_and_sent_exactly_once_by_push_and_by_sms() {
+    let alerting = Alerting::reachable(|_| {}).await;
+
+    let sent = alerting.alert(CLEAN, BOTH, "a1").await.unwrap();
+
+    let mut queued: Vec<(AlertChannel, &str, NotificationReason, NotificationStatus)> = sent
+        .notifications
+        .iter()
+        .map(|n| (n.channel, n.provider.as_str(), n.reason, n.status))
+        .collect();
+    queued.sort_by_key(|row| row.0);
+    assert_eq!(
+        queued,
+        [
+            (
+                AlertChannel::Push,
+                "fcm",
+                NotificationReason::Alert,
+                NotificationStatus::Pending
+            ),
+            (
+                AlertChannel::Sms,
+                "twilio",
+                NotificationReason::Alert,
+                NotificationStatus::Pending
+            ),
+        ]
+    );
+    assert!(
+        sent.notifications
+            .iter()
+            .all(|n| n.message_seq == Some(sent.seq))
+    );
+    let message = expect_event(&alerting.patient, |event| match event {
+        ServerFrame::Message { message } => Some(message.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (message.kind, message.body.as_str()),
+        (MessageKind::Alert, CLEAN)
+    );
+    assert_eq!(message.seq, sent.seq);
+
+    let push = &alerting.fake.wait_for_pushes(1).await[0];
+    assert_eq!(
+        (push.token.as_str(), push.title.as_str(), push.body.as_str()),
+        ("fcm-pat-a", PUSH_TITLE, CLEAN)
+    );
+    assert_eq!(push.consultation_id, alerting.id.as_str());
+    let sms = &alerting.fake.wait_for_sms(1).await[0];
+    assert_eq!(
+        (sms.to.as_str(), sms.from.as_str(), sms.body.as_str()),
+        (PATIENT_PHONE, TWILIO_FROM, CLEAN)
+    );
+    assert!(
+        sms.idempotency_token
+            .starts_with(&format!("{}:{}:", alerting.id, sent.seq)),
+        "{}",
+        sms.idempotency_token
+    );
+
+    alerting.wait_all_sent(&sent.notifications).await;
+    for row in notifications(&alerting.hub, &alerting.id).await {
+        assert_eq!((row.status, row.attempts), (NotificationStatus::Sent, 1));
+    }
+    assert_eq!(alerting.fake.requests().len(), 2, "one request each");
+
+    let again = alerting.alert(CLEAN, BOTH, "a1").await.unwrap();
+    assert!(again.duplicate && again.notifications.is_empty());
+    assert_eq!(notifications(&alerting.hub, &alerting.id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn an_sms_alert_without_consent_is_channel_unavailable_and_sends_nothing() {
+    let alerting = Alerting::start(|_| {}).await;
+    alerting
+        .patient
+        .register_device(DevicePlatform::Fcm, "fcm-pat-a", true)
+        .await
+        .unwrap();
+
+    for channels in [&[AlertChannel::Sms][..], BOTH] {
+        let (code, message) = alerting.refused(CLEAN, channels).await;
+        assert_eq!(code, ErrorCode::ChannelUnavailable, "{channels:?}");
+        assert!(message.contains("SMS"), "{message}");
+    }
+    alerting.patient.set_sms_consent(true).await.unwrap();
+    alerting.patient.set_sms_consent(false).await.unwrap();
+    let (code, _) = alerting.refused(CLEAN, &[AlertChannel::Sms]).await;
+    assert_eq!(code, ErrorCode::ChannelUnavailable, "consent withdrawn");
+
+    alerting.assert_nothing_stored().await;
+    assert_only_clean_alert_goes_out(&alerting).await;
+}
+
+#[tokio::test]
+async fn a_push_alert_without_a_device_with_notifications_on_is_channel_unavailable() {
+    let alerting = Alerting::start(|_| {}).await;
+    alerting.patient.set_sms_consent(true).await.unwrap();
+
+    let (code, message) = alerting.refused(CLEAN, &[AlertChannel::Push]).await;
+    assert_eq!(code, ErrorCode::ChannelUnavailable);
+    assert!(message.contains("Push"), "{message}");
+    alerting
+        .patient
+        .register_device(DevicePlatform::Fcm, "fcm-pat-a", false)
+        .await
+        .unwrap();
+    let (code, _) = alerting.refused(CLEAN, BOTH).await;
+    assert_eq!(code, ErrorCode::ChannelUnavailable, "notifications off");
+    alerting.assert_nothing_stored().await;
+
+    let sent = alerting
+        .alert(CLEAN, &[AlertChannel::Sms], "sms")
+        .await
+        .unwrap();
+    alerting.wait_all_sent(&sent.notifications).await;
+    assert!(alerting.fake.pushes().is_empty());
+    assert_eq!(alerting.fake.sms().len(), 1);
+}
+
+#[tokio::test]
+async fn an_alert_needs_a_channel_and_at_most_160_characters() {
+    let alerting = Alerting::reachable(|_| {}).await;
+
+    let (code, _) = alerting.refused(CLEAN, &[]).await;
+    assert_eq!(code, ErrorCode::InvalidValue);
+    let (code, message) = alerting.refused(&"a".repeat(161), BOTH).await;
+    assert_eq!(code, ErrorCode::InvalidValue);
+    assert!(message.contains("160"), "{message}");
+
+    alerting.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn patients_cannot_alert() {
+    let alerting = Alerting::reachable(|_| {}).await;
+
+    let refused = alerting
+        .patient
+        .alert(&alerting.id, CLEAN, BOTH, "p1")
+        .await
+        .unwrap_err();
+
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    alerting.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn an_sms_alert_over_the_clinics_limit_is_rate_limited_and_sends_nothing() {
+    let alerting = Alerting::reachable(|config| {
+        config.notify.alert_sms_limit = RateLimit {
+            max: 1,
+            window_secs: 600,
+        };
+    })
+    .await;
+    let first = alerting
+        .alert(CLEAN, &[AlertChannel::Sms], "s1")
+        .await
+        .unwrap();
+
+    for channels in [&[AlertChannel::Sms][..], BOTH] {
+        let (code, message) = alerting.refused(CLEAN, channels).await;
+        assert_eq!(code, ErrorCode::RateLimited, "{channels:?}");
+        assert!(message.contains("at most 1 sms alerts"), "{message}");
+    }
+    let push_only = alerting
+        .alert(CLEAN, &[AlertChannel::Push], "p1")
+        .await
+        .unwrap();
+
+    alerting.wait_all_sent(&first.notifications).await;
+    alerting.wait_all_sent(&push_only.notifications).await;
+    assert_eq!(alerting.fake.sms().len(), 1);
+    assert_eq!(alerting.fake.pushes().len(), 1);
+    let (messages, _) = alerting
+        .patient
+        .history(&alerting.id, None, None)
+        .await
+        .unwrap();
+    assert_eq!(messages.len(), 2, "the refused alert stored nothing");
+}
+
+#[tokio::test]
+async fn staff_dashboards_see_alert_notifications_go_from_pending_to_sent() {
+    let alerting = Alerting::reachable(|_| {}).await;
+    alerting.provider.watch_dashboard(None).await.unwrap();
+    let admin = alerting.hub.connect("admin-1", Role::Admin).await;
+    admin.watch_dashboard(None).await.unwrap();
+
+    let sent = alerting.alert(CLEAN, BOTH, "a1").await.unwrap();
+
+    for watcher in [&alerting.provider, &admin] {
+        let seen = notification_frames_until_sent(watcher, &sent.notifications).await;
+        for (id, frames) in seen {
+            let pending = frames
+                .iter()
+                .find(|n| n.status == NotificationStatus::Pending)
+                .unwrap_or_else(|| panic!("no pending frame for {id}: {frames:?}"));
+            let done = frames
+                .iter()
+                .find(|n| n.status == NotificationStatus::Sent)
+                .unwrap();
+            assert_eq!((pending.attempts, done.attempts), (0, 1));
+            assert!(done.updated_at >= pending.updated_at);
+            assert_eq!(done.consultation_id, alerting.id);
+        }
+    }
+    expect_no_event(&alerting.patient, Duration::from_millis(100), |event| {
+        matches!(event, ServerFrame::Notification { .. })
+    })
+    .await;
+}
+
+/// Collects `notification` frames for `queued` until each has been seen
+/// sent.
+async fn notification_frames_until_sent(
+    watcher: &Client,
+    queued: &[NotificationView],
+) -> BTreeMap<String, Vec<NotificationView>> {
+    let mut seen: BTreeMap<String, Vec<NotificationView>> = queued
+        .iter()
+        .map(|row| (row.id.clone(), Vec::new()))
+        .collect();
+    let all_sent = |seen: &BTreeMap<String, Vec<NotificationView>>| {
+        seen.values()
+            .all(|frames| frames.iter().any(|n| n.status == NotificationStatus::Sent))
+    };
+    while !all_sent(&seen) {
+        let view = expect_event(watcher, |event| match event {
+            ServerFrame::Notification { notification } => Some(notification.clone()),
+            _ => None,
+        })
+        .await;
+        seen.get_mut(&view.id)
+            .unwrap_or_else(|| panic!("unexpected notification {view:?}"))
+            .push(view);
+    }
+    seen
+}

@@ -1,0 +1,144 @@
+//! A real redis-server per test, as redis-rs's `redis-test/src/server.rs`
+//! runs one: started on a free port with persistence off, killed on `Drop`.
+//! Tests can kill it and restart it on the same port to cut the cluster's
+//! transport mid-traffic.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a fresh redis-server gets to answer PING.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running (or deliberately killed) redis-server.
+pub(crate) struct RedisServer {
+    port: u16,
+    process: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+/// `CONSULT_TEST_REDIS_SERVER` (set by `scripts/test`), else `redis-server`
+/// from `PATH`.
+fn binary() -> PathBuf {
+    std::env::var_os("CONSULT_TEST_REDIS_SERVER")
+        .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port and waits until it answers PING.
+    pub(crate) async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            process: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // Another process may take the port between our probe and the
+        // server's bind; try a few.
+        for _ in 0..5 {
+            if server.spawn_and_wait().await {
+                return server;
+            }
+            server.kill();
+            server.port = free_port();
+        }
+        panic!("redis-server ({}) did not start", binary().display());
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing is saved)
+    /// and waits until it answers PING.
+    pub(crate) async fn restart(&mut self) {
+        self.kill();
+        for _ in 0..20 {
+            if self.spawn_and_wait().await {
+                return;
+            }
+            // The port may linger for a moment after the kill.
+            self.kill();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+        let process = Command::new(binary())
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot run {} (install redis-server or set CONSULT_TEST_REDIS_SERVER): {error}",
+                    binary().display()
+                )
+            });
+        self.process = Some(process);
+    }
+
+    /// Spawns the server; true once it answers PING, false if it exited.
+    async fn spawn_and_wait(&mut self) -> bool {
+        self.spawn();
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(process) = self.process.as_mut() {
+                if process.try_wait().unwrap().is_some() {
+                    self.process = None;
+                    return false;
+                }
+            }
+            if self.ping().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// True when the server answers `PING` with `+PONG`.
+    pub(crate) async fn ping(&self) -> bool {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 7];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
+            Ok(Ok(_)) if &reply == b"+PONG\r\n"
+        )
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
