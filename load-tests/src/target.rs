@@ -74,7 +74,7 @@ pub struct Target {
     pub redis: bool,
     hubs: Vec<SpawnedHub>,
     // Declared after `hubs` so it outlives them on drop.
-    _redis: Option<SpawnedRedis>,
+    redis_server: Option<SpawnedRedis>,
 }
 
 impl Target {
@@ -110,7 +110,7 @@ impl Target {
             hub_pids: spec.hub_pids.clone(),
             spawned: false,
             hubs: Vec::new(),
-            _redis: None,
+            redis_server: None,
         })
     }
 
@@ -152,7 +152,7 @@ impl Target {
             spawned: true,
             redis: redis_url.is_some(),
             hubs,
-            _redis: redis,
+            redis_server: redis,
         })
     }
 
@@ -160,6 +160,11 @@ impl Target {
     /// round-robin over the nodes.
     pub fn node_for(&self, index: usize) -> &Node {
         &self.nodes[index % self.nodes.len()]
+    }
+
+    /// Process ids of a Redis server started for the run (empty otherwise).
+    pub fn broker_pids(&self) -> Vec<u32> {
+        self.redis_server.iter().map(SpawnedRedis::pid).collect()
     }
 
     /// Where started hubs write their logs.

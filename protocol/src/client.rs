@@ -223,6 +223,16 @@ pub enum ClientFrame {
         /// In the foreground now.
         foreground: bool,
     },
+    /// The consultations the principal may act on: a patient its own, a
+    /// provider those it is assigned to, an admin its clinic's. Ended and
+    /// cancelled ones only when asked.
+    ListConsultations {
+        /// Command id.
+        id: CommandId,
+        /// Include ended and cancelled consultations.
+        #[serde(default)]
+        include_closed: bool,
+    },
     /// Staff: the notifications of a consultation.
     ListNotifications {
         /// Command id.
@@ -259,6 +269,7 @@ impl ClientFrame {
             | Self::RegisterDevice { id, .. }
             | Self::SetSmsConsent { id, .. }
             | Self::Visibility { id, .. }
+            | Self::ListConsultations { id, .. }
             | Self::ListNotifications { id, .. } => Some(id),
         }
     }
@@ -289,6 +300,7 @@ impl ClientFrame {
             Self::RegisterDevice { .. } => "register_device",
             Self::SetSmsConsent { .. } => "set_sms_consent",
             Self::Visibility { .. } => "visibility",
+            Self::ListConsultations { .. } => "list_consultations",
             Self::ListNotifications { .. } => "list_notifications",
         }
     }
@@ -387,6 +399,7 @@ fn is_known_type(kind: &str) -> bool {
         "register_device",
         "set_sms_consent",
         "visibility",
+        "list_consultations",
         "list_notifications",
     ];
     KNOWN.contains(&kind)

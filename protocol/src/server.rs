@@ -190,6 +190,11 @@ pub enum CommandResult {
         /// The template as stored.
         template: QuickTemplate,
     },
+    /// Answer to `list_consultations`, by booked start.
+    Consultations {
+        /// The consultations.
+        consultations: Vec<ConsultationView>,
+    },
     /// Answer to `list_notifications`, oldest first.
     Notifications {
         /// The notifications.

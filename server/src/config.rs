@@ -314,6 +314,8 @@ pub struct ShutdownConfig {
 pub struct WebConfig {
     /// Folder with `console/` and `patient/`; unset serves none.
     pub static_dir: Option<PathBuf>,
+    /// Folder with the JavaScript SDK (`consult.js`), served at `/sdk`.
+    pub sdk_dir: Option<PathBuf>,
 }
 
 /// Log output format.

@@ -107,10 +107,17 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
+    // Run from the repository root, the hub serves the bundled web clients.
     if config.web.static_dir.is_none() {
         let bundled = PathBuf::from("clients/web");
         if bundled.join("console").is_dir() {
             config.web.static_dir = Some(bundled);
+        }
+    }
+    if config.web.sdk_dir.is_none() {
+        let bundled = PathBuf::from("clients/js/src");
+        if bundled.join("consult.js").is_file() {
+            config.web.sdk_dir = Some(bundled);
         }
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -61,4 +61,28 @@ fn describe() {
         "consult_broker_publish_failures_total",
         "Events the broker failed to publish."
     );
+    metrics::describe_counter!(
+        "consult_broker_dropped_total",
+        "Events dropped because the Redis publish queue was full."
+    );
+    metrics::describe_counter!(
+        "consult_broker_resync_markers_total",
+        "Resync markers published after events could not be."
+    );
+    metrics::describe_counter!(
+        "consult_broker_disconnects_total",
+        "Times the Redis subscriber lost its connection."
+    );
+    metrics::describe_counter!(
+        "consult_resyncs_total",
+        "Hub-wide resyncs after a reconnect."
+    );
+    metrics::describe_counter!(
+        "consult_gap_fills_total",
+        "Sequence gaps a session filled from the database."
+    );
+    metrics::describe_counter!(
+        "consult_notifications_total",
+        "Notification outcomes, by channel and status."
+    );
 }

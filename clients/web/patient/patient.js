@@ -206,6 +206,10 @@ function setStatus(status) {
       (app.staffMessagedFirst && (status === 'scheduled' || status === 'waiting_for_patient')));
   $('enter').hidden = !mayEnter || app.entered;
   $('entered').hidden = !app.entered || finished;
+  $('entered').textContent =
+    status === 'in_progress'
+      ? 'You are in the consultation with your provider.'
+      : 'You are in the consultation. Your provider will be with you shortly.';
   for (const el of $('composer').elements) el.disabled = finished;
 }
 

@@ -88,6 +88,8 @@ pub struct FanoutResult {
     /// This harness process's own CPU over the same window, percent of one
     /// core: on a small machine it competes with the hub.
     pub harness_cpu_percent_of_core: Option<f64>,
+    /// CPU of the Redis server started for the run, percent of one core.
+    pub redis_cpu_percent_of_core: Option<f64>,
     /// Deliveries per second over the run.
     pub delivered_timeline: Timeline,
     /// The latency distribution, for plots.
@@ -118,6 +120,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
 
     let watch = HubWatch::start(&target.hub_pids)?;
     let harness_watch = HubWatch::start(&[std::process::id()])?;
+    let broker_watch = HubWatch::start(&target.broker_pids())?;
     let started_unix_us = unix_micros();
     let latency = Arc::new(Mutex::new(LatencyRecorder::new()));
     let (final_tx, final_rx) = watch::channel(None);
@@ -148,6 +151,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     }
     let hub = watch.finish().await?;
     let harness = harness_watch.finish().await?;
+    let broker = broker_watch.finish().await?;
     let latency_recorder = match latency.lock() {
         Ok(recorder) => recorder.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
@@ -162,6 +166,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
         started_unix_us,
     );
     result.harness_cpu_percent_of_core = harness.map(|usage| usage.cpu_percent_of_core);
+    result.redis_cpu_percent_of_core = broker.map(|usage| usage.cpu_percent_of_core);
     Ok(result)
 }
 
@@ -414,6 +419,7 @@ fn summarize(
         hub_cpu_us_per_delivered: cpu.and_then(|cpu| per(cpu, delivered)),
         hub_cpu_us_per_sent: cpu.and_then(|cpu| per(cpu, sent.ok)),
         harness_cpu_percent_of_core: None,
+        redis_cpu_percent_of_core: None,
         hub,
         sent,
         delivered_timeline,
@@ -471,6 +477,9 @@ impl FanoutResult {
         }
         if let Some(harness) = self.harness_cpu_percent_of_core {
             lines.push(format!("harness CPU {harness:.0}% of one core"));
+        }
+        if let Some(redis) = self.redis_cpu_percent_of_core {
+            lines.push(format!("redis-server CPU {redis:.0}% of one core"));
         }
         if !self.closed_members.is_empty() {
             lines.push(format!("closed members: {:?}", self.closed_members));

@@ -32,8 +32,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     if let Some(dir) = &state.config.web.static_dir {
         router = router
             .nest_service("/console", ServeDir::new(dir.join("console")))
-            .nest_service("/patient", ServeDir::new(dir.join("patient")))
-            .nest_service("/sdk", ServeDir::new(dir.join("sdk")));
+            .nest_service("/patient", ServeDir::new(dir.join("patient")));
+    }
+    if let Some(dir) = &state.config.web.sdk_dir {
+        router = router.nest_service("/sdk", ServeDir::new(dir));
     }
     router
         .fallback(error::not_found)

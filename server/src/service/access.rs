@@ -5,8 +5,11 @@ use super::ServiceError;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::{Consultation, access};
-use crate::store::consultations;
-use consult_protocol::{ConsultationId, ErrorCode};
+use crate::store::consultations::{self, ListFilter};
+use consult_protocol::{ConsultationId, ConsultationStatus, ErrorCode, Role};
+
+/// Most consultations `consultations_of` returns.
+pub const MAX_LISTED: u64 = 200;
 
 /// The consultation, if `principal` may act on it.
 ///
@@ -32,4 +35,37 @@ pub async fn authorized_consultation(
         ));
     }
     Ok(consultation)
+}
+
+/// The consultations `principal` may act on, by booked start: a patient's
+/// own, a provider's assigned ones, every one of an admin's clinic. Ended and
+/// cancelled ones only with `include_closed`.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn consultations_of(
+    state: &AppState,
+    principal: &Principal,
+    include_closed: bool,
+) -> Result<Vec<Consultation>, ServiceError> {
+    let mut filter = ListFilter {
+        clinic_id: Some(principal.clinic.clone()),
+        limit: MAX_LISTED,
+        ..ListFilter::default()
+    };
+    match principal.role {
+        Role::Patient => filter.patient_id = Some(principal.user.clone()),
+        Role::Provider => filter.provider_id = Some(principal.user.clone()),
+        Role::Admin => {}
+    }
+    if !include_closed {
+        filter.statuses = vec![
+            ConsultationStatus::Scheduled,
+            ConsultationStatus::WaitingForPatient,
+            ConsultationStatus::PatientReady,
+            ConsultationStatus::InProgress,
+        ];
+    }
+    Ok(consultations::list(state.store.connection(), &filter).await?)
 }

@@ -251,6 +251,13 @@ where
                 }
                 Ok(None)
             }
+            ClientFrame::ListConsultations { include_closed, .. } => {
+                let consultations =
+                    access::consultations_of(&self.state, &self.principal, include_closed).await?;
+                Ok(Some(CommandResult::Consultations {
+                    consultations: consultations.iter().map(|c| c.view()).collect(),
+                }))
+            }
             ClientFrame::ListNotifications {
                 consultation_id, ..
             } => {
@@ -432,6 +439,7 @@ where
                 Err(CommandError::Write(error)) => return Err(error),
                 Err(CommandError::Service(error)) => {
                     tracing::error!(error = %error, "catch-up from the database failed");
+                    return Err(WriteError::CatchUpFailed);
                 }
             }
             if let Some(room) = self.rooms.get_mut(topic) {

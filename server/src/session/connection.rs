@@ -136,9 +136,15 @@ where
                 () = shutdown.cancelled() => break self.on_shutdown().await,
                 () = slow_consumer.cancelled() => break Exit::Close(CloseCode::SlowConsumer),
                 Some(event) = self.outbound_rx.recv() => {
-                    if let Err(error) = self.on_hub_event(event).await {
-                        tracing::info!(error = %error, "write failed");
-                        break Exit::Gone;
+                    match self.on_hub_event(event).await {
+                        Ok(()) => {}
+                        Err(WriteError::CatchUpFailed) => {
+                            break Exit::Close(CloseCode::InternalError);
+                        }
+                        Err(error) => {
+                            tracing::info!(error = %error, "write failed");
+                            break Exit::Gone;
+                        }
                     }
                 }
                 inbound = self.socket.next() => match self.on_inbound(inbound).await {

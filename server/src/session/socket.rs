@@ -15,6 +15,11 @@ pub enum WriteError {
     /// The socket failed or is closed.
     #[error("socket: {0}")]
     Socket(#[from] axum::Error),
+    /// Events may be missing and the database could not fill the gap: the
+    /// session closes (1011) so that the client resumes from its last
+    /// sequence number instead of reading past the gap.
+    #[error("could not catch up from the database")]
+    CatchUpFailed,
 }
 
 /// A socket with a write timeout.

@@ -175,3 +175,57 @@ async fn a_member_who_left_gets_no_more_room_events() {
     })
     .await;
 }
+
+async fn listed(client: &consult_client::Client, include_closed: bool) -> Vec<String> {
+    let result = client
+        .request(consult_protocol::ClientFrame::ListConsultations {
+            id: client.next_command_id(),
+            include_closed,
+        })
+        .await
+        .unwrap();
+    let Some(consult_protocol::CommandResult::Consultations { consultations }) = result else {
+        panic!("expected consultations, got {result:?}");
+    };
+    let mut ids: Vec<String> = consultations
+        .into_iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn each_role_lists_exactly_the_consultations_it_may_act_on() {
+    let hub = TestHub::start().await;
+    let mine = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let other_patient = hub.consultation("dr-a", "pat-b", "scheduled").await;
+    let other_provider = hub
+        .consultation("dr-b", "pat-a", "waiting_for_patient")
+        .await;
+    let (code, _) = hub
+        .api_post(
+            &format!("/v1/consultations/{}/cancel", other_provider.id),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(code, 200);
+
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    assert_eq!(listed(&patient, false).await, [mine.id.to_string()]);
+    let mut with_closed = vec![mine.id.to_string(), other_provider.id.to_string()];
+    with_closed.sort();
+    assert_eq!(listed(&patient, true).await, with_closed);
+
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let mut assigned = vec![mine.id.to_string(), other_patient.id.to_string()];
+    assigned.sort();
+    assert_eq!(listed(&provider, false).await, assigned);
+
+    let admin = hub.connect("adm-1", Role::Admin).await;
+    assert_eq!(listed(&admin, true).await.len(), 3);
+    let stranger = hub.connect_in("adm-x", Role::Admin, "clinic-2").await;
+    assert!(listed(&stranger, true).await.is_empty());
+}

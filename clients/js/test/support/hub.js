@@ -79,13 +79,20 @@ export class Hub {
       CONSULT_LOG__FILTER: 'warn',
       ...this.extraEnv,
     };
-    if (this.staticDir) env.CONSULT_WEB__STATIC_DIR = this.staticDir;
+    if (this.staticDir) {
+      env.CONSULT_WEB__STATIC_DIR = this.staticDir;
+      env.CONSULT_WEB__SDK_DIR = fileURLToPath(new URL('../../src', import.meta.url));
+    }
     const proc = spawn(this.bin, ['serve', '--listen', `127.0.0.1:${this.port}`], {
       cwd: this.dir,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.proc = proc;
+    // Never leave a hub behind if the test process dies first.
+    const reap = () => proc.kill('SIGKILL');
+    process.once('exit', reap);
+    proc.once('exit', () => process.off('exit', reap));
     const keep = (chunk) => {
       this.log = (this.log + chunk.toString()).slice(-20000);
     };

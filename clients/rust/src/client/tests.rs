@@ -1,3 +1,6 @@
+//! The client over in-memory sockets: `hello`, answers and events, close
+//! handshakes, timeouts and the events-queue policy.
+
 use super::*;
 use crate::connection::ClosedBy;
 use chrono::Utc;

@@ -21,6 +21,7 @@
 //! - `event`: [`ResilientEvent`], [`ConnectionState`], [`ResilientStats`].
 //! - `commands`: the commands, recording rooms and watches in the tracker.
 //! - `supervisor`: the task that pumps events and reconnects.
+//! - `resume`: restoring rooms and dashboard on a new connection.
 //! - `tracker`: rooms, cursors and the watch to restore.
 //! - `connector`: [`TokenProvider`] and the connection seam for tests.
 //! - `keepalive`: the ping that detects dead connections.
@@ -31,6 +32,7 @@ mod config;
 mod connector;
 mod event;
 mod keepalive;
+mod resume;
 mod shared;
 mod supervisor;
 mod tracker;
@@ -57,6 +59,29 @@ use tracing::Instrument;
 /// A connection to the hub that survives reconnects. Every method takes
 /// `&self`, so it can be shared (in an `Arc`) between a task reading events
 /// and tasks sending commands. Dropping it closes the connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), consult_client::ClientError> {
+/// use consult_client::{ResilientClient, ResilientConfig, ResilientEvent};
+/// use consult_protocol::{ConsultationId, Seq};
+///
+/// let url = "ws://127.0.0.1:8080/v1/ws";
+/// // A closure is asked for a fresh token before every reconnect.
+/// let tokens = || async { Ok::<_, consult_client::ClientError>("jwt".to_owned()) };
+/// let (client, _welcome) = ResilientClient::connect(url, tokens, ResilientConfig::default()).await?;
+/// let consultation = ConsultationId::from("k1");
+/// client.join(&consultation, Some(Seq(0))).await?;
+/// client.send(&consultation, "m-1", "hello").await?; // retried across reconnects
+/// while let Some(event) = client.next_event().await {
+///     match event {
+///         ResilientEvent::Frame(frame) => println!("{frame:?}"),
+///         ResilientEvent::State(state) => eprintln!("{state}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct ResilientClient {
     shared: Arc<Shared>,

@@ -16,8 +16,6 @@ use crate::client::Client;
 use crate::connection::{CloseInfo, ClosedBy};
 use crate::error::ClientError;
 use consult_protocol::{CloseCode, ServerFrame};
-use std::future::Future;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -170,84 +168,6 @@ impl<C: Connect> Supervisor<C> {
         Ok(client)
     }
 
-    /// Joins every tracked room again from its cursor and watches the
-    /// dashboard again, then lets requests through. Errors are connection
-    /// failures; a refused room or watch is reported and forgotten.
-    async fn resume(&self, client: &Arc<Client>) -> Result<(), ClientError> {
-        let _membership = self.shared.membership.lock().await;
-        let plan = self.shared.tracker().plan();
-        for (consultation_id, since) in plan.rooms {
-            match self
-                .pumping(client, client.join(&consultation_id, since))
-                .await
-            {
-                Ok(joined) => {
-                    let last_seq = joined.consultation.last_seq;
-                    self.shared.tracker().joined(&consultation_id, last_seq);
-                    let event = ResilientEvent::Rejoined {
-                        consultation_id,
-                        joined,
-                    };
-                    self.emit(event).await;
-                }
-                Err(ClientError::Command { code, message }) => {
-                    self.shared.tracker().left(&consultation_id);
-                    let event = ResilientEvent::RejoinFailed {
-                        consultation_id,
-                        code,
-                        message,
-                    };
-                    self.emit(event).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        if let Some(provider_id) = plan.dashboard {
-            match self
-                .pumping(client, client.watch_dashboard(provider_id))
-                .await
-            {
-                Ok(entries) => self.emit(ResilientEvent::DashboardSnapshot(entries)).await,
-                Err(ClientError::Command { code, message }) => {
-                    self.shared.tracker().set_dashboard(None);
-                    let event = ResilientEvent::DashboardFailed { code, message };
-                    self.emit(event).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        self.link_tx.send_replace(Link::Up(client.clone()));
-        Ok(())
-    }
-
-    /// Awaits `command` while delivering events, so a long replay cannot
-    /// fill the connection's queue; then delivers every event that came
-    /// before the answer, so nothing reported after it overtakes them.
-    async fn pumping<T>(
-        &self,
-        client: &Client,
-        command: impl Future<Output = Result<T, ClientError>>,
-    ) -> Result<T, ClientError> {
-        let mut command = pin!(command);
-        let result = loop {
-            // Both branches are cancel-safe: the command is only polled, and
-            // `next_event` loses nothing when dropped.
-            tokio::select! {
-                biased;
-                result = &mut command => break result,
-                event = client.next_event() => match event {
-                    Some(frame) => self.forward(frame).await,
-                    // The connection ended; the command fails with `Closed`.
-                    None => break command.await,
-                },
-            }
-        };
-        while let Some(frame) = client.try_next_event().await {
-            self.forward(frame).await;
-        }
-        result
-    }
-
     /// Closes the connection for the caller and hands over what it still
     /// had, without waiting for a caller that stopped reading.
     async fn close_current(&self) -> CloseInfo {
@@ -277,7 +197,7 @@ impl<C: Connect> Supervisor<C> {
         }
     }
 
-    async fn forward(&self, frame: ServerFrame) {
+    pub(super) async fn forward(&self, frame: ServerFrame) {
         let admitted = self.shared.tracker().admit(&frame);
         if admitted {
             self.emit(ResilientEvent::Frame(frame)).await;
@@ -294,7 +214,7 @@ impl<C: Connect> Supervisor<C> {
     /// Queues an event, waiting for room: nothing is dropped, and a caller
     /// that stops reading stalls the client (the hub then closes the
     /// connection as a slow consumer).
-    async fn emit(&self, event: ResilientEvent) {
+    pub(super) async fn emit(&self, event: ResilientEvent) {
         if self.events_tx.send(event).await.is_err() {
             debug!("event dropped: the resilient client is gone");
         }

@@ -1,3 +1,5 @@
+//! Routing answers to waiting callers, and command ids.
+
 use super::*;
 use consult_protocol::{ConsultationId, ErrorCode, Role, UserId};
 

@@ -214,8 +214,13 @@ async fn follow(
             let info = client.closed().await;
             return Err(Failure::new("closed", info.to_string()).into());
         };
+        // The first `Connected` precedes what the subcommand already noted;
+        // `Closed` is reported as the error below.
         if let ResilientEvent::State(state) = &event {
-            if !matches!(state, ConnectionState::Closed(_)) {
+            if !matches!(
+                state,
+                ConnectionState::Connected(_) | ConnectionState::Closed(_)
+            ) {
                 out.note(&state.to_string());
             }
         }

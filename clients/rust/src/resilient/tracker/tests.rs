@@ -1,3 +1,5 @@
+//! De-duplication cursors, resume plans and rollback of failed joins.
+
 use super::*;
 use chrono::Utc;
 use consult_protocol::{ChatMessage, MessageKind, Role};

@@ -1,3 +1,5 @@
+//! Parsing the command line, and that no option carries the token.
+
 use super::*;
 use clap::CommandFactory;
 

@@ -1,3 +1,5 @@
+//! The text lines, and the dashboard list's ordering by `rev`.
+
 use super::*;
 use chrono::{TimeZone, Utc};
 use consult_protocol::{

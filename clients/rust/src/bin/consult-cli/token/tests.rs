@@ -1,3 +1,5 @@
+//! Where the token comes from, and which URLs are refused.
+
 use super::*;
 use std::io::Write as _;
 

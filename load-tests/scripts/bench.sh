@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Runs the benchmarks recorded in docs/benchmarks.md, in release mode, on this
+# machine, against hubs (and a redis-server) the harness starts itself on
+# 127.0.0.1. Each run is bounded (about 2 minutes at most).
+#
+#   load-tests/scripts/bench.sh                 all of them, in order
+#   load-tests/scripts/bench.sh idle storm      only these
+#
+# Names: idle, fanout, fanout-wide, fanout-2node, fanout-2node-pg, persist,
+#        storm, dashboard
+#
+# Results go to load-tests/results/<name>.json, reports (Markdown + SVG) to
+# load-tests/results/<name>/. Knobs (environment): PG_URL for fanout-2node-pg
+# (default postgres://postgres@127.0.0.1:5432/consult_load, created if
+# missing), SKIP_BUILD=1 to reuse the release binaries.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$PWD
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+HUB=$TARGET_DIR/release/consult-hub
+LOAD=$TARGET_DIR/release/consult-load
+OUT=$ROOT/load-tests/results
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/consult_load}
+
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+	cargo build --release -p consult-hub -p consult-load
+fi
+mkdir -p "$OUT"
+# The harness raises its own soft limit to the hard one; the hubs it starts
+# inherit it. One process may hold at most the hard limit (20,000 here).
+ulimit -n "$(ulimit -Hn)"
+
+# Percent of CPU time busy over the next 3 seconds, machine-wide.
+busy_percent() {
+	local a b
+	read -r -a a < <(head -n1 /proc/stat)
+	sleep 3
+	read -r -a b < <(head -n1 /proc/stat)
+	local idle=$(((b[4] + b[5]) - (a[4] + a[5]))) total=0 i
+	for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+	echo $((100 - 100 * idle / (total > 0 ? total : 1)))
+}
+
+# The machine is shared (builds, other test runs): wait up to QUIET_WAIT
+# seconds (default 600) for it to be mostly idle, so the numbers are ours.
+wait_quiet() {
+	local waited=0 busy
+	while busy=$(busy_percent) && ((busy > ${QUIET_BUSY:-15} && waited < ${QUIET_WAIT:-600})); do
+		echo "    machine ${busy}% busy; waiting"
+		waited=$((waited + 3))
+	done
+	echo "    machine ${busy}% busy before the run"
+}
+
+run() {
+	local name=$1
+	shift
+	echo
+	echo "==> $name: consult-load $*"
+	wait_quiet
+	echo "    load average: $(cut -d' ' -f1-3 /proc/loadavg), open-file limit $(ulimit -n)"
+	timeout 300 "$LOAD" "$@" --spawn-hub "$HUB" --out "$OUT/$name.json" --report-dir "$OUT/$name"
+}
+
+ensure_pg_database() {
+	local db=${PG_URL##*/}
+	local admin=${PG_URL%/*}/postgres
+	if ! psql "$admin" -tAc "select 1 from pg_database where datname = '$db'" | grep -q 1; then
+		psql "$admin" -c "create database $db" >/dev/null
+	fi
+	# Start every run from an empty schema.
+	psql "$PG_URL" -qc 'drop schema public cascade; create schema public' >/dev/null
+}
+
+bench() {
+	case $1 in
+	idle)
+		run idle idle --clients 19000 --rooms 1000 --processes 3 --sources 8 \
+			--connect-concurrency 100 --settle-secs 5 --hold-secs 20
+		;;
+	fanout)
+		run fanout fanout --rooms 100 --members 4 --rate 5000 --duration-secs 20
+		;;
+	fanout-wide)
+		run fanout-wide fanout --rooms 100 --members 10 --rate 2000 --duration-secs 20
+		;;
+	fanout-2node)
+		run fanout-2node fanout --nodes 2 --spawn-redis --rooms 100 --members 4 \
+			--rate 5000 --duration-secs 20
+		;;
+	fanout-2node-pg)
+		ensure_pg_database
+		run fanout-2node-pg fanout --nodes 2 --spawn-redis --database "$PG_URL" \
+			--rooms 100 --members 4 --rate 5000 --duration-secs 20
+		;;
+	persist)
+		run persist fanout --rooms 1000 --members 1 --rate 20000 --duration-secs 10
+		;;
+	storm)
+		run storm storm --clients 19000 --rooms 1000 --providers 10 --rate 1000 \
+			--processes 3 --sources 8 --connect-concurrency 100 \
+			--before-secs 5 --after-secs 5 --finish-timeout-secs 60
+		;;
+	dashboard)
+		run dashboard dashboard --watchers 50 --pairs 20 --cycles 1000
+		;;
+	*)
+		echo "unknown benchmark: $1" >&2
+		exit 2
+		;;
+	esac
+}
+
+if [[ $# -eq 0 ]]; then
+	set -- idle fanout fanout-wide fanout-2node fanout-2node-pg persist storm dashboard
+fi
+for name in "$@"; do
+	bench "$name"
+done
