@@ -6,13 +6,19 @@
 //! `main.rs` applies to the loaded struct. [`Config::validate`] reports every
 //! problem at once. Secrets are [`SecretString`]s so they never print.
 
-use crate::notify::providers::{ApnsConfig, FcmConfig, TwilioConfig, WebhookConfig};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+mod notify;
+
+pub use notify::{
+    NotifyConfig, OFFLINE_GRACE_MS, OUTBOX_LEASE_SECS, OUTBOX_MAX_ATTEMPTS, OUTBOX_POLL_MS,
+    OUTBOX_RETRY_BASE_MS, PUSH_AFTER_MS, PushRoute, REACH_CACHE_MS, RateLimit, SmsRoute,
+};
 
 /// Default listen address: loopback only, for the embedded default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -46,20 +52,6 @@ pub const READ_BUFFER_BYTES: usize = 4 * 1024;
 pub const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// Longest chat message body, in characters.
 pub const MAX_BODY_CHARS: usize = 4_000;
-/// No delivered receipt within this → push (milliseconds).
-pub const PUSH_AFTER_MS: u64 = 30_000;
-/// Patient offline → push after this grace window (milliseconds).
-pub const OFFLINE_GRACE_MS: u64 = 10_000;
-/// How often the outbox worker looks for due notifications (milliseconds).
-pub const OUTBOX_POLL_MS: u64 = 500;
-/// Send attempts before a notification fails for good.
-pub const OUTBOX_MAX_ATTEMPTS: u32 = 5;
-/// First retry delay; doubles with every attempt (milliseconds).
-pub const OUTBOX_RETRY_BASE_MS: u64 = 2_000;
-/// How long a claimed notification is reserved for its sender (seconds).
-pub const OUTBOX_LEASE_SECS: u64 = 60;
-/// How long a patient's devices and SMS consent are cached (milliseconds).
-pub const REACH_CACHE_MS: u64 = 5_000;
 /// Lifetime of a node's presence entries in Redis (milliseconds).
 pub const PRESENCE_TTL_MS: u64 = 6_000;
 /// Time sessions get to flush and close during shutdown.
@@ -89,119 +81,6 @@ pub struct Config {
     pub log: LogConfig,
     /// Push, SMS and escalation.
     pub notify: NotifyConfig,
-}
-
-/// How push notifications are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PushRoute {
-    /// Logged only (the embedded default); the outbox shows them.
-    Log,
-    /// FCM and APNs, by the device's platform.
-    Native,
-    /// Posted to the signed webhook.
-    Webhook,
-}
-
-/// How SMS are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SmsRoute {
-    /// Logged only (the embedded default).
-    Log,
-    /// Twilio's Messages API.
-    Twilio,
-    /// Posted to the signed webhook.
-    Webhook,
-}
-
-/// At most `max` per `window_secs` per consultation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// How many.
-    pub max: u32,
-    /// Per how many seconds.
-    pub window_secs: u64,
-}
-
-/// Push, SMS and escalation settings. Clinics may override the escalation
-/// times with their own policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotifyConfig {
-    /// `log`, `native` or `webhook`.
-    pub push: PushRoute,
-    /// `log`, `twilio` or `webhook`.
-    pub sms: SmsRoute,
-    /// FCM HTTP v1, for `push = "native"`.
-    pub fcm: Option<FcmConfig>,
-    /// APNs, for `push = "native"`.
-    pub apns: Option<ApnsConfig>,
-    /// Twilio, for `sms = "twilio"`.
-    pub twilio: Option<TwilioConfig>,
-    /// The signed webhook, for either route.
-    pub webhook: Option<WebhookConfig>,
-    /// Default: no delivered receipt within this → push (milliseconds).
-    pub push_after_ms: u64,
-    /// Default: patient offline → push after this (milliseconds).
-    pub offline_grace_ms: u64,
-    /// Default: still unread after this → SMS (milliseconds); unset never.
-    pub sms_after_unread_ms: Option<u64>,
-    /// Default: put message text in pushes (when it passes the privacy
-    /// check) instead of a generic line.
-    pub push_include_text: bool,
-    /// Health terms refused in alert and SMS text, added to the built-in list.
-    pub health_terms: Vec<String>,
-    /// Alerts by push per consultation.
-    pub alert_push_limit: RateLimit,
-    /// Alerts by SMS per consultation.
-    pub alert_sms_limit: RateLimit,
-    /// Outbox poll interval (milliseconds).
-    pub poll_interval_ms: u64,
-    /// Send attempts before failing.
-    pub max_attempts: u32,
-    /// First retry delay, doubling (milliseconds).
-    pub retry_base_ms: u64,
-    /// Claim lease (seconds).
-    pub lease_secs: u64,
-    /// Cache of a patient's devices and SMS consent (milliseconds).
-    pub reach_cache_ms: u64,
-    /// The public URL Twilio posts inbound SMS to (`…/v1/sms/inbound`), used
-    /// to check `X-Twilio-Signature`.
-    pub sms_inbound_url: Option<String>,
-}
-
-impl Default for NotifyConfig {
-    fn default() -> Self {
-        Self {
-            push: PushRoute::Log,
-            sms: SmsRoute::Log,
-            fcm: None,
-            apns: None,
-            twilio: None,
-            webhook: None,
-            push_after_ms: PUSH_AFTER_MS,
-            offline_grace_ms: OFFLINE_GRACE_MS,
-            sms_after_unread_ms: None,
-            push_include_text: false,
-            health_terms: Vec::new(),
-            alert_push_limit: RateLimit {
-                max: 3,
-                window_secs: 600,
-            },
-            alert_sms_limit: RateLimit {
-                max: 2,
-                window_secs: 1800,
-            },
-            poll_interval_ms: OUTBOX_POLL_MS,
-            max_attempts: OUTBOX_MAX_ATTEMPTS,
-            retry_base_ms: OUTBOX_RETRY_BASE_MS,
-            lease_secs: OUTBOX_LEASE_SECS,
-            reach_cache_ms: REACH_CACHE_MS,
-            sms_inbound_url: None,
-        }
-    }
 }
 
 /// Database settings.
@@ -522,40 +401,11 @@ impl Config {
                 ));
             }
         }
-        self.validate_notify(&mut problems);
+        self.notify.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError { problems })
-        }
-    }
-
-    fn validate_notify(&self, problems: &mut Vec<String>) {
-        let notify = &self.notify;
-        if notify.push == PushRoute::Native && notify.fcm.is_none() && notify.apns.is_none() {
-            problems.push("notify.push = \"native\" needs notify.fcm or notify.apns".into());
-        }
-        if notify.sms == SmsRoute::Twilio && notify.twilio.is_none() {
-            problems.push("notify.sms = \"twilio\" needs notify.twilio".into());
-        }
-        if (notify.push == PushRoute::Webhook || notify.sms == SmsRoute::Webhook)
-            && notify.webhook.is_none()
-        {
-            problems.push("a \"webhook\" route needs notify.webhook".into());
-        }
-        if notify.max_attempts == 0 {
-            problems.push("notify.max_attempts must be at least 1".into());
-        }
-        if notify.poll_interval_ms == 0 {
-            problems.push("notify.poll_interval_ms must be at least 1".into());
-        }
-        for (name, limit) in [
-            ("alert_push_limit", notify.alert_push_limit),
-            ("alert_sms_limit", notify.alert_sms_limit),
-        ] {
-            if limit.window_secs == 0 {
-                problems.push(format!("notify.{name}.window_secs must be at least 1"));
-            }
         }
     }
 

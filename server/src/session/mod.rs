@@ -12,7 +12,9 @@
 pub mod commands;
 pub mod connection;
 pub mod handshake;
+mod notify_commands;
 pub mod rate_limit;
+mod rooms;
 pub mod socket;
 
 use crate::app::AppState;
