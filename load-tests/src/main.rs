@@ -60,6 +60,9 @@ enum Scenario {
         /// Time members get to receive everything after the last answer, seconds.
         #[arg(long, default_value_t = 10)]
         drain_timeout_secs: u64,
+        /// Providers join their room before sending, as the console does.
+        #[arg(long)]
+        senders_join: bool,
     },
     /// N joined, silent connections: hub memory per connection, CPU per connect.
     Idle {
@@ -299,6 +302,7 @@ async fn run(scenario: Scenario) -> Result<()> {
             body_bytes,
             max_in_flight,
             drain_timeout_secs,
+            senders_join,
         } => {
             if rate <= 0.0 || rooms == 0 || members == 0 {
                 bail!("--rate, --rooms and --members must be positive");
@@ -311,6 +315,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 body_bytes,
                 max_in_flight,
                 drain_timeout_secs,
+                senders_join,
             };
             let target = Target::open(&common.target_spec()).await?;
             let result = fanout::run(&target, &options, common.quiet).await?;

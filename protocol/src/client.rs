@@ -179,8 +179,9 @@ pub enum ClientFrame {
         /// The template to update; absent to create one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         template_id: Option<String>,
-        /// A provider's own template (providers may only name themselves);
-        /// absent for a clinic default (admins only).
+        /// Whose template it is. Providers may only name themselves, and a
+        /// provider leaving it out creates its own; an admin leaving it out
+        /// creates a clinic default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         provider_id: Option<UserId>,
         /// Short label.

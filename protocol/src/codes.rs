@@ -51,7 +51,8 @@ pub enum ErrorCode {
     /// A ticked notification channel cannot reach the patient (no device
     /// with notifications on, no phone, no SMS consent, or opted out).
     ChannelUnavailable,
-    /// A dependency (database, broker) is unavailable; retry later.
+    /// The hub cannot do it right now (shutting down, or a consultation
+    /// changing too fast); retry later.
     Unavailable,
     /// An unexpected failure inside the hub; details are in its logs.
     Internal,

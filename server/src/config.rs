@@ -311,6 +311,20 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
+/// The top-level keys of [`Config`].
+const SECTIONS: &[&str] = &[
+    "listen", "database", "auth", "session", "broker", "shutdown", "web", "log", "notify",
+];
+
+fn is_section(key: &str) -> bool {
+    let top = key
+        .split("__")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    SECTIONS.contains(&top.as_str())
+}
+
 impl Config {
     /// Loads defaults, then `file` if given, then `CONSULT_…` variables.
     ///
@@ -328,10 +342,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // `CONSULT_TEST_…` belongs to the test suite, not to the hub.
+        // Only variables naming a section of this config are read, so that
+        // other tools' `CONSULT_…` variables (the CLI's `CONSULT_TOKEN`, the
+        // test suite's `CONSULT_TEST_…`) do not stop the hub; unknown keys
+        // inside a section are still refused.
         figment = figment.merge(
             Env::prefixed("CONSULT_")
-                .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+                .filter(|key| is_section(key.as_str()))
                 .split("__"),
         );
         let config: Config = figment.extract().map_err(|error| ConfigError {

@@ -952,6 +952,15 @@ export class ConsultClient {
     return this._command('visibility', { foreground: Boolean(foreground) });
   }
 
+  /**
+   * The consultations this user may act on (a patient's own, a provider's
+   * assigned ones, an admin's clinic), by booked start.
+   */
+  async listConsultations({ includeClosed = false } = {}) {
+    const result = await this._command('list_consultations', { include_closed: includeClosed });
+    return result.consultations;
+  }
+
   /** Staff: a consultation's push/SMS notifications and their outcomes. */
   async listNotifications(consultationId) {
     const result = await this._command('list_notifications', { consultation_id: consultationId });

@@ -127,6 +127,27 @@ impl Client {
         self.request(frame).await.map(drop)
     }
 
+    /// The consultations this user may act on (a patient's own, a provider's
+    /// assigned ones, an admin's clinic), by booked start; ended and
+    /// cancelled ones only with `include_closed`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ClientError`] when the hub refuses or the connection fails.
+    pub async fn list_consultations(
+        &self,
+        include_closed: bool,
+    ) -> Result<Vec<ConsultationView>, ClientError> {
+        let frame = ClientFrame::ListConsultations {
+            id: self.next_command_id(),
+            include_closed,
+        };
+        match self.request(frame).await? {
+            Some(CommandResult::Consultations { consultations }) => Ok(consultations),
+            other => Err(unexpected("consultations", other)),
+        }
+    }
+
     /// Pages through stored messages; returns them oldest first and whether
     /// older ones remain.
     pub async fn history(

@@ -102,9 +102,10 @@ $('sign-in-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const token = $('token').value.trim();
   const id = $('consultation-id').value.trim();
-  if (!token || !id) return;
+  if (!token) return;
   sessionStorage.setItem(TOKEN_KEY, token);
-  sessionStorage.setItem(CONSULTATION_KEY, id);
+  if (id) sessionStorage.setItem(CONSULTATION_KEY, id);
+  else sessionStorage.removeItem(CONSULTATION_KEY);
   $('token').value = '';
   start(token, id);
 });
@@ -168,6 +169,19 @@ async function start(token, id) {
     sessionStorage.removeItem(TOKEN_KEY);
     showSignIn('This access code is for clinic staff; they use the console at /console/.');
     return;
+  }
+  if (!id) {
+    // No appointment number given: open the patient's next appointment.
+    const upcoming = await client.listConsultations().catch(() => []);
+    if (client !== app.client) return;
+    if (upcoming.length === 0) {
+      client.close();
+      showSignIn('You have no upcoming appointment with this access code.');
+      return;
+    }
+    id = upcoming[0].id;
+    app.id = id;
+    sessionStorage.setItem(CONSULTATION_KEY, id);
   }
   try {
     await client.join(id, { since: 0 });
@@ -343,5 +357,5 @@ $('sms-consent').addEventListener('change', async (event) => {
 
 const savedToken = sessionStorage.getItem(TOKEN_KEY);
 const savedId = fragmentConsultation() || sessionStorage.getItem(CONSULTATION_KEY);
-if (savedToken && savedId) start(savedToken, savedId);
+if (savedToken) start(savedToken, savedId);
 else showSignIn();

@@ -48,6 +48,10 @@ pub struct FanoutOptions {
     pub max_in_flight: usize,
     /// How long members may take, after the last answer, to receive all.
     pub drain_timeout_secs: u64,
+    /// Whether each provider joins its room before sending, as the console
+    /// does (the hub then skips the per-send membership lookup, and sends
+    /// the provider its own copy, which is read and not counted).
+    pub senders_join: bool,
 }
 
 /// What a fanout run measured.
@@ -116,7 +120,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let clinic = format!("load-fanout-{tag}");
     let (rooms, sender_tokens, member_tokens) = setup(&api, &clinic, &tag, options, quiet).await?;
     let members = connect_members(target, &rooms, member_tokens, options.members).await?;
-    let senders = connect_senders(target, &rooms, sender_tokens).await?;
+    let senders = connect_senders(target, &rooms, sender_tokens, options.senders_join).await?;
 
     let watch = HubWatch::start(&target.hub_pids)?;
     let harness_watch = HubWatch::start(&[std::process::id()])?;
@@ -144,6 +148,9 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let sent = pacer::run(&senders, &pace, &CancellationToken::new(), &bar).await;
     bar.finish_and_clear();
     final_tx.send_replace(Some(Arc::new(sent.last_seq.clone())));
+    for sender in &senders {
+        sender.client.close().await;
+    }
 
     let mut outcomes = Vec::with_capacity(receivers.len());
     for receiver in receivers {
@@ -260,10 +267,12 @@ async fn connect_senders(
     target: &Target,
     rooms: &[ConsultationId],
     tokens: Vec<String>,
+    join: bool,
 ) -> Result<Vec<pacer::Target>> {
     let config = ClientConfig {
         request_timeout: Duration::from_secs(30),
         commands_capacity: 1024,
+        events_capacity: MEMBER_EVENTS_CAPACITY,
         ..ClientConfig::default()
     };
     let connects = tokens.into_iter().enumerate().map(|(r, token)| {
@@ -274,10 +283,18 @@ async fn connect_senders(
             let (client, _welcome) = Client::connect_with(&url, &token, config)
                 .await
                 .with_context(|| format!("provider {r} connecting to {url}"))?;
-            Ok::<_, anyhow::Error>(pacer::Target {
-                client: Arc::new(client),
-                room,
-            })
+            let client = Arc::new(client);
+            if join {
+                client
+                    .join(&room, None)
+                    .await
+                    .with_context(|| format!("provider {r} joining"))?;
+                // Its own copies: read and dropped; the task ends when the
+                // connection is closed after sending.
+                let echoes = client.clone();
+                tokio::spawn(async move { while echoes.next_event().await.is_some() {} });
+            }
+            Ok::<_, anyhow::Error>(pacer::Target { client, room })
         }
     });
     stream::iter(connects)
@@ -433,10 +450,15 @@ impl FanoutResult {
         let o = &self.options;
         let mut lines = vec![
             format!(
-                "{} rooms x {} members on {} node(s); {} messages offered at {}/s, {} ok, {} failed{}",
+                "{} rooms x {} members on {} node(s){}; {} messages offered at {}/s, {} ok, {} failed{}",
                 o.rooms,
                 o.members,
                 self.nodes,
+                if o.senders_join {
+                    ", senders joined"
+                } else {
+                    ""
+                },
                 self.sent.issued,
                 o.rate,
                 self.sent.ok,

@@ -88,20 +88,13 @@ pub enum Broker {
 
 impl Broker {
     /// Publishes `event` to every subscriber of its topic, cluster-wide.
-    ///
-    /// # Errors
-    ///
-    /// [`BrokerError::Unavailable`] when the transport is down.
-    pub async fn publish(&self, event: Event) -> Result<(), BrokerError> {
+    /// Local subscribers always get it; when Redis cannot take it, the other
+    /// nodes catch up from the database (see the Redis broker). Never
+    /// blocks on the network.
+    pub fn publish(&self, event: Event) {
         match self {
-            Self::Local(broker) => {
-                broker.publish(event);
-                Ok(())
-            }
-            Self::Redis(broker) => {
-                broker.publish(event);
-                Ok(())
-            }
+            Self::Local(broker) => broker.publish(event),
+            Self::Redis(broker) => broker.publish(event),
         }
     }
 

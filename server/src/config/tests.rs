@@ -40,10 +40,14 @@ fn unknown_keys_in_the_file_are_rejected() {
 }
 
 #[test]
-fn test_suite_variables_are_not_config() {
+fn other_tools_variables_are_not_config_but_typos_in_a_section_are_refused() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("CONSULT_TEST_PG_URL", "postgres://x");
+        jail.set_env("CONSULT_TOKEN", "a.b.c");
         assert!(Config::load(None).is_ok());
+        jail.set_env("CONSULT_SESSION__OUTBOUND_QUEUE", "3");
+        let error = Config::load(None).unwrap_err();
+        assert!(error.to_string().contains("outbound_queue"), "{error}");
         Ok(())
     });
 }

@@ -81,6 +81,10 @@ pub struct Violation {
     pub start: usize,
     /// Byte offset where it ends.
     pub end: usize,
+    /// Character offset where it starts (what the sender sees).
+    pub char_start: usize,
+    /// Character offset where it ends.
+    pub char_end: usize,
     /// The offending text itself.
     pub excerpt: String,
 }
@@ -91,8 +95,8 @@ impl Violation {
         format!(
             "the text contains {} at characters {}..{}: \"{}\"; alerts must not carry names or health details",
             self.kind.describe(),
-            self.start,
-            self.end,
+            self.char_start,
+            self.char_end,
             self.excerpt
         )
     }
@@ -124,10 +128,16 @@ pub fn check(text: &str, rules: &PrivacyRules<'_>) -> Option<Violation> {
 }
 
 fn violation(text: &str, kind: ViolationKind, start: usize, end: usize) -> Violation {
+    let chars_before = |offset: usize| {
+        text.get(..offset)
+            .map_or(0, |prefix| prefix.chars().count())
+    };
     Violation {
         kind,
         start,
         end,
+        char_start: chars_before(start),
+        char_end: chars_before(end),
         excerpt: text.get(start..end).unwrap_or_default().to_owned(),
     }
 }

@@ -246,6 +246,7 @@ async fn list_consultations(
         provider_id: query.provider_id,
         patient_id: query.patient_id,
         statuses,
+        updated_since: None,
         limit,
     };
     let list = consultations::list(state.store.connection(), &filter).await?;

@@ -232,15 +232,13 @@ impl OutboxWorker {
             topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
             None,
             &frame,
-        )
-        .await;
+        );
         events::publish(
             &self.state,
             topics::clinic_feed(&consultation.clinic_id),
             None,
             &frame,
-        )
-        .await;
+        );
         Ok(())
     }
 }

@@ -66,6 +66,20 @@ pub async fn send(
     }
     let consultation =
         access::authorized_consultation(state, principal, &alert.consultation_id).await?;
+    // A retry of a stored alert is answered as such, even if a limit has
+    // been reached since the first attempt.
+    if let Some(earlier) = messaging::earlier_send(
+        state,
+        principal,
+        &alert.consultation_id,
+        &alert.client_msg_id,
+        MessageKind::Alert,
+        &alert.body,
+    )
+    .await?
+    {
+        return Ok(earlier);
+    }
     notifications::check_privacy(state, &consultation, &alert.body).await?;
     for channel in &alert.channels {
         if !notifications::channel_available(state, &consultation, *channel).await? {

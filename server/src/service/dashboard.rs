@@ -10,6 +10,8 @@ use consult_protocol::{
     ConsultationId, ConsultationStatus, DashboardEntry, ErrorCode, Role, ServerFrame, UserId,
 };
 
+/// How far back a catch-up looks for rows that left the list.
+pub const CLOSED_LOOKBACK_HOURS: i64 = 24;
 /// Largest snapshot returned.
 const SNAPSHOT_LIMIT: u64 = 500;
 
@@ -62,6 +64,40 @@ pub async fn snapshot(
     principal: &Principal,
     feed: &Feed,
 ) -> Result<Vec<DashboardEntry>, ServiceError> {
+    let statuses = vec![
+        ConsultationStatus::WaitingForPatient,
+        ConsultationStatus::PatientReady,
+        ConsultationStatus::InProgress,
+    ];
+    rows(state, principal, feed, statuses, None).await
+}
+
+/// What a watcher that may have missed deltas needs: the current rows, and
+/// the rows that left the list (ended, cancelled) in the last
+/// [`CLOSED_LOOKBACK_HOURS`] hours so the client can remove them.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn catch_up(
+    state: &AppState,
+    principal: &Principal,
+    feed: &Feed,
+) -> Result<Vec<DashboardEntry>, ServiceError> {
+    let since = chrono::Utc::now() - chrono::Duration::hours(CLOSED_LOOKBACK_HOURS);
+    let closed = vec![ConsultationStatus::Ended, ConsultationStatus::Cancelled];
+    let mut entries = rows(state, principal, feed, closed, Some(since)).await?;
+    entries.extend(snapshot(state, principal, feed).await?);
+    Ok(entries)
+}
+
+async fn rows(
+    state: &AppState,
+    principal: &Principal,
+    feed: &Feed,
+    statuses: Vec<ConsultationStatus>,
+    updated_since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<DashboardEntry>, ServiceError> {
     let db = state.store.connection();
     let filter = consultations::ListFilter {
         clinic_id: Some(principal.clinic.clone()),
@@ -70,11 +106,8 @@ pub async fn snapshot(
             Feed::Clinic => None,
         },
         patient_id: None,
-        statuses: vec![
-            ConsultationStatus::WaitingForPatient,
-            ConsultationStatus::PatientReady,
-            ConsultationStatus::InProgress,
-        ],
+        statuses,
+        updated_since,
         limit: SNAPSHOT_LIMIT,
     };
     let list = consultations::list(db, &filter).await?;
@@ -113,15 +146,13 @@ pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), 
         topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
         None,
         &frame,
-    )
-    .await;
+    );
     super::events::publish(
         state,
         topics::clinic_feed(&consultation.clinic_id),
         None,
         &frame,
-    )
-    .await;
+    );
     Ok(())
 }
 

@@ -126,6 +126,41 @@ pub async fn send(
     }
 }
 
+/// The answer to a retried send: the earlier message if `client_msg_id` was
+/// used for the same `kind` and `body`, a refusal if for something else,
+/// `None` if it was never used. Lets a use case answer a retry before checks
+/// (rate limits, reachability) that the first attempt already passed.
+///
+/// # Errors
+///
+/// `duplicate_client_msg_id`, or a store failure.
+pub async fn earlier_send(
+    state: &AppState,
+    principal: &Principal,
+    consultation: &ConsultationId,
+    client_msg_id: &str,
+    kind: MessageKind,
+    body: &str,
+) -> Result<Option<Sent>, ServiceError> {
+    let found = messages::find_sent(
+        state.store.connection(),
+        consultation,
+        &principal.user,
+        client_msg_id,
+    )
+    .await?;
+    match found {
+        None => Ok(None),
+        Some(message) if message.kind == kind && message.body == body => {
+            Ok(Some(sent(message, true)))
+        }
+        Some(_) => Err(ServiceError::refused(
+            ErrorCode::DuplicateClientMsgId,
+            "this client_msg_id was already used for a different message",
+        )),
+    }
+}
+
 fn sent(message: ChatMessage, duplicate: bool) -> Sent {
     Sent {
         seq: message.seq,
@@ -202,7 +237,7 @@ pub async fn acknowledge(
         seq,
         receipt,
     };
-    events::publish(state, topics::room(consultation), None, &frame).await;
+    events::publish(state, topics::room(consultation), None, &frame);
     if principal.role == Role::Provider
         && receipt == ReceiptKind::Read
         && principal.user == current.provider_id
@@ -226,5 +261,5 @@ pub async fn typing(
         role: principal.role,
         active,
     };
-    events::publish(state, topics::room(consultation), None, &frame).await;
+    events::publish(state, topics::room(consultation), None, &frame);
 }

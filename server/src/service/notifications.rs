@@ -143,16 +143,16 @@ pub async fn announce_queued(state: &AppState, consultation: &Consultation, rows
             topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
             None,
             &frame,
-        )
-        .await;
+        );
         events::publish(
             state,
             topics::clinic_feed(&consultation.clinic_id),
             None,
             &frame,
-        )
-        .await;
+        );
     }
+    // Woken after the `pending` frames are out, so staff see them first.
+    state.outbox_wakeup.notify_one();
 }
 
 /// True when the patient can be reached on `channel` now.

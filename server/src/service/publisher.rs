@@ -20,7 +20,7 @@ pub async fn run(state: Arc<AppState>, mut committed_rx: mpsc::Receiver<Vec<Stor
             let seq = message.seq.get();
             let from_patient = message.sender_role == Role::Patient;
             let consultation = message.consultation_id.clone();
-            events::publish(&state, topic, Some(seq), &ServerFrame::Message { message }).await;
+            events::publish(&state, topic, Some(seq), &ServerFrame::Message { message });
             if from_patient {
                 dashboard::spawn_publish_entry(Arc::clone(&state), consultation);
             }

@@ -68,6 +68,18 @@ pub async fn send(
             )
         })?;
     let body = templates::render(&template.body, &quick.variables)?;
+    if let Some(earlier) = messaging::earlier_send(
+        state,
+        principal,
+        &quick.consultation_id,
+        &quick.client_msg_id,
+        MessageKind::Quick,
+        &body,
+    )
+    .await?
+    {
+        return Ok(earlier);
+    }
     let planned = notifications::plan(state, &consultation, Trigger::Quick, &body).await?;
     let outgoing = Outgoing {
         consultation_id: quick.consultation_id.clone(),

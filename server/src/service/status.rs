@@ -90,7 +90,7 @@ async fn announce(
         at: Utc::now(),
         rev: after.rev,
     };
-    events::publish(state, topics::room(&after.id), None, &frame).await;
+    events::publish(state, topics::room(&after.id), None, &frame);
     if let Err(error) = dashboard::publish_entry(state, &after.id).await {
         tracing::error!(error = %error, consultation = %after.id, "dashboard delta failed");
     }

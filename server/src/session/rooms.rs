@@ -155,7 +155,7 @@ where
         if &current != topic {
             return Ok(());
         }
-        match dashboard::snapshot(&self.state, &self.principal, &feed).await {
+        match dashboard::catch_up(&self.state, &self.principal, &feed).await {
             Ok(entries) => {
                 for entry in entries {
                     let frame = ServerFrame::Dashboard { entry };
@@ -234,6 +234,6 @@ where
             role: self.principal.role,
             online,
         };
-        events::publish(&self.state, topics::room(consultation), None, &frame).await;
+        events::publish(&self.state, topics::room(consultation), None, &frame);
     }
 }

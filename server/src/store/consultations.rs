@@ -40,6 +40,8 @@ pub struct ListFilter {
     pub patient_id: Option<UserId>,
     /// Only these statuses (all when empty).
     pub statuses: Vec<ConsultationStatus>,
+    /// Only those changed since.
+    pub updated_since: Option<DateTime<Utc>>,
     /// At most this many.
     pub limit: u64,
 }
@@ -113,6 +115,9 @@ pub async fn list(
     if !filter.statuses.is_empty() {
         condition = condition
             .add(consultation::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    if let Some(since) = filter.updated_since {
+        condition = condition.add(consultation::Column::UpdatedAt.gte(since));
     }
     consultation::Entity::find()
         .filter(condition)

@@ -183,6 +183,27 @@ async fn find_by_client_msg_id(
         .transpose()
 }
 
+/// The message `sender` stored earlier under `client_msg_id`, if any.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn find_sent(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+    sender: &UserId,
+    client_msg_id: &str,
+) -> Result<Option<ChatMessage>, StoreError> {
+    message::Entity::find()
+        .filter(message::Column::ConsultationId.eq(consultation.to_string()))
+        .filter(message::Column::SenderId.eq(sender.to_string()))
+        .filter(message::Column::ClientMsgId.eq(client_msg_id))
+        .one(db)
+        .await?
+        .map(from_row)
+        .transpose()
+}
+
 /// Messages with a sequence number above `after`, oldest first, at most
 /// `limit`.
 ///

@@ -13,8 +13,7 @@ use consult_protocol::{
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use std::time::Duration;
 
@@ -360,7 +359,7 @@ pub async fn count_since(
     reason: NotificationReason,
     since: DateTime<Utc>,
 ) -> Result<u64, StoreError> {
-    Ok(outbox::Entity::find()
+    let messages: Vec<Option<i64>> = outbox::Entity::find()
         .select_only()
         .column(outbox::Column::MessageSeq)
         .distinct()
@@ -368,8 +367,10 @@ pub async fn count_since(
         .filter(outbox::Column::Channel.eq(channel.as_str()))
         .filter(outbox::Column::Reason.eq(reason.as_str()))
         .filter(outbox::Column::CreatedAt.gte(since))
-        .count(db)
-        .await?)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(messages.len() as u64)
 }
 
 fn from_row(row: outbox::Model) -> Result<OutboxRow, StoreError> {

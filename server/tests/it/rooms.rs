@@ -177,17 +177,10 @@ async fn a_member_who_left_gets_no_more_room_events() {
 }
 
 async fn listed(client: &consult_client::Client, include_closed: bool) -> Vec<String> {
-    let result = client
-        .request(consult_protocol::ClientFrame::ListConsultations {
-            id: client.next_command_id(),
-            include_closed,
-        })
+    let mut ids: Vec<String> = client
+        .list_consultations(include_closed)
         .await
-        .unwrap();
-    let Some(consult_protocol::CommandResult::Consultations { consultations }) = result else {
-        panic!("expected consultations, got {result:?}");
-    };
-    let mut ids: Vec<String> = consultations
+        .unwrap()
         .into_iter()
         .map(|c| c.id.to_string())
         .collect();

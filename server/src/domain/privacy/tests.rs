@@ -81,3 +81,11 @@ fn configured_terms_extend_the_list() {
     };
     assert!(check("Your dermatology visit", &rules).is_some());
 }
+
+#[test]
+fn the_span_is_reported_in_characters() {
+    let violation = check("Café Alex", &rules()).unwrap();
+    assert_eq!((violation.start, violation.end), (6, 10));
+    assert_eq!((violation.char_start, violation.char_end), (5, 9));
+    assert!(violation.message().contains("5..9"));
+}
