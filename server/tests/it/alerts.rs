@@ -426,3 +426,61 @@ async fn notification_frames_until_sent(
     }
     seen
 }
+
+#[tokio::test]
+async fn a_retried_alert_is_answered_as_a_duplicate_even_at_the_rate_limit() {
+    let alerting = Alerting::reachable(|config| {
+        config.notify.alert_sms_limit = RateLimit {
+            max: 1,
+            window_secs: 600,
+        };
+    })
+    .await;
+    let first = alerting
+        .alert(CLEAN, &[AlertChannel::Sms], "s1")
+        .await
+        .unwrap();
+    let retry = alerting
+        .alert(CLEAN, &[AlertChannel::Sms], "s1")
+        .await
+        .unwrap();
+    assert!(retry.duplicate, "the retry is recognised, not rate limited");
+    assert_eq!(retry.seq, first.seq);
+    assert!(retry.notifications.is_empty(), "nothing new is queued");
+    let (code, _) = alerting.refused(CLEAN, &[AlertChannel::Sms]).await;
+    assert_eq!(code, ErrorCode::RateLimited, "a new alert still is");
+    alerting.wait_all_sent(&first.notifications).await;
+    assert_eq!(alerting.fake.sms().len(), 1);
+}
+
+#[tokio::test]
+async fn alert_limits_count_alerts_not_devices() {
+    let alerting = Alerting::reachable(|config| {
+        config.notify.alert_push_limit = RateLimit {
+            max: 2,
+            window_secs: 600,
+        };
+    })
+    .await;
+    alerting
+        .patient
+        .register_device(DevicePlatform::Fcm, "fcm-pat-a-tablet", true)
+        .await
+        .unwrap();
+    let first = alerting
+        .alert(CLEAN, &[AlertChannel::Push], "p1")
+        .await
+        .unwrap();
+    assert_eq!(first.notifications.len(), 2, "one push per device");
+    let second = alerting
+        .alert(CLEAN, &[AlertChannel::Push], "p2")
+        .await
+        .unwrap();
+    assert_eq!(second.notifications.len(), 2);
+    let (code, _) = alerting.refused(CLEAN, &[AlertChannel::Push]).await;
+    assert_eq!(
+        code,
+        ErrorCode::RateLimited,
+        "the third alert is over the limit"
+    );
+}
