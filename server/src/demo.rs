@@ -1,14 +1,17 @@
 //! Demo data for the embedded default: one clinic, a provider, a clinic
-//! admin, three patients and consultations in several statuses, plus tokens
-//! to try them with. Seeding is idempotent.
+//! admin, three patients (two with SMS consent, one with a push device) and
+//! consultations in several statuses, plus tokens to try them with. Seeding
+//! is idempotent.
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::store::StoreError;
 use crate::store::consultations::{self, ListFilter, NewConsultation};
 use crate::store::participants::{self, Participant};
+use crate::store::{StoreError, contacts};
 use chrono::{Duration, Utc};
-use consult_protocol::{ClinicId, ConsultationId, ConsultationStatus, Role, UserId};
+use consult_protocol::{
+    ClinicId, ConsultationId, ConsultationStatus, DevicePlatform, Role, UserId,
+};
 
 /// The demo clinic's id.
 pub const CLINIC: &str = "riverside";
@@ -74,6 +77,19 @@ pub async fn seed(state: &AppState) -> Result<DemoInfo, StoreError> {
             .map_err(|error| StoreError::Corrupt(format!("token signing failed: {error}")))?;
         people.push((person.id, *role, person.display_name, token));
     }
+    // Alex and Sam can be reached outside the app, so "Alert Patient" works
+    // in the demo (the log provider records what would be sent).
+    for patient in ["pat-alex", "pat-sam"] {
+        contacts::set_sms_consent(db, &UserId::from(patient), true).await?;
+    }
+    contacts::register_device(
+        db,
+        &UserId::from("pat-alex"),
+        DevicePlatform::Fcm,
+        "demo-device-pat-alex",
+        true,
+    )
+    .await?;
     let filter = ListFilter {
         clinic_id: Some(clinic.clone()),
         limit: 100,
