@@ -6,13 +6,16 @@
 #   load-tests/scripts/bench.sh                 all of them, in order
 #   load-tests/scripts/bench.sh idle storm      only these
 #
-# Names: idle, fanout, fanout-wide, fanout-2node, fanout-2node-pg, persist,
+# Names: idle, fanout, fanout-wide, fanout-wide-tmpfs, fanout-2node,
+#        fanout-2node-wide, fanout-2node-pg, fanout-2node-pg-wide, persist,
 #        storm, dashboard
 #
 # Results go to load-tests/results/<name>.json, reports (Markdown + SVG) to
 # load-tests/results/<name>/. Knobs (environment): PG_URL for fanout-2node-pg
 # (default postgres://postgres@127.0.0.1:5432/consult_load, created if
-# missing), SKIP_BUILD=1 to reuse the release binaries.
+# missing), SKIP_BUILD=1 to reuse the release binaries. Before each run the
+# script waits (up to QUIET_WAIT seconds, default 600) until the machine is
+# at most QUIET_BUSY percent busy (default 15): it is shared with builds.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -70,7 +73,8 @@ ensure_pg_database() {
 		psql "$admin" -c "create database $db" >/dev/null
 	fi
 	# Start every run from an empty schema.
-	psql "$PG_URL" -qc 'drop schema public cascade; create schema public' >/dev/null
+	PGOPTIONS='-c client_min_messages=warning' \
+		psql "$PG_URL" -qc 'drop schema public cascade; create schema public' >/dev/null
 }
 
 bench() {
@@ -89,10 +93,25 @@ bench() {
 		run fanout-2node fanout --nodes 2 --spawn-redis --rooms 100 --members 4 \
 			--rate 5000 --duration-secs 20
 		;;
+	fanout-2node-wide)
+		run fanout-2node-wide fanout --nodes 2 --spawn-redis --rooms 100 --members 10 \
+			--rate 2000 --duration-secs 20
+		;;
+	fanout-wide-tmpfs)
+		# The same as fanout-wide with the hub's SQLite file in memory: shows
+		# what the disk adds to the latency tail.
+		TMPDIR=/dev/shm run fanout-wide-tmpfs fanout --rooms 100 --members 10 \
+			--rate 2000 --duration-secs 20
+		;;
 	fanout-2node-pg)
 		ensure_pg_database
 		run fanout-2node-pg fanout --nodes 2 --spawn-redis --database "$PG_URL" \
 			--rooms 100 --members 4 --rate 5000 --duration-secs 20
+		;;
+	fanout-2node-pg-wide)
+		ensure_pg_database
+		run fanout-2node-pg-wide fanout --nodes 2 --spawn-redis --database "$PG_URL" \
+			--rooms 100 --members 10 --rate 2000 --duration-secs 20
 		;;
 	persist)
 		run persist fanout --rooms 1000 --members 1 --rate 20000 --duration-secs 10
@@ -113,7 +132,8 @@ bench() {
 }
 
 if [[ $# -eq 0 ]]; then
-	set -- idle fanout fanout-wide fanout-2node fanout-2node-pg persist storm dashboard
+	set -- idle fanout fanout-wide fanout-wide-tmpfs fanout-2node fanout-2node-wide \
+		fanout-2node-pg fanout-2node-pg-wide persist storm dashboard
 fi
 for name in "$@"; do
 	bench "$name"

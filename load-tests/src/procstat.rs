@@ -122,6 +122,61 @@ fn clock_ticks_per_sec() -> u64 {
     })
 }
 
+/// Machine-wide CPU time from the first line of `/proc/stat`, in ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineTimes {
+    /// Ticks spent on anything but idle and I/O wait, all cores together.
+    pub busy: u64,
+    /// All ticks, all cores together.
+    pub total: u64,
+    /// Number of cores.
+    pub cores: u64,
+}
+
+impl MachineTimes {
+    /// Reads `/proc/stat` now.
+    ///
+    /// # Errors
+    ///
+    /// When `/proc/stat` cannot be read or parsed.
+    pub fn now() -> Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        parse_machine_times(&stat)
+    }
+
+    /// CPU used by the whole machine since `earlier`, in percent of one core
+    /// (200 % = two cores fully busy).
+    pub fn busy_percent_of_core_since(&self, earlier: &Self) -> f64 {
+        let busy = self.busy.saturating_sub(earlier.busy) as f64;
+        let total = self.total.saturating_sub(earlier.total).max(1) as f64;
+        busy / total * self.cores as f64 * 100.0
+    }
+}
+
+pub(crate) fn parse_machine_times(stat: &str) -> Result<MachineTimes> {
+    let first = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<u64> = first
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().context("non-numeric /proc/stat field"))
+        .collect::<Result<_>>()?;
+    if ticks.len() < 5 {
+        bail!("short cpu line in /proc/stat");
+    }
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already counted in user).
+    let total: u64 = ticks.iter().take(8).sum();
+    let cores = stat
+        .lines()
+        .filter(|line| line.starts_with("cpu") && !line.starts_with("cpu "))
+        .count() as u64;
+    Ok(MachineTimes {
+        busy: total - ticks[3] - ticks[4],
+        total,
+        cores: cores.max(1),
+    })
+}
+
 /// Samples processes once a second in a background task until stopped.
 #[derive(Debug)]
 pub struct Monitor {

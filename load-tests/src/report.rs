@@ -81,7 +81,9 @@ pub fn latency_chart(title: &str, distributions: &[(&str, &LatencyRecorder)]) ->
                 points: recorder
                     .spectrum()
                     .into_iter()
-                    .map(|(percentile, micros)| (percentile, micros as f64 / 1000.0))
+                    // The last point is the 100th percentile, which the
+                    // axis cannot place; 99.999 stands for the tail.
+                    .map(|(percentile, micros)| (percentile.min(99.999), micros as f64 / 1000.0))
                     .collect(),
             })
             .collect(),

@@ -137,6 +137,13 @@ impl LatencyRecorder {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Buckets(pub Vec<(u64, u64)>);
 
+impl Buckets {
+    /// True when nothing was recorded (or the buckets were cleared after use).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Percentiles of one latency distribution, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {

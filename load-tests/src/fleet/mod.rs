@@ -140,7 +140,9 @@ pub struct FinishReport {
     pub disconnected: u64,
     /// The most any one follower missed.
     pub worst_missed: u64,
-    /// Delivery latency of live messages (body timestamp to receipt), µs.
+    /// Delivery latency of live messages (body timestamp to receipt), µs;
+    /// cleared once merged, so results do not carry it twice.
+    #[serde(default, skip_serializing_if = "Buckets::is_empty")]
     pub latency: Buckets,
 }
 

@@ -24,3 +24,14 @@ fn this_process_can_be_sampled() {
     assert!(reading.rss_kib > 0);
     assert!(reading.fds > 0);
 }
+
+#[test]
+fn machine_busy_leaves_out_idle_and_iowait() {
+    let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\ncpu1 50 0 25 400 25 0 0 0 0 0\n";
+    let earlier = MachineTimes::default();
+    let now = parse_machine_times(stat).unwrap();
+    assert_eq!(now.busy, 150);
+    assert_eq!(now.total, 1000);
+    assert_eq!(now.cores, 2);
+    assert!((now.busy_percent_of_core_since(&earlier) - 30.0).abs() < 1e-9);
+}

@@ -376,7 +376,7 @@ impl DashboardResult {
     /// One line per key figure.
     pub fn summary_lines(&self) -> Vec<String> {
         let o = &self.options;
-        vec![
+        let mut lines = vec![
             format!(
                 "{} consultations cycled by {} provider/patient pairs under {} watchers: {} changes ok, {} failed{} ({:.0} changes/s)",
                 o.cycles,
@@ -399,7 +399,17 @@ impl DashboardResult {
             ),
             latency_line("command -> dashboard delta", &self.delta_latency),
             latency_line("command -> ok", &self.command_latency),
-        ]
+        ];
+        if let Some(hub) = &self.hub {
+            lines.push(format!(
+                "hub: {:.0}% of one core on average, {:.0} us CPU per delta delivered; RSS {} -> {} KiB",
+                hub.cpu_percent_of_core,
+                hub.cpu_us as f64 / self.deltas_received.max(1) as f64,
+                hub.start.rss_kib,
+                hub.end.rss_kib
+            ));
+        }
+        lines
     }
 
     /// Latency distributions and rates over time.

@@ -11,6 +11,7 @@ use super::{HubUsage, HubWatch, per, run_tag};
 use crate::api::{Api, NewConsultation, TokenRequest};
 use crate::pacer::{self, PaceOptions, SendStats};
 use crate::payload;
+use crate::procstat::MachineTimes;
 use crate::progress;
 use crate::report::{self, Plot, latency_line};
 use crate::stats::{LatencyRecorder, LatencySummary, SeqTracker, Timeline, unix_micros};
@@ -94,6 +95,9 @@ pub struct FanoutResult {
     pub harness_cpu_percent_of_core: Option<f64>,
     /// CPU of the Redis server started for the run, percent of one core.
     pub redis_cpu_percent_of_core: Option<f64>,
+    /// CPU used by the whole machine over the window, percent of one core:
+    /// what exceeds hub + harness + Redis was someone else's.
+    pub machine_cpu_percent_of_core: Option<f64>,
     /// Deliveries per second over the run.
     pub delivered_timeline: Timeline,
     /// The latency distribution, for plots.
@@ -125,6 +129,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let watch = HubWatch::start(&target.hub_pids)?;
     let harness_watch = HubWatch::start(&[std::process::id()])?;
     let broker_watch = HubWatch::start(&target.broker_pids())?;
+    let machine_start = MachineTimes::now()?;
     let started_unix_us = unix_micros();
     let latency = Arc::new(Mutex::new(LatencyRecorder::new()));
     let (final_tx, final_rx) = watch::channel(None);
@@ -159,6 +164,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let hub = watch.finish().await?;
     let harness = harness_watch.finish().await?;
     let broker = broker_watch.finish().await?;
+    let machine = MachineTimes::now()?.busy_percent_of_core_since(&machine_start);
     let latency_recorder = match latency.lock() {
         Ok(recorder) => recorder.clone(),
         Err(poisoned) => poisoned.into_inner().clone(),
@@ -174,6 +180,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     );
     result.harness_cpu_percent_of_core = harness.map(|usage| usage.cpu_percent_of_core);
     result.redis_cpu_percent_of_core = broker.map(|usage| usage.cpu_percent_of_core);
+    result.machine_cpu_percent_of_core = Some(machine);
     Ok(result)
 }
 
@@ -437,6 +444,7 @@ fn summarize(
         hub_cpu_us_per_sent: cpu.and_then(|cpu| per(cpu, sent.ok)),
         harness_cpu_percent_of_core: None,
         redis_cpu_percent_of_core: None,
+        machine_cpu_percent_of_core: None,
         hub,
         sent,
         delivered_timeline,
@@ -502,6 +510,11 @@ impl FanoutResult {
         }
         if let Some(redis) = self.redis_cpu_percent_of_core {
             lines.push(format!("redis-server CPU {redis:.0}% of one core"));
+        }
+        if let Some(machine) = self.machine_cpu_percent_of_core {
+            lines.push(format!(
+                "whole machine CPU {machine:.0}% of one core (other processes included)"
+            ));
         }
         if !self.closed_members.is_empty() {
             lines.push(format!("closed members: {:?}", self.closed_members));

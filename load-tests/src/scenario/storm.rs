@@ -14,7 +14,7 @@ use crate::fleet::{Command, FinishReport, Fleet, Report};
 use crate::pacer::{self, PaceOptions, SendStats};
 use crate::progress;
 use crate::report::{self, Plot, latency_line};
-use crate::stats::{LatencyRecorder, LatencySummary, unix_micros};
+use crate::stats::{Buckets, LatencyRecorder, LatencySummary, unix_micros};
 use crate::target::Target;
 use anyhow::{Context, Result};
 use consult_client::{Client, ClientConfig};
@@ -277,7 +277,9 @@ fn merge_finishes(reports: &[FinishReport]) -> (FinishReport, LatencyRecorder) {
         total.worst_missed = total.worst_missed.max(report.worst_missed);
         latency.merge(&LatencyRecorder::from_buckets(&report.latency));
     }
-    total.latency = latency.to_buckets();
+    // The merged histogram is returned as a recorder; the buckets are only
+    // for the trip between processes.
+    total.latency = Buckets::default();
     (total, latency)
 }
 

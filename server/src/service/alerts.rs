@@ -10,7 +10,6 @@ use crate::auth::Principal;
 use crate::config::RateLimit;
 use crate::domain::Consultation;
 use crate::domain::escalation::Trigger;
-use crate::store::audit::{self, AuditEntry};
 use crate::store::outbox;
 use chrono::Utc;
 use consult_protocol::{AlertChannel, ConsultationId, ErrorCode, MessageKind, NotificationReason};
@@ -102,24 +101,15 @@ pub async fn send(
         client_msg_id: Some(alert.client_msg_id),
         notifications: planned,
     };
-    let sent = messaging::send(state, principal, outgoing, Some(&consultation)).await?;
-    if !sent.duplicate {
-        audit::record(
-            state.store.connection(),
-            AuditEntry {
-                actor: principal.into(),
-                action: "alert.send",
-                consultation: Some(&alert.consultation_id),
-                detail: serde_json::json!({
-                    "seq": sent.seq,
-                    "channels": alert.channels,
-                    "notifications": sent.notifications.iter().map(|n| &n.id).collect::<Vec<_>>(),
-                }),
-            },
-        )
-        .await?;
-    }
-    Ok(sent)
+    messaging::send_audited(
+        state,
+        principal,
+        outgoing,
+        &consultation,
+        "alert.send",
+        serde_json::json!({ "channels": alert.channels }),
+    )
+    .await
 }
 
 fn unavailable_message(channel: AlertChannel) -> &'static str {

@@ -7,6 +7,7 @@ use crate::domain::Consultation;
 use crate::domain::escalation::Trigger;
 use crate::domain::text;
 use crate::hub::topics;
+use crate::store::audit::{self, AuditEntry};
 use crate::store::messages::{AppendOutcome, NewMessage, StoredMessage};
 use crate::store::outbox::NewNotification;
 use crate::store::{consultations, messages, receipts};
@@ -159,6 +160,44 @@ pub async fn earlier_send(
             "this client_msg_id was already used for a different message",
         )),
     }
+}
+
+/// Sends `outgoing` to a consultation already authorized for `principal`
+/// and, unless it was a retry, audits it as `action` with `detail` plus the
+/// sequence number and the ids of the queued notifications (never the text).
+///
+/// # Errors
+///
+/// Everything [`send`] refuses, or a store failure writing the audit row.
+pub async fn send_audited(
+    state: &AppState,
+    principal: &Principal,
+    outgoing: Outgoing,
+    consultation: &Consultation,
+    action: &str,
+    mut detail: serde_json::Value,
+) -> Result<Sent, ServiceError> {
+    let sent = send(state, principal, outgoing, Some(consultation)).await?;
+    if !sent.duplicate {
+        if let Some(fields) = detail.as_object_mut() {
+            fields.insert("seq".to_owned(), serde_json::json!(sent.seq));
+            fields.insert(
+                "notifications".to_owned(),
+                serde_json::json!(sent.notifications.iter().map(|n| &n.id).collect::<Vec<_>>()),
+            );
+        }
+        audit::record(
+            state.store.connection(),
+            AuditEntry {
+                actor: principal.into(),
+                action,
+                consultation: Some(&consultation.id),
+                detail,
+            },
+        )
+        .await?;
+    }
+    Ok(sent)
 }
 
 fn sent(message: ChatMessage, duplicate: bool) -> Sent {

@@ -9,7 +9,6 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::escalation::Trigger;
 use crate::domain::templates;
-use crate::store::audit::{self, AuditEntry};
 use crate::store::templates as stored_templates;
 use consult_protocol::{ConsultationId, ErrorCode, MessageKind};
 use std::collections::BTreeMap;
@@ -88,22 +87,13 @@ pub async fn send(
         client_msg_id: Some(quick.client_msg_id),
         notifications: planned,
     };
-    let sent = messaging::send(state, principal, outgoing, Some(&consultation)).await?;
-    if !sent.duplicate {
-        audit::record(
-            state.store.connection(),
-            AuditEntry {
-                actor: principal.into(),
-                action: "quick_message.send",
-                consultation: Some(&quick.consultation_id),
-                detail: serde_json::json!({
-                    "template_id": template.id,
-                    "seq": sent.seq,
-                    "notifications": sent.notifications.iter().map(|n| &n.id).collect::<Vec<_>>(),
-                }),
-            },
-        )
-        .await?;
-    }
-    Ok(sent)
+    messaging::send_audited(
+        state,
+        principal,
+        outgoing,
+        &consultation,
+        "quick_message.send",
+        serde_json::json!({ "template_id": template.id }),
+    )
+    .await
 }

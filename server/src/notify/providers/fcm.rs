@@ -175,25 +175,13 @@ impl FcmClient {
                 "apns": {"headers": {"apns-priority": "10"}},
             }
         });
-        let response = self
+        let request = self
             .http
             .post(&self.send_url)
             .bearer_auth(token.expose_secret())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|error| transport::network_error(PROVIDER, error))?;
-        let status = response.status();
-        let answer = response
-            .bytes()
-            .await
-            .map_err(|error| transport::network_error(PROVIDER, error))?;
-        tracing::debug!(
-            provider = PROVIDER,
-            idempotency_key = message.idempotency_key,
-            status = status.as_u16(),
-            "provider answered"
-        );
+            .json(&body);
+        let (status, answer) =
+            transport::exchange(PROVIDER, message.idempotency_key, request).await?;
         if status.is_success() {
             let name = serde_json::from_slice::<Sent>(&answer)
                 .ok()

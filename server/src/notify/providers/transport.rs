@@ -103,6 +103,35 @@ pub(super) fn network_error(provider: &str, error: reqwest::Error) -> SendError 
 
 /// The default mapping of a failed status: 429 and 5xx are retryable, any
 /// other status is permanent. `code` is the provider's error code, if any.
+/// Sends `request` and reads the whole answer, logging the status against
+/// the idempotency key (never the body).
+///
+/// # Errors
+///
+/// A retryable [`SendError`] when the request or the body read fails.
+pub(super) async fn exchange(
+    provider: &'static str,
+    idempotency_key: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, bytes::Bytes), SendError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|error| network_error(provider, error))?;
+    let status = response.status();
+    let answer = response
+        .bytes()
+        .await
+        .map_err(|error| network_error(provider, error))?;
+    tracing::debug!(
+        provider,
+        idempotency_key,
+        status = status.as_u16(),
+        "provider answered"
+    );
+    Ok((status, answer))
+}
+
 pub(super) fn status_error(provider: &str, status: StatusCode, code: Option<&str>) -> SendError {
     let text = describe(provider, status, code);
     if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {

@@ -148,26 +148,14 @@ impl TwilioClient {
             Sender::Number(number) => ("From", number.as_str()),
             Sender::MessagingService(service) => ("MessagingServiceSid", service.as_str()),
         };
-        let response = self
+        let request = self
             .http
             .post(&self.messages_url)
             .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
             .header("I-Twilio-Idempotency-Token", message.idempotency_key)
-            .form(&[("To", message.to), sender, ("Body", message.body)])
-            .send()
-            .await
-            .map_err(|error| transport::network_error(PROVIDER, error))?;
-        let status = response.status();
-        let answer = response
-            .bytes()
-            .await
-            .map_err(|error| transport::network_error(PROVIDER, error))?;
-        tracing::debug!(
-            provider = PROVIDER,
-            idempotency_key = message.idempotency_key,
-            status = status.as_u16(),
-            "provider answered"
-        );
+            .form(&[("To", message.to), sender, ("Body", message.body)]);
+        let (status, answer) =
+            transport::exchange(PROVIDER, message.idempotency_key, request).await?;
         if status.is_success() {
             let sid = serde_json::from_slice::<Created>(&answer)
                 .ok()
