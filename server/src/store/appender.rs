@@ -164,10 +164,11 @@ async fn append_all(
         txn.execute_unprepared("UPDATE consultations SET last_seq = last_seq WHERE 0")
             .await?;
     }
-    let mut outcomes = Vec::with_capacity(messages.len());
-    for message in messages {
-        outcomes.push(messages::append(&txn, message).await?);
-    }
+    let outcomes = if let [single] = messages {
+        vec![messages::append(&txn, single).await?]
+    } else {
+        super::batch_append::append_batch(&txn, messages).await?
+    };
     txn.commit().await?;
     Ok(outcomes)
 }

@@ -257,7 +257,7 @@ pub async fn page_before(
     Ok((messages, has_more))
 }
 
-fn from_row(row: message::Model) -> Result<ChatMessage, StoreError> {
+pub(super) fn from_row(row: message::Model) -> Result<ChatMessage, StoreError> {
     Ok(ChatMessage {
         sender_role: row
             .sender_role

@@ -8,6 +8,7 @@
 
 pub mod appender;
 pub mod audit;
+pub mod batch_append;
 pub mod consultations;
 pub mod contacts;
 mod entities;

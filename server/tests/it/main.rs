@@ -10,6 +10,7 @@ mod harness;
 mod alerts;
 mod api;
 mod bad_input;
+mod batch_append;
 mod broker_conformance;
 mod client_resume;
 mod cluster;

@@ -1,0 +1,250 @@
+//! Appending a whole batch of messages with a fixed number of statements:
+//! one look-up of earlier sends, one `UPDATE … RETURNING` that reserves the
+//! sequence numbers of every consultation in the batch, one multi-row
+//! `INSERT` — instead of three statements per message. Semantics are those of
+//! [`messages::append`](super::messages::append) applied in batch order.
+
+use super::entities::{consultation, message};
+use super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
+use super::{StoreError, consultations, outbox, to_i64, to_u64};
+use chrono::Utc;
+use consult_protocol::{ChatMessage, ConsultationId, ConsultationStatus, Role, Seq};
+use sea_orm::sea_query::{CaseStatement, Expr, Query};
+use sea_orm::{ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use std::collections::{BTreeMap, HashMap};
+
+/// (consultation, sender, client message id): what makes a send a retry.
+type Key = (String, String, String);
+
+fn key_of(message: &NewMessage) -> Option<Key> {
+    message.client_msg_id.as_ref().map(|id| {
+        (
+            message.consultation_id.to_string(),
+            message.sender.to_string(),
+            id.clone(),
+        )
+    })
+}
+
+fn retry_outcome(earlier: &ChatMessage, message: &NewMessage) -> AppendOutcome {
+    if earlier.body == message.body && earlier.kind == message.kind {
+        AppendOutcome::Duplicate(earlier.clone())
+    } else {
+        AppendOutcome::ConflictingDuplicate
+    }
+}
+
+/// Where one consultation's sequence numbers stand after the reservation.
+struct Reserved {
+    next: u64,
+    patient_not_ready: bool,
+    staff_messaged_first: bool,
+}
+
+/// Appends `batch` inside the caller's transaction.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn append_batch(
+    db: &impl ConnectionTrait,
+    batch: &[&NewMessage],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let earlier = earlier_sends(db, batch).await?;
+    let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
+    let mut first_of: HashMap<Key, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    let mut fresh: Vec<usize> = Vec::new();
+    for (index, message) in batch.iter().enumerate() {
+        if let Some(key) = key_of(message) {
+            if let Some(found) = earlier.get(&key) {
+                outcomes[index] = Some(retry_outcome(found, message));
+                continue;
+            }
+            if let Some(&first) = first_of.get(&key) {
+                repeats.push((index, first));
+                continue;
+            }
+            first_of.insert(key, index);
+        }
+        fresh.push(index);
+    }
+    let mut reserved = reserve(db, batch, &fresh).await?;
+    let sent_at = Utc::now();
+    let mut rows = Vec::with_capacity(fresh.len());
+    for &index in &fresh {
+        let message = batch[index];
+        let Some(position) = reserved.get_mut(message.consultation_id.as_str()) else {
+            outcomes[index] = Some(missing(db, &message.consultation_id).await?);
+            continue;
+        };
+        let seq = position.next;
+        position.next += 1;
+        if message.sender_role.is_staff()
+            && position.patient_not_ready
+            && !position.staff_messaged_first
+        {
+            consultations::mark_staff_messaged_first(db, &message.consultation_id).await?;
+            position.staff_messaged_first = true;
+        }
+        rows.push(message::ActiveModel {
+            id: NotSet,
+            consultation_id: Set(message.consultation_id.to_string()),
+            seq: Set(to_i64(seq)),
+            sender_id: Set(message.sender.to_string()),
+            sender_role: Set(message.sender_role.as_str().to_owned()),
+            kind: Set(message.kind.as_str().to_owned()),
+            body: Set(message.body.clone()),
+            client_msg_id: Set(message.client_msg_id.clone()),
+            created_at: Set(sent_at),
+        });
+        let notifications =
+            outbox::insert_for_message(db, &message.consultation_id, seq, &message.notifications)
+                .await?;
+        outcomes[index] = Some(AppendOutcome::Stored(StoredMessage {
+            message: ChatMessage {
+                consultation_id: message.consultation_id.clone(),
+                seq: Seq(seq),
+                sender: message.sender.clone(),
+                sender_role: message.sender_role,
+                kind: message.kind,
+                body: message.body.clone(),
+                client_msg_id: message.client_msg_id.clone(),
+                sent_at,
+            },
+            notifications,
+        }));
+    }
+    if !rows.is_empty() {
+        message::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    for (index, first) in repeats {
+        outcomes[index] = Some(match &outcomes[first] {
+            Some(AppendOutcome::Stored(stored)) => retry_outcome(&stored.message, batch[index]),
+            Some(other) => other.clone(),
+            None => AppendOutcome::NotFound,
+        });
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(AppendOutcome::NotFound))
+        .collect())
+}
+
+/// Messages stored before under the batch's client message ids.
+async fn earlier_sends(
+    db: &impl ConnectionTrait,
+    batch: &[&NewMessage],
+) -> Result<HashMap<Key, ChatMessage>, StoreError> {
+    let keys: Vec<Key> = batch.iter().filter_map(|m| key_of(m)).collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut consultation_ids: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    consultation_ids.sort_unstable();
+    consultation_ids.dedup();
+    let client_ids: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+    let rows = message::Entity::find()
+        .filter(message::Column::ConsultationId.is_in(consultation_ids))
+        .filter(message::Column::ClientMsgId.is_in(client_ids))
+        .all(db)
+        .await?;
+    let mut found = HashMap::new();
+    for row in rows {
+        let Some(client_msg_id) = row.client_msg_id.clone() else {
+            continue;
+        };
+        let key = (
+            row.consultation_id.clone(),
+            row.sender_id.clone(),
+            client_msg_id,
+        );
+        if keys.contains(&key) {
+            found.insert(key, from_row(row)?);
+        }
+    }
+    Ok(found)
+}
+
+/// Reserves, per consultation, as many sequence numbers as it has fresh
+/// messages in the batch, in one `UPDATE … RETURNING` (row locks serialize
+/// concurrent writers on PostgreSQL). Closed or unknown consultations are
+/// absent from the result.
+async fn reserve(
+    db: &impl ConnectionTrait,
+    batch: &[&NewMessage],
+    fresh: &[usize],
+) -> Result<HashMap<String, Reserved>, StoreError> {
+    use consultation::Column;
+    let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for &index in fresh {
+        let message = batch[index];
+        let entry = counts
+            .entry(message.consultation_id.as_str())
+            .or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += i64::from(message.sender_role == Role::Patient);
+    }
+    if counts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut seq_step = CaseStatement::new();
+    let mut rev_step = CaseStatement::new();
+    for (id, (messages, from_patient)) in &counts {
+        seq_step = seq_step.case(Expr::col(Column::Id).eq(*id), Expr::val(*messages));
+        rev_step = rev_step.case(Expr::col(Column::Id).eq(*id), Expr::val(*from_patient));
+    }
+    let update = Query::update()
+        .table(consultation::Entity)
+        .value(
+            Column::LastSeq,
+            Expr::col(Column::LastSeq).add(seq_step.finally(Expr::val(0_i64))),
+        )
+        .value(
+            Column::Rev,
+            Expr::col(Column::Rev).add(rev_step.finally(Expr::val(0_i64))),
+        )
+        .and_where(Expr::col(Column::Id).is_in(counts.keys().copied()))
+        .and_where(Expr::col(Column::Status).is_not_in([
+            ConsultationStatus::Ended.as_str(),
+            ConsultationStatus::Cancelled.as_str(),
+        ]))
+        .returning(Query::returning().columns([
+            Column::Id,
+            Column::LastSeq,
+            Column::Status,
+            Column::StaffMessagedFirst,
+        ]))
+        .to_owned();
+    let statement = db.get_database_backend().build(&update);
+    let mut reserved = HashMap::new();
+    for row in db.query_all(statement).await? {
+        let id: String = row.try_get("", "id")?;
+        let last_seq: i64 = row.try_get("", "last_seq")?;
+        let status: String = row.try_get("", "status")?;
+        let staff_messaged_first: bool = row.try_get("", "staff_messaged_first")?;
+        let count = counts.get(id.as_str()).map_or(0, |(messages, _)| *messages);
+        reserved.insert(
+            id,
+            Reserved {
+                next: to_u64(last_seq - count + 1),
+                patient_not_ready: status == ConsultationStatus::Scheduled.as_str()
+                    || status == ConsultationStatus::WaitingForPatient.as_str(),
+                staff_messaged_first,
+            },
+        );
+    }
+    Ok(reserved)
+}
+
+async fn missing(
+    db: &impl ConnectionTrait,
+    consultation: &ConsultationId,
+) -> Result<AppendOutcome, StoreError> {
+    Ok(match consultations::find(db, consultation).await? {
+        None => AppendOutcome::NotFound,
+        Some(_) => AppendOutcome::Closed,
+    })
+}

@@ -1,0 +1,121 @@
+//! The batched append: the statements-per-batch writer gives exactly the
+//! outcomes one-by-one appends would, in batch order.
+
+use crate::harness::TestHub;
+use consult_hub::store::batch_append::append_batch;
+use consult_hub::store::messages::{AppendOutcome, NewMessage};
+use consult_protocol::{ConsultationId, MessageKind, Role, UserId};
+
+fn message(
+    consultation: &ConsultationId,
+    sender: &str,
+    role: Role,
+    id: Option<&str>,
+    body: &str,
+) -> NewMessage {
+    NewMessage {
+        consultation_id: consultation.clone(),
+        sender: UserId::from(sender),
+        sender_role: role,
+        kind: MessageKind::Chat,
+        body: body.to_owned(),
+        client_msg_id: id.map(str::to_owned),
+        notifications: Vec::new(),
+    }
+}
+
+fn stored_seq(outcome: &AppendOutcome) -> u64 {
+    match outcome {
+        AppendOutcome::Stored(stored) => stored.message.seq.get(),
+        other => panic!("expected stored, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_mixed_batch_gets_the_outcomes_of_one_by_one_appends() {
+    let hub = TestHub::start().await;
+    let a = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let b = hub
+        .consultation("dr-a", "pat-b", "waiting_for_patient")
+        .await
+        .id;
+    let closed = hub
+        .consultation("dr-a", "pat-c", "waiting_for_patient")
+        .await
+        .id;
+    let (code, _) = hub
+        .api_post(
+            &format!("/v1/consultations/{closed}/cancel"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.send(&a, "earlier", "stored before").await.unwrap();
+
+    let batch = [
+        message(&a, "dr-a", Role::Provider, Some("m1"), "one"),
+        message(&b, "pat-b", Role::Patient, Some("m1"), "for b"),
+        message(&a, "dr-a", Role::Provider, Some("earlier"), "stored before"),
+        message(
+            &a,
+            "dr-a",
+            Role::Provider,
+            Some("earlier"),
+            "different text",
+        ),
+        message(&a, "pat-a", Role::Patient, None, "two"),
+        message(&a, "dr-a", Role::Provider, Some("m1"), "one"),
+        message(&a, "dr-a", Role::Provider, Some("m1"), "changed"),
+        message(&closed, "dr-a", Role::Provider, Some("x"), "too late"),
+        message(&"nowhere".into(), "dr-a", Role::Provider, Some("y"), "lost"),
+        message(&b, "pat-b", Role::Patient, Some("m2"), "again b"),
+    ];
+    let refs: Vec<&NewMessage> = batch.iter().collect();
+    let db = hub.state.store.connection();
+    let outcomes = append_batch(db, &refs).await.unwrap();
+
+    assert_eq!(
+        stored_seq(&outcomes[0]),
+        2,
+        "after the earlier send's seq 1"
+    );
+    assert_eq!(stored_seq(&outcomes[1]), 1);
+    assert!(matches!(&outcomes[2], AppendOutcome::Duplicate(m) if m.seq.get() == 1));
+    assert_eq!(outcomes[3], AppendOutcome::ConflictingDuplicate);
+    assert_eq!(stored_seq(&outcomes[4]), 3);
+    assert!(matches!(&outcomes[5], AppendOutcome::Duplicate(m) if m.seq.get() == 2));
+    assert_eq!(outcomes[6], AppendOutcome::ConflictingDuplicate);
+    assert_eq!(outcomes[7], AppendOutcome::Closed);
+    assert_eq!(outcomes[8], AppendOutcome::NotFound);
+    assert_eq!(stored_seq(&outcomes[9]), 2);
+
+    let (messages, _) = provider.history(&a, None, None).await.unwrap();
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq.get()).collect();
+    assert_eq!(seqs, [1, 2, 3], "no gap, nothing twice");
+    let (_, view) = hub.api_get(&format!("/v1/consultations/{b}")).await;
+    assert_eq!(view["last_seq"], 2);
+}
+
+#[tokio::test]
+async fn a_staff_message_in_a_batch_marks_staff_messaged_first() {
+    let hub = TestHub::start().await;
+    let a = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let batch = [
+        message(&a, "dr-a", Role::Provider, Some("m1"), "hello"),
+        message(&a, "dr-a", Role::Provider, Some("m2"), "are you there?"),
+    ];
+    let refs: Vec<&NewMessage> = batch.iter().collect();
+    append_batch(hub.state.store.connection(), &refs)
+        .await
+        .unwrap();
+    let (_, view) = hub.api_get(&format!("/v1/consultations/{a}")).await;
+    assert_eq!(view["staff_messaged_first"], true);
+    assert_eq!(view["last_seq"], 2);
+}
