@@ -10,7 +10,9 @@ use super::{StoreError, consultations, outbox, to_i64, to_u64};
 use chrono::Utc;
 use consult_protocol::{ChatMessage, ConsultationId, ConsultationStatus, Role, Seq};
 use sea_orm::sea_query::{CaseStatement, Expr, Query};
-use sea_orm::{ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveValue::NotSet, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, Set,
+};
 use std::collections::{BTreeMap, HashMap};
 
 /// (consultation, sender, client message id): what makes a send a retry.
@@ -142,15 +144,19 @@ async fn earlier_sends(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut consultation_ids: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
-    consultation_ids.sort_unstable();
-    consultation_ids.dedup();
-    let client_ids: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
-    let rows = message::Entity::find()
-        .filter(message::Column::ConsultationId.is_in(consultation_ids))
-        .filter(message::Column::ClientMsgId.is_in(client_ids))
-        .all(db)
-        .await?;
+    // One indexed seek per key: an OR of exact (consultation, sender, id)
+    // triples. IN-lists on each column would make the planner walk their
+    // cross product.
+    let mut any = Condition::any();
+    for (consultation, sender, client_msg_id) in &keys {
+        any = any.add(
+            Condition::all()
+                .add(message::Column::ConsultationId.eq(consultation.as_str()))
+                .add(message::Column::SenderId.eq(sender.as_str()))
+                .add(message::Column::ClientMsgId.eq(client_msg_id.as_str())),
+        );
+    }
+    let rows = message::Entity::find().filter(any).all(db).await?;
     let mut found = HashMap::new();
     for row in rows {
         let Some(client_msg_id) = row.client_msg_id.clone() else {

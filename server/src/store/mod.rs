@@ -60,6 +60,9 @@ impl Store {
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false)
+            // A SQLite connection is a file handle, not a socket that can go
+            // stale: pinging it on every acquire only costs a thread hop.
+            .test_before_acquire(!config.url.starts_with("sqlite:"))
             .map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
