@@ -46,10 +46,11 @@ pub const RATE_LIMIT_BURST: u32 = 40;
 pub const RATE_LIMIT_STRIKES: u32 = 50;
 /// Longest time one socket write may take before the connection is dropped.
 pub const WRITE_TIMEOUT_SECS: u64 = 10;
-/// Per-connection read buffer of the WebSocket codec, in bytes.
-pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Per-connection read buffer of the WebSocket codec, in bytes. Small, so
+/// idle connections stay cheap; larger frames grow it while they last.
+pub const READ_BUFFER_BYTES: usize = 1024;
 /// Per-connection write buffer of the WebSocket codec, in bytes.
-pub const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+pub const WRITE_BUFFER_BYTES: usize = 1024;
 /// Longest chat message body, in characters.
 pub const MAX_BODY_CHARS: usize = 4_000;
 /// Lifetime of a node's presence entries in Redis (milliseconds).

@@ -181,7 +181,7 @@ where
     /// (a gap), first catches the room up from the database.
     async fn feed_event(&mut self, event: &Event) -> Result<bool, WriteError> {
         if event.is_resync() {
-            self.catch_up(&event.topic).await?;
+            Box::pin(self.catch_up(&event.topic)).await?;
             return Ok(true);
         }
         if let (Some(seq), Some(cursor)) = (
@@ -190,7 +190,7 @@ where
         ) {
             if seq > cursor + 1 {
                 metrics::counter!("consult_gap_fills_total").increment(1);
-                self.catch_up(&event.topic).await?;
+                Box::pin(self.catch_up(&event.topic)).await?;
             }
             let Some(room) = self.rooms.get_mut(&event.topic) else {
                 return Ok(false);
@@ -257,7 +257,10 @@ where
                 )
                 .await
             }
-            Ok(frame) => self.on_client_frame(frame).await,
+            // Boxed: command futures are large and short-lived; inlined, they
+            // would make every idle session's state machine as big as the
+            // largest of them.
+            Ok(frame) => Box::pin(self.on_client_frame(frame)).await,
             Err(error) => self.send_error(error.id, error.code, &error.message).await,
         }
     }

@@ -38,7 +38,9 @@ where
 {
     metrics::counter!("consult_connections_total").increment(1);
     let pending = handshake::PendingSession::new(socket, state);
-    if let Some(session) = pending.authenticate().await {
+    // The handshake's future is boxed so that the session's, which lives for
+    // the whole connection, does not reserve room for it.
+    if let Some(session) = Box::pin(pending.authenticate()).await {
         session.run().await;
     }
 }
