@@ -184,6 +184,12 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down: readiness off, closing sessions");
         state.ready.store(false, Ordering::Release);
+        let grace = Duration::from_millis(state.config.shutdown.unready_grace_ms);
+        if !grace.is_zero() {
+            // Still serving, but reporting 503, so the balancer moves away
+            // before connections are refused.
+            tokio::time::sleep(grace).await;
+        }
         stop_accepting.cancel();
         state.sessions_shutdown.cancel();
         state.tracker.close();

@@ -186,6 +186,9 @@ pub struct BrokerConfig {
 pub struct ShutdownConfig {
     /// Time sessions get to flush and close, in seconds.
     pub drain_timeout_secs: u64,
+    /// Time between `/readyz` turning 503 and the listener closing, so a
+    /// load balancer stops routing here first (milliseconds; 0 for none).
+    pub unready_grace_ms: u64,
 }
 
 /// Static web console.
@@ -291,6 +294,7 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             drain_timeout_secs: DRAIN_TIMEOUT_SECS,
+            unready_grace_ms: 0,
         }
     }
 }

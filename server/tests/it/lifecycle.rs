@@ -327,3 +327,26 @@ async fn a_silent_client_is_closed_for_idleness() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn readiness_turns_503_on_the_real_listener_before_it_stops_accepting() {
+    let mut hub = TestHub::start_with(|config| config.shutdown.unready_grace_ms = 1_500).await;
+    let (status, _) = hub.api_get("/readyz").await;
+    assert_eq!(status, 200);
+    hub.signal_shutdown();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut seen = Vec::new();
+    loop {
+        let response = hub.http.get(hub.url("/readyz")).send().await;
+        let status = response
+            .expect("still accepting during the grace")
+            .status()
+            .as_u16();
+        seen.push(status);
+        if status == 503 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(seen.last(), Some(&503), "{seen:?}");
+}
