@@ -14,6 +14,9 @@ use consult_protocol::{
 };
 use futures_util::{Sink, Stream};
 
+/// Consultations remembered per connection as joined-free memberships.
+const MEMBERSHIP_CACHE: usize = 256;
+
 /// Why a command did not produce an answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CommandError {
@@ -187,10 +190,10 @@ where
         client_msg_id: String,
         body: String,
     ) -> CommandOutcome {
-        let known = self
-            .rooms
-            .get(&topics::room(&consultation_id))
-            .map(|room| room.consultation.clone());
+        let known = match self.rooms.get(&topics::room(&consultation_id)) {
+            Some(room) => room.consultation.clone(),
+            None => self.membership(&consultation_id).await?,
+        };
         let outgoing = messaging::Outgoing {
             consultation_id,
             kind: MessageKind::Chat,
@@ -198,12 +201,31 @@ where
             client_msg_id: Some(client_msg_id),
             notifications: Vec::new(),
         };
-        let sent = messaging::send(&self.state, &self.principal, outgoing, known.as_ref()).await?;
+        let sent = messaging::send(&self.state, &self.principal, outgoing, Some(&known)).await?;
         Ok(Some(CommandResult::Sent {
             seq: sent.seq,
             duplicate: sent.duplicate,
             sent_at: sent.sent_at,
         }))
+    }
+
+    /// The consultation, if this principal is a member, from the
+    /// connection's cache or the database.
+    async fn membership(
+        &mut self,
+        consultation_id: &ConsultationId,
+    ) -> Result<crate::domain::Consultation, CommandError> {
+        if let Some(known) = self.member_of.get(consultation_id) {
+            return Ok(known.clone());
+        }
+        let consultation =
+            access::authorized_consultation(&self.state, &self.principal, consultation_id).await?;
+        if self.member_of.len() >= MEMBERSHIP_CACHE {
+            self.member_of.clear();
+        }
+        self.member_of
+            .insert(consultation_id.clone(), consultation.clone());
+        Ok(consultation)
     }
 
     async fn change_status(

@@ -69,6 +69,9 @@ pub struct Session<S> {
     last_heard: Instant,
     /// The app is in the foreground (as it last said with `visibility`).
     pub(crate) foreground: bool,
+    /// Consultations this principal was found to be a member of without
+    /// joining them (membership never changes), sparing a read per send.
+    pub(crate) member_of: HashMap<ConsultationId, crate::domain::Consultation>,
 }
 
 impl<S> Session<S>
@@ -106,6 +109,7 @@ where
             strikes: 0,
             last_heard: Instant::now(),
             foreground: true,
+            member_of: HashMap::new(),
         }
     }
 
