@@ -28,7 +28,7 @@ const MAX_TOKEN_TTL_SECS: u64 = 24 * 60 * 60;
 /// Most consultations one list call returns.
 const MAX_LIST_LIMIT: u64 = 500;
 
-pub(super) fn routes(_state: Arc<AppState>) -> Router<Arc<AppState>> {
+pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/participants/{id}",

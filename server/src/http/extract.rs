@@ -34,26 +34,37 @@ impl FromRequestParts<Arc<AppState>> for ApiKey {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "send the API key as Authorization: Bearer <key>",
-                )
-            })?;
-        if state.auth.check_api_key(presented.trim()) {
-            Ok(Self)
-        } else {
-            Err(ApiError::new(
+        check_api_key(state, &parts.headers).map(|()| Self)
+    }
+}
+
+/// Checks `Authorization: Bearer <key>` against the configured API keys.
+///
+/// # Errors
+///
+/// 401 `unauthorized` when the header is missing or the key unknown.
+pub(super) fn check_api_key(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "unknown API key",
-            ))
-        }
+                "send the API key as Authorization: Bearer <key>",
+            )
+        })?;
+    if state.auth.check_api_key(presented.trim()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "unknown API key",
+        ))
     }
 }

@@ -25,10 +25,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/ws", get(ws::upgrade))
-        .nest(
-            "/v1",
-            api::routes(state.clone()).merge(notify_api::routes()),
-        );
+        .nest("/v1", api::routes().merge(notify_api::routes()));
     if let Some(dir) = &state.config.web.static_dir {
         router = router
             .nest_service("/console", ServeDir::new(dir.join("console")))

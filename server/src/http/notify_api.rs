@@ -4,7 +4,7 @@
 
 use super::api::{find_consultation, platform};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiKey, ApiPath, ApiQuery};
+use super::extract::{ApiJson, ApiKey, ApiPath, ApiQuery, check_api_key};
 use crate::app::AppState;
 use crate::domain::escalation::Policy;
 use crate::notify::providers::verify_inbound_signature;
@@ -192,11 +192,17 @@ async fn put_policy(
     Ok(Json(body))
 }
 
-async fn patient(state: &AppState, id: &UserId) -> Result<participants::Participant, ApiError> {
-    participants::find(state.store.connection(), id)
+/// The patient `id` as a principal, for acting on its behalf.
+async fn patient(state: &AppState, id: &UserId) -> Result<crate::auth::Principal, ApiError> {
+    let person = participants::find(state.store.connection(), id)
         .await?
         .filter(|person| person.role == Role::Patient)
-        .ok_or_else(|| ApiError::not_found(format!("no patient {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no patient {id}")))?;
+    Ok(crate::auth::Principal {
+        user: person.id,
+        role: Role::Patient,
+        clinic: person.clinic_id,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,12 +219,7 @@ async fn register_device(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<DeviceBody>,
 ) -> Result<StatusCode, ApiError> {
-    let person = patient(&state, &id).await?;
-    let principal = crate::auth::Principal {
-        user: person.id,
-        role: Role::Patient,
-        clinic: person.clinic_id,
-    };
+    let principal = patient(&state, &id).await?;
     contact_service::register_device(
         &state,
         &principal,
@@ -242,12 +243,7 @@ async fn put_sms_consent(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<ConsentBody>,
 ) -> Result<StatusCode, ApiError> {
-    let person = patient(&state, &id).await?;
-    let principal = crate::auth::Principal {
-        user: person.id,
-        role: Role::Patient,
-        clinic: person.clinic_id,
-    };
+    let principal = patient(&state, &id).await?;
     contact_service::set_sms_consent(&state, &principal, body.consent).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -307,16 +303,7 @@ fn authenticate_inbound(
     let unauthorized =
         |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let Some(twilio) = &state.config.notify.twilio else {
-        let key = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| unauthorized("send the API key as Authorization: Bearer <key>"))?;
-        return if state.auth.check_api_key(key.trim()) {
-            Ok(())
-        } else {
-            Err(unauthorized("unknown API key"))
-        };
+        return check_api_key(state, headers);
     };
     let signature = headers
         .get("x-twilio-signature")

@@ -7,8 +7,7 @@
 //! row falls due or when new rows are queued.
 
 use crate::app::AppState;
-use crate::hub::topics;
-use crate::service::events;
+use crate::service::dashboard;
 use crate::store::audit::{self, Actor, AuditEntry};
 use crate::store::outbox::{self, Finish, OutboxRow};
 use crate::store::{StoreError, consultations, contacts, receipts};
@@ -227,18 +226,7 @@ impl OutboxWorker {
         let frame = ServerFrame::Notification {
             notification: row.view(),
         };
-        events::publish(
-            &self.state,
-            topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
-            None,
-            &frame,
-        );
-        events::publish(
-            &self.state,
-            topics::clinic_feed(&consultation.clinic_id),
-            None,
-            &frame,
-        );
+        dashboard::publish_to_staff(&self.state, &consultation, &frame);
         Ok(())
     }
 }

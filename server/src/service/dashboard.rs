@@ -4,6 +4,7 @@
 use super::ServiceError;
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::domain::Consultation;
 use crate::hub::topics;
 use crate::store::{consultations, participants};
 use consult_protocol::{
@@ -140,20 +141,21 @@ pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), 
         .await?
         .map_or_else(|| consultation.patient_id.to_string(), |p| p.display_name);
     let entry = consultations::dashboard_entry(db, &consultation, name).await?;
-    let frame = ServerFrame::Dashboard { entry };
-    super::events::publish(
-        state,
-        topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
-        None,
-        &frame,
-    );
+    publish_to_staff(state, &consultation, &ServerFrame::Dashboard { entry });
+    Ok(())
+}
+
+/// Publishes `frame` to the consultation's provider feed and clinic feed:
+/// the staff watching its "Active and Waiting" list.
+pub fn publish_to_staff(state: &AppState, consultation: &Consultation, frame: &ServerFrame) {
+    let provider = topics::provider_feed(&consultation.clinic_id, &consultation.provider_id);
+    super::events::publish(state, provider, None, frame);
     super::events::publish(
         state,
         topics::clinic_feed(&consultation.clinic_id),
         None,
-        &frame,
+        frame,
     );
-    Ok(())
 }
 
 /// Publishes a row in the background, logging a failure.

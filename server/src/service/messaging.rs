@@ -106,7 +106,7 @@ pub async fn send(
             notifications: rows,
         }) => {
             metrics::counter!("consult_messages_stored_total").increment(1);
-            notifications::announce_queued(state, consultation, &rows).await;
+            notifications::announce_queued(state, consultation, &rows);
             let mut result = sent(message, false);
             result.notifications = rows.iter().map(|row| row.view()).collect();
             Ok(result)
@@ -288,7 +288,7 @@ pub async fn acknowledge(
 }
 
 /// Tells the room that `principal` started or stopped typing.
-pub async fn typing(
+pub fn typing(
     state: &AppState,
     principal: &Principal,
     consultation: &ConsultationId,

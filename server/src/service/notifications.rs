@@ -3,14 +3,13 @@
 //! policy includes text that passes the privacy check), and tell staff what
 //! was queued.
 
-use super::{ServiceError, events, reach};
+use super::{ServiceError, dashboard, reach};
 use crate::app::AppState;
 use crate::domain::Consultation;
 use crate::domain::escalation::{
     self, GENERIC_PUSH_BODY, GENERIC_SMS_BODY, PUSH_TITLE, Planned, Target, Trigger,
 };
 use crate::domain::privacy::{self, DEFAULT_HEALTH_TERMS, PrivacyRules};
-use crate::hub::topics;
 use crate::store::outbox::{NewNotification, OutboxRow};
 use crate::store::participants;
 use consult_protocol::{AlertChannel, ServerFrame};
@@ -130,7 +129,7 @@ fn to_row(
 
 /// Tells staff watching the consultation's dashboards what was queued, and
 /// wakes the outbox worker.
-pub async fn announce_queued(state: &AppState, consultation: &Consultation, rows: &[OutboxRow]) {
+pub fn announce_queued(state: &AppState, consultation: &Consultation, rows: &[OutboxRow]) {
     if rows.is_empty() {
         return;
     }
@@ -138,18 +137,7 @@ pub async fn announce_queued(state: &AppState, consultation: &Consultation, rows
         let frame = ServerFrame::Notification {
             notification: row.view(),
         };
-        events::publish(
-            state,
-            topics::provider_feed(&consultation.clinic_id, &consultation.provider_id),
-            None,
-            &frame,
-        );
-        events::publish(
-            state,
-            topics::clinic_feed(&consultation.clinic_id),
-            None,
-            &frame,
-        );
+        dashboard::publish_to_staff(state, consultation, &frame);
     }
     // Woken after the `pending` frames are out, so staff see them first.
     state.outbox_wakeup.notify_one();

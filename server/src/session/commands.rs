@@ -95,7 +95,7 @@ where
                 ..
             } => {
                 self.require_joined(&consultation_id)?;
-                messaging::typing(&self.state, &self.principal, &consultation_id, active).await;
+                messaging::typing(&self.state, &self.principal, &consultation_id, active);
                 Ok(None)
             }
             ClientFrame::Ack {

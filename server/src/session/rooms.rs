@@ -86,7 +86,7 @@ where
             },
         );
         if newly_joined {
-            self.announce_presence(&consultation_id, true).await;
+            self.announce_presence(&consultation_id, true);
         }
         let mut view = consultation.view();
         view.last_seq = Seq(view.last_seq.get().max(cursor));
@@ -222,12 +222,12 @@ where
         }
         if let Some(consultation) = room {
             if self.state.hub.connections_of(topic, &self.principal.user) == 0 {
-                self.announce_presence(consultation, false).await;
+                self.announce_presence(consultation, false);
             }
         }
     }
 
-    async fn announce_presence(&mut self, consultation: &ConsultationId, online: bool) {
+    fn announce_presence(&self, consultation: &ConsultationId, online: bool) {
         let frame = ServerFrame::Presence {
             consultation_id: consultation.clone(),
             user: self.principal.user.clone(),
