@@ -121,7 +121,7 @@ impl App {
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
         let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(COMMITTED_QUEUE_CAPACITY);
         let (appender, writer) = appender::channel(
-            store.connection().clone(),
+            appender::Backend::for_store(&store).await?,
             config.database.append_batch_max,
             committed_tx,
         );

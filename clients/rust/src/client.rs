@@ -18,6 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::Instrument;
 
+/// The codec's read buffer: hub frames are well under this.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+
 /// A connection to the hub. Every method takes `&self`, so one client can be
 /// shared (for example in an `Arc`) between a task reading events and tasks
 /// sending commands. Dropping it closes the connection.
@@ -57,7 +60,11 @@ impl Client {
         token: &str,
         config: ClientConfig,
     ) -> Result<(Self, Welcome), ClientError> {
+        // tungstenite zeroes its whole read buffer (128 KiB by default)
+        // before every socket read; hub frames are small, so a small buffer
+        // (grown while a larger frame lasts) saves that work on every read.
         let limits = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
             .max_message_size(Some(config.max_message_bytes))
             .max_frame_size(Some(config.max_message_bytes));
         let upgrade = tokio_tungstenite::connect_async_with_config(url, Some(limits), true);

@@ -8,9 +8,13 @@
 //! in sequence order; one transaction per batch means one fsync for many
 //! messages. If a batch fails, each message is retried in a transaction of
 //! its own, so one bad message cannot fail its neighbours.
+//!
+//! On a SQLite file the batch runs on the [`SqliteWriter`] thread; on
+//! PostgreSQL (and in-memory SQLite) through the pool.
 
-use super::StoreError;
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
+use super::sqlite_writer::{BatchOutcomes, SqliteWriter};
+use super::{Store, StoreError};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +61,7 @@ impl Appender {
 /// The writer task's state.
 #[derive(Debug)]
 pub struct AppendWriter {
-    db: DatabaseConnection,
+    backend: Backend,
     jobs_rx: mpsc::Receiver<Job>,
     committed_tx: mpsc::Sender<Vec<StoredMessage>>,
     batch_max: usize,
@@ -66,7 +70,7 @@ pub struct AppendWriter {
 /// Creates the writer and its handle. Run the writer with
 /// [`AppendWriter::run`]; stored messages come out of `committed_tx`.
 pub fn channel(
-    db: DatabaseConnection,
+    backend: Backend,
     batch_max: usize,
     committed_tx: mpsc::Sender<Vec<StoredMessage>>,
 ) -> (Appender, AppendWriter) {
@@ -74,7 +78,7 @@ pub fn channel(
     (
         Appender { jobs_tx },
         AppendWriter {
-            db,
+            backend,
             jobs_rx,
             committed_tx,
             batch_max: batch_max.max(1),
@@ -108,30 +112,19 @@ impl AppendWriter {
 
     async fn write(&self, batch: Vec<Job>) {
         metrics::histogram!("consult_append_batch_size").record(batch.len() as f64);
-        let messages: Vec<&NewMessage> = batch.iter().map(|job| &job.message).collect();
-        match append_all(&self.db, &messages).await {
-            Ok(outcomes) => {
-                self.finish(batch, outcomes.into_iter().map(Ok).collect())
-                    .await
-            }
-            Err(error) => {
-                tracing::warn!(error = %error, size = batch.len(), "batch append failed; retrying one by one");
-                let mut results = Vec::with_capacity(batch.len());
-                for message in &messages {
-                    results.push(
-                        append_all(&self.db, std::slice::from_ref(message))
-                            .await
-                            .and_then(|mut outcomes| {
-                                outcomes.pop().ok_or(StoreError::WriterStopped)
-                            }),
-                    );
-                }
-                self.finish(batch, results).await;
-            }
-        }
+        let (messages, replies): (Vec<NewMessage>, Vec<_>) = batch
+            .into_iter()
+            .map(|job| (job.message, job.reply))
+            .unzip();
+        let results = self.backend.append(messages).await;
+        self.finish(replies, results).await;
     }
 
-    async fn finish(&self, batch: Vec<Job>, results: Vec<Result<AppendOutcome, StoreError>>) {
+    async fn finish(
+        &self,
+        replies: Vec<oneshot::Sender<Result<AppendOutcome, StoreError>>>,
+        results: BatchOutcomes,
+    ) {
         let committed: Vec<StoredMessage> = results
             .iter()
             .filter_map(|result| match result {
@@ -142,9 +135,59 @@ impl AppendWriter {
         if !committed.is_empty() && self.committed_tx.send(committed).await.is_err() {
             tracing::error!("publisher gone; committed messages will reach clients on resume only");
         }
-        for (job, result) in batch.into_iter().zip(results) {
+        for (reply, result) in replies.into_iter().zip(results) {
             // A sender that gave up waiting still has its message stored.
-            let _ignored = job.reply.send(result);
+            let _ignored = reply.send(result);
+        }
+    }
+}
+
+/// Where batches are written.
+#[derive(Debug)]
+pub enum Backend {
+    /// Through the sea-orm pool, a round trip per statement.
+    Pool(DatabaseConnection),
+    /// On the SQLite writer thread, a round trip per batch.
+    Sqlite(SqliteWriter),
+}
+
+impl Backend {
+    /// The SQLite writer thread for a SQLite file, else the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the database cannot be asked or the file opened.
+    pub async fn for_store(store: &Store) -> Result<Self, StoreError> {
+        Ok(match store.sqlite_file().await? {
+            Some(path) => Self::Sqlite(SqliteWriter::start(&path)?),
+            None => Self::Pool(store.connection().clone()),
+        })
+    }
+
+    /// Appends `batch` in one transaction, or message by message if that
+    /// fails; one outcome per message, in order.
+    pub async fn append(&self, batch: Vec<NewMessage>) -> BatchOutcomes {
+        let db = match self {
+            Self::Sqlite(writer) => return writer.append(batch).await,
+            Self::Pool(db) => db,
+        };
+        let messages: Vec<&NewMessage> = batch.iter().collect();
+        match append_all(db, &messages).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(error) => {
+                tracing::warn!(error = %error, size = batch.len(), "batch append failed; retrying one by one");
+                let mut results = Vec::with_capacity(batch.len());
+                for message in &messages {
+                    results.push(
+                        append_all(db, std::slice::from_ref(message))
+                            .await
+                            .and_then(|mut outcomes| {
+                                outcomes.pop().ok_or(StoreError::WriterStopped)
+                            }),
+                    );
+                }
+                results
+            }
         }
     }
 }

@@ -18,12 +18,17 @@ pub mod outbox;
 pub mod participants;
 pub mod policies;
 pub mod receipts;
+pub mod sqlite_writer;
 pub mod templates;
 
 use crate::config::DatabaseConfig;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    Statement,
+};
 use sea_orm_migration::MigratorTrait;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A failure talking to the database, or a row that makes no sense.
@@ -35,6 +40,12 @@ pub enum StoreError {
     /// A stored value could not be read back (unknown status name...).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The SQLite message writer's own connection failed.
+    #[error("sqlite error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A store thread could not be started.
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
     /// The group-commit writer is gone (shutting down).
     #[error("message writer stopped")]
     WriterStopped,
@@ -81,6 +92,27 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         migration::Migrator::up(&self.db, None).await?;
         Ok(())
+    }
+
+    /// The file behind a SQLite database, or `None` for PostgreSQL and
+    /// in-memory SQLite.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] when the database cannot be asked.
+    pub async fn sqlite_file(&self) -> Result<Option<PathBuf>, StoreError> {
+        if self.db.get_database_backend() != DatabaseBackend::Sqlite {
+            return Ok(None);
+        }
+        let statement = Statement::from_string(DatabaseBackend::Sqlite, "PRAGMA database_list");
+        for row in self.db.query_all(statement).await? {
+            let name: String = row.try_get("", "name")?;
+            let file: String = row.try_get("", "file")?;
+            if name == "main" && !file.is_empty() {
+                return Ok(Some(PathBuf::from(file)));
+            }
+        }
+        Ok(None)
     }
 
     /// The pool, for repository functions.

@@ -13,7 +13,8 @@ use consult_protocol::{
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use std::time::Duration;
 
@@ -138,38 +139,55 @@ pub async fn insert_for_message(
     seq: u64,
     notifications: &[NewNotification],
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let now = Utc::now();
     let mut rows = Vec::with_capacity(notifications.len());
-    for (index, notification) in notifications.iter().enumerate() {
-        let due_at = now
-            + chrono::Duration::from_std(notification.delay).unwrap_or(chrono::Duration::zero());
-        let row = outbox::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
-            idempotency_key: Set(format!("{consultation}:{seq}:{index}")),
-            consultation_id: Set(consultation.to_string()),
-            message_seq: Set(Some(to_i64(seq))),
-            recipient_id: Set(notification.recipient.to_string()),
-            channel: Set(notification.channel.as_str().to_owned()),
-            provider: Set(notification.provider.clone()),
-            target: Set(notification.target.clone()),
-            title: Set(notification.title.clone()),
-            body: Set(notification.body.clone()),
-            reason: Set(notification.reason.as_str().to_owned()),
-            cancel_rule: Set(notification.cancel.as_str().to_owned()),
-            status: Set(NotificationStatus::Pending.as_str().to_owned()),
-            attempts: Set(0),
-            due_at: Set(due_at),
-            next_attempt_at: Set(due_at),
-            lease_until: Set(None),
-            last_error: Set(None),
-            provider_message_id: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        let inserted = outbox::Entity::insert(row).exec_with_returning(db).await?;
+    for row in new_rows(consultation, seq, notifications, Utc::now()) {
+        let inserted = outbox::Entity::insert(row.into_active_model())
+            .exec_with_returning(db)
+            .await?;
         rows.push(from_row(inserted)?);
     }
     Ok(rows)
+}
+
+/// The rows to insert for message `seq`'s notifications, queued at `now`.
+pub(super) fn new_rows(
+    consultation: &ConsultationId,
+    seq: u64,
+    notifications: &[NewNotification],
+    now: DateTime<Utc>,
+) -> Vec<outbox::Model> {
+    notifications
+        .iter()
+        .enumerate()
+        .map(|(index, notification)| {
+            let due_at = now
+                + chrono::Duration::from_std(notification.delay)
+                    .unwrap_or(chrono::Duration::zero());
+            outbox::Model {
+                id: uuid::Uuid::new_v4().to_string(),
+                idempotency_key: format!("{consultation}:{seq}:{index}"),
+                consultation_id: consultation.to_string(),
+                message_seq: Some(to_i64(seq)),
+                recipient_id: notification.recipient.to_string(),
+                channel: notification.channel.as_str().to_owned(),
+                provider: notification.provider.clone(),
+                target: notification.target.clone(),
+                title: notification.title.clone(),
+                body: notification.body.clone(),
+                reason: notification.reason.as_str().to_owned(),
+                cancel_rule: notification.cancel.as_str().to_owned(),
+                status: NotificationStatus::Pending.as_str().to_owned(),
+                attempts: 0,
+                due_at,
+                next_attempt_at: due_at,
+                lease_until: None,
+                last_error: None,
+                provider_message_id: None,
+                created_at: now,
+                updated_at: now,
+            }
+        })
+        .collect()
 }
 
 /// Rows ready to send at `now`: pending and due, or stuck in `sending` past
@@ -373,7 +391,7 @@ pub async fn count_since(
     Ok(messages.len() as u64)
 }
 
-fn from_row(row: outbox::Model) -> Result<OutboxRow, StoreError> {
+pub(super) fn from_row(row: outbox::Model) -> Result<OutboxRow, StoreError> {
     let corrupt = |what: &str, value: &str| StoreError::Corrupt(format!("outbox {what} {value}"));
     Ok(OutboxRow {
         channel: row

@@ -1,7 +1,9 @@
-//! The batched append: the statements-per-batch writer gives exactly the
-//! outcomes one-by-one appends would, in batch order.
+//! The batched append: the statements-per-batch writer (pool) and the
+//! store's own writer (the SQLite writer thread on a SQLite file) give
+//! exactly the outcomes one-by-one appends would, in batch order.
 
 use crate::harness::TestHub;
+use consult_hub::store::appender::Backend;
 use consult_hub::store::batch_append::append_batch;
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
 use consult_protocol::{ConsultationId, MessageKind, Role, UserId};
@@ -31,8 +33,42 @@ fn stored_seq(outcome: &AppendOutcome) -> u64 {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Writer {
+    Pool,
+    Store,
+}
+
+async fn append(hub: &TestHub, writer: Writer, batch: &[NewMessage]) -> Vec<AppendOutcome> {
+    match writer {
+        Writer::Pool => {
+            let refs: Vec<&NewMessage> = batch.iter().collect();
+            append_batch(hub.state.store.connection(), &refs)
+                .await
+                .unwrap()
+        }
+        Writer::Store => Backend::for_store(&hub.state.store)
+            .await
+            .unwrap()
+            .append(batch.to_vec())
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect(),
+    }
+}
+
 #[tokio::test]
 async fn a_mixed_batch_gets_the_outcomes_of_one_by_one_appends() {
+    mixed_batch(Writer::Pool).await;
+}
+
+#[tokio::test]
+async fn the_store_writer_gives_a_mixed_batch_the_same_outcomes() {
+    mixed_batch(Writer::Store).await;
+}
+
+async fn mixed_batch(writer: Writer) {
     let hub = TestHub::start().await;
     let a = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
@@ -74,9 +110,7 @@ async fn a_mixed_batch_gets_the_outcomes_of_one_by_one_appends() {
         message(&"nowhere".into(), "dr-a", Role::Provider, Some("y"), "lost"),
         message(&b, "pat-b", Role::Patient, Some("m2"), "again b"),
     ];
-    let refs: Vec<&NewMessage> = batch.iter().collect();
-    let db = hub.state.store.connection();
-    let outcomes = append_batch(db, &refs).await.unwrap();
+    let outcomes = append(&hub, writer, &batch).await;
 
     assert_eq!(
         stored_seq(&outcomes[0]),
@@ -102,6 +136,15 @@ async fn a_mixed_batch_gets_the_outcomes_of_one_by_one_appends() {
 
 #[tokio::test]
 async fn a_staff_message_in_a_batch_marks_staff_messaged_first() {
+    staff_first(Writer::Pool).await;
+}
+
+#[tokio::test]
+async fn the_store_writer_marks_staff_messaged_first() {
+    staff_first(Writer::Store).await;
+}
+
+async fn staff_first(writer: Writer) {
     let hub = TestHub::start().await;
     let a = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
@@ -111,10 +154,7 @@ async fn a_staff_message_in_a_batch_marks_staff_messaged_first() {
         message(&a, "dr-a", Role::Provider, Some("m1"), "hello"),
         message(&a, "dr-a", Role::Provider, Some("m2"), "are you there?"),
     ];
-    let refs: Vec<&NewMessage> = batch.iter().collect();
-    append_batch(hub.state.store.connection(), &refs)
-        .await
-        .unwrap();
+    append(&hub, writer, &batch).await;
     let (_, view) = hub.api_get(&format!("/v1/consultations/{a}")).await;
     assert_eq!(view["staff_messaged_first"], true);
     assert_eq!(view["last_seq"], 2);

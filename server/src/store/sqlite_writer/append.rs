@@ -1,0 +1,200 @@
+//! One message appended on the writer's own SQLite connection, with cached
+//! prepared statements: the same steps and outcomes as
+//! [`messages::append`](super::super::messages::append), without a thread
+//! hop per statement.
+
+use super::super::entities::{message, outbox};
+use super::super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
+use super::super::{StoreError, outbox as outbox_store, to_u64};
+use chrono::{DateTime, SecondsFormat, Utc};
+use consult_protocol::{ConsultationStatus, Role};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+const FIND_SENT: &str = "SELECT id, consultation_id, seq, sender_id, sender_role, kind, body, \
+     client_msg_id, created_at FROM messages \
+     WHERE consultation_id = ?1 AND sender_id = ?2 AND client_msg_id = ?3 LIMIT 1";
+
+const NEXT_SEQ: &str = "UPDATE consultations SET last_seq = last_seq + 1, rev = rev + ?2 \
+     WHERE id = ?1 AND status NOT IN (?3, ?4) \
+     RETURNING last_seq, status, staff_messaged_first";
+
+const MARK_STAFF_FIRST: &str = "UPDATE consultations SET staff_messaged_first = 1 \
+     WHERE id = ?1 AND status IN (?2, ?3)";
+
+const CONSULTATION_EXISTS: &str = "SELECT 1 FROM consultations WHERE id = ?1";
+
+const INSERT_MESSAGE: &str = "INSERT INTO messages \
+     (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const INSERT_OUTBOX: &str = "INSERT INTO outbox \
+     (id, idempotency_key, consultation_id, message_seq, recipient_id, channel, provider, \
+      target, title, body, reason, cancel_rule, status, attempts, due_at, next_attempt_at, \
+      lease_until, last_error, provider_message_id, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+      ?19, ?20, ?21)";
+
+/// Timestamps as sqlx writes them on SQLite, so both read them alike.
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {text}")))
+}
+
+/// Appends `new` inside `txn`.
+///
+/// # Errors
+///
+/// [`StoreError::Sqlite`] on database failure, [`StoreError::Corrupt`] when
+/// an earlier row cannot be read back.
+pub(super) fn append(txn: &Transaction<'_>, new: &NewMessage) -> Result<AppendOutcome, StoreError> {
+    let consultation = new.consultation_id.as_str();
+    let sender = new.sender.as_str();
+    if let Some(client_msg_id) = &new.client_msg_id {
+        if let Some(earlier) = find_sent(txn, consultation, sender, client_msg_id)? {
+            let same = earlier.body == new.body && earlier.kind == new.kind;
+            return Ok(if same {
+                AppendOutcome::Duplicate(earlier)
+            } else {
+                AppendOutcome::ConflictingDuplicate
+            });
+        }
+    }
+    let rev_step = i64::from(new.sender_role == Role::Patient);
+    let position = txn
+        .prepare_cached(NEXT_SEQ)?
+        .query_row(
+            params![
+                consultation,
+                rev_step,
+                ConsultationStatus::Ended.as_str(),
+                ConsultationStatus::Cancelled.as_str()
+            ],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, bool>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((seq, status, staff_messaged_first)) = position else {
+        let exists = txn
+            .prepare_cached(CONSULTATION_EXISTS)?
+            .exists(params![consultation])?;
+        return Ok(if exists {
+            AppendOutcome::Closed
+        } else {
+            AppendOutcome::NotFound
+        });
+    };
+    let patient_not_ready = status == ConsultationStatus::Scheduled.as_str()
+        || status == ConsultationStatus::WaitingForPatient.as_str();
+    if new.sender_role.is_staff() && patient_not_ready && !staff_messaged_first {
+        txn.prepare_cached(MARK_STAFF_FIRST)?.execute(params![
+            consultation,
+            ConsultationStatus::Scheduled.as_str(),
+            ConsultationStatus::WaitingForPatient.as_str()
+        ])?;
+    }
+    let sent_at = Utc::now();
+    let row = message::Model {
+        id: 0,
+        consultation_id: consultation.to_owned(),
+        seq,
+        sender_id: sender.to_owned(),
+        sender_role: new.sender_role.as_str().to_owned(),
+        kind: new.kind.as_str().to_owned(),
+        body: new.body.clone(),
+        client_msg_id: new.client_msg_id.clone(),
+        created_at: sent_at,
+    };
+    txn.prepare_cached(INSERT_MESSAGE)?.execute(params![
+        row.consultation_id,
+        row.seq,
+        row.sender_id,
+        row.sender_role,
+        row.kind,
+        row.body,
+        row.client_msg_id,
+        timestamp(row.created_at)
+    ])?;
+    let mut notifications = Vec::with_capacity(new.notifications.len());
+    for queued in outbox_store::new_rows(
+        &new.consultation_id,
+        to_u64(seq),
+        &new.notifications,
+        sent_at,
+    ) {
+        insert_outbox(txn, &queued)?;
+        notifications.push(outbox_store::from_row(queued)?);
+    }
+    Ok(AppendOutcome::Stored(StoredMessage {
+        message: from_row(row)?,
+        notifications,
+    }))
+}
+
+fn find_sent(
+    txn: &Transaction<'_>,
+    consultation: &str,
+    sender: &str,
+    client_msg_id: &str,
+) -> Result<Option<consult_protocol::ChatMessage>, StoreError> {
+    let row = txn
+        .prepare_cached(FIND_SENT)?
+        .query_row(params![consultation, sender, client_msg_id], |row| {
+            Ok((
+                message::Model {
+                    id: row.get(0)?,
+                    consultation_id: row.get(1)?,
+                    seq: row.get(2)?,
+                    sender_id: row.get(3)?,
+                    sender_role: row.get(4)?,
+                    kind: row.get(5)?,
+                    body: row.get(6)?,
+                    client_msg_id: row.get(7)?,
+                    created_at: DateTime::<Utc>::MIN_UTC,
+                },
+                row.get::<_, String>(8)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(mut model, created_at)| {
+        model.created_at = parse_timestamp(&created_at)?;
+        from_row(model)
+    })
+    .transpose()
+}
+
+fn insert_outbox(txn: &Transaction<'_>, row: &outbox::Model) -> Result<(), StoreError> {
+    txn.prepare_cached(INSERT_OUTBOX)?.execute(params![
+        row.id,
+        row.idempotency_key,
+        row.consultation_id,
+        row.message_seq,
+        row.recipient_id,
+        row.channel,
+        row.provider,
+        row.target,
+        row.title,
+        row.body,
+        row.reason,
+        row.cancel_rule,
+        row.status,
+        row.attempts,
+        timestamp(row.due_at),
+        timestamp(row.next_attempt_at),
+        row.lease_until.map(timestamp),
+        row.last_error,
+        row.provider_message_id,
+        timestamp(row.created_at),
+        timestamp(row.updated_at)
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! WAL checkpoints on a connection of their own, so that copying the log
+//! back into the database file (and its fsync) never runs inside a message
+//! batch's commit.
+//!
+//! A passive checkpoint runs when the writer has committed since the last
+//! one, at most every [`INTERVAL`], and once more when the writer stops. It
+//! never blocks the writer, but under steady writes it never catches up
+//! either (the writer appends while it copies), and the log is only rewound
+//! once a checkpoint has copied all of it. So when the log passes
+//! [`RESTART_FRAMES`], a restart checkpoint follows the passive one: it holds
+//! the writer off only while it copies what was appended meanwhile, and the
+//! next commit starts the log again from the beginning.
+
+use super::StoreError;
+use rusqlite::Connection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The longest the log grows between checkpoints while messages are written.
+const INTERVAL: Duration = Duration::from_millis(200);
+
+/// Log size (pages) above which the log is rewound: 32 MiB of 4 KiB pages.
+const RESTART_FRAMES: i64 = 8192;
+
+/// The writer's side: marks that there is something to checkpoint; dropping
+/// it stops the checkpoint thread after a last checkpoint.
+#[derive(Debug)]
+pub(super) struct Checkpoints {
+    dirty: Arc<AtomicBool>,
+    _stop: mpsc::Sender<()>,
+}
+
+impl Checkpoints {
+    /// Records a commit.
+    pub(super) fn written(&self) {
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the checkpoint thread on `connection`.
+pub(super) fn start(connection: Connection) -> Result<Checkpoints, StoreError> {
+    let dirty = Arc::new(AtomicBool::new(false));
+    let (stop, stopped) = mpsc::channel::<()>();
+    let flag = dirty.clone();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || run(&connection, &flag, &stopped))
+        .map_err(|error| StoreError::Thread("sqlite-checkpoint", error))?;
+    Ok(Checkpoints { dirty, _stop: stop })
+}
+
+fn run(connection: &Connection, dirty: &AtomicBool, stopped: &mpsc::Receiver<()>) {
+    loop {
+        let stopping = matches!(
+            stopped.recv_timeout(INTERVAL),
+            Err(mpsc::RecvTimeoutError::Disconnected)
+        );
+        if dirty.swap(false, Ordering::Relaxed) {
+            checkpoint(connection);
+        }
+        if stopping {
+            break;
+        }
+    }
+}
+
+fn checkpoint(connection: &Connection) {
+    if let Some(log_frames) = run_checkpoint(connection, "PASSIVE") {
+        if log_frames > RESTART_FRAMES {
+            run_checkpoint(connection, "RESTART");
+        }
+    }
+}
+
+/// Runs one checkpoint; the log's size in pages, or `None` if it failed.
+fn run_checkpoint(connection: &Connection, mode: &str) -> Option<i64> {
+    let result = connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    });
+    match result {
+        Ok((log_frames, copied)) => {
+            metrics::gauge!("consult_sqlite_wal_frames").set(log_frames as f64);
+            tracing::trace!(mode, log_frames, copied, "checkpoint");
+            Some(log_frames)
+        }
+        Err(error) => {
+            tracing::warn!(mode, error = %error, "sqlite checkpoint failed");
+            None
+        }
+    }
+}
