@@ -8,7 +8,7 @@
 #
 # Names: idle, fanout, fanout-wide, fanout-wide-tmpfs, fanout-2node,
 #        fanout-2node-wide, fanout-2node-pg, fanout-2node-pg-wide, persist,
-#        storm, dashboard
+#        storm, dashboard, append (criterion, the store alone)
 #
 # Results go to load-tests/results/<name>.json, reports (Markdown + SVG) to
 # load-tests/results/<name>/. Knobs (environment): PG_URL for fanout-2node-pg
@@ -118,8 +118,13 @@ bench() {
 		;;
 	storm)
 		run storm storm --clients 19000 --rooms 1000 --providers 10 --rate 1000 \
-			--processes 3 --sources 8 --connect-concurrency 100 \
+			--processes 3 --sources 8 --connect-concurrency 1000 \
 			--before-secs 5 --after-secs 5 --finish-timeout-secs 60
+		;;
+	append)
+		# The store alone (criterion): group commit without the network.
+		wait_quiet
+		cargo bench -p consult-hub --bench append
 		;;
 	dashboard)
 		run dashboard dashboard --watchers 50 --pairs 20 --cycles 1000
@@ -133,7 +138,7 @@ bench() {
 
 if [[ $# -eq 0 ]]; then
 	set -- idle fanout fanout-wide fanout-wide-tmpfs fanout-2node fanout-2node-wide \
-		fanout-2node-pg fanout-2node-pg-wide persist storm dashboard
+		fanout-2node-pg fanout-2node-pg-wide persist storm dashboard append
 fi
 for name in "$@"; do
 	bench "$name"

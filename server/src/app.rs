@@ -20,12 +20,31 @@ use crate::store::Store;
 use crate::store::appender::{self, Appender};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Binds the hub's listener with an explicit accept backlog
+/// ([`Config::listen_backlog`]); `TcpListener::bind` always asks for 128.
+///
+/// # Errors
+///
+/// Fails when the address cannot be bound.
+pub fn bind_listener(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted hub can bind at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
 
 /// Capacity of the writer → publisher channel, in batches.
 const COMMITTED_QUEUE_CAPACITY: usize = 1024;

@@ -57,6 +57,8 @@ pub const MAX_BODY_CHARS: usize = 4_000;
 pub const PRESENCE_TTL_MS: u64 = 6_000;
 /// Time sessions get to flush and close during shutdown.
 pub const DRAIN_TIMEOUT_SECS: u64 = 10;
+/// Listen backlog (the standard library's and mio's default is 128).
+pub const LISTEN_BACKLOG: u32 = 4096;
 /// Messages written in one group-commit transaction at most.
 pub const APPEND_BATCH_MAX: usize = 256;
 
@@ -66,6 +68,10 @@ pub const APPEND_BATCH_MAX: usize = 256;
 pub struct Config {
     /// Address the HTTP and WebSocket server binds.
     pub listen: SocketAddr,
+    /// Connections the kernel completes before the hub accepts them (capped
+    /// by `net.core.somaxconn`). A reconnect storm larger than this loses
+    /// SYNs, and those clients retry only after a second or more.
+    pub listen_backlog: u32,
     /// Database settings.
     pub database: DatabaseConfig,
     /// Token and API-key settings.
@@ -225,6 +231,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_backlog: LISTEN_BACKLOG,
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             session: SessionConfig::default(),
@@ -318,7 +325,16 @@ pub struct ConfigError {
 
 /// The top-level keys of [`Config`].
 const SECTIONS: &[&str] = &[
-    "listen", "database", "auth", "session", "broker", "shutdown", "web", "log", "notify",
+    "listen",
+    "listen_backlog",
+    "database",
+    "auth",
+    "session",
+    "broker",
+    "shutdown",
+    "web",
+    "log",
+    "notify",
 ];
 
 fn is_section(key: &str) -> bool {
@@ -380,6 +396,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections must be at least 1".into());
+        }
+        if self.listen_backlog == 0 {
+            problems.push("listen_backlog must be at least 1".into());
         }
         if self.database.append_batch_max == 0 {
             problems.push("database.append_batch_max must be at least 1".into());

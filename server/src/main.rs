@@ -120,8 +120,7 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
             config.web.sdk_dir = Some(bundled);
         }
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = consult_hub::app::bind_listener(config.listen, config.listen_backlog)
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let app = App::build(config).await.context("starting the hub")?;

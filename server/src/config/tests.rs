@@ -13,8 +13,10 @@ fn validate_reports_every_problem_at_once() {
     config.database.url = "mysql://x".into();
     config.session.outbound_queue_capacity = 0;
     config.broker.kind = BrokerKind::Redis;
+    config.listen_backlog = 0;
     let error = config.validate().unwrap_err();
-    assert_eq!(error.problems.len(), 3, "{error}");
+    assert_eq!(error.problems.len(), 4, "{error}");
+    assert!(error.to_string().contains("listen_backlog"), "{error}");
 }
 
 #[test]
@@ -22,9 +24,11 @@ fn environment_overrides_nested_fields() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY", "17");
         jail.set_env("CONSULT_LISTEN", "127.0.0.1:9999");
+        jail.set_env("CONSULT_LISTEN_BACKLOG", "512");
         let config = Config::load(None).unwrap();
         assert_eq!(config.session.outbound_queue_capacity, 17);
         assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.listen_backlog, 512);
         Ok(())
     });
 }

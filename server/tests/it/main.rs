@@ -17,6 +17,7 @@ mod cluster;
 mod dashboard;
 mod handshake;
 mod lifecycle;
+mod listener;
 mod messages;
 mod notifications;
 mod quick_messages;
