@@ -139,6 +139,16 @@ impl SpawnedHub {
 
 impl Drop for SpawnedHub {
     fn drop(&mut self) {
+        // A hub that exited by itself during the run is a finding: say how,
+        // with the end of its log, before the folder holding it is removed.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "consult-load: the hub exited by itself ({status}); the end of its log:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         // Nothing is left to save: the database lives in the temporary folder.
         if let Err(error) = self.child.kill() {
             tracing::debug!(%error, "hub already gone");
