@@ -19,6 +19,10 @@ pub const LOAD_API_KEY: &str = "load-key";
 const LOAD_JWT_SECRET: &str = "load-test-secret-not-for-production-0123456789";
 /// How long a spawned hub or Redis may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time for a hub whose port was taken to fail its bind and exit.
+const BIND_SETTLE: Duration = Duration::from_millis(200);
+/// Starts tried when the port turns out to be taken.
+const START_ATTEMPTS: u32 = 3;
 /// Commands per second per connection a spawned hub allows: providers in
 /// the load scenarios send thousands a second on one connection.
 const LOAD_RATE_LIMIT: &str = "1000000";
@@ -57,6 +61,22 @@ impl SpawnedHub {
     /// When the binary cannot be started, exits early, or is not ready in
     /// time (the error carries the end of its log).
     pub async fn start(spec: &HubSpawn) -> Result<Self> {
+        // The free port is found by binding and closing a socket; another
+        // process may take it before the hub binds it. Such a hub exits at
+        // once, and is started again on another port.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(spec).await {
+                Err(error) if attempt < START_ATTEMPTS && error.to_string().contains("in use") => {
+                    tracing::debug!(%error, "hub port taken; starting it again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(spec: &HubSpawn) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("consult-load-hub-")
             .tempdir()
@@ -124,6 +144,15 @@ impl SpawnedHub {
             }
             let ready = http.get(&url).send().await;
             if ready.is_ok_and(|response| response.status().is_success()) {
+                // Another hub may hold this port and have answered; this
+                // one then fails to bind and exits within moments.
+                tokio::time::sleep(BIND_SETTLE).await;
+                if let Some(status) = self.child.try_wait().context("checking the hub process")? {
+                    bail!(
+                        "hub exited during start ({status}); log:\n{}",
+                        log_tail(&self.log_path)
+                    );
+                }
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -142,11 +171,9 @@ impl Drop for SpawnedHub {
         // A hub that exited by itself during the run is a finding: say how,
         // with the end of its log, before the folder holding it is removed.
         if let Ok(Some(status)) = self.child.try_wait() {
-            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!(
                 "consult-load: the hub exited by itself ({status}); the end of its log:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                log_tail(&self.log_path)
             );
         }
         // Nothing is left to save: the database lives in the temporary folder.
