@@ -13,7 +13,7 @@
 //! PostgreSQL (and in-memory SQLite) through the pool.
 
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
-use super::sqlite_writer::{BatchOutcomes, SqliteWriter};
+use super::sqlite_writer::{Attempt, SqliteWriter};
 use super::{Store, StoreError};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
@@ -142,6 +142,9 @@ impl AppendWriter {
     }
 }
 
+/// One batch's outcomes, one per message, in order.
+pub type BatchOutcomes = Vec<Result<AppendOutcome, StoreError>>;
+
 /// Where batches are written.
 #[derive(Debug)]
 pub enum Backend {
@@ -165,28 +168,35 @@ impl Backend {
     }
 
     /// Appends `batch` in one transaction, or message by message if that
-    /// fails; one outcome per message, in order.
+    /// fails, so one bad message cannot fail its neighbours; one outcome per
+    /// message, in order.
     pub async fn append(&self, batch: Vec<NewMessage>) -> BatchOutcomes {
-        let db = match self {
-            Self::Sqlite(writer) => return writer.append(batch).await,
-            Self::Pool(db) => db,
+        let size = batch.len();
+        let (batch, error) = match self.append_in_one(batch).await {
+            (_, Ok(outcomes)) => return outcomes.into_iter().map(Ok).collect(),
+            (_, Err(StoreError::WriterStopped)) => {
+                return (0..size).map(|_| Err(StoreError::WriterStopped)).collect();
+            }
+            (batch, Err(error)) => (batch, error),
         };
-        let messages: Vec<&NewMessage> = batch.iter().collect();
-        match append_all(db, &messages).await {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(error) => {
-                tracing::warn!(error = %error, size = batch.len(), "batch append failed; retrying one by one");
-                let mut results = Vec::with_capacity(batch.len());
-                for message in &messages {
-                    results.push(
-                        append_all(db, std::slice::from_ref(message))
-                            .await
-                            .and_then(|mut outcomes| {
-                                outcomes.pop().ok_or(StoreError::WriterStopped)
-                            }),
-                    );
-                }
-                results
+        tracing::warn!(error = %error, size, "batch append failed; retrying one by one");
+        let mut results = Vec::with_capacity(size);
+        for message in batch {
+            let (_, result) = self.append_in_one(vec![message]).await;
+            results.push(
+                result.and_then(|mut outcomes| outcomes.pop().ok_or(StoreError::WriterStopped)),
+            );
+        }
+        results
+    }
+
+    async fn append_in_one(&self, batch: Vec<NewMessage>) -> Attempt {
+        match self {
+            Self::Sqlite(writer) => writer.append(batch).await,
+            Self::Pool(db) => {
+                let messages: Vec<&NewMessage> = batch.iter().collect();
+                let result = append_all(db, &messages).await;
+                (batch, result)
             }
         }
     }

@@ -150,26 +150,35 @@ fn find_sent(
         .prepare_cached(FIND_SENT)?
         .query_row(params![consultation, sender, client_msg_id], |row| {
             Ok((
-                message::Model {
-                    id: row.get(0)?,
-                    consultation_id: row.get(1)?,
-                    seq: row.get(2)?,
-                    sender_id: row.get(3)?,
-                    sender_role: row.get(4)?,
-                    kind: row.get(5)?,
-                    body: row.get(6)?,
-                    client_msg_id: row.get(7)?,
-                    created_at: DateTime::<Utc>::MIN_UTC,
-                },
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, Option<String>>(7)?,
                 row.get::<_, String>(8)?,
             ))
         })
         .optional()?;
-    row.map(|(mut model, created_at)| {
-        model.created_at = parse_timestamp(&created_at)?;
-        from_row(model)
+    let Some((id, consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, at)) =
+        row
+    else {
+        return Ok(None);
+    };
+    from_row(message::Model {
+        id,
+        consultation_id,
+        seq,
+        sender_id,
+        sender_role,
+        kind,
+        body,
+        client_msg_id,
+        created_at: parse_timestamp(&at)?,
     })
-    .transpose()
+    .map(Some)
 }
 
 fn insert_outbox(txn: &Transaction<'_>, row: &outbox::Model) -> Result<(), StoreError> {

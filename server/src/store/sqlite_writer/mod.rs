@@ -27,12 +27,13 @@ use tokio::sync::oneshot;
 /// The writer connection's page cache, as SQLite's negative KiB count.
 const WRITER_CACHE_KIB: i64 = -16 * 1024;
 
-/// One batch's outcomes, one per message, in order.
-pub type BatchOutcomes = Vec<Result<AppendOutcome, StoreError>>;
+/// A batch handed back with what appending it in one transaction did, so
+/// the caller can retry its messages one by one.
+pub type Attempt = (Vec<NewMessage>, Result<Vec<AppendOutcome>, StoreError>);
 
 struct Request {
     batch: Vec<NewMessage>,
-    reply: oneshot::Sender<BatchOutcomes>,
+    reply: oneshot::Sender<Attempt>,
 }
 
 /// A handle on the writer thread. Dropping the last handle stops it.
@@ -64,21 +65,16 @@ impl SqliteWriter {
         Ok(Self { requests })
     }
 
-    /// Appends `batch` in one transaction; if that fails, each message in a
-    /// transaction of its own, so one bad message cannot fail its
-    /// neighbours.
-    pub async fn append(&self, batch: Vec<NewMessage>) -> BatchOutcomes {
-        let size = batch.len();
-        let (reply, outcomes) = oneshot::channel();
-        if self.requests.send(Request { batch, reply }).is_err() {
-            return stopped(size);
+    /// Appends `batch` in one transaction on the writer thread.
+    pub async fn append(&self, batch: Vec<NewMessage>) -> Attempt {
+        let (reply, attempt) = oneshot::channel();
+        if let Err(mpsc::SendError(request)) = self.requests.send(Request { batch, reply }) {
+            return (request.batch, Err(StoreError::WriterStopped));
         }
-        outcomes.await.unwrap_or_else(|_| stopped(size))
+        attempt
+            .await
+            .unwrap_or_else(|_| (Vec::new(), Err(StoreError::WriterStopped)))
     }
-}
-
-fn stopped(size: usize) -> BatchOutcomes {
-    (0..size).map(|_| Err(StoreError::WriterStopped)).collect()
 }
 
 /// Opens a read-write connection set up as the pool's are.
@@ -120,23 +116,10 @@ fn serve(
     checkpoints: checkpoint::Checkpoints,
 ) {
     while let Ok(Request { batch, reply }) = incoming.recv() {
-        let outcomes = match append_all(&mut connection, &batch) {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(error) => {
-                tracing::warn!(error = %error, size = batch.len(), "batch append failed; retrying one by one");
-                batch
-                    .iter()
-                    .map(|message| {
-                        append_all(&mut connection, std::slice::from_ref(message)).and_then(
-                            |mut outcomes| outcomes.pop().ok_or(StoreError::WriterStopped),
-                        )
-                    })
-                    .collect()
-            }
-        };
+        let result = append_all(&mut connection, &batch);
         checkpoints.written();
         // The writer task may have stopped waiting; the messages are stored.
-        let _ignored = reply.send(outcomes);
+        let _ignored = reply.send((batch, result));
     }
     tracing::debug!("sqlite writer thread stopped");
 }
