@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Frames written per flush at most when draining the outbound queue.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
@@ -125,8 +126,20 @@ where
     }
 
     /// Runs until the client leaves, misbehaves, or the hub shuts down.
-    #[tracing::instrument(name = "session", skip_all, fields(conn_id = self.conn_id, user = %self.principal.user))]
-    pub async fn run(mut self) {
+    ///
+    /// Not an `async fn` with `#[tracing::instrument]`: that keeps the body's
+    /// future twice (as a local and inside `Instrumented`), and this future
+    /// is what every idle connection costs.
+    pub fn run(self) -> impl std::future::Future<Output = ()> + Send {
+        let span =
+            tracing::info_span!("session", conn_id = self.conn_id, user = %self.principal.user);
+        Box::new(self).run_loop().instrument(span)
+    }
+
+    /// The session loop. Every handler is boxed: an idle session's state
+    /// machine then holds only the loop's own state, not room for the
+    /// largest handler (the boxes live only while an event is handled).
+    async fn run_loop(mut self: Box<Self>) {
         let heartbeat_every =
             Duration::from_secs(self.state.config.session.heartbeat_interval_secs);
         let mut heartbeat =
@@ -137,10 +150,10 @@ where
         let exit = loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break self.on_shutdown().await,
+                () = shutdown.cancelled() => break Box::pin(self.on_shutdown()).await,
                 () = slow_consumer.cancelled() => break Exit::Close(CloseCode::SlowConsumer),
                 Some(event) = self.outbound_rx.recv() => {
-                    match self.on_hub_event(event).await {
+                    match Box::pin(self.on_hub_event(event)).await {
                         Ok(()) => {}
                         Err(WriteError::CatchUpFailed) => {
                             break Exit::Close(CloseCode::InternalError);
@@ -151,18 +164,18 @@ where
                         }
                     }
                 }
-                inbound = self.socket.next() => match self.on_inbound(inbound).await {
+                inbound = self.socket.next() => match Box::pin(self.on_inbound(inbound)).await {
                     Flow::Continue => {}
                     Flow::Exit(code) => break Exit::Close(code),
                 },
                 _ = heartbeat.tick() => {
-                    if let Some(exit) = self.on_heartbeat().await {
+                    if let Some(exit) = Box::pin(self.on_heartbeat()).await {
                         break exit;
                     }
                 }
             }
         };
-        self.finish(exit).await;
+        Box::pin(self.finish(exit)).await;
     }
 
     /// Delivers one hub event and whatever else is queued, then flushes once.
@@ -337,7 +350,7 @@ where
         }
     }
 
-    async fn finish(mut self, exit: Exit) {
+    async fn finish(&mut self, exit: Exit) {
         let rooms: Vec<(Topic, JoinedRoom)> = self.rooms.drain().collect();
         for (topic, room) in rooms {
             self.leave_topic(&topic, Some(&room.consultation_id)).await;
@@ -374,5 +387,43 @@ pub(crate) fn read_error_close_code(error: &axum::Error) -> CloseCode {
         CloseCode::MessageTooBig
     } else {
         CloseCode::Normal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Session;
+    use axum::extract::ws::WebSocket;
+    use std::future::Future;
+    use std::sync::Arc;
+
+    /// The size of the future a two-argument function returns.
+    fn future_size<A, B, F, Fut>(_: &F) -> usize
+    where
+        F: FnOnce(A, B) -> Fut,
+        Fut: Future,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every connection's task holds this future for as long as it is
+    /// connected: it must keep only the loop's own state (the session itself
+    /// is boxed, handlers are boxed while they run). It was 5 KiB when the
+    /// session value and the largest handler were kept inline.
+    #[test]
+    fn connection_task_future_stays_small() {
+        let task = future_size(&crate::session::run::<WebSocket>);
+        assert!(task <= 512, "connection task future is {task} bytes");
+        let session = std::mem::size_of::<Session<WebSocket>>();
+        assert!(session <= 768, "session is {session} bytes");
+    }
+
+    #[test]
+    fn future_size_measures_the_returned_future() {
+        async fn holds(buffer: [u8; 600], state: Arc<()>) {
+            tokio::task::yield_now().await;
+            drop((buffer.len(), state));
+        }
+        assert!(future_size(&holds) >= 600);
     }
 }

@@ -19,7 +19,9 @@ pub mod socket;
 
 use crate::app::AppState;
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{Sink, Stream};
+use futures_util::future::OptionFuture;
+use futures_util::{FutureExt, Sink, Stream};
+use std::future::Future;
 use std::sync::Arc;
 
 /// Runs a freshly upgraded connection on the app's task tracker.
@@ -29,7 +31,13 @@ pub fn spawn(socket: WebSocket, state: Arc<AppState>) {
 }
 
 /// Handshake, then the session loop, then cleanup.
-pub async fn run<S>(socket: S, state: Arc<AppState>)
+///
+/// Built from combinators rather than as an `async fn`: an `async fn` would
+/// keep room for the authenticated [`connection::Session`] next to the
+/// session loop's future that it moved into, for the whole connection. The
+/// handshake's future is boxed for the same reason: it is dropped once the
+/// session starts.
+pub fn run<S>(socket: S, state: Arc<AppState>) -> impl Future<Output = ()> + Send
 where
     S: Stream<Item = Result<Message, axum::Error>>
         + Sink<Message, Error = axum::Error>
@@ -38,9 +46,7 @@ where
 {
     metrics::counter!("consult_connections_total").increment(1);
     let pending = handshake::PendingSession::new(socket, state);
-    // The handshake's future is boxed so that the session's, which lives for
-    // the whole connection, does not reserve room for it.
-    if let Some(session) = Box::pin(pending.authenticate()).await {
-        session.run().await;
-    }
+    Box::pin(pending.authenticate())
+        .then(|session| OptionFuture::from(session.map(connection::Session::run)))
+        .map(|_: Option<()>| ())
 }
