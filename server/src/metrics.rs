@@ -57,6 +57,14 @@ fn describe() {
         "consult_append_batch_size",
         "Messages per group-commit transaction."
     );
+    metrics::describe_histogram!(
+        "consult_sqlite_commit_seconds",
+        "Time the SQLite writer thread took per batch, waits for the lock included."
+    );
+    metrics::describe_histogram!(
+        "consult_sqlite_checkpoint_seconds",
+        "Time a SQLite WAL checkpoint took, by mode."
+    );
     metrics::describe_counter!(
         "consult_broker_publish_failures_total",
         "Events the broker failed to publish."

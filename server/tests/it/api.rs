@@ -540,6 +540,34 @@ async fn health_and_readiness_answer_200_with_their_checks() {
 }
 
 #[tokio::test]
+async fn the_sqlite_writer_reports_how_long_its_commits_take() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    for i in 0..3 {
+        provider
+            .send(&consultation.id, format!("m-{i}"), "hello")
+            .await
+            .unwrap();
+    }
+    let text = hub.metrics_text().await;
+    let commits = crate::harness::metric(&text, "consult_sqlite_commit_seconds_count");
+    if hub.database_url().starts_with("sqlite:") {
+        // Sequential sends: one batch each.
+        assert!(commits >= 3.0, "{text}");
+        assert!(
+            crate::harness::metric(&text, "consult_sqlite_commit_seconds_sum") > 0.0,
+            "{text}"
+        );
+    } else {
+        // PostgreSQL appends through the pool: no writer thread.
+        assert!(commits.abs() < f64::EPSILON, "{text}");
+    }
+}
+
+#[tokio::test]
 async fn metrics_are_prometheus_text_counting_connections() {
     let hub = TestHub::start().await;
     let client = hub.connect("dr-a", Role::Provider).await;

@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest the log grows between checkpoints while messages are written.
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -75,14 +75,24 @@ fn checkpoint(connection: &Connection) {
 }
 
 /// Runs one checkpoint; the log's size in pages, or `None` if it failed.
-fn run_checkpoint(connection: &Connection, mode: &str) -> Option<i64> {
+fn run_checkpoint(connection: &Connection, mode: &'static str) -> Option<i64> {
+    let started = Instant::now();
     let result = connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
         Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
     });
     match result {
         Ok((log_frames, copied)) => {
+            let elapsed = started.elapsed();
             metrics::gauge!("consult_sqlite_wal_frames").set(log_frames as f64);
-            tracing::trace!(mode, log_frames, copied, "checkpoint");
+            metrics::histogram!("consult_sqlite_checkpoint_seconds", "mode" => mode)
+                .record(elapsed.as_secs_f64());
+            tracing::debug!(
+                mode,
+                log_frames,
+                copied,
+                elapsed_us = elapsed.as_micros(),
+                "checkpoint"
+            );
             Some(log_frames)
         }
         Err(error) => {

@@ -21,8 +21,11 @@ use super::messages::{AppendOutcome, NewMessage};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+/// Commits at least this long are logged at debug level.
+const SLOW_COMMIT: Duration = Duration::from_millis(2);
 
 /// The writer connection's page cache, as SQLite's negative KiB count.
 const WRITER_CACHE_KIB: i64 = -16 * 1024;
@@ -116,7 +119,17 @@ fn serve(
     checkpoints: checkpoint::Checkpoints,
 ) {
     while let Ok(Request { batch, reply }) = incoming.recv() {
+        let started = Instant::now();
         let result = append_all(&mut connection, &batch);
+        let elapsed = started.elapsed();
+        metrics::histogram!("consult_sqlite_commit_seconds").record(elapsed.as_secs_f64());
+        if elapsed >= SLOW_COMMIT {
+            tracing::debug!(
+                size = batch.len(),
+                elapsed_us = elapsed.as_micros(),
+                "slow commit"
+            );
+        }
         checkpoints.written();
         // The writer task may have stopped waiting; the messages are stored.
         let _ignored = reply.send((batch, result));

@@ -218,6 +218,11 @@ impl TestHub {
         Self::start_on(dir, db, adjust).await
     }
 
+    /// The database this hub runs on.
+    pub(crate) fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
     /// The `/metrics` text.
     pub(crate) async fn metrics_text(&self) -> String {
         let response = self.http.get(self.url("/metrics")).send().await.unwrap();
