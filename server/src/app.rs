@@ -18,6 +18,7 @@ use crate::service::publisher;
 use crate::service::reach::ReachCache;
 use crate::store::Store;
 use crate::store::appender::{self, Appender};
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,23 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Wraps the hub's listener so that every accepted connection has
+/// `TCP_NODELAY` set. Without it, Nagle's algorithm holds a small frame
+/// while an earlier one is unacknowledged, and a peer that delays its
+/// acknowledgement (up to 40 ms on Linux) delays the frame with it: an `ok`
+/// written right after another `ok` on a provider's busy connection waited
+/// about 20 ms that way. A connection whose option cannot be set is served
+/// anyway.
+pub fn without_nagle(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(error = %error, "TCP_NODELAY not set on an accepted connection");
+        }
+    })
+}
 
 /// Binds the hub's listener with an explicit accept backlog
 /// ([`Config::listen_backlog`]); `TcpListener::bind` always asks for 128.
@@ -196,7 +214,7 @@ impl App {
         let state = self.state.clone();
         let stop_accepting = CancellationToken::new();
         let router = crate::http::router(state.clone());
-        let server = axum::serve(listener, router)
+        let server = axum::serve(without_nagle(listener), router)
             .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
         let server = tokio::spawn(async move { server.await });
 

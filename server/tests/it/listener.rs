@@ -1,8 +1,10 @@
 //! The listener's accept backlog: a burst of connects larger than the
 //! standard library's 128 is held by the kernel until the hub accepts it,
-//! instead of losing SYNs that clients retry only after a second.
+//! instead of losing SYNs that clients retry only after a second. And every
+//! accepted connection has Nagle's algorithm off.
 
-use consult_hub::app::bind_listener;
+use axum::serve::Listener;
+use consult_hub::app::{bind_listener, without_nagle};
 use futures_util::future::join_all;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -45,4 +47,23 @@ async fn a_small_backlog_leaves_most_of_the_burst_waiting() {
         "{} of {BURST} connected past a backlog of 16",
         connected.len()
     );
+}
+
+#[tokio::test]
+async fn accepted_connections_have_nagle_off() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let plain = TcpStream::connect(address).await.unwrap();
+    let (accepted_plain, _) = listener.accept().await.unwrap();
+    assert!(
+        !accepted_plain.nodelay().unwrap(),
+        "a plain accept leaves Nagle on, so the wrapper is what turns it off"
+    );
+    let mut listener = without_nagle(listener);
+    let _client = TcpStream::connect(address).await.unwrap();
+    let (accepted, _) = timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("the connection is accepted");
+    assert!(accepted.nodelay().unwrap());
+    drop(plain);
 }
