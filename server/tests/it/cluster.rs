@@ -275,7 +275,8 @@ async fn messages_sent_while_redis_is_down_reach_the_other_node_once_it_reconnec
                 .unwrap();
             assert_eq!(seq.get(), i);
             sent_tx.send_replace(i);
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            // At the hub's default sustained command rate (20 a second).
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         provider
     });
