@@ -284,7 +284,8 @@ fn cluster_parts(
             tracing::info!(node = %node_id, "joining the cluster through redis");
             let broker = RedisBroker::start(url, node_id.clone(), hub.clone(), stop.clone())?;
             let ttl = Duration::from_millis(config.broker.presence_ttl_ms);
-            let presence = RedisPresence::start(url, &node_id, ttl, stop.clone())
+            let remote_cache = Duration::from_millis(config.broker.presence_cache_ms);
+            let presence = RedisPresence::start(url, &node_id, ttl, remote_cache, stop.clone())
                 .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
             Ok((Broker::Redis(broker), Presence::Redis(presence)))
         }

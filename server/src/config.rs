@@ -55,6 +55,8 @@ pub const WRITE_BUFFER_BYTES: usize = 1024;
 pub const MAX_BODY_CHARS: usize = 4_000;
 /// Lifetime of a node's presence entries in Redis (milliseconds).
 pub const PRESENCE_TTL_MS: u64 = 6_000;
+/// How long other nodes' presence of a user is reused (milliseconds).
+pub const PRESENCE_CACHE_MS: u64 = 500;
 /// Time sessions get to flush and close during shutdown.
 pub const DRAIN_TIMEOUT_SECS: u64 = 10;
 /// Listen backlog (the standard library's and mio's default is 128).
@@ -184,6 +186,9 @@ pub struct BrokerConfig {
     /// How long a node's presence entries live without a heartbeat
     /// (milliseconds); a dead node's patients read as offline after this.
     pub presence_ttl_ms: u64,
+    /// How long other nodes' presence of a user, once read, is used before
+    /// Redis is asked again (milliseconds; 0: always ask).
+    pub presence_cache_ms: u64,
 }
 
 /// Shutdown behaviour.
@@ -293,6 +298,7 @@ impl Default for BrokerConfig {
             redis_url: None,
             node_id: None,
             presence_ttl_ms: PRESENCE_TTL_MS,
+            presence_cache_ms: PRESENCE_CACHE_MS,
         }
     }
 }
@@ -430,6 +436,9 @@ impl Config {
         }
         if self.broker.presence_ttl_ms < 300 {
             problems.push("broker.presence_ttl_ms must be at least 300".into());
+        }
+        if self.broker.presence_cache_ms >= self.broker.presence_ttl_ms {
+            problems.push("broker.presence_cache_ms must be less than presence_ttl_ms".into());
         }
         if self.broker.kind == BrokerKind::Redis && self.broker.redis_url.is_none() {
             problems.push("broker.redis_url is required when broker.kind = \"redis\"".into());

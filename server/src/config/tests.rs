@@ -55,3 +55,13 @@ fn other_tools_variables_are_not_config_but_typos_in_a_section_are_refused() {
         Ok(())
     });
 }
+
+#[test]
+fn a_presence_cache_as_long_as_the_presence_ttl_is_refused() {
+    let mut config = Config::default();
+    config.broker.presence_cache_ms = config.broker.presence_ttl_ms;
+    let error = config.validate().unwrap_err();
+    assert!(error.to_string().contains("presence_cache_ms"), "{error}");
+    config.broker.presence_cache_ms = 0;
+    config.validate().unwrap();
+}

@@ -20,6 +20,17 @@ pub struct PresenceStatus {
     pub foreground: bool,
 }
 
+impl PresenceStatus {
+    /// Either view's: online or in the foreground if either is.
+    #[must_use]
+    pub fn or(self, other: Self) -> Self {
+        Self {
+            online: self.online || other.online,
+            foreground: self.foreground || other.foreground,
+        }
+    }
+}
+
 /// The presence registry this node uses.
 #[derive(Debug, Clone)]
 pub enum Presence {

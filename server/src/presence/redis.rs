@@ -6,6 +6,14 @@
 //! connected anywhere?" is answered correctly within seconds of a node's
 //! death. A change is written at once as well.
 //!
+//! The other nodes' part of an answer is kept for `remote_cache` (the
+//! `broker.presence_cache_ms` setting): every staff message to a patient
+//! who is not in the foreground here asks presence, and a patient messaged
+//! twenty times a second should not cost twenty Redis round trips on the
+//! send path. This node's own connections are always read live; another
+//! node's change is seen at most `remote_cache` late, and the outbox worker
+//! asks again before it sends anything.
+//!
 //! After a failed Redis call, presence answers from this node's view alone
 //! for [`FAILURE_BACKOFF`] instead of asking Redis again: while Redis is
 //! down (or unreachable, which costs a whole connect timeout) every staff
@@ -15,6 +23,7 @@
 
 use super::{LocalPresence, PresenceStatus};
 use consult_protocol::UserId;
+use dashmap::DashMap;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,6 +43,10 @@ pub struct RedisPresence {
     ttl: Duration,
     /// Until when Redis is left alone after a failure.
     backoff_until: Arc<Mutex<Option<Instant>>>,
+    /// Other nodes' view of a user, as last read, and when.
+    remote: Arc<DashMap<UserId, (PresenceStatus, Instant)>>,
+    /// How long an entry of `remote` is used (zero: never).
+    remote_cache: Duration,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -58,7 +71,8 @@ fn now_ms() -> u64 {
 
 impl RedisPresence {
     /// Connects lazily to `url` and starts the heartbeat, which refreshes
-    /// this node's entries every `ttl / 3`.
+    /// this node's entries every `ttl / 3`. Other nodes' entries read for a
+    /// user are used for `remote_cache` before Redis is asked again.
     ///
     /// # Errors
     ///
@@ -67,6 +81,7 @@ impl RedisPresence {
         url: &str,
         node_id: &str,
         ttl: Duration,
+        remote_cache: Duration,
         stop: CancellationToken,
     ) -> redis::RedisResult<Self> {
         let client = redis::Client::open(url)?;
@@ -80,6 +95,8 @@ impl RedisPresence {
             node_id: node_id.into(),
             ttl,
             backoff_until: Arc::new(Mutex::new(None)),
+            remote: Arc::new(DashMap::new()),
+            remote_cache,
         };
         tokio::spawn(presence.clone().heartbeat(stop));
         Ok(presence)
@@ -110,6 +127,8 @@ impl RedisPresence {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(every) => {}
             }
+            self.remote
+                .retain(|_, (_, read_at)| read_at.elapsed() < self.remote_cache);
             let users = self.local.users();
             if users.is_empty() {
                 continue;
@@ -181,13 +200,16 @@ impl RedisPresence {
         self.publish(user).await;
     }
 
-    /// This node's view first; then every live node's entry in Redis. If
-    /// Redis cannot be asked (or failed recently), only this node's view
-    /// counts.
+    /// This node's view first; then every other live node's entry in Redis
+    /// (or as read within `remote_cache`). If Redis cannot be asked (or
+    /// failed recently), only this node's view counts.
     pub(super) async fn status(&self, user: &UserId) -> PresenceStatus {
         let local = self.local.status(user);
         if (local.online && local.foreground) || self.backing_off() {
             return local;
+        }
+        if let Some(remote) = self.cached_remote(user) {
+            return local.or(remote);
         }
         let result = self.connection.clone().hgetall(key(user)).await;
         self.record(&result);
@@ -199,16 +221,32 @@ impl RedisPresence {
             }
         };
         let now = now_ms();
-        entries
-            .values()
-            .filter_map(|value| parse(value))
+        let remote = entries
+            .iter()
+            .filter(|(node, _)| node.as_str() != &*self.node_id)
+            .filter_map(|(_, value)| parse(value))
             .filter(|entry| entry.2 > now)
-            .fold(local, |status, (connections, foreground, _)| {
-                PresenceStatus {
-                    online: status.online || connections > 0,
-                    foreground: status.foreground || foreground > 0,
-                }
-            })
+            .fold(
+                PresenceStatus::default(),
+                |status, (connections, foreground, _)| {
+                    status.or(PresenceStatus {
+                        online: connections > 0,
+                        foreground: foreground > 0,
+                    })
+                },
+            );
+        if !self.remote_cache.is_zero() {
+            self.remote.insert(user.clone(), (remote, Instant::now()));
+        }
+        local.or(remote)
+    }
+
+    /// Other nodes' view of `user`, if read recently enough.
+    fn cached_remote(&self, user: &UserId) -> Option<PresenceStatus> {
+        self.remote
+            .get(user)
+            .filter(|entry| entry.1.elapsed() < self.remote_cache)
+            .map(|entry| entry.0)
     }
 }
 
@@ -230,6 +268,7 @@ mod tests {
             "redis://127.0.0.1:1/",
             "node-a",
             Duration::from_secs(3),
+            Duration::from_millis(500),
             stop.clone(),
         )
         .unwrap();

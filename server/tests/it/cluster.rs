@@ -8,6 +8,7 @@
 use crate::harness::cluster::{Cluster, PRESENCE_TTL_MS, connect_to, wait_until};
 use crate::harness::expect_event;
 use consult_client::{Client, ClosedBy};
+use consult_hub::config::PRESENCE_CACHE_MS;
 use consult_protocol::{
     CloseCode, ConsultationId, ConsultationStatus, Role, Seq, ServerFrame, UserId,
 };
@@ -380,6 +381,35 @@ async fn a_patient_on_another_node_reads_online_and_then_offline_within_the_ttl_
     wait_until(
         Duration::from_millis(PRESENCE_TTL_MS + 1500),
         "the dead node's patient reads offline",
+        || async { !hub_a.state.presence.status(&patient_id).await.online },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn another_nodes_presence_is_read_from_redis_once_per_cache_period() {
+    let (cluster, [hub_a, hub_b]) = Cluster::start().await;
+    let patient_id = UserId::from("pat-a");
+    // Connected to node B only: node A must ask Redis.
+    let patient = hub_b.connect("pat-a", Role::Patient).await;
+    wait_until(
+        Duration::from_secs(3),
+        "node A sees the patient",
+        || async { hub_a.state.presence.status(&patient_id).await.online },
+    )
+    .await;
+
+    let before = cluster.redis.command_calls("hgetall").await;
+    for _ in 0..20 {
+        assert!(hub_a.state.presence.status(&patient_id).await.online);
+    }
+    let asked = cluster.redis.command_calls("hgetall").await - before;
+    assert!(asked <= 1, "{asked} Redis lookups for 20 questions");
+
+    patient.close().await;
+    wait_until(
+        Duration::from_millis(PRESENCE_CACHE_MS + 1000),
+        "node A reads the patient offline once its cached view expires",
         || async { !hub_a.state.presence.status(&patient_id).await.online },
     )
     .await;

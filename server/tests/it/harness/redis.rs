@@ -121,6 +121,22 @@ impl RedisServer {
         false
     }
 
+    /// How many times `command` (lower case) was run, from `INFO
+    /// commandstats`.
+    pub(crate) async fn command_calls(&self, command: &str) -> u64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// True when the server answers `PING` with `+PONG`.
     pub(crate) async fn ping(&self) -> bool {
         let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
