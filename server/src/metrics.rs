@@ -58,6 +58,10 @@ fn describe() {
         "Messages per group-commit transaction."
     );
     metrics::describe_histogram!(
+        "consult_command_seconds",
+        "Time from a command's frame being decoded to its answer written, by command."
+    );
+    metrics::describe_histogram!(
         "consult_sqlite_commit_seconds",
         "Time the SQLite writer thread took per batch, waits for the lock included."
     );

@@ -49,7 +49,8 @@ where
             return Flow::Continue;
         };
         let kind = frame.kind();
-        match self.dispatch(frame).await {
+        let started = std::time::Instant::now();
+        let flow = match self.dispatch(frame).await {
             Ok(result) => self.send_frame(&ServerFrame::ok(id, result)).await,
             Err(CommandError::Service(error)) => {
                 if error.is_internal() {
@@ -62,7 +63,10 @@ where
                 tracing::info!(error = %error, "write failed");
                 Flow::Exit(consult_protocol::CloseCode::Normal)
             }
-        }
+        };
+        metrics::histogram!("consult_command_seconds", "command" => kind)
+            .record(started.elapsed().as_secs_f64());
+        flow
     }
 
     async fn dispatch(&mut self, frame: ClientFrame) -> CommandOutcome {

@@ -540,6 +540,33 @@ async fn health_and_readiness_answer_200_with_their_checks() {
 }
 
 #[tokio::test]
+async fn commands_are_timed_by_kind() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&consultation.id, None).await.unwrap();
+    provider
+        .send(&consultation.id, "m-1", "hello")
+        .await
+        .unwrap();
+    provider
+        .send(&consultation.id, "m-2", "again")
+        .await
+        .unwrap();
+    let text = hub.metrics_text().await;
+    let count = |command: &str| {
+        crate::harness::metric(
+            &text,
+            &format!("consult_command_seconds_count{{command=\"{command}\"}}"),
+        )
+    };
+    assert!(count("send") >= 2.0, "{text}");
+    assert!(count("join") >= 1.0, "{text}");
+}
+
+#[tokio::test]
 async fn the_sqlite_writer_reports_how_long_its_commits_take() {
     let hub = TestHub::start().await;
     let consultation = hub
