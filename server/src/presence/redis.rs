@@ -11,8 +11,8 @@
 //! who is not in the foreground here asks presence, and a patient messaged
 //! twenty times a second should not cost twenty Redis round trips on the
 //! send path. This node's own connections are always read live; another
-//! node's change is seen at most `remote_cache` late, and the outbox worker
-//! asks again before it sends anything.
+//! node's change is seen at most `remote_cache` late (the outbox worker's
+//! check before it sends goes through the same cache).
 //!
 //! After a failed Redis call, presence answers from this node's view alone
 //! for [`FAILURE_BACKOFF`] instead of asking Redis again: while Redis is
