@@ -1,7 +1,8 @@
 //! Group-commit throughput of the message store, without the network: batches
 //! of messages, each to another of 1,000 consultations (the worst case for
-//! page locality), appended on a SQLite file through the writer the hub uses
-//! there (its own thread and connection) and through the sea-orm pool writer
+//! page locality), appended on a SQLite file on the connection the hub's
+//! writer thread uses there (here called directly, without the thread's
+//! hand-offs) and through the sea-orm pool writer
 //! (PostgreSQL's path), for comparison. Criterion reports messages per
 //! second; the figures are in docs/benchmarks.md.
 //!
@@ -113,7 +114,7 @@ fn append(c: &mut Criterion) {
     for writer in ["sqlite_writer", "pool"] {
         for size in BATCH_SIZES {
             let fixture = runtime.block_on(fixture());
-            let backend = runtime.block_on(async {
+            let mut backend = runtime.block_on(async {
                 match writer {
                     "pool" => Backend::Pool(fixture.store.connection().clone()),
                     _ => Backend::for_store(&fixture.store).await.unwrap(),
@@ -128,7 +129,7 @@ fn append(c: &mut Criterion) {
                         for _ in 0..batches {
                             let messages = batch(&fixture.consultations, &mut next, size);
                             let started = Instant::now();
-                            let outcomes = backend.append(messages).await;
+                            let outcomes = backend.append(&messages).await;
                             elapsed += started.elapsed();
                             assert!(outcomes.iter().all(Result::is_ok));
                         }

@@ -1,7 +1,8 @@
 //! Builds the hub from a [`Config`] and runs it until shutdown.
 //!
 //! [`App::build`] opens the store, runs migrations, wires the hub, broker and
-//! presence, and starts the group-commit writer and publisher.
+//! presence, and starts the group-commit writer (which publishes what it
+//! stores).
 //! [`App::run`] serves HTTP and WebSocket on a listener until the shutdown
 //! future resolves, then shuts down in order: readiness goes 503 and the
 //! listener stops accepting; sessions are told to reconnect and flush; the
@@ -17,7 +18,7 @@ use crate::presence::{LocalPresence, Presence, RedisPresence};
 use crate::service::publisher;
 use crate::service::reach::ReachCache;
 use crate::store::Store;
-use crate::store::appender::{self, Appender};
+use crate::store::appender::{self, Appender, WriterHandle};
 use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -63,9 +64,6 @@ pub fn bind_listener(address: SocketAddr, backlog: u32) -> std::io::Result<TcpLi
     socket.bind(address)?;
     socket.listen(backlog)
 }
-
-/// Capacity of the writer → publisher channel, in batches.
-const COMMITTED_QUEUE_CAPACITY: usize = 1024;
 
 /// Everything a request or session needs, shared behind an `Arc`.
 #[derive(Debug)]
@@ -133,9 +131,8 @@ pub enum BuildError {
 #[derive(Debug)]
 pub struct App {
     state: Arc<AppState>,
-    writer_stop: CancellationToken,
-    writer: tokio::task::JoinHandle<()>,
-    publisher: tokio::task::JoinHandle<()>,
+    writer: WriterHandle,
+    dashboards: tokio::task::JoinHandle<()>,
     outbox_stop: CancellationToken,
     outbox: tokio::task::JoinHandle<()>,
     cluster_stop: CancellationToken,
@@ -156,12 +153,12 @@ impl App {
         let hub = Arc::new(Hub::new());
         let cluster_stop = CancellationToken::new();
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
-        let (committed_tx, committed_rx) = tokio::sync::mpsc::channel(COMMITTED_QUEUE_CAPACITY);
-        let (appender, writer) = appender::channel(
+        let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (appender, writer) = appender::start(
             appender::Backend::for_store(&store).await?,
             config.database.append_batch_max,
-            committed_tx,
-        );
+            publisher::on_commit(broker.clone(), dashboards_tx),
+        )?;
         let state = Arc::new(AppState {
             config,
             store,
@@ -179,16 +176,13 @@ impl App {
             ready: AtomicBool::new(true),
             next_conn_id: AtomicU64::new(1),
         });
-        let writer_stop = CancellationToken::new();
-        let writer = tokio::spawn(writer.run(writer_stop.clone()));
-        let publisher = tokio::spawn(publisher::run(state.clone(), committed_rx));
+        let dashboards = tokio::spawn(publisher::refresh_dashboards(state.clone(), dashboards_rx));
         let outbox_stop = CancellationToken::new();
         let outbox = tokio::spawn(OutboxWorker::new(state.clone()).run(outbox_stop.clone()));
         Ok(Self {
             state,
-            writer_stop,
             writer,
-            publisher,
+            dashboards,
             outbox_stop,
             outbox,
             cluster_stop,
@@ -243,12 +237,9 @@ impl App {
             Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
             Err(_) => Ok(()),
         };
-        self.writer_stop.cancel();
-        if let Err(error) = self.writer.await {
-            tracing::error!(error = %error, "message writer panicked");
-        }
-        if let Err(error) = self.publisher.await {
-            tracing::error!(error = %error, "publisher panicked");
+        self.writer.stop().await;
+        if let Err(error) = self.dashboards.await {
+            tracing::error!(error = %error, "dashboard refresher panicked");
         }
         // Flush what is due now, then stop the worker; later rows wait in
         // the outbox for the next start (or another node).

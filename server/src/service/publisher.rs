@@ -1,30 +1,50 @@
-//! The publisher task: takes committed messages from the group-commit writer,
-//! in commit order, and publishes each to its room. A patient's message also
-//! refreshes the dashboards (its unread count changed).
+//! Publishing committed messages: the group-commit writer hands over each
+//! stored message, in commit order, and [`on_commit`] publishes it to its
+//! room at once, on the writer itself (publishing never blocks: local
+//! delivery is a queue push per subscriber, Redis gets its copy through the
+//! broker's own queue). A patient's message also changes the dashboards
+//! (its unread count): that row is read from the database, so it is left to
+//! [`refresh_dashboards`], a task.
 
 use super::{dashboard, events};
 use crate::app::AppState;
+use crate::broker::Broker;
 use crate::hub::topics;
+use crate::store::appender::OnCommit;
 use crate::store::messages::StoredMessage;
-use consult_protocol::{Role, ServerFrame};
+use consult_protocol::{ConsultationId, Role, ServerFrame};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Publishes committed batches until the writer closes the channel.
-pub async fn run(state: Arc<AppState>, mut committed_rx: mpsc::Receiver<Vec<StoredMessage>>) {
-    while let Some(batch) = committed_rx.recv().await {
+/// Publishes each stored message through `broker`, and sends the
+/// consultations of patients' messages to `dashboards`.
+pub fn on_commit(broker: Broker, dashboards: mpsc::UnboundedSender<ConsultationId>) -> OnCommit {
+    Box::new(move |stored: &StoredMessage| {
         // Notifications were announced (and the outbox worker woken) by the
-        // sender's use case; this task only fans messages out.
-        for StoredMessage { message, .. } in batch {
-            let topic = topics::room(&message.consultation_id);
-            let seq = message.seq.get();
-            let from_patient = message.sender_role == Role::Patient;
-            let consultation = message.consultation_id.clone();
-            events::publish(&state, topic, Some(seq), &ServerFrame::Message { message });
-            if from_patient {
-                dashboard::spawn_publish_entry(Arc::clone(&state), consultation);
-            }
+        // sender's use case; this only fans the message out.
+        let message = &stored.message;
+        let topic = topics::room(&message.consultation_id);
+        let seq = message.seq.get();
+        if message.sender_role == Role::Patient
+            && dashboards.send(message.consultation_id.clone()).is_err()
+        {
+            tracing::debug!("dashboard refresher stopped; delta skipped");
         }
+        let frame = ServerFrame::Message {
+            message: message.clone(),
+        };
+        events::publish_through(&broker, topic, Some(seq), &frame);
+    })
+}
+
+/// Publishes the dashboard row of each consultation that arrives, until the
+/// writer (and with it the sending side) is gone.
+pub async fn refresh_dashboards(
+    state: Arc<AppState>,
+    mut consultations: mpsc::UnboundedReceiver<ConsultationId>,
+) {
+    while let Some(consultation) = consultations.recv().await {
+        dashboard::spawn_publish_entry(Arc::clone(&state), consultation);
     }
-    tracing::debug!("publisher stopped");
+    tracing::debug!("dashboard refresher stopped");
 }

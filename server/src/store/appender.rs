@@ -1,44 +1,57 @@
 //! The group-commit message writer.
 //!
-//! Senders hand messages to one writer task per node. It takes whatever is
+//! Senders hand messages to one writer per node. It takes whatever is
 //! queued (up to `append_batch_max`), appends all of it in one transaction,
-//! then passes the stored messages, in commit order, to the committed
-//! channel (the hub's publisher) before answering each sender. One writer
-//! per node means one ordered stream of commits, so events leave this node
-//! in sequence order; one transaction per batch means one fsync for many
-//! messages. If a batch fails, each message is retried in a transaction of
-//! its own, so one bad message cannot fail its neighbours.
+//! hands each stored message, in commit order, to the node's [`OnCommit`]
+//! (which publishes it), then answers each sender. One writer per node means
+//! one ordered stream of commits, so events leave this node in sequence
+//! order; one transaction per batch means one log write for many messages.
+//! If a batch fails, each message is retried in a transaction of its own, so
+//! one bad message cannot fail its neighbours.
 //!
-//! On a SQLite file the batch runs on the [`SqliteWriter`] thread; on
-//! PostgreSQL (and in-memory SQLite) through the pool.
+//! On a SQLite file the writer is a thread of its own
+//! ([`SqliteBatchWriter`]) that takes messages straight from the senders'
+//! queue and publishes them itself: a send costs one hand-off to the thread
+//! and one back. On PostgreSQL (and in-memory SQLite) the writer is a task
+//! appending through the pool.
 
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
-use super::sqlite_writer::{Attempt, SqliteWriter};
+use super::sqlite_writer::{self, SqliteBatchWriter};
 use super::{Store, StoreError};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 /// Queued appends before senders wait.
 const JOB_QUEUE_CAPACITY: usize = 4096;
 
-struct Job {
+/// Called with every stored message, in commit order, after its batch
+/// commits and before any sender of the batch is answered. Runs on the
+/// writer (the SQLite thread or the pool writer's task): it must not block.
+pub type OnCommit = Box<dyn Fn(&StoredMessage) + Send>;
+
+/// One batch's outcomes, one per message, in order.
+pub type BatchOutcomes = Vec<Result<AppendOutcome, StoreError>>;
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+/// One sender's message and where its outcome goes.
+pub(super) struct Job {
     message: NewMessage,
-    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    reply: Reply,
 }
 
-/// A handle for appending messages through the writer task.
+/// What the writer's queue carries.
+pub(super) enum Request {
+    /// A message to append.
+    Append(Job),
+    /// Write what is queued, refuse the rest, then say so.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A handle for appending messages through the writer.
 #[derive(Debug, Clone)]
 pub struct Appender {
-    jobs_tx: mpsc::Sender<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("consultation", &self.message.consultation_id)
-            .finish_non_exhaustive()
-    }
+    requests: mpsc::Sender<Request>,
 }
 
 impl Appender {
@@ -50,156 +63,212 @@ impl Appender {
     /// the database fails.
     pub async fn append(&self, message: NewMessage) -> Result<AppendOutcome, StoreError> {
         let (reply, reply_rx) = oneshot::channel();
-        self.jobs_tx
-            .send(Job { message, reply })
+        self.requests
+            .send(Request::Append(Job { message, reply }))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         reply_rx.await.map_err(|_| StoreError::WriterStopped)?
     }
 }
 
-/// The writer task's state.
+/// Stops the writer.
 #[derive(Debug)]
-pub struct AppendWriter {
-    backend: Backend,
-    jobs_rx: mpsc::Receiver<Job>,
-    committed_tx: mpsc::Sender<Vec<StoredMessage>>,
-    batch_max: usize,
+pub struct WriterHandle {
+    requests: mpsc::Sender<Request>,
 }
 
-/// Creates the writer and its handle. Run the writer with
-/// [`AppendWriter::run`]; stored messages come out of `committed_tx`.
-pub fn channel(
-    backend: Backend,
-    batch_max: usize,
-    committed_tx: mpsc::Sender<Vec<StoredMessage>>,
-) -> (Appender, AppendWriter) {
-    let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE_CAPACITY);
-    (
-        Appender { jobs_tx },
-        AppendWriter {
-            backend,
-            jobs_rx,
-            committed_tx,
-            batch_max: batch_max.max(1),
-        },
-    )
-}
-
-impl AppendWriter {
-    /// Writes batches until `stop` is cancelled, then drains what is queued.
-    pub async fn run(mut self, stop: CancellationToken) {
-        loop {
-            let first = tokio::select! {
-                job = self.jobs_rx.recv() => job,
-                () = stop.cancelled() => {
-                    self.jobs_rx.close();
-                    self.jobs_rx.recv().await
-                }
-            };
-            let Some(first) = first else { break };
-            let mut batch = vec![first];
-            while batch.len() < self.batch_max {
-                match self.jobs_rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            self.write(batch).await;
-        }
-        tracing::debug!("message writer stopped");
-    }
-
-    async fn write(&self, batch: Vec<Job>) {
-        metrics::histogram!("consult_append_batch_size").record(batch.len() as f64);
-        let (messages, replies): (Vec<NewMessage>, Vec<_>) = batch
-            .into_iter()
-            .map(|job| (job.message, job.reply))
-            .unzip();
-        let results = self.backend.append(messages).await;
-        self.finish(replies, results).await;
-    }
-
-    async fn finish(
-        &self,
-        replies: Vec<oneshot::Sender<Result<AppendOutcome, StoreError>>>,
-        results: BatchOutcomes,
-    ) {
-        let committed: Vec<StoredMessage> = results
-            .iter()
-            .filter_map(|result| match result {
-                Ok(AppendOutcome::Stored(stored)) => Some(stored.clone()),
-                _ => None,
-            })
-            .collect();
-        if !committed.is_empty() && self.committed_tx.send(committed).await.is_err() {
-            tracing::error!("publisher gone; committed messages will reach clients on resume only");
-        }
-        for (reply, result) in replies.into_iter().zip(results) {
-            // A sender that gave up waiting still has its message stored.
-            let _ignored = reply.send(result);
+impl WriterHandle {
+    /// Returns once the writer has written (and published) every message
+    /// queued before this call; later appends fail with
+    /// [`StoreError::WriterStopped`].
+    pub async fn stop(self) {
+        let (done, stopped) = oneshot::channel();
+        if self.requests.send(Request::Stop(done)).await.is_ok() {
+            // An error means the writer is gone already.
+            let _gone = stopped.await;
         }
     }
 }
-
-/// One batch's outcomes, one per message, in order.
-pub type BatchOutcomes = Vec<Result<AppendOutcome, StoreError>>;
 
 /// Where batches are written.
 #[derive(Debug)]
 pub enum Backend {
     /// Through the sea-orm pool, a round trip per statement.
     Pool(DatabaseConnection),
-    /// On the SQLite writer thread, a round trip per batch.
-    Sqlite(SqliteWriter),
+    /// On a SQLite connection of the writer's own.
+    Sqlite(SqliteBatchWriter),
 }
 
 impl Backend {
-    /// The SQLite writer thread for a SQLite file, else the pool.
+    /// The writer's own connection for a SQLite file, else the pool.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the database cannot be asked or the file opened.
     pub async fn for_store(store: &Store) -> Result<Self, StoreError> {
         Ok(match store.sqlite_file().await? {
-            Some(path) => Self::Sqlite(SqliteWriter::start(&path)?),
+            Some(path) => Self::Sqlite(SqliteBatchWriter::open(&path)?),
             None => Self::Pool(store.connection().clone()),
         })
     }
 
     /// Appends `batch` in one transaction, or message by message if that
-    /// fails, so one bad message cannot fail its neighbours; one outcome per
-    /// message, in order.
-    pub async fn append(&self, batch: Vec<NewMessage>) -> BatchOutcomes {
-        let size = batch.len();
-        let (batch, error) = match self.append_in_one(batch).await {
-            (_, Ok(outcomes)) => return outcomes.into_iter().map(Ok).collect(),
-            (_, Err(StoreError::WriterStopped)) => {
-                return (0..size).map(|_| Err(StoreError::WriterStopped)).collect();
-            }
-            (batch, Err(error)) => (batch, error),
-        };
-        tracing::warn!(error = %error, size, "batch append failed; retrying one by one");
-        let mut results = Vec::with_capacity(size);
-        for message in batch {
-            let (_, result) = self.append_in_one(vec![message]).await;
-            results.push(
-                result.and_then(|mut outcomes| outcomes.pop().ok_or(StoreError::WriterStopped)),
-            );
+    /// fails; one outcome per message, in order. On SQLite the commit runs
+    /// on the calling thread: the hub calls this only on the writer's own
+    /// thread (benchmarks and tests call it directly).
+    pub async fn append(&mut self, batch: &[NewMessage]) -> BatchOutcomes {
+        match self {
+            Self::Sqlite(writer) => writer.append(batch),
+            Self::Pool(db) => append_through_pool(db, batch).await,
         }
-        results
+    }
+}
+
+/// Starts the writer on `backend`; stored messages go to `on_commit`.
+///
+/// # Errors
+///
+/// [`StoreError::Thread`] when the SQLite writer thread cannot be started.
+pub fn start(
+    backend: Backend,
+    batch_max: usize,
+    on_commit: OnCommit,
+) -> Result<(Appender, WriterHandle), StoreError> {
+    let (requests, incoming) = mpsc::channel(JOB_QUEUE_CAPACITY);
+    let queue = Queue {
+        incoming,
+        batch_max: batch_max.max(1),
+        stopping: None,
+    };
+    match backend {
+        Backend::Sqlite(writer) => sqlite_writer::spawn(writer, queue, on_commit)?,
+        Backend::Pool(db) => {
+            tokio::spawn(write_through_pool(db, queue, on_commit));
+        }
+    }
+    Ok((
+        Appender {
+            requests: requests.clone(),
+        },
+        WriterHandle { requests },
+    ))
+}
+
+/// The writer's side of the queue: hands out batches of what is waiting.
+pub(super) struct Queue {
+    incoming: mpsc::Receiver<Request>,
+    batch_max: usize,
+    stopping: Option<oneshot::Sender<()>>,
+}
+
+impl Queue {
+    /// The next batch, waiting for its first message on this thread; `None`
+    /// once stopped (or every sender is gone) and nothing is left.
+    pub(super) fn next_batch_blocking(&mut self) -> Option<Vec<Job>> {
+        let first = if self.stopping.is_some() {
+            self.incoming.try_recv().ok()
+        } else {
+            self.incoming.blocking_recv()
+        };
+        self.gather(first)
     }
 
-    async fn append_in_one(&self, batch: Vec<NewMessage>) -> Attempt {
-        match self {
-            Self::Sqlite(writer) => writer.append(batch).await,
-            Self::Pool(db) => {
-                let messages: Vec<&NewMessage> = batch.iter().collect();
-                let result = append_all(db, &messages).await;
-                (batch, result)
+    /// As [`Self::next_batch_blocking`], for a task.
+    async fn next_batch(&mut self) -> Option<Vec<Job>> {
+        let first = if self.stopping.is_some() {
+            self.incoming.try_recv().ok()
+        } else {
+            self.incoming.recv().await
+        };
+        self.gather(first)
+    }
+
+    /// `first` and whatever else is queued, up to the batch size.
+    fn gather(&mut self, first: Option<Request>) -> Option<Vec<Job>> {
+        let mut jobs = Vec::new();
+        let mut next = first;
+        while let Some(request) = next {
+            match request {
+                Request::Append(job) => jobs.push(job),
+                Request::Stop(done) => {
+                    // What is queued already is still written.
+                    self.incoming.close();
+                    self.stopping = Some(done);
+                }
             }
+            if jobs.len() >= self.batch_max {
+                break;
+            }
+            next = self.incoming.try_recv().ok();
+        }
+        (!jobs.is_empty()).then_some(jobs)
+    }
+
+    /// Tells whoever asked the writer to stop that it has.
+    pub(super) fn stopped(self) {
+        if let Some(done) = self.stopping {
+            let _gone = done.send(());
+        }
+        tracing::debug!("message writer stopped");
+    }
+}
+
+/// Splits a batch into its messages and their replies.
+pub(super) fn split(batch: Vec<Job>) -> (Vec<NewMessage>, Vec<Reply>) {
+    metrics::histogram!("consult_append_batch_size").record(batch.len() as f64);
+    batch
+        .into_iter()
+        .map(|job| (job.message, job.reply))
+        .unzip()
+}
+
+/// Publishes a written batch's stored messages, then answers its senders.
+pub(super) fn finish(on_commit: &OnCommit, replies: Vec<Reply>, results: BatchOutcomes) {
+    for result in &results {
+        if let Ok(AppendOutcome::Stored(stored)) = result {
+            on_commit(stored);
         }
     }
+    for (reply, result) in replies.into_iter().zip(results) {
+        // A sender that gave up waiting still has its message stored.
+        let _ignored = reply.send(result);
+    }
+}
+
+/// Logs a batch that failed as a whole before its messages are retried.
+pub(super) fn log_batch_failure(error: &StoreError, size: usize) {
+    tracing::warn!(error = %error, size, "batch append failed; retrying one by one");
+}
+
+/// The one outcome of a one-message batch.
+pub(super) fn only(outcomes: Vec<AppendOutcome>) -> Result<AppendOutcome, StoreError> {
+    outcomes
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Corrupt("a one-message batch gave no outcome".to_owned()))
+}
+
+async fn write_through_pool(db: DatabaseConnection, mut queue: Queue, on_commit: OnCommit) {
+    while let Some(batch) = queue.next_batch().await {
+        let (messages, replies) = split(batch);
+        let results = append_through_pool(&db, &messages).await;
+        finish(&on_commit, replies, results);
+    }
+    queue.stopped();
+}
+
+async fn append_through_pool(db: &DatabaseConnection, batch: &[NewMessage]) -> BatchOutcomes {
+    let all: Vec<&NewMessage> = batch.iter().collect();
+    let error = match append_all(db, &all).await {
+        Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+        Err(error) => error,
+    };
+    log_batch_failure(&error, batch.len());
+    let mut results = Vec::with_capacity(batch.len());
+    for message in batch {
+        results.push(append_all(db, &[message]).await.and_then(only));
+    }
+    results
 }
 
 async fn append_all(

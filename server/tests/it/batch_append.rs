@@ -50,7 +50,7 @@ async fn append(hub: &TestHub, writer: Writer, batch: &[NewMessage]) -> Vec<Appe
         Writer::Store => Backend::for_store(&hub.state.store)
             .await
             .unwrap()
-            .append(batch.to_vec())
+            .append(batch)
             .await
             .into_iter()
             .map(Result::unwrap)

@@ -9,6 +9,7 @@ mod harness;
 
 mod alerts;
 mod api;
+mod appender;
 mod bad_input;
 mod batch_append;
 mod broker_conformance;

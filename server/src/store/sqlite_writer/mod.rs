@@ -1,10 +1,13 @@
 //! The SQLite message writer: a thread of its own holding one rusqlite
-//! connection to the database file, which appends each group-commit batch in
-//! one `BEGIN IMMEDIATE … COMMIT` with cached prepared statements.
+//! connection to the database file. It takes senders' messages straight
+//! from the writer's queue, appends each batch in one
+//! `BEGIN IMMEDIATE … COMMIT` with cached prepared statements, publishes
+//! what it stored and answers the senders.
 //!
 //! Through the sqlx pool every statement is a round trip to the connection's
-//! worker thread, two thread wake-ups each; here a whole batch costs one
-//! hand-off each way. The writer also keeps checkpoints off the commit path:
+//! worker thread, two thread wake-ups each; here a send costs one hand-off
+//! to this thread and one back to the sender, and its publishing needs no
+//! task of its own. The writer also keeps checkpoints off the commit path:
 //! its connection never checkpoints (`wal_autocheckpoint = 0`); a second
 //! thread runs passive checkpoints, which never block writers. A lock held by
 //! another node on the same file is waited for in short steps
@@ -17,12 +20,11 @@ mod append;
 mod checkpoint;
 
 use super::StoreError;
+use super::appender::{self, BatchOutcomes, OnCommit, Queue};
 use super::messages::{AppendOutcome, NewMessage};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// Commits at least this long are logged at debug level.
 const SLOW_COMMIT: Duration = Duration::from_millis(2);
@@ -30,29 +32,29 @@ const SLOW_COMMIT: Duration = Duration::from_millis(2);
 /// The writer connection's page cache, as SQLite's negative KiB count.
 const WRITER_CACHE_KIB: i64 = -16 * 1024;
 
-/// A batch handed back with what appending it in one transaction did, so
-/// the caller can retry its messages one by one.
-pub type Attempt = (Vec<NewMessage>, Result<Vec<AppendOutcome>, StoreError>);
-
-struct Request {
-    batch: Vec<NewMessage>,
-    reply: oneshot::Sender<Attempt>,
+/// The writer's connection, and the checkpoints that go with it (they stop,
+/// after a last one, when it is dropped).
+pub struct SqliteBatchWriter {
+    connection: Connection,
+    checkpoints: checkpoint::Checkpoints,
 }
 
-/// A handle on the writer thread. Dropping the last handle stops it.
-#[derive(Debug, Clone)]
-pub struct SqliteWriter {
-    requests: mpsc::Sender<Request>,
+impl std::fmt::Debug for SqliteBatchWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBatchWriter").finish_non_exhaustive()
+    }
 }
 
-impl SqliteWriter {
+impl SqliteBatchWriter {
     /// Opens two connections to the database file at `path` (which must
-    /// exist and be in WAL mode) and starts the writer and checkpoint threads.
+    /// exist and be in WAL mode): the writer's, and one for the checkpoint
+    /// thread, which it starts.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Sqlite`] when the file cannot be opened.
-    pub fn start(path: &Path) -> Result<Self, StoreError> {
+    /// [`StoreError::Sqlite`] when the file cannot be opened,
+    /// [`StoreError::Thread`] when the checkpoint thread cannot start.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
         let connection = open(path)?;
         // A batch dirties a page per message and index in the worst case
         // (every message to another consultation): a cache that holds a whole
@@ -60,24 +62,66 @@ impl SqliteWriter {
         connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoints = checkpoint::start(open(path)?)?;
-        let (requests, incoming) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || serve(connection, &incoming, checkpoints))
-            .map_err(|error| StoreError::Thread("sqlite-writer", error))?;
-        Ok(Self { requests })
+        Ok(Self {
+            connection,
+            checkpoints,
+        })
     }
 
-    /// Appends `batch` in one transaction on the writer thread.
-    pub async fn append(&self, batch: Vec<NewMessage>) -> Attempt {
-        let (reply, attempt) = oneshot::channel();
-        if let Err(mpsc::SendError(request)) = self.requests.send(Request { batch, reply }) {
-            return (request.batch, Err(StoreError::WriterStopped));
-        }
-        attempt
-            .await
-            .unwrap_or_else(|_| (Vec::new(), Err(StoreError::WriterStopped)))
+    /// Appends `batch` in one transaction, or message by message if that
+    /// fails; one outcome per message, in order. Blocks for the commit.
+    pub fn append(&mut self, batch: &[NewMessage]) -> BatchOutcomes {
+        let error = match self.commit(batch) {
+            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+            Err(error) => error,
+        };
+        appender::log_batch_failure(&error, batch.len());
+        batch
+            .iter()
+            .map(|message| {
+                self.commit(std::slice::from_ref(message))
+                    .and_then(appender::only)
+            })
+            .collect()
     }
+
+    /// One transaction for `batch`, timed.
+    fn commit(&mut self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
+        let started = Instant::now();
+        let result = append_all(&mut self.connection, batch);
+        let elapsed = started.elapsed();
+        metrics::histogram!("consult_sqlite_commit_seconds").record(elapsed.as_secs_f64());
+        if elapsed >= SLOW_COMMIT {
+            tracing::debug!(
+                size = batch.len(),
+                elapsed_us = elapsed.as_micros(),
+                "slow commit"
+            );
+        }
+        self.checkpoints.written();
+        result
+    }
+}
+
+/// Starts the writer thread: it writes what `queue` brings until the queue
+/// stops, passing stored messages to `on_commit`.
+pub(super) fn spawn(
+    mut writer: SqliteBatchWriter,
+    mut queue: Queue,
+    on_commit: OnCommit,
+) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            while let Some(batch) = queue.next_batch_blocking() {
+                let (messages, replies) = appender::split(batch);
+                let results = writer.append(&messages);
+                appender::finish(&on_commit, replies, results);
+            }
+            queue.stopped();
+        })
+        .map(drop)
+        .map_err(|error| StoreError::Thread("sqlite-writer", error))
 }
 
 /// Opens a read-write connection set up as the pool's are.
@@ -111,30 +155,6 @@ fn busy_wait(attempt: i32) -> bool {
     } else {
         false
     }
-}
-
-fn serve(
-    mut connection: Connection,
-    incoming: &mpsc::Receiver<Request>,
-    checkpoints: checkpoint::Checkpoints,
-) {
-    while let Ok(Request { batch, reply }) = incoming.recv() {
-        let started = Instant::now();
-        let result = append_all(&mut connection, &batch);
-        let elapsed = started.elapsed();
-        metrics::histogram!("consult_sqlite_commit_seconds").record(elapsed.as_secs_f64());
-        if elapsed >= SLOW_COMMIT {
-            tracing::debug!(
-                size = batch.len(),
-                elapsed_us = elapsed.as_micros(),
-                "slow commit"
-            );
-        }
-        checkpoints.written();
-        // The writer task may have stopped waiting; the messages are stored.
-        let _ignored = reply.send((batch, result));
-    }
-    tracing::debug!("sqlite writer thread stopped");
 }
 
 fn append_all(

@@ -1,0 +1,94 @@
+//! The group-commit writer as the hub runs it (the SQLite writer thread on a
+//! SQLite file, the pool task on PostgreSQL): each stored message reaches
+//! `on_commit` in commit order before its sender hears back, and stopping
+//! writes what was queued and refuses what comes later.
+
+use crate::harness::TestHub;
+use consult_hub::store::StoreError;
+use consult_hub::store::appender::{self, Backend, OnCommit};
+use consult_hub::store::messages::{AppendOutcome, NewMessage};
+use consult_protocol::{ConsultationId, MessageKind, Role, UserId};
+use std::sync::{Arc, Mutex};
+
+fn message(consultation: &ConsultationId, index: usize) -> NewMessage {
+    NewMessage {
+        consultation_id: consultation.clone(),
+        sender: UserId::from("dr-a"),
+        sender_role: Role::Provider,
+        kind: MessageKind::Chat,
+        body: format!("message {index}"),
+        client_msg_id: Some(format!("m-{index}")),
+        notifications: Vec::new(),
+    }
+}
+
+fn stored_seq(outcome: &AppendOutcome) -> u64 {
+    match outcome {
+        AppendOutcome::Stored(stored) => stored.message.seq.get(),
+        other => panic!("expected stored, got {other:?}"),
+    }
+}
+
+/// An `on_commit` that records the `seq`s it is given.
+fn recording() -> (OnCommit, Arc<Mutex<Vec<u64>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let on_commit: OnCommit = Box::new(move |stored| {
+        sink.lock().unwrap().push(stored.message.seq.get());
+    });
+    (on_commit, seen)
+}
+
+#[tokio::test]
+async fn each_stored_message_is_published_before_its_sender_hears_back() {
+    let hub = TestHub::start().await;
+    let room = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let backend = Backend::for_store(&hub.state.store).await.unwrap();
+    let (on_commit, seen) = recording();
+    let (appender, writer) = appender::start(backend, 64, on_commit).unwrap();
+
+    for index in 0..20 {
+        let seq = stored_seq(&appender.append(message(&room, index)).await.unwrap());
+        assert_eq!(seen.lock().unwrap().last(), Some(&seq), "message {index}");
+    }
+    // A retry is answered from the store and is not published again.
+    let again = appender.append(message(&room, 3)).await.unwrap();
+    assert!(matches!(again, AppendOutcome::Duplicate(_)), "{again:?}");
+    assert_eq!(*seen.lock().unwrap(), (1..=20).collect::<Vec<u64>>());
+    writer.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_writes_what_was_queued_and_refuses_what_comes_later() {
+    let hub = TestHub::start().await;
+    let room = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let backend = Backend::for_store(&hub.state.store).await.unwrap();
+    let (on_commit, seen) = recording();
+    // Batches of four, so the stop is read while messages are still queued.
+    let (appender, writer) = appender::start(backend, 4, on_commit).unwrap();
+
+    let mut pending = Vec::new();
+    for index in 0..30 {
+        let mut append = Box::pin(appender.append(message(&room, index)));
+        // One poll queues the message (the queue has room) and leaves the
+        // future waiting for its outcome.
+        assert!(futures_util::poll!(append.as_mut()).is_pending());
+        pending.push(append);
+    }
+    writer.stop().await;
+
+    let mut seqs = Vec::new();
+    for append in pending {
+        seqs.push(stored_seq(&append.await.unwrap()));
+    }
+    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>(), "queued order kept");
+    assert_eq!(*seen.lock().unwrap(), seqs, "every one published");
+    let late = appender.append(message(&room, 99)).await;
+    assert!(matches!(late, Err(StoreError::WriterStopped)), "{late:?}");
+}
