@@ -1,12 +1,16 @@
-//! A minimal WebSocket client for scenarios with thousands of connections.
+//! A minimal WebSocket client for scenarios with thousands of connections
+//! or many deliveries: the fleet's followers (`idle`, `storm`) and
+//! `fanout`'s members.
 //!
 //! The typed client (`consult-client`) runs a socket task and two queues per
 //! connection and picks its own socket. At 19,000 connections from one
 //! machine the harness must choose the source address (one 127.0.0.x per
 //! slice of connections, so ephemeral ports do not run out) and keep
 //! per-connection memory small, so this client binds the socket itself,
-//! speaks only `hello` and `join`, and leaves reading to its caller. Frames
-//! are still the protocol crate's types.
+//! speaks only `hello` and `join`, and leaves reading to its caller: the
+//! task that reads it is woken once per frame, where the typed client costs
+//! two wake-ups and a queue, which matters when the harness shares a small
+//! machine with the hub. Frames are still the protocol crate's types.
 
 use anyhow::{Context, Result, bail};
 use consult_protocol::{ClientFrame, CommandId, ConsultationId, Seq, ServerFrame};
@@ -33,7 +37,7 @@ pub struct RawConnection {
     next_command: u64,
 }
 
-/// What a frame from the hub means to a follower.
+/// What a frame from the hub means to a follower or member.
 #[derive(Debug)]
 pub enum Inbound {
     /// A `message` event (live or replayed).
@@ -126,7 +130,11 @@ impl RawConnection {
         self.write(&frame).await
     }
 
-    /// The next frame, classified. Cancel-safe: it only awaits the stream.
+    /// The next frame, classified. Cancel-safe: it awaits only the stream
+    /// and, after a ping, the flush of the pong; a frame is decoded and
+    /// returned without awaiting, and a pong whose flush is cancelled stays
+    /// queued and goes out with the next read (tungstenite flushes queued
+    /// replies before reading).
     pub async fn next(&mut self) -> Inbound {
         match self.read_frame().await {
             Ok(Some(frame)) => classify(frame),
@@ -203,7 +211,11 @@ fn classify(frame: ServerFrame) -> Inbound {
 }
 
 /// The `HOST:PORT` of a `ws://HOST:PORT/...` URL, as a socket address.
-fn socket_addr(ws_url: &str) -> Result<SocketAddr> {
+///
+/// # Errors
+///
+/// When the URL is not `ws://IP:PORT/...`.
+pub(crate) fn socket_addr(ws_url: &str) -> Result<SocketAddr> {
     let rest = ws_url
         .strip_prefix("ws://")
         .with_context(|| format!("not a ws:// URL: {ws_url}"))?;

@@ -6,6 +6,7 @@
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest latency a histogram tracks exactly, in microseconds (10 minutes);
@@ -22,6 +23,60 @@ pub fn unix_micros() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Latencies recorded into a histogram shared by many receivers, a few at a
+/// time: one lock per [`LATENCY_BATCH`] values instead of one per message,
+/// and no histogram (168 KiB) per receiver.
+#[derive(Debug)]
+pub struct LatencyBatch {
+    shared: Arc<Mutex<LatencyRecorder>>,
+    pending: Vec<u64>,
+}
+
+/// Latencies a [`LatencyBatch`] holds before it records them.
+pub const LATENCY_BATCH: usize = 64;
+
+impl LatencyBatch {
+    /// An empty batch for `shared`.
+    pub fn new(shared: Arc<Mutex<LatencyRecorder>>) -> Self {
+        Self {
+            shared,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Records `micros`, into the shared histogram once the batch is full.
+    pub fn record(&mut self, micros: u64) {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(LATENCY_BATCH);
+        }
+        self.pending.push(micros);
+        if self.pending.len() >= LATENCY_BATCH {
+            self.flush();
+        }
+    }
+
+    /// Records what is held into the shared histogram.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        // A receiver that panicked holding the lock left whole values only.
+        let mut shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for micros in self.pending.drain(..) {
+            shared.record(micros);
+        }
+    }
+}
+
+impl Drop for LatencyBatch {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// A latency histogram in microseconds.

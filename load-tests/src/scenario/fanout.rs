@@ -6,6 +6,12 @@
 //! hub's pids are known, hub CPU per delivered message and hub memory.
 //! Members are spread round-robin over the nodes; with several nodes most
 //! deliveries cross the broker.
+//!
+//! The harness shares the machine with the hub, so members cost it as
+//! little as it can: each is a [`RawConnection`] read by one task, which
+//! decodes the frame and counts it with nothing queued between the socket
+//! and the counts, and keeps its own counts, merged at the end; latencies
+//! go into one shared histogram a batch at a time. Providers use the typed client, which the pacer drives.
 
 use super::{HubUsage, HubWatch, per, run_tag};
 use crate::api::{Api, NewConsultation, TokenRequest};
@@ -13,14 +19,18 @@ use crate::pacer::{self, PaceOptions, SendStats};
 use crate::payload;
 use crate::procstat::MachineTimes;
 use crate::progress;
+use crate::raw::{self, Inbound, RawConnection, STEP_TIMEOUT, loopback_sources};
 use crate::report::{self, Plot, latency_line};
-use crate::stats::{LatencyRecorder, LatencySummary, SeqTracker, Timeline, unix_micros};
+use crate::stats::{
+    LatencyBatch, LatencyRecorder, LatencySummary, SeqTracker, Timeline, unix_micros,
+};
 use crate::target::Target;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use consult_client::{Client, ClientConfig};
-use consult_protocol::{ConsultationId, Role, ServerFrame};
+use consult_protocol::{ConsultationId, Role};
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -28,9 +38,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Connections opened at once while setting up.
 const CONNECT_CONCURRENCY: usize = 64;
-/// Events a member's client buffers before it gives up: far more than the
-/// hub's own per-connection queue, so the hub's limit is the one measured.
-const MEMBER_EVENTS_CAPACITY: usize = 1 << 16;
+/// Events a provider's client buffers before it gives up (its own copies,
+/// when it joined): far more than the hub's own per-connection queue, so
+/// the hub's limit is the one measured.
+const SENDER_EVENTS_CAPACITY: usize = 1 << 16;
+/// Members per 127.0.0.x source address towards a hub on the loopback: well
+/// under the ~28,000 ephemeral ports each address has.
+const MEMBERS_PER_SOURCE: usize = 10_000;
 
 /// Parameters of a fanout run.
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +121,7 @@ pub struct FanoutResult {
 
 /// One receiving member.
 struct Member {
-    client: Arc<Client>,
+    connection: RawConnection,
     room: usize,
     start_seq: u64,
 }
@@ -137,9 +151,14 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let receivers: Vec<_> = members
         .into_iter()
         .map(|member| {
-            let latency = latency.clone();
-            let final_rx = final_rx.clone();
-            tokio::spawn(receive(member, latency, final_rx, started_unix_us, drain))
+            let latency = LatencyBatch::new(latency.clone());
+            tokio::spawn(receive(
+                member,
+                latency,
+                final_rx.clone(),
+                started_unix_us,
+                drain,
+            ))
         })
         .collect();
 
@@ -165,15 +184,15 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let harness = harness_watch.finish().await?;
     let broker = broker_watch.finish().await?;
     let machine = MachineTimes::now()?.busy_percent_of_core_since(&machine_start);
-    let latency_recorder = match latency.lock() {
-        Ok(recorder) => recorder.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
+    let latency_recorder = latency
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let mut result = summarize(
         options,
         target.nodes.len(),
         sent,
-        outcomes,
+        &outcomes,
         hub,
         latency_recorder,
         started_unix_us,
@@ -237,28 +256,30 @@ async fn connect_members(
     tokens: Vec<String>,
     per_room: usize,
 ) -> Result<Vec<Member>> {
-    let config = ClientConfig {
-        events_capacity: MEMBER_EVENTS_CAPACITY,
-        request_timeout: Duration::from_secs(30),
-        ..ClientConfig::default()
-    };
+    let loopback = loopback_sources(tokens.len().div_ceil(MEMBERS_PER_SOURCE));
     let joins = tokens.into_iter().enumerate().map(|(index, token)| {
         let room = index / per_room.max(1);
         let url = target.node_for(index).ws_url.clone();
-        let config = config.clone();
         let room_id = rooms[room].clone();
+        let source = member_source(&url, index, &loopback);
         async move {
-            let (client, _welcome) = Client::connect_with(&url, &token, config)
+            let source = source?;
+            let mut connection = RawConnection::connect(&url, source, &token)
                 .await
-                .with_context(|| format!("member {index} connecting to {url}"))?;
-            let joined = client
-                .join(&room_id, None)
+                .with_context(|| format!("member {index} connecting to {url} from {source}"))?;
+            connection
+                .send_join(&room_id, None)
                 .await
                 .with_context(|| format!("member {index} joining"))?;
+            let start_seq = tokio::time::timeout(STEP_TIMEOUT, joined(&mut connection))
+                .await
+                .map_err(|_| anyhow!("no answer to join in time"))
+                .and_then(|joined| joined)
+                .with_context(|| format!("member {index} joining"))?;
             Ok::<_, anyhow::Error>(Member {
-                client: Arc::new(client),
+                connection,
                 room,
-                start_seq: joined.consultation.last_seq.get(),
+                start_seq,
             })
         }
     });
@@ -270,6 +291,38 @@ async fn connect_members(
         .collect()
 }
 
+/// The address member `index` connects from: towards a hub on the
+/// loopback one of `loopback` (127.0.0.2 up), as the fleet scenarios do,
+/// each with its own ephemeral ports; towards any other, the wildcard
+/// address, the kernel choosing.
+///
+/// # Errors
+///
+/// When `ws_url`'s host is not an IP address.
+fn member_source(ws_url: &str, index: usize, loopback: &[Ipv4Addr]) -> Result<Ipv4Addr> {
+    let hub = raw::socket_addr(ws_url)?;
+    Ok(
+        match (hub.ip(), loopback.get(index % loopback.len().max(1))) {
+            (IpAddr::V4(ip), Some(&source)) if ip.is_loopback() => source,
+            _ => Ipv4Addr::UNSPECIFIED,
+        },
+    )
+}
+
+/// Reads up to the answer to `join`: the room's last `seq`.
+async fn joined(connection: &mut RawConnection) -> Result<u64> {
+    loop {
+        match connection.next().await {
+            Inbound::Joined { last_seq, .. } => return Ok(last_seq),
+            Inbound::Refused(why) => bail!("join refused: {why}"),
+            Inbound::Closed(why) => bail!("closed before joined: {why}"),
+            // Nothing is sent before every member has joined, and nothing is
+            // replayed without `since`.
+            Inbound::Message { .. } | Inbound::Other => {}
+        }
+    }
+}
+
 async fn connect_senders(
     target: &Target,
     rooms: &[ConsultationId],
@@ -279,7 +332,7 @@ async fn connect_senders(
     let config = ClientConfig {
         request_timeout: Duration::from_secs(30),
         commands_capacity: 1024,
-        events_capacity: MEMBER_EVENTS_CAPACITY,
+        events_capacity: SENDER_EVENTS_CAPACITY,
         ..ClientConfig::default()
     };
     let connects = tokens.into_iter().enumerate().map(|(r, token)| {
@@ -322,11 +375,12 @@ struct MemberOutcome {
     closed: Option<String>,
 }
 
-/// Reads a member's events until it has its room's final `seq`, its
-/// connection ends, or the drain time after the final `seq` is known runs out.
+/// Reads a member's frames until it has its room's final `seq`, its
+/// connection ends, or the drain time after the final `seq` is known runs
+/// out; then closes the connection.
 async fn receive(
-    member: Member,
-    latency: Arc<Mutex<LatencyRecorder>>,
+    mut member: Member,
+    mut latency: LatencyBatch,
     mut final_rx: watch::Receiver<Option<Arc<Vec<u64>>>>,
     started_unix_us: u64,
     drain: Duration,
@@ -348,30 +402,24 @@ async fn receive(
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + drain);
         }
         let sleep_until = deadline.unwrap_or_else(far_future);
-        // All branch futures are cancel-safe.
+        // All branch futures are cancel-safe: `RawConnection::next` loses
+        // no frame when dropped (at worst a pong waits for the next read).
         tokio::select! {
-            event = member.client.next_event() => match event {
-                Some(ServerFrame::Message { message }) => {
+            inbound = member.connection.next() => match inbound {
+                Inbound::Message { seq, body } => {
                     let now = unix_micros();
-                    tracker.observe(message.seq.get());
+                    tracker.observe(seq);
                     timeline.add(now, 1);
                     last_delivery_unix_us = now;
-                    if let (Some(sent), Ok(mut latency)) =
-                        (payload::sent_at(&message.body), latency.lock())
-                    {
+                    if let Some(sent) = payload::sent_at(&body) {
                         latency.record(now.saturating_sub(sent));
                     }
                 }
-                Some(_) => {}
-                None => {
-                    closed = Some(
-                        member.client.close_info().map_or_else(
-                            || "closed".to_owned(),
-                            |info| info.to_string(),
-                        ),
-                    );
+                Inbound::Closed(why) => {
+                    closed = Some(why);
                     break;
                 }
+                Inbound::Joined { .. } | Inbound::Refused(_) | Inbound::Other => {}
             },
             changed = final_rx.changed(), if deadline.is_none() => {
                 if changed.is_err() {
@@ -381,7 +429,8 @@ async fn receive(
             () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => break,
         }
     }
-    member.client.close().await;
+    latency.flush();
+    member.connection.close().await;
     MemberOutcome {
         room: member.room,
         start_seq: member.start_seq,
@@ -400,7 +449,7 @@ fn summarize(
     options: &FanoutOptions,
     nodes: usize,
     sent: SendStats,
-    outcomes: Vec<MemberOutcome>,
+    outcomes: &[MemberOutcome],
     hub: Option<HubUsage>,
     latency_recorder: LatencyRecorder,
     started_unix_us: u64,
@@ -410,7 +459,7 @@ fn summarize(
         (0, 0, 0, 0, 0, 0);
     let mut last_delivery_unix_us = started_unix_us;
     let mut closed_members = Vec::new();
-    for outcome in &outcomes {
+    for outcome in outcomes {
         let final_seq = sent.last_seq.get(outcome.room).copied().unwrap_or(0);
         let missed = outcome.tracker.missed(final_seq);
         expected += final_seq.saturating_sub(outcome.start_seq);
@@ -556,3 +605,6 @@ impl FanoutResult {
         plots
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,3 +34,27 @@ fn timelines_merge_by_wall_clock() {
     a.merge(&b);
     assert_eq!(a.counts, vec![2, 3]);
 }
+
+#[test]
+fn a_latency_batch_records_everything_once_flushed_or_dropped() {
+    let shared = Arc::new(Mutex::new(LatencyRecorder::new()));
+    let mut direct = LatencyRecorder::new();
+    let mut first = LatencyBatch::new(shared.clone());
+    let mut second = LatencyBatch::new(shared.clone());
+    for micros in 0..(LATENCY_BATCH as u64 * 3 + 5) {
+        first.record(micros * 7);
+        second.record(micros * 11);
+        direct.record(micros * 7);
+        direct.record(micros * 11);
+    }
+    assert_eq!(
+        shared.lock().unwrap().count(),
+        LATENCY_BATCH as u64 * 6,
+        "whole batches are recorded as they fill"
+    );
+    first.flush();
+    drop(second);
+    let recorded = shared.lock().unwrap().clone();
+    assert_eq!(recorded.count(), direct.count());
+    assert_eq!(recorded.to_buckets().0, direct.to_buckets().0);
+}
