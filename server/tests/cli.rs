@@ -48,6 +48,9 @@ async fn run(dir: &Path, args: &[&str]) -> Output {
     .expect("the binary starts")
 }
 
+/// Times `serve` is started when its port turns out to be taken.
+const STARTS: u32 = 3;
+
 /// A loopback port that was free a moment ago.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -66,8 +69,25 @@ struct Served {
 
 impl Served {
     /// Starts `serve` with `extra` flags in `dir` and waits until `/readyz`
-    /// answers 200.
+    /// answers 200. The port is found free a moment before the hub binds
+    /// it; should another process take it meanwhile, the hub exits and is
+    /// started again on another port.
     async fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut attempt = 1;
+        loop {
+            let mut served = Self::spawn(dir, extra);
+            match served.wait_ready().await {
+                Ok(()) => return served,
+                Err(output) if attempt < STARTS && output.contains("Address already in use") => {
+                    attempt += 1;
+                }
+                Err(output) => panic!("serve exited before it was ready:\n{output}"),
+            }
+        }
+    }
+
+    /// Starts `serve` on a free port, without waiting.
+    fn spawn(dir: &Path, extra: &[&str]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = addr.to_string();
         let mut args = vec!["serve", "--listen", &listen];
@@ -84,27 +104,29 @@ impl Served {
         let stderr = child.stderr.take().unwrap();
         tokio::spawn(collect(stdout, output.clone(), Some(stdout_tx)));
         tokio::spawn(collect(stderr, output.clone(), None));
-        let mut served = Self {
+        Self {
             child,
             addr,
             output,
             stdout_rx,
-        };
-        served.wait_ready().await;
-        served
+        }
     }
 
-    async fn wait_ready(&mut self) {
+    /// Waits until `/readyz` answers 200; the output if the process exits
+    /// first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(response) = http.get(self.url("/readyz")).send().await {
                 if response.status() == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("serve exited with {status}:\n{}", self.output());
+                // Let the output readers take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(format!("exit {status}:\n{}", self.output()));
             }
             assert!(
                 Instant::now() < deadline,
