@@ -13,6 +13,7 @@ use crate::store::outbox::{self, Finish, OutboxRow};
 use crate::store::{StoreError, consultations, contacts, receipts};
 use chrono::Utc;
 use consult_protocol::{AlertChannel, NotificationStatus, ServerFrame};
+use sea_orm::TransactionTrait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -135,11 +136,14 @@ impl OutboxWorker {
             Finish::Retry { .. } => "notification.retry",
             Finish::Failed { .. } => "notification.failed",
         };
-        let Some(updated) = outbox::finish(db, &row.id, finish).await? else {
+        // The outcome and its audit entry commit together: no outcome is
+        // seen, or survives a crash, without its entry.
+        let txn = db.begin().await?;
+        let Some(updated) = outbox::finish(&txn, &row.id, finish).await? else {
             return Ok(None);
         };
         audit::record(
-            db,
+            &txn,
             AuditEntry {
                 actor: Actor::HUB,
                 action,
@@ -155,6 +159,7 @@ impl OutboxWorker {
             },
         )
         .await?;
+        txn.commit().await?;
         metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
         self.announce(&updated).await?;
         Ok(Some(updated.status))
