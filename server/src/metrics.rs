@@ -58,6 +58,10 @@ fn describe() {
         "Messages per group-commit transaction."
     );
     metrics::describe_histogram!(
+        "consult_append_queue_seconds",
+        "Time a message waited in the group-commit writer's queue before its batch began."
+    );
+    metrics::describe_histogram!(
         "consult_command_seconds",
         "Time from a command's frame being decoded to its answer written, by command."
     );

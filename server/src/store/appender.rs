@@ -19,6 +19,7 @@ use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use super::sqlite_writer::{self, SqliteBatchWriter};
 use super::{Store, StoreError};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Queued appends before senders wait.
@@ -38,6 +39,7 @@ type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 pub(super) struct Job {
     message: NewMessage,
     reply: Reply,
+    queued_at: Instant,
 }
 
 /// What the writer's queue carries.
@@ -64,7 +66,11 @@ impl Appender {
     pub async fn append(&self, message: NewMessage) -> Result<AppendOutcome, StoreError> {
         let (reply, reply_rx) = oneshot::channel();
         self.requests
-            .send(Request::Append(Job { message, reply }))
+            .send(Request::Append(Job {
+                message,
+                reply,
+                queued_at: Instant::now(),
+            }))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         reply_rx.await.map_err(|_| StoreError::WriterStopped)?
@@ -213,12 +219,17 @@ impl Queue {
     }
 }
 
-/// Splits a batch into its messages and their replies.
+/// Splits a batch into its messages and their replies, recording how long
+/// each waited in the queue.
 pub(super) fn split(batch: Vec<Job>) -> (Vec<NewMessage>, Vec<Reply>) {
     metrics::histogram!("consult_append_batch_size").record(batch.len() as f64);
+    let queue_wait = metrics::histogram!("consult_append_queue_seconds");
     batch
         .into_iter()
-        .map(|job| (job.message, job.reply))
+        .map(|job| {
+            queue_wait.record(job.queued_at.elapsed().as_secs_f64());
+            (job.message, job.reply)
+        })
         .unzip()
 }
 

@@ -621,3 +621,38 @@ async fn metrics_are_prometheus_text_counting_connections() {
         "every metric is named consult_*: {text}"
     );
 }
+
+#[tokio::test]
+async fn the_sqlite_log_is_rewound_once_writes_pause() {
+    let hub = TestHub::start().await;
+    if !hub.database_url().starts_with("sqlite:") {
+        // PostgreSQL has no such log.
+        return;
+    }
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider
+        .send(&consultation.id, "m-1", "hello")
+        .await
+        .unwrap();
+    // The checkpoint thread looks every 200 ms: one pass copies the log,
+    // the next, finding no new writes, rewinds it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = hub.metrics_text().await;
+        let restarts = crate::harness::metric(
+            &text,
+            "consult_sqlite_checkpoint_seconds_count{mode=\"RESTART\"}",
+        );
+        if restarts >= 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no restart checkpoint after writes paused:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -6,10 +6,12 @@
 //! one, at most every [`INTERVAL`], and once more when the writer stops. It
 //! never blocks the writer, but under steady writes it never catches up
 //! either (the writer appends while it copies), and the log is only rewound
-//! once a checkpoint has copied all of it. So when the log passes
-//! [`RESTART_FRAMES`], a restart checkpoint follows the passive one: it holds
-//! the writer off only while it copies what was appended meanwhile, and the
-//! next commit starts the log again from the beginning.
+//! once a checkpoint has copied all of it. A restart checkpoint does that: it
+//! holds the writer off while it copies what was appended meanwhile and
+//! syncs both files (several milliseconds on a disk), and the next commit
+//! starts the log again from the beginning. So the log is rewound when the
+//! writer has been quiet for an interval, which costs nobody anything, and
+//! under writes without pause only once it passes [`RESTART_FRAMES`].
 
 use super::StoreError;
 use rusqlite::Connection;
@@ -21,8 +23,10 @@ use std::time::{Duration, Instant};
 /// The longest the log grows between checkpoints while messages are written.
 const INTERVAL: Duration = Duration::from_millis(200);
 
-/// Log size (pages) above which the log is rewound: 32 MiB of 4 KiB pages.
-const RESTART_FRAMES: i64 = 8192;
+/// Log size (pages) above which the log is rewound even while messages are
+/// written: 256 MiB of 4 KiB pages, a few seconds of the heaviest load
+/// measured, so that the writer is held off that rarely.
+const RESTART_FRAMES: i64 = 65_536;
 
 /// The writer's side: marks that there is something to checkpoint; dropping
 /// it stops the checkpoint thread after a last checkpoint.
@@ -52,13 +56,18 @@ pub(super) fn start(connection: Connection) -> Result<Checkpoints, StoreError> {
 }
 
 fn run(connection: &Connection, dirty: &AtomicBool, stopped: &mpsc::Receiver<()>) {
+    // Written since the log was last rewound.
+    let mut unrewound = false;
     loop {
         let stopping = matches!(
             stopped.recv_timeout(INTERVAL),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
         if dirty.swap(false, Ordering::Relaxed) {
-            checkpoint(connection);
+            unrewound = !copy_and_rewind_if_large(connection);
+        } else if unrewound {
+            // A quiet interval: rewinding holds no writer off.
+            unrewound = run_checkpoint(connection, "RESTART").is_none();
         }
         if stopping {
             break;
@@ -66,34 +75,44 @@ fn run(connection: &Connection, dirty: &AtomicBool, stopped: &mpsc::Receiver<()>
     }
 }
 
-fn checkpoint(connection: &Connection) {
-    if let Some(log_frames) = run_checkpoint(connection, "PASSIVE") {
-        if log_frames > RESTART_FRAMES {
-            run_checkpoint(connection, "RESTART");
+/// A passive checkpoint, then a restart if the log is past
+/// [`RESTART_FRAMES`]; whether the log was rewound.
+fn copy_and_rewind_if_large(connection: &Connection) -> bool {
+    match run_checkpoint(connection, "PASSIVE") {
+        Some(log_frames) if log_frames > RESTART_FRAMES => {
+            run_checkpoint(connection, "RESTART").is_some()
         }
+        _ => false,
     }
 }
 
-/// Runs one checkpoint; the log's size in pages, or `None` if it failed.
+/// Runs one checkpoint; the log's size in pages, or `None` if it failed or
+/// could not finish (a restart waits for readers of the old log only so
+/// long; it is tried again after the next quiet interval or write).
 fn run_checkpoint(connection: &Connection, mode: &'static str) -> Option<i64> {
     let started = Instant::now();
     let result = connection.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
-        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
     });
     match result {
-        Ok((log_frames, copied)) => {
+        Ok((busy, log_frames, copied)) => {
             let elapsed = started.elapsed();
             metrics::gauge!("consult_sqlite_wal_frames").set(log_frames as f64);
             metrics::histogram!("consult_sqlite_checkpoint_seconds", "mode" => mode)
                 .record(elapsed.as_secs_f64());
             tracing::debug!(
                 mode,
+                busy,
                 log_frames,
                 copied,
                 elapsed_us = elapsed.as_micros(),
                 "checkpoint"
             );
-            Some(log_frames)
+            (busy == 0).then_some(log_frames)
         }
         Err(error) => {
             tracing::warn!(mode, error = %error, "sqlite checkpoint failed");
