@@ -12,7 +12,7 @@
 //! two wake-ups and a queue, which matters when the harness shares a small
 //! machine with the hub. Frames are still the protocol crate's types.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use consult_protocol::{ClientFrame, CommandId, ConsultationId, Seq, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -128,6 +128,33 @@ impl RawConnection {
             since: since.map(Seq),
         };
         self.write(&frame).await
+    }
+
+    /// Reads up to the answer to the `join` just sent, handing any message
+    /// replayed before it to `replayed`; the room's `last_seq` and how many
+    /// were replayed.
+    ///
+    /// # Errors
+    ///
+    /// When the hub refuses the join, the connection ends, or no answer
+    /// comes within [`STEP_TIMEOUT`].
+    pub async fn joined(&mut self, mut replayed: impl FnMut(Inbound)) -> Result<(u64, u32)> {
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            let inbound = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .map_err(|_| anyhow!("no answer to join in time"))?;
+            match inbound {
+                Inbound::Joined {
+                    last_seq,
+                    replayed: count,
+                } => return Ok((last_seq, count)),
+                Inbound::Refused(why) => bail!("join refused: {why}"),
+                Inbound::Closed(why) => bail!("closed during join: {why}"),
+                message @ Inbound::Message { .. } => replayed(message),
+                Inbound::Other => {}
+            }
+        }
     }
 
     /// The next frame, classified. Cancel-safe: it awaits only the stream

@@ -7,7 +7,7 @@
 
 use super::FollowerPlan;
 use crate::payload;
-use crate::raw::{Inbound, RawConnection, STEP_TIMEOUT};
+use crate::raw::{Inbound, RawConnection};
 use crate::stats::{LatencyRecorder, SeqTracker, unix_micros};
 use anyhow::{Result, anyhow};
 use consult_protocol::ConsultationId;
@@ -159,27 +159,16 @@ impl Follower {
             RawConnection::connect(&ws_url, self.plan.source, &self.plan.token).await?;
         let since = self.tracker.map(|tracker| tracker.last);
         connection.send_join(&self.plan.room, since).await?;
-        let deadline = Instant::now() + STEP_TIMEOUT;
-        loop {
-            let inbound = tokio::time::timeout_at(deadline, connection.next())
-                .await
-                .map_err(|_| anyhow!("no answer to join in time"))?;
-            match inbound {
-                Inbound::Joined { last_seq, replayed } => {
-                    if self.tracker.is_none() {
-                        self.tracker = Some(SeqTracker::starting_at(last_seq));
-                    }
-                    self.connection = Some(connection);
-                    return Ok(replayed);
-                }
-                Inbound::Refused(why) => return Err(anyhow!("join refused: {why}")),
-                Inbound::Closed(why) => return Err(anyhow!("closed during join: {why}")),
-                // Replayed messages are counted but not timed: their delay
-                // is the outage, not delivery.
-                message @ Inbound::Message { .. } => self.on_inbound(message, false),
-                Inbound::Other => {}
-            }
+        // Replayed messages are counted but not timed: their delay is the
+        // outage, not delivery.
+        let (last_seq, replayed) = connection
+            .joined(|message| self.on_inbound(message, false))
+            .await?;
+        if self.tracker.is_none() {
+            self.tracker = Some(SeqTracker::starting_at(last_seq));
         }
+        self.connection = Some(connection);
+        Ok(replayed)
     }
 
     fn on_inbound(&mut self, inbound: Inbound, live: bool) {

@@ -11,7 +11,8 @@
 //! little as it can: each is a [`RawConnection`] read by one task, which
 //! decodes the frame and counts it with nothing queued between the socket
 //! and the counts, and keeps its own counts, merged at the end; latencies
-//! go into one shared histogram a batch at a time. Providers use the typed client, which the pacer drives.
+//! go into one shared histogram a batch at a time. Providers use the typed
+//! client, which the pacer drives.
 
 use super::{HubUsage, HubWatch, per, run_tag};
 use crate::api::{Api, NewConsultation, TokenRequest};
@@ -19,13 +20,13 @@ use crate::pacer::{self, PaceOptions, SendStats};
 use crate::payload;
 use crate::procstat::MachineTimes;
 use crate::progress;
-use crate::raw::{self, Inbound, RawConnection, STEP_TIMEOUT, loopback_sources};
+use crate::raw::{self, Inbound, RawConnection, loopback_sources};
 use crate::report::{self, Plot, latency_line};
 use crate::stats::{
     LatencyBatch, LatencyRecorder, LatencySummary, SeqTracker, Timeline, unix_micros,
 };
 use crate::target::Target;
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result};
 use consult_client::{Client, ClientConfig};
 use consult_protocol::{ConsultationId, Role};
 use futures_util::{StreamExt, stream};
@@ -271,10 +272,11 @@ async fn connect_members(
                 .send_join(&room_id, None)
                 .await
                 .with_context(|| format!("member {index} joining"))?;
-            let start_seq = tokio::time::timeout(STEP_TIMEOUT, joined(&mut connection))
+            // Nothing is sent before every member has joined, and nothing is
+            // replayed without `since`.
+            let (start_seq, _replayed) = connection
+                .joined(|_| {})
                 .await
-                .map_err(|_| anyhow!("no answer to join in time"))
-                .and_then(|joined| joined)
                 .with_context(|| format!("member {index} joining"))?;
             Ok::<_, anyhow::Error>(Member {
                 connection,
@@ -307,20 +309,6 @@ fn member_source(ws_url: &str, index: usize, loopback: &[Ipv4Addr]) -> Result<Ip
             _ => Ipv4Addr::UNSPECIFIED,
         },
     )
-}
-
-/// Reads up to the answer to `join`: the room's last `seq`.
-async fn joined(connection: &mut RawConnection) -> Result<u64> {
-    loop {
-        match connection.next().await {
-            Inbound::Joined { last_seq, .. } => return Ok(last_seq),
-            Inbound::Refused(why) => bail!("join refused: {why}"),
-            Inbound::Closed(why) => bail!("closed before joined: {why}"),
-            // Nothing is sent before every member has joined, and nothing is
-            // replayed without `since`.
-            Inbound::Message { .. } | Inbound::Other => {}
-        }
-    }
 }
 
 async fn connect_senders(
