@@ -5,7 +5,7 @@
 
 use crate::harness::TestHub;
 use consult_hub::store::StoreError;
-use consult_hub::store::appender::{self, Backend, OnCommit};
+use consult_hub::store::appender::{self, Appender, Backend, OnCommit, WriterHandle};
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
 use consult_protocol::{ConsultationId, MessageKind, Role, UserId};
 use std::sync::{Arc, Mutex};
@@ -29,66 +29,75 @@ fn stored_seq(outcome: &AppendOutcome) -> u64 {
     }
 }
 
-/// An `on_commit` that records the `seq`s it is given.
-fn recording() -> (OnCommit, Arc<Mutex<Vec<u64>>>) {
+/// A hub (kept for its store's files), one of its consultations, and a
+/// second writer on that store with batches of at most `batch_max`, whose
+/// `on_commit` records the `seq`s it is given.
+struct Fixture {
+    _hub: TestHub,
+    room: ConsultationId,
+    appender: Appender,
+    writer: WriterHandle,
+    seen: Arc<Mutex<Vec<u64>>>,
+}
+
+async fn writer_with_batches_of(batch_max: usize) -> Fixture {
+    let hub = TestHub::start().await;
+    let room = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let backend = Backend::for_store(&hub.state.store).await.unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let on_commit: OnCommit = Box::new(move |stored| {
         sink.lock().unwrap().push(stored.message.seq.get());
     });
-    (on_commit, seen)
+    let (appender, writer) = appender::start(backend, batch_max, on_commit).unwrap();
+    Fixture {
+        _hub: hub,
+        room,
+        appender,
+        writer,
+        seen,
+    }
 }
 
 #[tokio::test]
 async fn each_stored_message_is_published_before_its_sender_hears_back() {
-    let hub = TestHub::start().await;
-    let room = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
-    let backend = Backend::for_store(&hub.state.store).await.unwrap();
-    let (on_commit, seen) = recording();
-    let (appender, writer) = appender::start(backend, 64, on_commit).unwrap();
+    let f = writer_with_batches_of(64).await;
 
     for index in 0..20 {
-        let seq = stored_seq(&appender.append(message(&room, index)).await.unwrap());
-        assert_eq!(seen.lock().unwrap().last(), Some(&seq), "message {index}");
+        let seq = stored_seq(&f.appender.append(message(&f.room, index)).await.unwrap());
+        assert_eq!(f.seen.lock().unwrap().last(), Some(&seq), "message {index}");
     }
     // A retry is answered from the store and is not published again.
-    let again = appender.append(message(&room, 3)).await.unwrap();
+    let again = f.appender.append(message(&f.room, 3)).await.unwrap();
     assert!(matches!(again, AppendOutcome::Duplicate(_)), "{again:?}");
-    assert_eq!(*seen.lock().unwrap(), (1..=20).collect::<Vec<u64>>());
-    writer.stop().await;
+    assert_eq!(*f.seen.lock().unwrap(), (1..=20).collect::<Vec<u64>>());
+    f.writer.stop().await;
 }
 
 #[tokio::test]
 async fn stopping_writes_what_was_queued_and_refuses_what_comes_later() {
-    let hub = TestHub::start().await;
-    let room = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
-    let backend = Backend::for_store(&hub.state.store).await.unwrap();
-    let (on_commit, seen) = recording();
     // Batches of four, so the stop is read while messages are still queued.
-    let (appender, writer) = appender::start(backend, 4, on_commit).unwrap();
+    let f = writer_with_batches_of(4).await;
 
     let mut pending = Vec::new();
     for index in 0..30 {
-        let mut append = Box::pin(appender.append(message(&room, index)));
+        let mut append = Box::pin(f.appender.append(message(&f.room, index)));
         // One poll queues the message (the queue has room) and leaves the
         // future waiting for its outcome.
         assert!(futures_util::poll!(append.as_mut()).is_pending());
         pending.push(append);
     }
-    writer.stop().await;
+    f.writer.stop().await;
 
     let mut seqs = Vec::new();
     for append in pending {
         seqs.push(stored_seq(&append.await.unwrap()));
     }
     assert_eq!(seqs, (1..=30).collect::<Vec<u64>>(), "queued order kept");
-    assert_eq!(*seen.lock().unwrap(), seqs, "every one published");
-    let late = appender.append(message(&room, 99)).await;
+    assert_eq!(*f.seen.lock().unwrap(), seqs, "every one published");
+    let late = f.appender.append(message(&f.room, 99)).await;
     assert!(matches!(late, Err(StoreError::WriterStopped)), "{late:?}");
 }
