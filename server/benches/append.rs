@@ -117,7 +117,12 @@ fn append(c: &mut Criterion) {
             let mut backend = runtime.block_on(async {
                 match writer {
                     "pool" => Backend::Pool(fixture.store.connection().clone()),
-                    _ => Backend::for_store(&fixture.store).await.unwrap(),
+                    _ => Backend::for_store(
+                        &fixture.store,
+                        DatabaseConfig::default().sqlite_checkpoint_interval(),
+                    )
+                    .await
+                    .unwrap(),
                 }
             });
             let mut next = 0;

@@ -155,7 +155,8 @@ impl App {
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
         let (appender, writer) = appender::start(
-            appender::Backend::for_store(&store).await?,
+            appender::Backend::for_store(&store, config.database.sqlite_checkpoint_interval())
+                .await?,
             config.database.append_batch_max,
             publisher::on_commit(broker.clone(), dashboards_tx),
         )?;

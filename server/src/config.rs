@@ -12,6 +12,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 mod notify;
 
@@ -63,6 +64,11 @@ pub const DRAIN_TIMEOUT_SECS: u64 = 10;
 pub const LISTEN_BACKLOG: u32 = 4096;
 /// Messages written in one group-commit transaction at most.
 pub const APPEND_BATCH_MAX: usize = 256;
+/// Spacing of SQLite passive checkpoints while messages are written
+/// (milliseconds); see docs/benchmarks.md for how it was chosen.
+pub const SQLITE_CHECKPOINT_INTERVAL_MS: u64 = 25;
+/// The longest allowed spacing of SQLite checkpoints (milliseconds).
+pub const SQLITE_CHECKPOINT_INTERVAL_MAX_MS: u64 = 60_000;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +108,11 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Messages per group-commit transaction at most.
     pub append_batch_max: usize,
+    /// For a SQLite file: how often, at most, the log written since the last
+    /// checkpoint is copied into the database file (a passive checkpoint,
+    /// two fsyncs). Shorter keeps each fsync small, and a message's commit
+    /// waits less on the disk behind it.
+    pub sqlite_checkpoint_interval_ms: u64,
 }
 
 /// Token and API-key settings.
@@ -249,12 +260,21 @@ impl Default for Config {
     }
 }
 
+impl DatabaseConfig {
+    /// The spacing of SQLite checkpoints while messages are written.
+    #[must_use]
+    pub fn sqlite_checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.sqlite_checkpoint_interval_ms)
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: DEFAULT_DATABASE_URL.to_owned(),
             max_connections: 16,
             append_batch_max: APPEND_BATCH_MAX,
+            sqlite_checkpoint_interval_ms: SQLITE_CHECKPOINT_INTERVAL_MS,
         }
     }
 }
@@ -408,6 +428,14 @@ impl Config {
         }
         if self.database.append_batch_max == 0 {
             problems.push("database.append_batch_max must be at least 1".into());
+        }
+        if !(1..=SQLITE_CHECKPOINT_INTERVAL_MAX_MS)
+            .contains(&self.database.sqlite_checkpoint_interval_ms)
+        {
+            problems.push(format!(
+                "database.sqlite_checkpoint_interval_ms must be between 1 and \
+                 {SQLITE_CHECKPOINT_INTERVAL_MAX_MS}"
+            ));
         }
         if session.max_message_bytes == 0 || session.max_message_bytes > session.hard_message_bytes
         {

@@ -65,3 +65,25 @@ fn a_presence_cache_as_long_as_the_presence_ttl_is_refused() {
     config.broker.presence_cache_ms = 0;
     config.validate().unwrap();
 }
+
+#[test]
+fn the_sqlite_checkpoint_interval_is_read_from_the_environment_and_bounded() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("CONSULT_DATABASE__SQLITE_CHECKPOINT_INTERVAL_MS", "40");
+        let config = Config::load(None).unwrap();
+        assert_eq!(
+            config.database.sqlite_checkpoint_interval(),
+            Duration::from_millis(40)
+        );
+        Ok(())
+    });
+    for refused in [0, SQLITE_CHECKPOINT_INTERVAL_MAX_MS + 1] {
+        let mut config = Config::default();
+        config.database.sqlite_checkpoint_interval_ms = refused;
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.to_string().contains("sqlite_checkpoint_interval_ms"),
+            "{refused}: {error}"
+        );
+    }
+}

@@ -19,7 +19,7 @@ use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use super::sqlite_writer::{self, SqliteBatchWriter};
 use super::{Store, StoreError};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Queued appends before senders wait.
@@ -106,14 +106,18 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The writer's own connection for a SQLite file, else the pool.
+    /// The writer's own connection for a SQLite file (checkpointed at most
+    /// every `checkpoint_interval` while written), else the pool.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the database cannot be asked or the file opened.
-    pub async fn for_store(store: &Store) -> Result<Self, StoreError> {
+    pub async fn for_store(
+        store: &Store,
+        checkpoint_interval: Duration,
+    ) -> Result<Self, StoreError> {
         Ok(match store.sqlite_file().await? {
-            Some(path) => Self::Sqlite(SqliteBatchWriter::open(&path)?),
+            Some(path) => Self::Sqlite(SqliteBatchWriter::open(&path, checkpoint_interval)?),
             None => Self::Pool(store.connection().clone()),
         })
     }

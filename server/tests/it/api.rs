@@ -637,7 +637,7 @@ async fn the_sqlite_log_is_rewound_once_writes_pause() {
         .send(&consultation.id, "m-1", "hello")
         .await
         .unwrap();
-    // The checkpoint thread looks every 200 ms: one pass copies the log,
+    // The checkpoint thread looks every interval: one pass copies the log,
     // the next, finding no new writes, rewinds it.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

@@ -3,15 +3,22 @@
 //! batch's commit.
 //!
 //! A passive checkpoint runs when the writer has committed since the last
-//! one, at most every [`INTERVAL`], and once more when the writer stops. It
-//! never blocks the writer, but under steady writes it never catches up
-//! either (the writer appends while it copies), and the log is only rewound
-//! once a checkpoint has copied all of it. A restart checkpoint does that: it
-//! holds the writer off while it copies what was appended meanwhile and
-//! syncs both files (several milliseconds on a disk), and the next commit
-//! starts the log again from the beginning. So the log is rewound when the
-//! writer has been quiet for an interval, which costs nobody anything, and
-//! under writes without pause only once it passes [`RESTART_FRAMES`].
+//! one, at most every interval (`database.sqlite_checkpoint_interval_ms`),
+//! and once more when the writer stops. It never blocks the writer, but under
+//! steady writes it never catches up either (the writer appends while it
+//! copies), and the log is only rewound once a checkpoint has copied all of
+//! it. A restart checkpoint does that: it holds the writer off while it
+//! copies what was appended meanwhile and syncs both files (several
+//! milliseconds on a disk), and the next commit starts the log again from the
+//! beginning. So the log is rewound when the writer has been quiet for an
+//! interval, which costs nobody anything, and under writes without pause only
+//! once it passes [`RESTART_FRAMES`].
+//!
+//! The interval is short (25 ms by default) because a passive checkpoint
+//! first syncs the log, and while the kernel writes the log's last page out
+//! the writer's next commit, which appends to that page, waits for it. The
+//! less log a sync has to write, the shorter that wait
+//! (docs/benchmarks.md, "Checkpoints every 25 ms").
 
 use super::StoreError;
 use rusqlite::Connection;
@@ -19,9 +26,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// The longest the log grows between checkpoints while messages are written.
-const INTERVAL: Duration = Duration::from_millis(200);
 
 /// Log size (pages) above which the log is rewound even while messages are
 /// written: 256 MiB of 4 KiB pages, a few seconds of the heaviest load
@@ -43,24 +47,30 @@ impl Checkpoints {
     }
 }
 
-/// Starts the checkpoint thread on `connection`.
-pub(super) fn start(connection: Connection) -> Result<Checkpoints, StoreError> {
+/// Starts the checkpoint thread on `connection`, checkpointing at most every
+/// `interval`.
+pub(super) fn start(connection: Connection, interval: Duration) -> Result<Checkpoints, StoreError> {
     let dirty = Arc::new(AtomicBool::new(false));
     let (stop, stopped) = mpsc::channel::<()>();
     let flag = dirty.clone();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(&connection, &flag, &stopped))
+        .spawn(move || run(&connection, interval, &flag, &stopped))
         .map_err(|error| StoreError::Thread("sqlite-checkpoint", error))?;
     Ok(Checkpoints { dirty, _stop: stop })
 }
 
-fn run(connection: &Connection, dirty: &AtomicBool, stopped: &mpsc::Receiver<()>) {
+fn run(
+    connection: &Connection,
+    interval: Duration,
+    dirty: &AtomicBool,
+    stopped: &mpsc::Receiver<()>,
+) {
     // Written since the log was last rewound.
     let mut unrewound = false;
     loop {
         let stopping = matches!(
-            stopped.recv_timeout(INTERVAL),
+            stopped.recv_timeout(interval),
             Err(mpsc::RecvTimeoutError::Disconnected)
         );
         if dirty.swap(false, Ordering::Relaxed) {

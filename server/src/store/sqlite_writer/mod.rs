@@ -48,20 +48,21 @@ impl std::fmt::Debug for SqliteBatchWriter {
 impl SqliteBatchWriter {
     /// Opens two connections to the database file at `path` (which must
     /// exist and be in WAL mode): the writer's, and one for the checkpoint
-    /// thread, which it starts.
+    /// thread, which it starts; it checkpoints at most every
+    /// `checkpoint_interval` while the writer commits.
     ///
     /// # Errors
     ///
     /// [`StoreError::Sqlite`] when the file cannot be opened,
     /// [`StoreError::Thread`] when the checkpoint thread cannot start.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, checkpoint_interval: Duration) -> Result<Self, StoreError> {
         let connection = open(path)?;
         // A batch dirties a page per message and index in the worst case
         // (every message to another consultation): a cache that holds a whole
         // batch's pages keeps SQLite from spilling them to the log mid-batch.
         connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoints = checkpoint::start(open(path)?)?;
+        let checkpoints = checkpoint::start(open(path)?, checkpoint_interval)?;
         Ok(Self {
             connection,
             checkpoints,
