@@ -656,3 +656,37 @@ async fn the_sqlite_log_is_rewound_once_writes_pause() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn the_sqlite_checkpoint_interval_setting_spaces_checkpoints() {
+    let hub = TestHub::start_with(|config| {
+        config.database.sqlite_checkpoint_interval_ms = 60_000;
+    })
+    .await;
+    if !hub.database_url().starts_with("sqlite:") {
+        return;
+    }
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider
+        .send(&consultation.id, "m-1", "hello")
+        .await
+        .unwrap();
+    // At the default interval (25 ms) this second holds dozens of chances.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let text = hub.metrics_text().await;
+    assert!(
+        crate::harness::metric(&text, "consult_sqlite_commit_seconds_count") >= 1.0,
+        "the writer committed:\n{text}"
+    );
+    for mode in ["PASSIVE", "RESTART"] {
+        let name = format!("consult_sqlite_checkpoint_seconds_count{{mode=\"{mode}\"}}");
+        assert_eq!(
+            crate::harness::metric(&text, &name),
+            0.0,
+            "no {mode} checkpoint before the interval:\n{text}"
+        );
+    }
+}
