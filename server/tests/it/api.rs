@@ -623,7 +623,7 @@ async fn metrics_are_prometheus_text_counting_connections() {
 }
 
 #[tokio::test]
-async fn the_sqlite_log_is_rewound_once_writes_pause() {
+async fn the_sqlite_log_is_rewound_once_writes_pause_and_checkpointed_again_after() {
     let hub = TestHub::start().await;
     if !hub.database_url().starts_with("sqlite:") {
         // PostgreSQL has no such log.
@@ -639,21 +639,36 @@ async fn the_sqlite_log_is_rewound_once_writes_pause() {
         .unwrap();
     // The checkpoint thread looks every interval: one pass copies the log,
     // the next, finding no new writes, rewinds it.
+    let first = checkpoints_once_at_least(&hub, 1.0, 1.0).await;
+    // Rewound and idle, the thread sleeps; the next commit must wake it.
+    provider
+        .send(&consultation.id, "m-2", "are you there?")
+        .await
+        .unwrap();
+    checkpoints_once_at_least(&hub, first.0 + 1.0, first.1 + 1.0).await;
+}
+
+/// Waits (up to 10 s) until the hub has run at least `passive` passive and
+/// `restart` restart checkpoints; the counts then.
+async fn checkpoints_once_at_least(hub: &TestHub, passive: f64, restart: f64) -> (f64, f64) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let text = hub.metrics_text().await;
-        let restarts = crate::harness::metric(
-            &text,
-            "consult_sqlite_checkpoint_seconds_count{mode=\"RESTART\"}",
-        );
-        if restarts >= 1.0 {
-            break;
+        let count = |mode: &str| {
+            crate::harness::metric(
+                &text,
+                &format!("consult_sqlite_checkpoint_seconds_count{{mode=\"{mode}\"}}"),
+            )
+        };
+        let counts = (count("PASSIVE"), count("RESTART"));
+        if counts.0 >= passive && counts.1 >= restart {
+            return counts;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no restart checkpoint after writes paused:\n{text}"
+            "expected {passive} passive and {restart} restart checkpoints:\n{text}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

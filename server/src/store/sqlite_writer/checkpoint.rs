@@ -12,7 +12,8 @@
 //! milliseconds on a disk), and the next commit starts the log again from the
 //! beginning. So the log is rewound when the writer has been quiet for an
 //! interval, which costs nobody anything, and under writes without pause only
-//! once it passes [`RESTART_FRAMES`].
+//! once it passes [`RESTART_FRAMES`]. Once it is rewound and nothing new is
+//! written, the thread sleeps until the next commit wakes it.
 //!
 //! The interval is short (25 ms by default) because a passive checkpoint
 //! first syncs the log, and while the kernel writes the log's last page out
@@ -24,7 +25,7 @@ use super::StoreError;
 use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// Log size (pages) above which the log is rewound even while messages are
@@ -32,48 +33,69 @@ use std::time::{Duration, Instant};
 /// measured, so that the writer is held off that rarely.
 const RESTART_FRAMES: i64 = 65_536;
 
+/// What the writer and the checkpoint thread share.
+#[derive(Debug, Default)]
+struct Flags {
+    /// Committed since the last checkpoint.
+    dirty: AtomicBool,
+    /// The thread sleeps until the next commit (the log is rewound and
+    /// nothing was written since).
+    asleep: AtomicBool,
+    /// The writer is gone: one last checkpoint, then the thread ends.
+    stop: AtomicBool,
+}
+
 /// The writer's side: marks that there is something to checkpoint; dropping
 /// it stops the checkpoint thread after a last checkpoint.
 #[derive(Debug)]
 pub(super) struct Checkpoints {
-    dirty: Arc<AtomicBool>,
-    _stop: mpsc::Sender<()>,
+    flags: Arc<Flags>,
+    thread: Thread,
 }
 
 impl Checkpoints {
-    /// Records a commit.
+    /// Records a commit, waking the thread if it sleeps.
     pub(super) fn written(&self) {
-        self.dirty.store(true, Ordering::Relaxed);
+        self.flags.dirty.store(true, Ordering::SeqCst);
+        if self.flags.asleep.swap(false, Ordering::SeqCst) {
+            self.thread.unpark();
+        }
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.flags.stop.store(true, Ordering::SeqCst);
+        self.thread.unpark();
     }
 }
 
 /// Starts the checkpoint thread on `connection`, checkpointing at most every
-/// `interval`.
+/// `interval` while the writer commits, and sleeping while it does not.
 pub(super) fn start(connection: Connection, interval: Duration) -> Result<Checkpoints, StoreError> {
-    let dirty = Arc::new(AtomicBool::new(false));
-    let (stop, stopped) = mpsc::channel::<()>();
-    let flag = dirty.clone();
-    std::thread::Builder::new()
+    let flags = Arc::new(Flags::default());
+    let shared = flags.clone();
+    let handle = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(&connection, interval, &flag, &stopped))
+        .spawn(move || run(&connection, interval, &shared))
         .map_err(|error| StoreError::Thread("sqlite-checkpoint", error))?;
-    Ok(Checkpoints { dirty, _stop: stop })
+    Ok(Checkpoints {
+        flags,
+        thread: handle.thread().clone(),
+    })
 }
 
-fn run(
-    connection: &Connection,
-    interval: Duration,
-    dirty: &AtomicBool,
-    stopped: &mpsc::Receiver<()>,
-) {
+fn run(connection: &Connection, interval: Duration, flags: &Flags) {
     // Written since the log was last rewound.
     let mut unrewound = false;
     loop {
-        let stopping = matches!(
-            stopped.recv_timeout(interval),
-            Err(mpsc::RecvTimeoutError::Disconnected)
-        );
-        if dirty.swap(false, Ordering::Relaxed) {
+        if unrewound {
+            std::thread::park_timeout(interval);
+        } else {
+            sleep_until_written(flags, interval);
+        }
+        let stopping = flags.stop.load(Ordering::SeqCst);
+        if flags.dirty.swap(false, Ordering::SeqCst) {
             unrewound = !copy_and_rewind_if_large(connection);
         } else if unrewound {
             // A quiet interval: rewinding holds no writer off.
@@ -82,6 +104,21 @@ fn run(
         if stopping {
             break;
         }
+    }
+}
+
+/// With the log rewound, sleeps until the writer commits (or stops), then
+/// lets that commit's batch-mates join it for one interval.
+fn sleep_until_written(flags: &Flags, interval: Duration) {
+    flags.asleep.store(true, Ordering::SeqCst);
+    // Checked after saying so: a commit either sees `asleep` and wakes this
+    // thread, or happened before and is seen here.
+    while !flags.dirty.load(Ordering::SeqCst) && !flags.stop.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
+    flags.asleep.store(false, Ordering::SeqCst);
+    if !flags.stop.load(Ordering::SeqCst) {
+        std::thread::park_timeout(interval);
     }
 }
 
