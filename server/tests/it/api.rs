@@ -624,19 +624,9 @@ async fn metrics_are_prometheus_text_counting_connections() {
 
 #[tokio::test]
 async fn the_sqlite_log_is_rewound_once_writes_pause_and_checkpointed_again_after() {
-    let hub = TestHub::start().await;
-    if !hub.database_url().starts_with("sqlite:") {
-        // PostgreSQL has no such log.
+    let Some((hub, provider, consultation)) = sqlite_hub_after_one_send(|_| {}).await else {
         return;
-    }
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    provider
-        .send(&consultation.id, "m-1", "hello")
-        .await
-        .unwrap();
+    };
     // The checkpoint thread looks every interval: one pass copies the log,
     // the next, finding no new writes, rewinds it.
     let first = checkpoints_once_at_least(&hub, 1.0, 1.0).await;
@@ -648,38 +638,40 @@ async fn the_sqlite_log_is_rewound_once_writes_pause_and_checkpointed_again_afte
     checkpoints_once_at_least(&hub, first.0 + 1.0, first.1 + 1.0).await;
 }
 
-/// Waits (up to 10 s) until the hub has run at least `passive` passive and
-/// `restart` restart checkpoints; the counts then.
-async fn checkpoints_once_at_least(hub: &TestHub, passive: f64, restart: f64) -> (f64, f64) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = hub.metrics_text().await;
-        let count = |mode: &str| {
-            crate::harness::metric(
-                &text,
-                &format!("consult_sqlite_checkpoint_seconds_count{{mode=\"{mode}\"}}"),
-            )
-        };
-        let counts = (count("PASSIVE"), count("RESTART"));
-        if counts.0 >= passive && counts.1 >= restart {
-            return counts;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected {passive} passive and {restart} restart checkpoints:\n{text}"
+#[tokio::test]
+async fn the_sqlite_checkpoint_interval_setting_spaces_checkpoints() {
+    let Some((hub, _provider, _consultation)) = sqlite_hub_after_one_send(|config| {
+        config.database.sqlite_checkpoint_interval_ms = 60_000;
+    })
+    .await
+    else {
+        return;
+    };
+    // At the default interval (25 ms) this second holds dozens of chances.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let text = hub.metrics_text().await;
+    assert!(
+        crate::harness::metric(&text, "consult_sqlite_commit_seconds_count") >= 1.0,
+        "the writer committed:\n{text}"
+    );
+    for mode in ["PASSIVE", "RESTART"] {
+        assert_eq!(
+            checkpoint_count(&text, mode),
+            0.0,
+            "no {mode} checkpoint before the interval:\n{text}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
-#[tokio::test]
-async fn the_sqlite_checkpoint_interval_setting_spaces_checkpoints() {
-    let hub = TestHub::start_with(|config| {
-        config.database.sqlite_checkpoint_interval_ms = 60_000;
-    })
-    .await;
+/// A hub on a SQLite file whose provider has sent one message: the hub, the
+/// provider and the consultation; `None` on PostgreSQL, which has no such
+/// log.
+async fn sqlite_hub_after_one_send(
+    adjust: impl FnOnce(&mut consult_hub::Config),
+) -> Option<(TestHub, Client, ConsultationView)> {
+    let hub = TestHub::start_with(adjust).await;
     if !hub.database_url().starts_with("sqlite:") {
-        return;
+        return None;
     }
     let consultation = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
@@ -689,19 +681,34 @@ async fn the_sqlite_checkpoint_interval_setting_spaces_checkpoints() {
         .send(&consultation.id, "m-1", "hello")
         .await
         .unwrap();
-    // At the default interval (25 ms) this second holds dozens of chances.
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let text = hub.metrics_text().await;
-    assert!(
-        crate::harness::metric(&text, "consult_sqlite_commit_seconds_count") >= 1.0,
-        "the writer committed:\n{text}"
-    );
-    for mode in ["PASSIVE", "RESTART"] {
-        let name = format!("consult_sqlite_checkpoint_seconds_count{{mode=\"{mode}\"}}");
-        assert_eq!(
-            crate::harness::metric(&text, &name),
-            0.0,
-            "no {mode} checkpoint before the interval:\n{text}"
+    Some((hub, provider, consultation))
+}
+
+/// Checkpoints of `mode` (`PASSIVE`, `RESTART`) in a metrics page.
+fn checkpoint_count(text: &str, mode: &str) -> f64 {
+    crate::harness::metric(
+        text,
+        &format!("consult_sqlite_checkpoint_seconds_count{{mode=\"{mode}\"}}"),
+    )
+}
+
+/// Waits (up to 10 s) until the hub has run at least `passive` passive and
+/// `restart` restart checkpoints; the counts then.
+async fn checkpoints_once_at_least(hub: &TestHub, passive: f64, restart: f64) -> (f64, f64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = hub.metrics_text().await;
+        let counts = (
+            checkpoint_count(&text, "PASSIVE"),
+            checkpoint_count(&text, "RESTART"),
         );
+        if counts.0 >= passive && counts.1 >= restart {
+            return counts;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {passive} passive and {restart} restart checkpoints:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
