@@ -84,6 +84,7 @@ async fn create_template(
     ApiPath(clinic): ApiPath<ClinicId>,
     ApiJson(body): ApiJson<TemplateBody>,
 ) -> Result<(StatusCode, Json<QuickTemplate>), ApiError> {
+    ApiError::check_id("clinic", clinic.as_str())?;
     let input = templates::TemplateInput {
         template_id: None,
         provider_id: body.provider_id,
@@ -159,6 +160,7 @@ async fn put_policy(
     ApiPath(clinic): ApiPath<ClinicId>,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<PolicyBody>, ApiError> {
+    ApiError::check_id("clinic", clinic.as_str())?;
     let times = [
         Some(body.push_after_ms),
         Some(body.offline_grace_ms),

@@ -7,6 +7,7 @@
 //! row falls due or when new rows are queued.
 
 use crate::app::AppState;
+use crate::domain::PersonKey;
 use crate::service::dashboard;
 use crate::store::audit::{self, Actor, AuditEntry};
 use crate::store::outbox::{self, Finish, OutboxRow};
@@ -168,9 +169,15 @@ impl OutboxWorker {
     /// Why this row is no longer needed, if it is not.
     async fn cancel_reason(&self, row: &OutboxRow) -> Result<Option<&'static str>, StoreError> {
         let db = self.state.store.connection();
+        // The recipient is the patient of the row's consultation, in that
+        // consultation's clinic: presence and SMS preferences are per clinic.
+        let Some(consultation) = consultations::find(db, &row.consultation_id).await? else {
+            return Ok(Some("consultation_gone"));
+        };
+        let recipient = PersonKey::new(&consultation.clinic_id, &row.recipient);
         if let Some(seq) = row.message_seq {
             let receipt = receipts::find(db, &row.consultation_id, &row.recipient).await?;
-            let online = self.state.presence.is_online(&row.recipient).await;
+            let online = self.state.presence.is_online(&recipient).await;
             if row
                 .cancel
                 .cancels(seq, receipt.delivered, receipt.read, online)
@@ -183,7 +190,7 @@ impl OutboxWorker {
             }
         }
         if row.channel == AlertChannel::Sms {
-            let (consent, opted_out) = contacts::sms_preference(db, &row.recipient).await?;
+            let (consent, opted_out) = contacts::sms_preference(db, &recipient).await?;
             if opted_out || !consent {
                 return Ok(Some("sms_opted_out"));
             }
@@ -212,7 +219,8 @@ impl OutboxWorker {
                     // The provider refused this device for good (unregistered
                     // or bad token): stop sending to it.
                     contacts::remove_device(self.state.store.connection(), &row.target).await?;
-                    self.state.reach.forget_user(&row.recipient);
+                    // The token may be registered under several clinics.
+                    self.state.reach.forget_all_users();
                 }
                 Ok(Finish::Failed {
                     error: short_code(&error),

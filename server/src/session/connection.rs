@@ -9,6 +9,7 @@ use super::socket::{Socket, WriteError};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::broker::{Event, Topic};
+use crate::domain::PersonKey;
 use crate::hub::Subscriber;
 use axum::extract::ws::{Message, Utf8Bytes};
 use consult_protocol::{
@@ -94,7 +95,10 @@ where
             session_config.rate_limit_per_sec,
             session_config.rate_limit_burst,
         );
-        state.presence.connected(&principal.user, true).await;
+        state
+            .presence
+            .connected(&PersonKey::of(&principal), true)
+            .await;
         metrics::gauge!("consult_connections_active").increment(1.0);
         Self {
             socket,
@@ -334,7 +338,9 @@ where
         message: &str,
     ) -> Flow {
         metrics::counter!("consult_client_errors_total", "code" => code.as_str()).increment(1);
-        tracing::info!(code = %code, message, "error sent to client");
+        // The code only: the message may quote what the client sent (a name
+        // or a health term a privacy refusal names), which never goes to the log.
+        tracing::info!(code = %code, "error sent to client");
         self.send_frame(&ServerFrame::error(id, code, message))
             .await
     }
@@ -360,7 +366,7 @@ where
         }
         self.state
             .presence
-            .disconnected(&self.principal.user, self.foreground)
+            .disconnected(&PersonKey::of(&self.principal), self.foreground)
             .await;
         metrics::gauge!("consult_connections_active").decrement(1.0);
         match exit {

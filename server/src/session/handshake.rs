@@ -6,7 +6,8 @@
 use super::connection::Session;
 use super::socket::Socket;
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal};
+use crate::auth::Principal;
+use crate::service::identity;
 use axum::extract::ws::Message;
 use consult_protocol::{
     ClientFrame, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
@@ -107,18 +108,22 @@ where
                 continue;
             }
             match decode_client_frame(&text) {
-                Ok(ClientFrame::Hello { token }) => match self.state.auth.verify(&token) {
-                    Ok(principal) => return HelloOutcome::Authenticated(principal),
-                    Err(error) => {
-                        let code = match error {
-                            AuthError::Expired => ErrorCode::TokenExpired,
-                            AuthError::Invalid(_) => ErrorCode::InvalidToken,
-                        };
-                        tracing::info!(reason = %error, "hello refused");
-                        self.refuse(None, code, &error.to_string()).await;
-                        return HelloOutcome::Close(CloseCode::AuthFailed);
+                Ok(ClientFrame::Hello { token }) => {
+                    match identity::authenticate(&self.state, &token).await {
+                        Ok(principal) => return HelloOutcome::Authenticated(principal),
+                        Err(error) => {
+                            let code = error.code();
+                            self.refuse(None, code, &error.client_message()).await;
+                            if error.is_internal() {
+                                // Not the token's fault: the client may retry.
+                                tracing::error!(error = %error, "hello failed");
+                                return HelloOutcome::Close(CloseCode::InternalError);
+                            }
+                            tracing::info!(code = code.as_str(), "hello refused");
+                            return HelloOutcome::Close(CloseCode::AuthFailed);
+                        }
                     }
-                },
+                }
                 Ok(other) => {
                     self.refuse(
                         other.id().cloned(),

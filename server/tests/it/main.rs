@@ -24,3 +24,4 @@ mod notifications;
 mod quick_messages;
 mod rooms;
 mod status;
+mod tenant_isolation;

@@ -10,6 +10,7 @@ use crate::harness::providers::{
 };
 use crate::harness::{CLINIC, TestHub, expect_event};
 use consult_client::{Client, ClientError};
+use consult_hub::domain::PersonKey;
 use consult_hub::domain::escalation::{CancelRule, GENERIC_PUSH_BODY, GENERIC_SMS_BODY};
 use consult_hub::notify::providers::verify_inbound_signature;
 use consult_hub::notify::worker::OutboxWorker;
@@ -493,7 +494,12 @@ async fn a_patient_who_disconnected_gets_the_offline_push_after_the_grace_window
     // The hub notices the close asynchronously: wait until it counts the
     // patient as gone.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hub.state.presence.is_online(&UserId::from("pat-a")).await {
+    while hub
+        .state
+        .presence
+        .is_online(&PersonKey::new(&CLINIC.into(), &UserId::from("pat-a")))
+        .await
+    {
         assert!(tokio::time::Instant::now() < deadline, "still online");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
