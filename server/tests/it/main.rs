@@ -20,6 +20,7 @@ mod handshake;
 mod lifecycle;
 mod listener;
 mod messages;
+mod migrations;
 mod notifications;
 mod quick_messages;
 mod rooms;
