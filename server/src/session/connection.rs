@@ -385,12 +385,14 @@ where
 }
 
 /// The close code for a failed read: 1009 when the frame exceeded the hard
-/// size cap, 1000 otherwise.
+/// size cap, 1007 for a text frame that is not UTF-8, 1000 otherwise.
 pub(crate) fn read_error_close_code(error: &axum::Error) -> CloseCode {
     let text = error.to_string();
     if text.contains("Message too long") || text.contains("too big") || text.contains("Space limit")
     {
         CloseCode::MessageTooBig
+    } else if text.contains("UTF-8") {
+        CloseCode::InvalidPayload
     } else {
         CloseCode::Normal
     }

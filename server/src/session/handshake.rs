@@ -76,13 +76,24 @@ where
         let max_bytes = self.state.config.session.max_message_bytes;
         let mut frames = 0;
         loop {
-            let text = match self.socket.next().await {
+            let message = match self.socket.next().await {
                 None => return HelloOutcome::Close(CloseCode::Normal),
                 Some(Err(error)) => {
                     return HelloOutcome::Close(super::connection::read_error_close_code(&error));
                 }
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Binary(_))) => {
+                Some(Ok(message)) => message,
+            };
+            // Every data frame counts, binary as well as text: an
+            // unauthenticated client gets MAX_PRE_HELLO_FRAMES of them.
+            if matches!(message, Message::Text(_) | Message::Binary(_)) {
+                frames += 1;
+                if frames > MAX_PRE_HELLO_FRAMES {
+                    return HelloOutcome::Close(CloseCode::AuthFailed);
+                }
+            }
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Binary(_) => {
                     self.refuse(
                         None,
                         ErrorCode::BinaryNotSupported,
@@ -91,13 +102,9 @@ where
                     .await;
                     continue;
                 }
-                Some(Ok(Message::Close(_))) => return HelloOutcome::Close(CloseCode::Normal),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Message::Close(_) => return HelloOutcome::Close(CloseCode::Normal),
+                Message::Ping(_) | Message::Pong(_) => continue,
             };
-            frames += 1;
-            if frames > MAX_PRE_HELLO_FRAMES {
-                return HelloOutcome::Close(CloseCode::AuthFailed);
-            }
             if text.len() > max_bytes {
                 self.refuse(
                     None,
