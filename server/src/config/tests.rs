@@ -87,3 +87,27 @@ fn the_sqlite_checkpoint_interval_is_read_from_the_environment_and_bounded() {
         );
     }
 }
+
+#[test]
+fn twilio_without_the_public_inbound_url_is_refused() {
+    let mut config = Config::default();
+    config.notify.twilio = Some(crate::notify::providers::TwilioConfig {
+        base_url: "https://api.twilio.com".to_owned(),
+        account_sid: "AC0123".to_owned(),
+        auth_token: secrecy::SecretString::from("token".to_owned()),
+        from_number: Some("+15550009999".to_owned()),
+        messaging_service_sid: None,
+        connect_timeout_secs: 2,
+        request_timeout_secs: 5,
+    });
+    let error = config.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("notify.sms_inbound_url must be set"),
+        "{error}"
+    );
+    config.notify.sms_inbound_url = Some("not a url".to_owned());
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("must be an http(s) URL"), "{error}");
+    config.notify.sms_inbound_url = Some("https://hub.example.org/v1/sms/inbound".to_owned());
+    config.validate().unwrap();
+}

@@ -12,6 +12,7 @@ pub mod batch_append;
 pub mod consultations;
 pub mod contacts;
 mod entities;
+pub mod inbound_sms;
 pub mod messages;
 pub mod migration;
 pub mod outbox;

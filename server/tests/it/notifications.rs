@@ -5,7 +5,7 @@
 //! and STOP/START from inbound SMS behind Twilio's signature.
 
 use crate::harness::providers::{
-    FakeProviders, PATIENT_PHONE, TWILIO_AUTH_TOKEN, TWILIO_FROM, api, audit, audited,
+    FakeProviders, INBOUND_URL, PATIENT_PHONE, TWILIO_AUTH_TOKEN, TWILIO_FROM, api, audit, audited,
     notifications, register_device, sms_consent, twilio_signature, wait_for_status,
 };
 use crate::harness::{CLINIC, TestHub, expect_event};
@@ -25,8 +25,6 @@ use std::time::Duration;
 
 const ALERT: &str = "Please open the app now, your visit is about to start.";
 const CHAT: &str = "I will be with you shortly.";
-/// Where Twilio posts inbound SMS, as configured in the STOP tests.
-const INBOUND_URL: &str = "https://hub.example.test/v1/sms/inbound";
 
 /// A waiting consultation dr-a/`patient`; the patient connected and joined.
 async fn joined(hub: &TestHub, patient: &str) -> (ConsultationId, Client) {
@@ -527,24 +525,41 @@ async fn inbound(hub: &TestHub, params: &[(&str, &str)], signature: Option<&str>
     response.status().as_u16()
 }
 
+const MESSAGE_SID: &str = "SM0123456789abcdef0123456789abcdef";
+
 fn keyword_params(body: &str) -> [(&'static str, &str); 4] {
+    keyword_params_with_sid(MESSAGE_SID, body)
+}
+
+fn keyword_params_with_sid<'a>(sid: &'a str, body: &'a str) -> [(&'static str, &'a str); 4] {
     [
-        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("MessageSid", sid),
         ("From", PATIENT_PHONE),
         ("To", TWILIO_FROM),
         ("Body", body),
     ]
 }
 
-/// Posts a correctly signed STOP or START and checks the TwiML answer.
-async fn signed_keyword(hub: &TestHub, body: &str) {
-    let params = keyword_params(body);
-    let signature = twilio_signature(INBOUND_URL, &params);
+/// Posts a correctly signed STOP or START, as a new message (a fresh
+/// `MessageSid`), and checks the TwiML answer. Returns the signed form.
+async fn signed_keyword(hub: &TestHub, body: &str) -> Vec<(String, String)> {
+    let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+    let params = keyword_params_with_sid(&sid, body);
+    post_signed(hub, &params).await;
+    params
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// Posts `params` with a valid signature and checks the TwiML answer.
+async fn post_signed(hub: &TestHub, params: &[(&str, &str)]) {
+    let signature = twilio_signature(INBOUND_URL, params);
     let response = hub
         .http
         .post(hub.url("/v1/sms/inbound"))
         .header("X-Twilio-Signature", signature)
-        .form(&params)
+        .form(params)
         .send()
         .await
         .unwrap();
@@ -563,8 +578,7 @@ async fn sms_alert(
 }
 
 async fn stop_hub(fake: &FakeProviders) -> TestHub {
-    fake.hub(|config| config.notify.sms_inbound_url = Some(INBOUND_URL.to_owned()))
-        .await
+    fake.hub(|_| {}).await
 }
 
 #[tokio::test]
@@ -689,6 +703,47 @@ async fn start_lifts_a_stop_but_never_stands_in_for_consent() {
     )
     .await;
     assert_eq!(fake.sms().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replayed_signed_stop_is_acknowledged_and_ignored() {
+    let fake = FakeProviders::start().await;
+    let hub = stop_hub(&fake).await;
+    let (id, _patient) = joined(&hub, "pat-a").await;
+    sms_consent(&hub, "pat-a", true).await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+
+    let stop = signed_keyword(&hub, "STOP").await;
+    signed_keyword(&hub, "START").await;
+    sms_consent(&hub, "pat-a", true).await;
+    // Someone who captured the STOP sends it again, signature and all.
+    let replay: Vec<(&str, &str)> = stop
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    post_signed(&hub, &replay).await;
+
+    let sent = sms_alert(&provider, &id, "a1").await.unwrap();
+    wait_for_status(
+        &hub,
+        &id,
+        &sent.notifications[0].id,
+        NotificationStatus::Sent,
+    )
+    .await;
+    assert_eq!(
+        hub.metric("consult_sms_inbound_total{outcome=\"replayed\"}")
+            .await,
+        1.0
+    );
+    // A signed request without a MessageSid cannot be told from a replay.
+    let without_sid = [
+        ("From", PATIENT_PHONE),
+        ("To", TWILIO_FROM),
+        ("Body", "STOP"),
+    ];
+    let signature = twilio_signature(INBOUND_URL, &without_sid);
+    assert_eq!(inbound(&hub, &without_sid, Some(&signature)).await, 400);
 }
 
 #[tokio::test]

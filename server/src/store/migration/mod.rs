@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 mod m20261128_000001_core;
 mod m20261128_000002_notifications;
 mod m20261204_000003_clinic_scoped_contacts;
+mod m20261204_000004_inbound_sms;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_core::Migration),
             Box::new(m20261128_000002_notifications::Migration),
             Box::new(m20261204_000003_clinic_scoped_contacts::Migration),
+            Box::new(m20261204_000004_inbound_sms::Migration),
         ]
     }
 }
