@@ -304,5 +304,20 @@ async fn ids_outside_the_accepted_characters_are_refused_at_every_edge() {
         Err(ClientError::Command { code, .. }) => assert_eq!(code, ErrorCode::InvalidValue),
         other => panic!("a malformed provider id: {other:?}"),
     }
+    // An over-long owner id is refused before the store sees it, so both
+    // stores answer alike (PostgreSQL would refuse the write itself).
+    match admin
+        .save_template(
+            None,
+            Some(UserId::from("d".repeat(200))),
+            "Late",
+            "Running late.",
+            None,
+        )
+        .await
+    {
+        Err(ClientError::Command { code, .. }) => assert_eq!(code, ErrorCode::InvalidValue),
+        other => panic!("an over-long provider id: {other:?}"),
+    }
     admin.ping().await.unwrap();
 }
