@@ -101,6 +101,7 @@ fn batch(consultations: &[ConsultationId], next: &mut usize, size: usize) -> Vec
                 body: format!("message {next} with a body of about sixty-four bytes.."),
                 client_msg_id: Some(format!("m-{next}")),
                 notifications: Vec::new(),
+                audit: None,
             }
         })
         .collect()

@@ -19,6 +19,7 @@ fn message(consultation: &ConsultationId, index: usize) -> NewMessage {
         body: format!("message {index}"),
         client_msg_id: Some(format!("m-{index}")),
         notifications: Vec::new(),
+        audit: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn message(
         body: body.to_owned(),
         client_msg_id: id.map(str::to_owned),
         notifications: Vec::new(),
+        audit: None,
     }
 }
 
