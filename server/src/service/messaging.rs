@@ -38,7 +38,7 @@ pub struct Outgoing {
     /// plans them itself.
     pub notifications: Vec<NewNotification>,
     /// The audit entry to store with it (see [`send_audited`]).
-    pub audit: Option<MessageAudit>,
+    pub audit: Option<Box<MessageAudit>>,
 }
 
 /// The result of a send.
@@ -182,12 +182,12 @@ pub async fn send_audited(
     action: &str,
     detail: serde_json::Value,
 ) -> Result<Sent, ServiceError> {
-    outgoing.audit = Some(MessageAudit {
+    outgoing.audit = Some(Box::new(MessageAudit {
         actor_id: principal.user.to_string(),
         actor_role: principal.role.as_str().to_owned(),
         action: action.to_owned(),
         detail,
-    });
+    }));
     send(state, principal, outgoing, Some(consultation)).await
 }
 

@@ -33,7 +33,7 @@ pub struct NewMessage {
     /// Push and SMS notifications to queue with it, in the same transaction.
     pub notifications: Vec<NewNotification>,
     /// Its audit entry, written in the same transaction (none for chat).
-    pub audit: Option<MessageAudit>,
+    pub audit: Option<Box<MessageAudit>>,
 }
 
 /// A message as stored, with the notifications queued for it.
