@@ -22,5 +22,6 @@ mod listener;
 mod messages;
 mod notifications;
 mod quick_messages;
+mod redis_security;
 mod rooms;
 mod status;
