@@ -26,8 +26,9 @@ const HUB_PASSWORD: &str = "hub-password-0123456789";
 /// A user with every right, for the test's own look-ups.
 const ADMIN_USER: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-password-0123456789";
-/// The hub user's rights, as docs/operations.md recommends them.
-const HUB_ACL_RULES: &str = "on resetchannels &consult:* resetkeys ~presence:* -@all \
+/// The hub user's rights, as docs/operations.md recommends them (after
+/// `user consult-hub on >PASSWORD`).
+const HUB_ACL_RULES: &str = "resetchannels &consult:* resetkeys ~presence:* -@all \
      +publish +subscribe +unsubscribe +hset +hdel +hgetall +pexpire";
 /// A body no real message in these tests carries.
 const FORGED: &str = "FORGED: please call +1 555 0100 about your biopsy";
@@ -36,9 +37,13 @@ const FORGED: &str = "FORGED: please call +1 555 0100 about your biopsy";
 /// by the test CA, and knows only the hub's limited user and an admin.
 async fn secure_redis(pki: &TestPki) -> RedisServer {
     let user = |name: &str, password: &str, rules: &str| {
-        let mut words = vec!["user".to_owned(), name.to_owned()];
+        let mut words = vec![
+            "user".to_owned(),
+            name.to_owned(),
+            "on".to_owned(),
+            format!(">{password}"),
+        ];
         words.extend(rules.split_whitespace().map(str::to_owned));
-        words.push(format!(">{password}"));
         words
     };
     RedisServer::start_with(RedisOptions {
@@ -50,7 +55,7 @@ async fn secure_redis(pki: &TestPki) -> RedisServer {
         directives: vec![
             vec!["user".into(), "default".into(), "off".into()],
             user(HUB_USER, HUB_PASSWORD, HUB_ACL_RULES),
-            user(ADMIN_USER, ADMIN_PASSWORD, "on ~* &* +@all"),
+            user(ADMIN_USER, ADMIN_PASSWORD, "~* &* +@all"),
         ],
     })
     .await
@@ -118,6 +123,16 @@ async fn messages_within(client: &Client, wait: Duration) -> Vec<ChatMessage> {
         }
     }
     messages
+}
+
+#[test]
+fn the_documented_acl_user_is_the_one_tested() {
+    let operations = include_str!("../../../docs/operations.md");
+    let line = format!("user {HUB_USER} on >PASSWORD {HUB_ACL_RULES}");
+    assert!(
+        operations.contains(&line),
+        "docs/operations.md lacks {line}"
+    );
 }
 
 #[tokio::test]
