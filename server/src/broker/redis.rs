@@ -59,6 +59,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// them.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
 
+/// An event waiting for the publisher: its topic, `seq` and frame.
+type Queued = (Topic, Option<u64>, bytes::Bytes);
+
 /// Interest in one topic.
 #[derive(Default)]
 struct Wanted {
@@ -111,7 +114,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    publish_tx: mpsc::Sender<(Topic, bytes::Bytes)>,
+    publish_tx: mpsc::Sender<Queued>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -166,22 +169,15 @@ impl RedisBroker {
         Ok(Self { shared, publish_tx })
     }
 
-    /// Delivers locally, then queues the event for Redis.
+    /// Delivers locally, then queues the event for Redis (the publisher
+    /// signs it when it sends it, so its time is the time it left).
     pub(super) fn publish(&self, event: Event) {
-        let payload = envelope::encode(
-            &self.shared.keys,
-            &event.topic,
-            &self.shared.node_id,
-            event.seq,
-            &event.frame,
-            envelope::now_ms(),
-        );
-        let topic = event.topic.clone();
+        let queued = (event.topic.clone(), event.seq, event.frame.clone());
         self.shared.sink.deliver(Arc::new(event));
-        if let Err(error) = self.publish_tx.try_send((topic, payload)) {
+        if let Err(error) = self.publish_tx.try_send(queued) {
             metrics::counter!("consult_broker_dropped_total").increment(1);
-            let (mpsc::error::TrySendError::Full((topic, _))
-            | mpsc::error::TrySendError::Closed((topic, _))) = error;
+            let (mpsc::error::TrySendError::Full((topic, ..))
+            | mpsc::error::TrySendError::Closed((topic, ..))) = error;
             self.shared.owe_resync([topic]);
         }
     }
@@ -233,7 +229,7 @@ impl RedisBroker {
 
 async fn run_publisher(
     mut connection: ConnectionManager,
-    mut publish_rx: mpsc::Receiver<(Topic, bytes::Bytes)>,
+    mut publish_rx: mpsc::Receiver<Queued>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
@@ -257,8 +253,10 @@ async fn run_publisher(
                 Err(_) => break,
             }
         }
+        let now = envelope::now_ms();
         let mut pipeline = redis::pipe();
-        for (topic, payload) in &batch {
+        for (topic, seq, frame) in &batch {
+            let payload = envelope::encode(&shared.keys, topic, &shared.node_id, *seq, frame, now);
             pipeline
                 .cmd("PUBLISH")
                 .arg(channel(topic))
@@ -275,7 +273,7 @@ async fn run_publisher(
                 metrics::counter!("consult_broker_publish_failures_total")
                     .increment(batch.len() as u64);
                 tracing::warn!(error = %error, count = batch.len(), "PUBLISH failed; the other nodes will be told to resync");
-                shared.owe_resync(batch.into_iter().map(|(topic, _)| topic));
+                shared.owe_resync(batch.into_iter().map(|(topic, ..)| topic));
             }
         }
     }
