@@ -461,14 +461,34 @@ async fn a_redis_cluster_without_a_cluster_key_does_not_start() {
         "{stderr}"
     );
 
-    // The explicit opt-out starts, unsigned.
-    let mut config = keyless_redis_config(dir.path());
-    config.broker.insecure_no_cluster_key = true;
-    let app = App::build(config).await.expect("the opt-out builds");
-    drop(app);
-
-    // And with a key it builds too.
+    // With a key it builds.
     let mut config = keyless_redis_config(dir.path());
     config.broker.cluster_key = Some(SecretString::from(CLUSTER_KEY.to_owned()));
     drop(App::build(config).await.expect("builds with a key"));
+}
+
+#[tokio::test]
+async fn with_the_explicit_opt_out_a_cluster_runs_unsigned() {
+    let cluster = Cluster::on(RedisServer::start().await).await;
+    let unsigned = |config: &mut Config| {
+        config.broker.cluster_key = None;
+        config.broker.insecure_no_cluster_key = true;
+    };
+    let hub_a = cluster.start_hub_with("node-0", unsigned).await;
+    let hub_b = cluster.start_hub_with("node-1", unsigned).await;
+    wait_healthy(&hub_a).await;
+    wait_healthy(&hub_b).await;
+    let (consultation, _provider, patient, first) = room_across_nodes(&hub_a, &hub_b).await;
+    assert_eq!(first.body, "first real message");
+    // Nothing is checked: an unsigned forgery does get through.
+    let forged = envelope::encode(
+        &ClusterKeys::insecure_none(),
+        &topics::room(&consultation),
+        "node-forger",
+        Some(2),
+        forged_frame(&first, 2).as_bytes(),
+        envelope::now_ms(),
+    );
+    publish_raw(&cluster.redis.url(), &consultation, &forged).await;
+    assert_eq!(next_message(&patient).await.body, FORGED);
 }

@@ -95,3 +95,56 @@ pub fn redis_client(config: &BrokerConfig) -> Result<redis::Client, BrokerError>
     )
     .map_err(|error| BrokerError::Setup(format!("redis TLS settings: {error}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn config(url: &str) -> BrokerConfig {
+        BrokerConfig {
+            redis_url: Some(url.to_owned()),
+            ..BrokerConfig::default()
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_url_unless_the_settings_name_them() {
+        let client = redis_client(&config("redis://alice:from-url@127.0.0.1:6379/")).unwrap();
+        let settings = client.get_connection_info().redis_settings();
+        assert_eq!(settings.username(), Some("alice"));
+        assert_eq!(settings.password(), Some("from-url"));
+
+        let mut with_settings = config("redis://alice:from-url@127.0.0.1:6379/");
+        with_settings.redis_username = Some("consult-hub".to_owned());
+        with_settings.redis_password = Some(SecretString::from("from-settings".to_owned()));
+        let client = redis_client(&with_settings).unwrap();
+        let settings = client.get_connection_info().redis_settings();
+        assert_eq!(settings.username(), Some("consult-hub"));
+        assert_eq!(settings.password(), Some("from-settings"));
+    }
+
+    #[test]
+    fn tls_settings_are_checked_before_anything_connects() {
+        let mut plain_with_ca = config("redis://127.0.0.1:6379/");
+        plain_with_ca.redis_tls_ca_file = Some("ca.pem".into());
+        assert!(redis_client(&plain_with_ca).is_err());
+
+        let mut missing_ca = config("rediss://127.0.0.1:6380/");
+        missing_ca.redis_tls_ca_file = Some("/nonexistent/ca.pem".into());
+        let error = redis_client(&missing_ca).unwrap_err().to_string();
+        assert!(error.contains("broker.redis_tls_ca_file"), "{error}");
+
+        let insecure = config("rediss://127.0.0.1:6380/#insecure");
+        assert!(
+            redis_client(&insecure).is_err(),
+            "certificate checks stay on"
+        );
+
+        let mut half_pair = config("rediss://127.0.0.1:6380/");
+        half_pair.redis_tls_cert_file = Some("client.pem".into());
+        assert!(redis_client(&half_pair).is_err());
+
+        assert!(redis_client(&config("rediss://127.0.0.1:6380/")).is_ok());
+    }
+}
