@@ -12,14 +12,15 @@ pub mod envelope;
 mod local;
 mod redis;
 
-pub use self::redis::RedisBroker;
+pub use self::redis::{REDIS_CHANNEL_PREFIX, RedisBroker, redis_client};
 pub use local::LocalBroker;
 
 use bytes::Bytes;
 use std::sync::Arc;
 
 /// A topic name: `room:<consultation>`, `feed:provider:<clinic>:<user>`,
-/// `feed:clinic:<clinic>`.
+/// `feed:clinic:<clinic>`. On Redis, its channel is the topic behind
+/// [`REDIS_CHANNEL_PREFIX`].
 pub type Topic = Arc<str>;
 
 /// One event: a frame encoded once, for every subscriber of a topic.
@@ -66,6 +67,9 @@ pub enum BrokerError {
     /// The transport is down; local delivery still happened where possible.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The Redis settings cannot be used (a bad URL, certificate or key).
+    #[error("broker settings: {0}")]
+    Setup(String),
 }
 
 /// Health as reported by `/readyz`.

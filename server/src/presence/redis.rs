@@ -72,21 +72,22 @@ fn now_ms() -> u64 {
 }
 
 impl RedisPresence {
-    /// Connects lazily to `url` and starts the heartbeat, which refreshes
+    /// Connects lazily through `client` (made by
+    /// [`crate::broker::redis_client`], so it shares the broker's TLS and
+    /// ACL settings) and starts the heartbeat, which refreshes
     /// this node's entries every `ttl / 3`. Other nodes' entries read for a
     /// user are used for `remote_cache` before Redis is asked again.
     ///
     /// # Errors
     ///
-    /// A malformed URL.
+    /// When the connection manager cannot be made.
     pub fn start(
-        url: &str,
+        client: redis::Client,
         node_id: &str,
         ttl: Duration,
         remote_cache: Duration,
         stop: CancellationToken,
     ) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -272,7 +273,7 @@ mod tests {
         // connection manager's reconnect attempt.
         let stop = CancellationToken::new();
         let presence = RedisPresence::start(
-            "redis://127.0.0.1:1/",
+            redis::Client::open("redis://127.0.0.1:1/").unwrap(),
             "node-a",
             Duration::from_secs(3),
             Duration::from_millis(500),

@@ -200,6 +200,12 @@ where
     /// Feeds one event unless it is a duplicate of a replayed message. A
     /// resync marker, or a message beyond the next expected sequence number
     /// (a gap), first catches the room up from the database.
+    ///
+    /// After a gap fill the cursor stands at what the database holds, and
+    /// the event itself is never fed: it was replayed with the rest, or the
+    /// database does not hold its `seq` (a bogus event). Only the database
+    /// moves a cursor past the next expected `seq`, so a bogus `seq` cannot
+    /// make the next real message look like a duplicate.
     async fn feed_event(&mut self, event: &Event) -> Result<bool, WriteError> {
         if event.is_resync() {
             Box::pin(self.catch_up(&event.topic)).await?;
@@ -209,9 +215,19 @@ where
             event.seq,
             self.rooms.get(&event.topic).map(|room| room.cursor),
         ) {
-            if seq > cursor + 1 {
+            if seq > cursor.saturating_add(1) {
                 metrics::counter!("consult_gap_fills_total").increment(1);
                 Box::pin(self.catch_up(&event.topic)).await?;
+                let held = self.rooms.get(&event.topic).map(|room| room.cursor);
+                if held.is_some_and(|held| seq > held) {
+                    metrics::counter!("consult_events_not_in_database_total").increment(1);
+                    tracing::warn!(
+                        topic = %event.topic,
+                        seq,
+                        "dropped an event whose seq the database does not hold"
+                    );
+                }
+                return Ok(false);
             }
             let Some(room) = self.rooms.get_mut(&event.topic) else {
                 return Ok(false);

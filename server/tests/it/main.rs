@@ -23,6 +23,7 @@ mod messages;
 mod migrations;
 mod notifications;
 mod quick_messages;
+mod redis_security;
 mod rooms;
 mod status;
 mod tenant_isolation;

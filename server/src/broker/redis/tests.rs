@@ -17,6 +17,8 @@ impl EventSink for RecordingSink {
 fn shared(sink: Arc<RecordingSink>) -> Shared {
     Shared {
         node_id: "node-a".to_owned(),
+        keys: ClusterKeys::insecure_none(),
+        rejection_logged_at: AtomicU64::new(0),
         sink,
         healthy: AtomicBool::new(true),
         wanted: DashMap::new(),
@@ -68,8 +70,9 @@ async fn a_topic_stays_wanted_until_every_subscribe_is_matched_by_an_unsubscribe
     // for bookkeeping.
     let stop = CancellationToken::new();
     let broker = RedisBroker::start(
-        "redis://127.0.0.1:1/",
+        redis::Client::open("redis://127.0.0.1:1/").unwrap(),
         "node-a".to_owned(),
+        ClusterKeys::insecure_none(),
         Arc::new(RecordingSink::default()),
         stop.clone(),
     )

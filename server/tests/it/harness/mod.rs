@@ -6,6 +6,7 @@ pub(crate) mod db;
 pub(crate) mod providers;
 pub(crate) mod raw;
 pub(crate) mod redis;
+pub(crate) mod tls;
 
 use consult_client::{Client, ClientConfig, Welcome};
 use consult_hub::auth::Principal;
