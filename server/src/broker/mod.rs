@@ -114,6 +114,21 @@ impl Broker {
         }
     }
 
+    /// Waits until the transport carries `topic` to this node, for a local
+    /// subscriber that was not the first (the first one's `subscribe` asked
+    /// for it).
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Unavailable`] when the transport is down or does not
+    /// confirm in time.
+    pub async fn await_subscribed(&self, topic: &Topic) -> Result<(), BrokerError> {
+        match self {
+            Self::Local(_) => Ok(()),
+            Self::Redis(broker) => broker.await_subscribed(topic).await,
+        }
+    }
+
     /// Declares that this node has no more subscribers for `topic`.
     ///
     /// # Errors

@@ -72,6 +72,8 @@ struct Wanted {
     count: i64,
     /// Callers waiting for the SUBSCRIBE to be confirmed.
     waiters: Vec<oneshot::Sender<()>>,
+    /// Redis confirmed the SUBSCRIBE on the current connection.
+    confirmed: bool,
 }
 
 struct Shared {
@@ -99,6 +101,25 @@ impl Shared {
 
     fn take_owed(&self) -> HashSet<Topic> {
         std::mem::take(&mut *self.owed.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A receiver answered once `topic`'s SUBSCRIBE is confirmed, or `None`
+    /// when it already is (or nobody wants the topic any more).
+    fn pending_confirmation(&self, topic: &Topic) -> Option<oneshot::Receiver<()>> {
+        let mut wanted = self.wanted.get_mut(topic)?;
+        if wanted.confirmed {
+            return None;
+        }
+        let (confirmed_tx, confirmed_rx) = oneshot::channel();
+        wanted.waiters.push(confirmed_tx);
+        Some(confirmed_rx)
+    }
+
+    /// The subscriber connection is gone: nothing is confirmed any more.
+    fn forget_confirmations(&self) {
+        for mut entry in self.wanted.iter_mut() {
+            entry.confirmed = false;
+        }
     }
 
     fn owes_resync(&self) -> bool {
@@ -193,6 +214,28 @@ impl RedisBroker {
             wanted.waiters.push(confirmed_tx);
         }
         self.shared.changed.notify_one();
+        let unavailable = || {
+            BrokerError::Unavailable(format!(
+                "SUBSCRIBE {topic} not confirmed; serving locally until redis is back"
+            ))
+        };
+        if !self.shared.healthy.load(Ordering::Acquire) {
+            return Err(unavailable());
+        }
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed_rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// Waits until Redis confirms the subscription another local caller
+    /// asked for (the hub subscribes the broker for a topic's first local
+    /// subscriber only; later joiners wait here, or they would read their
+    /// replay before other nodes' events can reach them).
+    pub(super) async fn await_subscribed(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let Some(confirmed_rx) = self.shared.pending_confirmation(topic) else {
+            return Ok(());
+        };
         let unavailable = || {
             BrokerError::Unavailable(format!(
                 "SUBSCRIBE {topic} not confirmed; serving locally until redis is back"
@@ -369,6 +412,7 @@ async fn run_subscriber(client: redis::Client, shared: Arc<Shared>, stop: Cancel
                     }
                 }
                 shared.healthy.store(false, Ordering::Release);
+                shared.forget_confirmations();
                 metrics::counter!("consult_broker_disconnects_total").increment(1);
                 tracing::warn!("redis subscriber disconnected; serving local rooms only");
             }
@@ -422,6 +466,7 @@ fn confirm_subscribed(shared: &Shared, subscribed: &HashSet<Topic>) {
         if !subscribed.contains(entry.key()) {
             continue;
         }
+        entry.value_mut().confirmed = true;
         let mut gave_up = false;
         for waiter in entry.value_mut().waiters.drain(..) {
             gave_up |= waiter.send(()).is_err();

@@ -88,3 +88,34 @@ async fn a_topic_stays_wanted_until_every_subscribe_is_matched_by_an_unsubscribe
     assert!(broker.shared.wanted.get(&topic).is_none());
     stop.cancel();
 }
+
+#[test]
+fn a_later_local_joiner_waits_for_the_first_ones_subscribe_to_be_confirmed() {
+    let sink = Arc::new(RecordingSink::default());
+    let shared = shared(sink);
+    let _first = waiting(&shared, "room:a");
+    let mut second = shared
+        .pending_confirmation(&Topic::from("room:a"))
+        .expect("not confirmed yet: the second joiner must wait");
+    assert_eq!(second.try_recv(), Err(TryRecvError::Empty));
+    confirm_subscribed(&shared, &HashSet::from([Topic::from("room:a")]));
+    assert_eq!(second.try_recv(), Ok(()));
+    assert!(
+        shared
+            .pending_confirmation(&Topic::from("room:a"))
+            .is_none(),
+        "once confirmed, a third joiner goes straight on"
+    );
+    shared.forget_confirmations();
+    assert!(
+        shared
+            .pending_confirmation(&Topic::from("room:a"))
+            .is_some(),
+        "after a disconnect the subscription must be confirmed again"
+    );
+    assert!(
+        shared
+            .pending_confirmation(&Topic::from("room:none"))
+            .is_none()
+    );
+}
