@@ -19,6 +19,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Times the record of a notification the provider accepted is written
+/// again after a database failure (the send itself is never repeated).
+const RECORD_RETRIES: u32 = 5;
+/// The first pause between those writes; it grows by as much each time.
+const RECORD_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// The audit action of an outcome.
+fn row_action(finish: &Finish) -> &'static str {
+    match finish {
+        Finish::Sent { .. } => "notification.sent",
+        Finish::Cancelled { .. } => "notification.cancelled",
+        Finish::Retry { .. } => "notification.retry",
+        Finish::Failed { .. } => "notification.failed",
+    }
+}
+
 /// Rows claimed per pass at most.
 const BATCH: u64 = 32;
 /// Longest retry delay.
@@ -121,26 +137,67 @@ impl OutboxWorker {
             + chrono::Duration::seconds(
                 i64::try_from(self.state.config.notify.lease_secs).unwrap_or(60),
             );
-        if !outbox::claim(db, &row, now, lease).await? {
+        let Some(claim) = outbox::claim(db, &row, now, lease).await? else {
             return Ok(None);
-        }
-        let attempts = row.attempts + 1;
-        let finish = match self.cancel_reason(&row).await? {
-            Some(reason) => Finish::Cancelled {
-                reason: reason.to_owned(),
-            },
-            None => self.send(&row, attempts).await?,
         };
-        let action = match &finish {
-            Finish::Sent { .. } => "notification.sent",
-            Finish::Cancelled { .. } => "notification.cancelled",
-            Finish::Retry { .. } => "notification.retry",
-            Finish::Failed { .. } => "notification.failed",
+        let attempts = claim.attempts;
+        let max_attempts = self.state.config.notify.max_attempts;
+        let finish = if row.status == NotificationStatus::Sending && attempts > max_attempts {
+            // Reclaimed after its sender's lease ran out, with no attempt
+            // left: whether that sender reached the provider is unknown, and
+            // the row is not sent again without end.
+            Finish::Failed {
+                error: "lease_expired".to_owned(),
+            }
+        } else {
+            match self.cancel_reason(&row).await? {
+                Some(reason) => Finish::Cancelled {
+                    reason: reason.to_owned(),
+                },
+                None => self.send(&row, attempts).await?,
+            }
         };
+        let sent = matches!(finish, Finish::Sent { .. });
+        let mut tries = 0;
+        let updated = loop {
+            // After the provider accepted it, only the record is retried,
+            // never the send.
+            match self
+                .record(&claim, finish.clone(), row_action(&finish))
+                .await
+            {
+                Ok(updated) => break updated,
+                Err(error) if sent && tries < RECORD_RETRIES => {
+                    tries += 1;
+                    tracing::warn!(notification = %row.id, tries, error = %error, "recording a sent notification failed; retrying the write");
+                    tokio::time::sleep(RECORD_RETRY_DELAY * tries).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let Some(updated) = updated else {
+            // Another worker holds the row now; its outcome stands.
+            return Ok(None);
+        };
+        metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
+        self.announce(&updated).await?;
+        Ok(Some(updated.status))
+    }
+
+    /// Writes an attempt's outcome and its audit entry in one transaction,
+    /// fenced by the claim: `None` (nothing written) if the row was
+    /// reclaimed meanwhile.
+    async fn record(
+        &self,
+        claim: &outbox::Claim,
+        finish: Finish,
+        action: &str,
+    ) -> Result<Option<OutboxRow>, StoreError> {
+        let db = self.state.store.connection();
         // The outcome and its audit entry commit together: no outcome is
         // seen, or survives a crash, without its entry.
         let txn = db.begin().await?;
-        let Some(updated) = outbox::finish(&txn, &row.id, finish).await? else {
+        let Some(updated) = outbox::finish(&txn, claim, finish).await? else {
             return Ok(None);
         };
         audit::record(
@@ -161,9 +218,7 @@ impl OutboxWorker {
         )
         .await?;
         txn.commit().await?;
-        metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
-        self.announce(&updated).await?;
-        Ok(Some(updated.status))
+        Ok(Some(updated))
     }
 
     /// Why this row is no longer needed, if it is not.

@@ -318,8 +318,18 @@ async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_l
     let expired = now - chrono::Duration::seconds(1);
     let live = now + chrono::Duration::seconds(60);
     // Row 0: its sender claimed it and died. Row 1: its sender is still busy.
-    assert!(outbox::claim(db, &rows[0], now, expired).await.unwrap());
-    assert!(outbox::claim(db, &rows[1], now, live).await.unwrap());
+    assert!(
+        outbox::claim(db, &rows[0], now, expired)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        outbox::claim(db, &rows[1], now, live)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     let worker = OutboxWorker::new(hub.state.clone());
     let first = worker.step().await.unwrap();
@@ -338,6 +348,120 @@ async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_l
     );
     let busy = outbox::find(db, &rows[1].id).await.unwrap().unwrap();
     assert_eq!(busy.status, NotificationStatus::Sending, "its lease holds");
+}
+
+/// A hub whose own worker idles, a consultation with pat-a consented to
+/// SMS, and one SMS outbox row for its first message.
+async fn one_sms_row(
+    fake: &FakeProviders,
+    adjust: impl FnOnce(&mut consult_hub::Config),
+) -> (TestHub, outbox::OutboxRow) {
+    let hub = fake
+        .hub(|config| {
+            config.notify.poll_interval_ms = 60_000;
+            adjust(config);
+        })
+        .await;
+    let (id, patient) = joined(&hub, "pat-a").await;
+    sms_consent(&hub, "pat-a", true).await;
+    let (seq, _) = patient.send(&id, "p1", "hello").await.unwrap();
+    let sms = NewNotification {
+        recipient: UserId::from("pat-a"),
+        channel: AlertChannel::Sms,
+        provider: "twilio".to_owned(),
+        target: PATIENT_PHONE.to_owned(),
+        title: String::new(),
+        body: ALERT.to_owned(),
+        reason: NotificationReason::Alert,
+        cancel: CancelRule::Never,
+        delay: Duration::ZERO,
+    };
+    let mut rows = outbox::insert_for_message(hub.state.store.connection(), &id, seq.get(), &[sms])
+        .await
+        .unwrap();
+    (hub, rows.remove(0))
+}
+
+#[tokio::test]
+async fn a_sender_whose_lease_ran_out_cannot_overwrite_the_outcome_of_the_worker_that_reclaimed_it()
+{
+    let fake = FakeProviders::start().await;
+    let (hub, row) = one_sms_row(&fake, |_| {}).await;
+    let db = hub.state.store.connection();
+    let now = chrono::Utc::now();
+    // A slow sender claims the row; its lease runs out before it answers.
+    let slow = outbox::claim(db, &row, now, now - chrono::Duration::seconds(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = OutboxWorker::new(hub.state.clone());
+    assert_eq!(worker.step().await.unwrap().sent, 1);
+    // The slow sender's late outcome is fenced off by its claim.
+    let late = outbox::finish(
+        db,
+        &slow,
+        outbox::Finish::Failed {
+            error: "timeout".to_owned(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(late, None);
+    let stored = outbox::find(db, &row.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempts),
+        (NotificationStatus::Sent, 2)
+    );
+    assert_eq!(fake.sms().len(), 1);
+}
+
+#[tokio::test]
+async fn a_row_reclaimed_with_no_attempt_left_fails_instead_of_being_sent_again() {
+    let fake = FakeProviders::start().await;
+    let (hub, row) = one_sms_row(&fake, |config| config.notify.max_attempts = 1).await;
+    let db = hub.state.store.connection();
+    let now = chrono::Utc::now();
+    outbox::claim(db, &row, now, now - chrono::Duration::seconds(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = OutboxWorker::new(hub.state.clone());
+    let step = worker.step().await.unwrap();
+    assert_eq!((step.failed, step.sent), (1, 0));
+    let stored = outbox::find(db, &row.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, NotificationStatus::Failed);
+    assert_eq!(stored.last_error.as_deref(), Some("lease_expired"));
+    assert_eq!(
+        worker.step().await.unwrap().handled(),
+        0,
+        "and it stays failed"
+    );
+    assert!(fake.sms().is_empty(), "{:?}", fake.sms());
+}
+
+#[tokio::test]
+async fn a_provider_id_longer_than_the_column_is_not_stored_and_the_send_still_counts() {
+    let fake = FakeProviders::start().await;
+    let (hub, row) = one_sms_row(&fake, |_| {}).await;
+    let db = hub.state.store.connection();
+    let now = chrono::Utc::now();
+    let claim = outbox::claim(db, &row, now, now + chrono::Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = outbox::finish(
+        db,
+        &claim,
+        outbox::Finish::Sent {
+            provider_message_id: "m".repeat(300),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // PostgreSQL refused the whole write (varchar(200)) and the row was
+    // sent again after its lease; now the outcome is recorded either way.
+    assert_eq!(stored.status, NotificationStatus::Sent);
 }
 
 // ---- Escalation ----
