@@ -8,7 +8,6 @@ use consult_protocol::{
     ConsultationId, ConsultationStatus as Status, ConsultationView, DashboardEntry, ErrorCode,
     ReceiptKind, Role, ServerFrame, UserId,
 };
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -48,27 +47,6 @@ async fn stored(hub: &TestHub, id: &ConsultationId) -> ConsultationView {
 
 /// Creates a waiting consultation in `clinic` (the harness helper always
 /// uses [`CLINIC`]).
-async fn consultation_in(
-    hub: &TestHub,
-    clinic: &str,
-    provider: &str,
-    patient: &str,
-) -> ConsultationView {
-    let (code, body) = hub
-        .api_post(
-            "/v1/consultations",
-            json!({
-                "clinic_id": clinic,
-                "provider": { "id": provider, "display_name": format!("Dr. {provider}") },
-                "patient": { "id": patient, "display_name": format!("Patient {patient}") },
-                "status": "waiting_for_patient",
-            }),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    serde_json::from_value(body).unwrap()
-}
-
 #[tokio::test]
 async fn a_provider_snapshot_holds_only_its_active_and_waiting_consultations() {
     let hub = TestHub::start().await;
@@ -193,7 +171,9 @@ async fn a_clinic_admin_sees_every_provider_or_narrows_to_one() {
     let for_b = hub
         .consultation("dr-b", "pat-b", "waiting_for_patient")
         .await;
-    let elsewhere = consultation_in(&hub, "clinic-2", "dr-c", "pat-c").await;
+    let elsewhere = hub
+        .consultation_in("clinic-2", "dr-c", "pat-c", "waiting_for_patient")
+        .await;
     let admin = hub.connect("adm-1", Role::Admin).await;
 
     let clinic = admin.watch_dashboard(None).await.unwrap();

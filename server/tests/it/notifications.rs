@@ -289,17 +289,23 @@ async fn every_notification_outcome_is_audited_without_text_or_contact_details()
     }
 }
 
-#[tokio::test]
-async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_lease() {
-    let fake = FakeProviders::start().await;
-    // The hub's own worker idles; this test steps one by hand.
+/// A hub whose own worker idles (tests step it by hand), a consultation
+/// with pat-a consented to SMS, and `count` SMS outbox rows for its first
+/// message.
+async fn sms_rows(
+    fake: &FakeProviders,
+    count: usize,
+    adjust: impl FnOnce(&mut consult_hub::Config),
+) -> (TestHub, Vec<outbox::OutboxRow>) {
     let hub = fake
-        .hub(|config| config.notify.poll_interval_ms = 60_000)
+        .hub(|config| {
+            config.notify.poll_interval_ms = 60_000;
+            adjust(config);
+        })
         .await;
     let (id, patient) = joined(&hub, "pat-a").await;
     sms_consent(&hub, "pat-a", true).await;
     let (seq, _) = patient.send(&id, "p1", "hello").await.unwrap();
-    let db = hub.state.store.connection();
     let sms = NewNotification {
         recipient: UserId::from("pat-a"),
         channel: AlertChannel::Sms,
@@ -311,9 +317,31 @@ async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_l
         cancel: CancelRule::Never,
         delay: Duration::ZERO,
     };
-    let rows = outbox::insert_for_message(db, &id, seq.get(), &[sms.clone(), sms])
-        .await
-        .unwrap();
+    let rows = outbox::insert_for_message(
+        hub.state.store.connection(),
+        &id,
+        seq.get(),
+        &vec![sms; count],
+    )
+    .await
+    .unwrap();
+    (hub, rows)
+}
+
+/// [`sms_rows`] with one row.
+async fn one_sms_row(
+    fake: &FakeProviders,
+    adjust: impl FnOnce(&mut consult_hub::Config),
+) -> (TestHub, outbox::OutboxRow) {
+    let (hub, mut rows) = sms_rows(fake, 1, adjust).await;
+    (hub, rows.remove(0))
+}
+
+#[tokio::test]
+async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_lease() {
+    let fake = FakeProviders::start().await;
+    let (hub, rows) = sms_rows(&fake, 2, |_| {}).await;
+    let db = hub.state.store.connection();
     let now = chrono::Utc::now();
     let expired = now - chrono::Duration::seconds(1);
     let live = now + chrono::Duration::seconds(60);
@@ -348,38 +376,6 @@ async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_l
     );
     let busy = outbox::find(db, &rows[1].id).await.unwrap().unwrap();
     assert_eq!(busy.status, NotificationStatus::Sending, "its lease holds");
-}
-
-/// A hub whose own worker idles, a consultation with pat-a consented to
-/// SMS, and one SMS outbox row for its first message.
-async fn one_sms_row(
-    fake: &FakeProviders,
-    adjust: impl FnOnce(&mut consult_hub::Config),
-) -> (TestHub, outbox::OutboxRow) {
-    let hub = fake
-        .hub(|config| {
-            config.notify.poll_interval_ms = 60_000;
-            adjust(config);
-        })
-        .await;
-    let (id, patient) = joined(&hub, "pat-a").await;
-    sms_consent(&hub, "pat-a", true).await;
-    let (seq, _) = patient.send(&id, "p1", "hello").await.unwrap();
-    let sms = NewNotification {
-        recipient: UserId::from("pat-a"),
-        channel: AlertChannel::Sms,
-        provider: "twilio".to_owned(),
-        target: PATIENT_PHONE.to_owned(),
-        title: String::new(),
-        body: ALERT.to_owned(),
-        reason: NotificationReason::Alert,
-        cancel: CancelRule::Never,
-        delay: Duration::ZERO,
-    };
-    let mut rows = outbox::insert_for_message(hub.state.store.connection(), &id, seq.get(), &[sms])
-        .await
-        .unwrap();
-    (hub, rows.remove(0))
 }
 
 #[tokio::test]

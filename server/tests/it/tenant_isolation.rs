@@ -8,32 +8,10 @@ use crate::harness::{CLINIC, TestHub, expect_event, expect_no_event};
 use consult_client::{Client, ClientError};
 use consult_hub::domain::PersonKey;
 use consult_protocol::{
-    AlertChannel, ConsultationStatus, ConsultationView, DevicePlatform, ErrorCode, Role,
-    ServerFrame, UserId,
+    AlertChannel, ConsultationStatus, DevicePlatform, ErrorCode, Role, ServerFrame, UserId,
 };
 use serde_json::json;
 use std::time::Duration;
-
-async fn consultation_in(
-    hub: &TestHub,
-    clinic: &str,
-    provider: &str,
-    patient: &str,
-) -> ConsultationView {
-    let (code, body) = hub
-        .api_post(
-            "/v1/consultations",
-            json!({
-                "clinic_id": clinic,
-                "provider": { "id": provider, "display_name": "Dr. Morgan Lee" },
-                "patient": { "id": patient, "display_name": "Alex Rivera", "phone": "+15550001111" },
-                "status": "waiting_for_patient",
-            }),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    serde_json::from_value(body).unwrap()
-}
 
 async fn refused_hello(hub: &TestHub, token: &str) -> (ErrorCode, String) {
     match Client::connect(&hub.ws_url(), token).await {
@@ -52,7 +30,9 @@ async fn a_colon_in_a_clinic_or_provider_id_cannot_make_two_clinics_share_a_feed
     // Clinic `acme:east`, provider `dr-z`; and in clinic `acme` a provider
     // whose id is `east:dr-z`. Joined with a plain `:` both feeds would be
     // `feed:provider:acme:east:dr-z`.
-    let theirs = consultation_in(&hub, "acme:east", "dr-z", "pat-z").await;
+    let theirs = hub
+        .consultation_in("acme:east", "dr-z", "pat-z", "waiting_for_patient")
+        .await;
     let admin_of_acme = hub.connect_in("adm-acme", Role::Admin, "acme").await;
     let snapshot = admin_of_acme
         .watch_dashboard(Some(UserId::from("east:dr-z")))
@@ -216,7 +196,9 @@ async fn one_device_token_registered_in_two_clinics_stays_with_each_patient() {
     let here = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await;
-    let there = consultation_in(&hub, "clinic-2", "dr-b", "pat-b").await;
+    let there = hub
+        .consultation_in("clinic-2", "dr-b", "pat-b", "waiting_for_patient")
+        .await;
     for (user, clinic) in [("pat-a", CLINIC), ("pat-b", "clinic-2")] {
         let patient = hub.connect_in(user, Role::Patient, clinic).await;
         patient
