@@ -118,12 +118,9 @@ fn append(c: &mut Criterion) {
             let mut backend = runtime.block_on(async {
                 match writer {
                     "pool" => Backend::Pool(fixture.store.connection().clone()),
-                    _ => Backend::for_store(
-                        &fixture.store,
-                        DatabaseConfig::default().sqlite_checkpoint_interval(),
-                    )
-                    .await
-                    .unwrap(),
+                    _ => Backend::for_store(&fixture.store, &DatabaseConfig::default())
+                        .await
+                        .unwrap(),
                 }
             });
             let mut next = 0;

@@ -156,8 +156,7 @@ impl App {
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
         let (appender, writer) = appender::start(
-            appender::Backend::for_store(&store, config.database.sqlite_checkpoint_interval())
-                .await?,
+            appender::Backend::for_store(&store, &config.database).await?,
             config.database.append_batch_max,
             publisher::on_commit(broker.clone(), dashboards_tx),
         )?;

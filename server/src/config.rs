@@ -113,6 +113,33 @@ pub struct DatabaseConfig {
     /// two fsyncs). Shorter keeps each fsync small, and a message's commit
     /// waits less on the disk behind it.
     pub sqlite_checkpoint_interval_ms: u64,
+    /// For a SQLite file: whether a commit waits for its log write to reach
+    /// the disk (`full`, the default: an acknowledged message survives a
+    /// power failure) or only for the write to the operating system
+    /// (`normal`: survives a crash of the process, not of the machine).
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// How a SQLite commit waits for the disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// `fsync` of the log at every commit: durable across power loss.
+    #[default]
+    Full,
+    /// The log is synced only at checkpoints: a power loss may lose the
+    /// last commits (and their sequence numbers may be issued again).
+    Normal,
+}
+
+impl SqliteSync {
+    /// The `PRAGMA synchronous` value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
 }
 
 /// Token and API-key settings.
@@ -367,6 +394,7 @@ impl Default for DatabaseConfig {
             max_connections: 16,
             append_batch_max: APPEND_BATCH_MAX,
             sqlite_checkpoint_interval_ms: SQLITE_CHECKPOINT_INTERVAL_MS,
+            sqlite_synchronous: SqliteSync::default(),
         }
     }
 }
