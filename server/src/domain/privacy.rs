@@ -200,3 +200,6 @@ fn violation(text: &str, kind: ViolationKind, start: usize, end: usize) -> Viola
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod corpus_tests;

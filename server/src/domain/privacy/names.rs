@@ -26,7 +26,20 @@ impl Names {
         let mut trie = Trie::default();
         for name in names {
             let normal = normalize_str(name);
-            for part in normal.split(|c: char| !c.is_alphanumeric()) {
+            // Each part, and each word with its inner punctuation left out
+            // ("O'Brien" is also "obrien").
+            let joined = normal.split_whitespace().map(|word| {
+                word.chars()
+                    .filter(|c| c.is_alphanumeric())
+                    .collect::<String>()
+            });
+            let parts: Vec<String> = normal
+                .split(|c: char| !c.is_alphanumeric())
+                .map(str::to_owned)
+                .chain(joined)
+                .collect();
+            for part in &parts {
+                let part = part.as_str();
                 if part.chars().count() >= 2 && !TITLES.contains(&part) {
                     trie.insert(
                         part,

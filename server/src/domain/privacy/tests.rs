@@ -174,7 +174,7 @@ fn short_terms_match_whole_words_only() {
             "Your STI screen",
             "STIs clinic",
             "H.I.V. clinic",
-            "5T1 check",
+            "S7I check",
         ],
     );
 }

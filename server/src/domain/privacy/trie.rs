@@ -130,6 +130,7 @@ impl Trie {
         if pos > start
             && let Some(entry) = self.nodes[node].entry
             && (!entry.whole_word || ends_word(letters, pos))
+            && mostly_letters(&letters[start..pos])
             && end_ok(pos, entry)
         {
             return Some((pos, entry));
@@ -170,6 +171,13 @@ impl Trie {
             self.walk(letters, next, pos + 1, start, end_ok)
         })
     }
+}
+
+/// Digits read as letters only inside words that are mostly letters
+/// (`h1v`, `t3st`), so numbers such as `14b` are not read as words.
+fn mostly_letters(span: &[Letter]) -> bool {
+    let digits = span.iter().filter(|l| l.c.is_ascii_digit()).count();
+    digits * 2 < span.len()
 }
 
 /// True when a word or joined part ends before `pos`.
