@@ -62,6 +62,7 @@ pub async fn seed(state: &AppState) -> Result<DemoInfo, StoreError> {
             role: *role,
             display_name: (*name).to_owned(),
             phone: phone.map(str::to_owned),
+            preferred_name: None,
         };
         participants::upsert(db, &person).await?;
         let token = state

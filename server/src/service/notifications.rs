@@ -15,8 +15,8 @@ use crate::store::participants;
 use consult_protocol::{AlertChannel, ServerFrame};
 use std::sync::{Arc, Mutex};
 
-/// The privacy rules for a consultation: its participants' names and the
-/// health terms (built-in plus configured).
+/// The names the privacy check refuses for a consultation: its patient's
+/// and provider's display and preferred names.
 ///
 /// # Errors
 ///
@@ -25,15 +25,14 @@ pub async fn privacy_names(
     state: &AppState,
     consultation: &Consultation,
 ) -> Result<Vec<String>, ServiceError> {
-    let names = participants::display_names(
+    Ok(participants::names_of(
         state.store.connection(),
         &[
             consultation.patient_id.clone(),
             consultation.provider_id.clone(),
         ],
     )
-    .await?;
-    Ok(names.into_values().collect())
+    .await?)
 }
 
 /// Checks `text` against the consultation's privacy rules.

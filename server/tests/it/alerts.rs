@@ -136,6 +136,29 @@ async fn an_alert_naming_the_patient_is_refused_naming_the_span_and_nothing_is_s
 }
 
 #[tokio::test]
+async fn an_alert_with_the_patients_preferred_name_is_refused() {
+    let alerting = Alerting::reachable(|_| {}).await;
+    let (code, body) = crate::harness::providers::api(
+        &alerting.hub,
+        reqwest::Method::PUT,
+        "/v1/participants/pat-a",
+        serde_json::json!({"clinic_id": crate::harness::CLINIC, "role": "patient",
+               "display_name": "Patient pat-a", "preferred_name": "Lexi"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["preferred_name"], "Lexi");
+
+    let (code, message) = alerting
+        .refused("L\u{0435}xi's visit is starting", BOTH)
+        .await;
+
+    assert_eq!(code, ErrorCode::PrivacyViolation);
+    assert!(message.contains("a name at characters 0..4"), "{message}");
+    alerting.assert_nothing_stored().await;
+}
+
+#[tokio::test]
 async fn an_alert_with_a_health_term_is_refused_and_nothing_is_stored_or_sent() {
     let alerting = Alerting::reachable(|_| {}).await;
 
