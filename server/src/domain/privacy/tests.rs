@@ -162,6 +162,9 @@ fn spaced_out_letters_and_digits_are_read_through() {
         &[
             "Call 555  0100",
             "Call 555_0100",
+            "Call 555  010  019",
+            "Call 555_010_019",
+            "Call 55  50  100",
             "From 7 / 3 / 84",
             "From 04\u{2010}07\u{2010}85",
             "Call 555,010,019",
