@@ -150,7 +150,7 @@ fn digits(chars: &[NormChar]) -> Option<(usize, usize)> {
             end = j;
         }
         let last = groups.last().map_or(from, |g| g.1);
-        if refused(chars, &groups, slash) {
+        if refused(chars, &groups, slash) && !is_place_number(chars, &groups) {
             return Some((from, last));
         }
         i = last.max(i + 1);
@@ -181,6 +181,59 @@ fn refused(chars: &[NormChar], groups: &[(usize, usize)], slash: bool) -> bool {
         }
     }
     false
+}
+
+/// Words naming a place in a building, whose number (up to four digits)
+/// identifies no one: `room 1204`, `suite 1200`, `ext. 4021`.
+const PLACE_WORDS: &[&str] = &[
+    "room",
+    "rooms",
+    "suite",
+    "floor",
+    "level",
+    "ext",
+    "extension",
+    "bed",
+    "bay",
+    "door",
+    "gate",
+    "desk",
+    "counter",
+    "booth",
+    "building",
+    "wing",
+];
+
+/// A number of at most four digits, or a range of two joined by `-`, right
+/// after a place word (`room 1204`, `rooms 101-102`, `suite #1200`,
+/// `ext. 4021`).
+fn is_place_number(chars: &[NormChar], groups: &[(usize, usize)]) -> bool {
+    let (Some(&(from, _)), Some(&(_, to))) = (groups.first(), groups.last()) else {
+        return false;
+    };
+    let range = match groups {
+        [_] => true,
+        [(_, first_end), (second_from, _)] => chars[*first_end..*second_from]
+            .iter()
+            .all(|n| matches!(n.c, '-' | ' ')),
+        _ => false,
+    };
+    if !range
+        || groups.iter().any(|(f, t)| t - f > 4)
+        || chars.get(to).is_some_and(|n| n.c.is_alphanumeric())
+    {
+        return false;
+    }
+    let mut end = from;
+    while end > 0 && matches!(chars[end - 1].c, ' ' | '#' | '.' | ':' | '-') && from - end < 3 {
+        end -= 1;
+    }
+    let mut start = end;
+    while start > 0 && chars[start - 1].c.is_alphabetic() {
+        start -= 1;
+    }
+    let word: String = chars[start..end].iter().map(|n| n.c).collect();
+    end < from && PLACE_WORDS.contains(&word.as_str())
 }
 
 /// A word mixing letters and three or more digits (`AB123`, `x7y8z9`).

@@ -213,6 +213,7 @@ fn dates_phones_and_record_numbers_are_refused() {
             "Call +1 555 010 0199",
             "Record 12345",
             "Ref 2024",
+            "Room 12345",
             "Ref AB123",
             "see you 4/7",
         ],
@@ -252,6 +253,8 @@ fn small_numbers_and_times_pass() {
         "See you at 3:30 pm",
         "Rooms 12, 14 and 15",
         "Join on March 4 at 10:15",
+        "Please go to room 1204",
+        "Suite #1200, call ext. 4021 on arrival",
     ]);
 }
 
