@@ -1,7 +1,7 @@
 //! Hub and Redis processes started by the harness.
 //!
 //! [`SpawnedHub`] runs the real `consult-hub` binary in a temporary folder
-//! with load-test settings (a known API key and JWT secret, rate limits out
+//! with load-test settings (a known API key, JWT secret and cluster key, rate limits out
 //! of the way) and kills it on drop; [`SpawnedRedis`] does the same for a
 //! private `redis-server`. Everything listens on 127.0.0.1 only. This module
 //! knows how to start and stop processes, not what the scenarios do.
@@ -17,6 +17,8 @@ use tempfile::TempDir;
 pub const LOAD_API_KEY: &str = "load-key";
 /// HS256 secret a spawned hub signs and checks tokens with.
 const LOAD_JWT_SECRET: &str = "load-test-secret-not-for-production-0123456789";
+/// The cluster key the hubs of a load test sign their Redis envelopes with.
+const LOAD_CLUSTER_KEY: &str = "load-test-cluster-key-not-for-production-0123456789";
 /// How long a spawned hub or Redis may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time for a hub whose port was taken to fail its bind and exit.
@@ -209,6 +211,10 @@ fn hub_env(spec: &HubSpawn, port: u16, database_url: &str, dir: &Path) -> Vec<(S
     if let Some(redis_url) = &spec.redis_url {
         env.push(("CONSULT_BROKER__KIND".into(), "redis".into()));
         env.push(("CONSULT_BROKER__REDIS_URL".into(), redis_url.clone()));
+        env.push((
+            "CONSULT_BROKER__CLUSTER_KEY".into(),
+            format!("\"{LOAD_CLUSTER_KEY}\""),
+        ));
     }
     env.extend(spec.extra_env.iter().cloned());
     env

@@ -101,6 +101,8 @@ pub enum CloseCode {
     Normal,
     /// 1001: the hub is shutting down or draining; reconnect (elsewhere).
     GoingAway,
+    /// 1007: a text frame was not valid UTF-8 (RFC 6455 §7.4.1).
+    InvalidPayload,
     /// 1009: a frame exceeded the hard size cap; the stream cannot continue.
     MessageTooBig,
     /// 1011: unexpected server failure.
@@ -123,6 +125,7 @@ impl CloseCode {
         match self {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
+            Self::InvalidPayload => 1007,
             Self::MessageTooBig => 1009,
             Self::InternalError => 1011,
             Self::HandshakeTimeout => 4000,
@@ -138,6 +141,7 @@ impl CloseCode {
         match self {
             Self::Normal => "bye",
             Self::GoingAway => "server going away, reconnect",
+            Self::InvalidPayload => "text frame is not valid UTF-8",
             Self::MessageTooBig => "message too big",
             Self::InternalError => "internal error",
             Self::HandshakeTimeout => "hello not received in time",
@@ -153,6 +157,7 @@ impl CloseCode {
         [
             Self::Normal,
             Self::GoingAway,
+            Self::InvalidPayload,
             Self::MessageTooBig,
             Self::InternalError,
             Self::HandshakeTimeout,

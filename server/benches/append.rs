@@ -102,6 +102,7 @@ fn batch(consultations: &[ConsultationId], next: &mut usize, size: usize) -> Vec
                 body: format!("message {next} with a body of about sixty-four bytes.."),
                 client_msg_id: Some(format!("m-{next}")),
                 notifications: Vec::new(),
+                audit: None,
             }
         })
         .collect()
@@ -118,12 +119,9 @@ fn append(c: &mut Criterion) {
             let mut backend = runtime.block_on(async {
                 match writer {
                     "pool" => Backend::Pool(fixture.store.connection().clone()),
-                    _ => Backend::for_store(
-                        &fixture.store,
-                        DatabaseConfig::default().sqlite_checkpoint_interval(),
-                    )
-                    .await
-                    .unwrap(),
+                    _ => Backend::for_store(&fixture.store, &DatabaseConfig::default())
+                        .await
+                        .unwrap(),
                 }
             });
             let mut next = 0;

@@ -9,7 +9,8 @@
 //! writer drains; the outbox sends what is due; the database closes.
 
 use crate::auth::Authenticator;
-use crate::broker::{Broker, BrokerError, LocalBroker, RedisBroker};
+use crate::broker::envelope::ClusterKeys;
+use crate::broker::{Broker, BrokerError, LocalBroker, RedisBroker, redis_client};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::notify::Notifier;
@@ -155,8 +156,7 @@ impl App {
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
         let (appender, writer) = appender::start(
-            appender::Backend::for_store(&store, config.database.sqlite_checkpoint_interval())
-                .await?,
+            appender::Backend::for_store(&store, &config.database).await?,
             config.database.append_batch_max,
             publisher::on_commit(broker.clone(), dashboards_tx),
         )?;
@@ -267,17 +267,30 @@ fn cluster_parts(
     stop: &CancellationToken,
 ) -> Result<(Broker, Presence), BuildError> {
     match (config.broker.kind, &config.broker.redis_url) {
-        (BrokerKind::Redis, Some(url)) => {
+        (BrokerKind::Redis, Some(_)) => {
             let node_id = config
                 .broker
                 .node_id
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
             tracing::info!(node = %node_id, "joining the cluster through redis");
-            let broker = RedisBroker::start(url, node_id.clone(), hub.clone(), stop.clone())?;
+            let keys = ClusterKeys::from_config(&config.broker)?;
+            if !keys.is_enabled() {
+                tracing::warn!(
+                    "broker.insecure_no_cluster_key: events from redis are not authenticated"
+                );
+            }
+            let client = redis_client(&config.broker)?;
+            let broker = RedisBroker::start(
+                client.clone(),
+                node_id.clone(),
+                keys,
+                hub.clone(),
+                stop.clone(),
+            )?;
             let ttl = Duration::from_millis(config.broker.presence_ttl_ms);
             let remote_cache = Duration::from_millis(config.broker.presence_cache_ms);
-            let presence = RedisPresence::start(url, &node_id, ttl, remote_cache, stop.clone())
+            let presence = RedisPresence::start(client, &node_id, ttl, remote_cache, stop.clone())
                 .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
             Ok((Broker::Redis(broker), Presence::Redis(presence)))
         }

@@ -195,8 +195,11 @@ impl Authenticator {
 }
 
 fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
-    if claims.sub.is_empty() || claims.clinic.is_empty() {
-        return Err(AuthError::Invalid("empty sub or clinic claim".to_owned()));
+    if let Some(problem) = consult_protocol::ids::id_problem(&claims.sub) {
+        return Err(AuthError::Invalid(format!("sub claim {problem}")));
+    }
+    if let Some(problem) = consult_protocol::ids::id_problem(&claims.clinic) {
+        return Err(AuthError::Invalid(format!("clinic claim {problem}")));
     }
     Ok(Principal {
         user: UserId(claims.sub),

@@ -113,6 +113,33 @@ pub struct DatabaseConfig {
     /// two fsyncs). Shorter keeps each fsync small, and a message's commit
     /// waits less on the disk behind it.
     pub sqlite_checkpoint_interval_ms: u64,
+    /// For a SQLite file: whether a commit waits for its log write to reach
+    /// the disk (`full`, the default: an acknowledged message survives a
+    /// power failure) or only for the write to the operating system
+    /// (`normal`: survives a crash of the process, not of the machine).
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// How a SQLite commit waits for the disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    /// `fsync` of the log at every commit: durable across power loss.
+    #[default]
+    Full,
+    /// The log is synced only at checkpoints: a power loss may lose the
+    /// last commits (and their sequence numbers may be issued again).
+    Normal,
+}
+
+impl SqliteSync {
+    /// The `PRAGMA synchronous` value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Self::Full => "FULL",
+            Self::Normal => "NORMAL",
+        }
+    }
 }
 
 /// Token and API-key settings.
@@ -190,8 +217,32 @@ pub enum BrokerKind {
 pub struct BrokerConfig {
     /// `local` or `redis`.
     pub kind: BrokerKind,
-    /// `redis://HOST:PORT` when `kind = "redis"`.
+    /// `redis://HOST:PORT` or, over TLS, `rediss://HOST:PORT` when
+    /// `kind = "redis"`; may carry `USER:PASSWORD@`.
     pub redis_url: Option<String>,
+    /// Redis ACL user; wins over one in the URL.
+    pub redis_username: Option<String>,
+    /// Password of the Redis user; wins over one in the URL.
+    pub redis_password: Option<SecretString>,
+    /// PEM file of the CA that signed the Redis server's certificate
+    /// (`rediss://`); unset: the system's roots.
+    pub redis_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS; with
+    /// `redis_tls_key_file`.
+    pub redis_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `redis_tls_cert_file`.
+    pub redis_tls_key_file: Option<PathBuf>,
+    /// The cluster key: signs every envelope this node publishes and checks
+    /// every one it receives. Required with `kind = "redis"`; the same on
+    /// every node; at least 32 bytes.
+    pub cluster_key: Option<SecretString>,
+    /// A second key accepted (never used to sign) while the cluster key is
+    /// rotated.
+    pub cluster_key_secondary: Option<SecretString>,
+    /// Runs a Redis cluster without a cluster key: events from Redis are
+    /// then not authenticated. Only where nothing but the hub can publish
+    /// on that Redis.
+    pub insecure_no_cluster_key: bool,
     /// This node's name in the cluster; a random one when unset.
     pub node_id: Option<String>,
     /// How long a node's presence entries live without a heartbeat
@@ -200,6 +251,74 @@ pub struct BrokerConfig {
     /// How long other nodes' presence of a user, once read, is used before
     /// Redis is asked again (milliseconds; 0: always ask).
     pub presence_cache_ms: u64,
+}
+
+impl BrokerConfig {
+    /// Adds what is wrong with the Redis settings to `problems`.
+    fn validate(&self, problems: &mut Vec<String>) {
+        use secrecy::ExposeSecret;
+        let secret = |value: &Option<SecretString>| {
+            value
+                .as_ref()
+                .map(|key| key.expose_secret().len())
+                .filter(|len| *len > 0)
+        };
+        let (primary, secondary) = (
+            secret(&self.cluster_key),
+            secret(&self.cluster_key_secondary),
+        );
+        let min = crate::broker::envelope::MIN_KEY_BYTES;
+        for (name, len) in [
+            ("cluster_key", primary),
+            ("cluster_key_secondary", secondary),
+        ] {
+            if len.is_some_and(|len| len < min) {
+                problems.push(format!("broker.{name} must be at least {min} bytes"));
+            }
+        }
+        if secondary.is_some() && primary.is_none() {
+            problems.push("broker.cluster_key_secondary needs broker.cluster_key".into());
+        }
+        if self.insecure_no_cluster_key && primary.is_some() {
+            problems.push(
+                "broker.insecure_no_cluster_key contradicts broker.cluster_key; unset one".into(),
+            );
+        }
+        if self.kind != BrokerKind::Redis {
+            return;
+        }
+        match self.redis_url.as_deref() {
+            None => {
+                problems.push("broker.redis_url is required when broker.kind = \"redis\"".into());
+            }
+            Some(url) => {
+                let tls = url.starts_with("rediss://");
+                if !(tls || url.starts_with("redis://")) {
+                    problems.push("broker.redis_url must start with redis:// or rediss://".into());
+                }
+                let files = self.redis_tls_ca_file.is_some()
+                    || self.redis_tls_cert_file.is_some()
+                    || self.redis_tls_key_file.is_some();
+                if files && !tls {
+                    problems
+                        .push("broker.redis_tls_* files need a rediss:// broker.redis_url".into());
+                }
+            }
+        }
+        if self.redis_tls_cert_file.is_some() != self.redis_tls_key_file.is_some() {
+            problems.push(
+                "broker.redis_tls_cert_file and broker.redis_tls_key_file go together".into(),
+            );
+        }
+        if primary.is_none() && !self.insecure_no_cluster_key {
+            problems.push(format!(
+                "broker.cluster_key is required when broker.kind = \"redis\": the same secret of \
+                 at least {min} bytes on every node (e.g. `openssl rand -hex 32`), so that events \
+                 from redis are authenticated; set broker.insecure_no_cluster_key = true only if \
+                 nothing but the hub can publish on that redis"
+            ));
+        }
+    }
 }
 
 /// Shutdown behaviour.
@@ -275,6 +394,7 @@ impl Default for DatabaseConfig {
             max_connections: 16,
             append_batch_max: APPEND_BATCH_MAX,
             sqlite_checkpoint_interval_ms: SQLITE_CHECKPOINT_INTERVAL_MS,
+            sqlite_synchronous: SqliteSync::default(),
         }
     }
 }
@@ -316,6 +436,14 @@ impl Default for BrokerConfig {
         Self {
             kind: BrokerKind::Local,
             redis_url: None,
+            redis_username: None,
+            redis_password: None,
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
+            cluster_key: None,
+            cluster_key_secondary: None,
+            insecure_no_cluster_key: false,
             node_id: None,
             presence_ttl_ms: PRESENCE_TTL_MS,
             presence_cache_ms: PRESENCE_CACHE_MS,
@@ -468,9 +596,7 @@ impl Config {
         if self.broker.presence_cache_ms >= self.broker.presence_ttl_ms {
             problems.push("broker.presence_cache_ms must be less than presence_ttl_ms".into());
         }
-        if self.broker.kind == BrokerKind::Redis && self.broker.redis_url.is_none() {
-            problems.push("broker.redis_url is required when broker.kind = \"redis\"".into());
-        }
+        self.broker.validate(&mut problems);
         for key in &self.auth.public_keys {
             if key.algorithm != "RS256" && key.algorithm != "ES256" {
                 problems.push(format!(

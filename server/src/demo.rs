@@ -5,6 +5,7 @@
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::domain::PersonKey;
 use crate::store::consultations::{self, ListFilter, NewConsultation};
 use crate::store::participants::{self, Participant};
 use crate::store::{StoreError, contacts};
@@ -64,7 +65,12 @@ pub async fn seed(state: &AppState) -> Result<DemoInfo, StoreError> {
             phone: phone.map(str::to_owned),
             preferred_name: None,
         };
-        participants::upsert(db, &person).await?;
+        if participants::upsert(db, &person).await? == participants::Upserted::OtherClinic {
+            return Err(StoreError::Corrupt(format!(
+                "demo user {} is registered in another clinic",
+                person.id
+            )));
+        }
         let token = state
             .auth
             .issue(
@@ -81,11 +87,12 @@ pub async fn seed(state: &AppState) -> Result<DemoInfo, StoreError> {
     // Alex and Sam can be reached outside the app, so "Alert Patient" works
     // in the demo (the log provider records what would be sent).
     for patient in ["pat-alex", "pat-sam"] {
-        contacts::set_sms_consent(db, &UserId::from(patient), true).await?;
+        contacts::set_sms_consent(db, &PersonKey::new(&clinic, &UserId::from(patient)), true)
+            .await?;
     }
     contacts::register_device(
         db,
-        &UserId::from("pat-alex"),
+        &PersonKey::new(&clinic, &UserId::from("pat-alex")),
         DevicePlatform::Fcm,
         "demo-device-pat-alex",
         true,

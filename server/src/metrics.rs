@@ -98,6 +98,14 @@ fn describe() {
         "Sequence gaps a session filled from the database."
     );
     metrics::describe_counter!(
+        "consult_events_not_in_database_total",
+        "Broker events dropped because the database does not hold their seq."
+    );
+    metrics::describe_counter!(
+        "consult_broker_rejected_total",
+        "Events from Redis dropped as not authentic, by reason."
+    );
+    metrics::describe_counter!(
         "consult_notifications_total",
         "Notification outcomes, by channel and status."
     );

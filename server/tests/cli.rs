@@ -19,6 +19,9 @@ use tokio::time::{Instant, timeout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_consult-hub");
 
+#[path = "cli/phi_in_logs.rs"]
+mod phi_in_logs;
+
 /// The binary with `dir` as its working directory and none of the caller's
 /// `CONSULT_…` variables (the test runner sets some for itself).
 fn hub_command(dir: &Path) -> Command {
@@ -73,9 +76,15 @@ impl Served {
     /// it; should another process take it meanwhile, the hub exits and is
     /// started again on another port.
     async fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(dir, extra, &[]).await
+    }
+
+    /// [`Served::start`] with extra environment variables (set after the
+    /// caller's `CONSULT_…` ones are removed; `RUST_LOG` may be among them).
+    async fn start_with(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut attempt = 1;
         loop {
-            let mut served = Self::spawn(dir, extra);
+            let mut served = Self::spawn(dir, extra, env);
             match served.wait_ready().await {
                 Ok(()) => return served,
                 Err(output) if attempt < STARTS && output.contains("Address already in use") => {
@@ -87,12 +96,13 @@ impl Served {
     }
 
     /// Starts `serve` on a free port, without waiting.
-    fn spawn(dir: &Path, extra: &[&str]) -> Self {
+    fn spawn(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = addr.to_string();
         let mut args = vec!["serve", "--listen", &listen];
         args.extend_from_slice(extra);
         let mut child = hub_command(dir)
+            .envs(env.iter().copied())
             .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -12,14 +12,15 @@ pub mod envelope;
 mod local;
 mod redis;
 
-pub use self::redis::RedisBroker;
+pub use self::redis::{REDIS_CHANNEL_PREFIX, RedisBroker, redis_client};
 pub use local::LocalBroker;
 
 use bytes::Bytes;
 use std::sync::Arc;
 
 /// A topic name: `room:<consultation>`, `feed:provider:<clinic>:<user>`,
-/// `feed:clinic:<clinic>`.
+/// `feed:clinic:<clinic>`. On Redis, its channel is the topic behind
+/// [`REDIS_CHANNEL_PREFIX`].
 pub type Topic = Arc<str>;
 
 /// One event: a frame encoded once, for every subscriber of a topic.
@@ -66,6 +67,9 @@ pub enum BrokerError {
     /// The transport is down; local delivery still happened where possible.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The Redis settings cannot be used (a bad URL, certificate or key).
+    #[error("broker settings: {0}")]
+    Setup(String),
 }
 
 /// Health as reported by `/readyz`.
@@ -107,6 +111,21 @@ impl Broker {
         match self {
             Self::Local(_) => Ok(()),
             Self::Redis(broker) => broker.subscribe(topic).await,
+        }
+    }
+
+    /// Waits until the transport carries `topic` to this node, for a local
+    /// subscriber that was not the first (the first one's `subscribe` asked
+    /// for it).
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError::Unavailable`] when the transport is down or does not
+    /// confirm in time.
+    pub async fn await_subscribed(&self, topic: &Topic) -> Result<(), BrokerError> {
+        match self {
+            Self::Local(_) => Ok(()),
+            Self::Redis(broker) => broker.await_subscribed(topic).await,
         }
     }
 

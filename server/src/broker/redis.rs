@@ -16,18 +16,35 @@
 //! resync marker (an envelope with an empty frame): the publisher sends one
 //! per topic as soon as Redis takes commands again, and the other nodes'
 //! subscribers then catch those topics up from the database.
+//!
+//! Every envelope is signed with the cluster key, and one that arrives
+//! malformed, unsigned, with a tag no accepted key produces, or stale is
+//! dropped and counted (`consult_broker_rejected_total{reason}`), never
+//! delivered. A topic's channel on Redis is the topic behind
+//! [`REDIS_CHANNEL_PREFIX`], so that an ACL can confine the hub's user to
+//! its own channels.
 
-use super::envelope;
+use super::envelope::{self, ClusterKeys};
 use super::{BrokerError, BrokerHealth, Event, EventSink, Topic};
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+mod connect;
+
+pub use connect::redis_client;
+
+/// What every channel the hub publishes or subscribes to on Redis starts
+/// with.
+pub const REDIS_CHANNEL_PREFIX: &str = "consult:";
+/// Rejected envelopes are logged at most this often (they are all counted).
+const REJECTION_LOG_EVERY_MS: u64 = 1_000;
 
 /// Events waiting to be published before new ones are dropped (and left to
 /// the remote nodes' gap filling).
@@ -42,6 +59,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// them.
 const RESYNC_RETRY: Duration = Duration::from_millis(250);
 
+/// An event waiting for the publisher: its topic, `seq` and frame.
+type Queued = (Topic, Option<u64>, bytes::Bytes);
+
 /// Interest in one topic.
 #[derive(Default)]
 struct Wanted {
@@ -52,10 +72,15 @@ struct Wanted {
     count: i64,
     /// Callers waiting for the SUBSCRIBE to be confirmed.
     waiters: Vec<oneshot::Sender<()>>,
+    /// Redis confirmed the SUBSCRIBE on the current connection.
+    confirmed: bool,
 }
 
 struct Shared {
     node_id: String,
+    keys: ClusterKeys,
+    /// When a rejected envelope was last logged (ms since the epoch).
+    rejection_logged_at: AtomicU64,
     sink: Arc<dyn EventSink>,
     healthy: AtomicBool,
     /// Topics this node wants.
@@ -78,6 +103,25 @@ impl Shared {
         std::mem::take(&mut *self.owed.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// A receiver answered once `topic`'s SUBSCRIBE is confirmed, or `None`
+    /// when it already is (or nobody wants the topic any more).
+    fn pending_confirmation(&self, topic: &Topic) -> Option<oneshot::Receiver<()>> {
+        let mut wanted = self.wanted.get_mut(topic)?;
+        if wanted.confirmed {
+            return None;
+        }
+        let (confirmed_tx, confirmed_rx) = oneshot::channel();
+        wanted.waiters.push(confirmed_tx);
+        Some(confirmed_rx)
+    }
+
+    /// The subscriber connection is gone: nothing is confirmed any more.
+    fn forget_confirmations(&self) {
+        for mut entry in self.wanted.iter_mut() {
+            entry.confirmed = false;
+        }
+    }
+
     fn owes_resync(&self) -> bool {
         !self
             .owed
@@ -91,7 +135,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    publish_tx: mpsc::Sender<(Topic, bytes::Bytes)>,
+    publish_tx: mpsc::Sender<Queued>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -104,20 +148,21 @@ impl std::fmt::Debug for RedisBroker {
 }
 
 impl RedisBroker {
-    /// Starts the publisher and subscriber tasks for `url`. Redis need not be
-    /// up yet: the broker reports itself degraded until it is.
+    /// Starts the publisher and subscriber tasks on `client` (see
+    /// [`redis_client`]), signing and checking envelopes with `keys`. Redis
+    /// need not be up yet: the broker reports itself degraded until it is.
     ///
     /// # Errors
     ///
-    /// [`BrokerError::Unavailable`] for a malformed URL.
+    /// [`BrokerError::Unavailable`] when the connection manager cannot be
+    /// made.
     pub fn start(
-        url: &str,
+        client: redis::Client,
         node_id: String,
+        keys: ClusterKeys,
         sink: Arc<dyn EventSink>,
         stop: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(url)
-            .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -126,6 +171,8 @@ impl RedisBroker {
             .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
         let shared = Arc::new(Shared {
             node_id,
+            keys,
+            rejection_logged_at: AtomicU64::new(0),
             sink,
             healthy: AtomicBool::new(false),
             wanted: DashMap::new(),
@@ -143,15 +190,15 @@ impl RedisBroker {
         Ok(Self { shared, publish_tx })
     }
 
-    /// Delivers locally, then queues the event for Redis.
+    /// Delivers locally, then queues the event for Redis (the publisher
+    /// signs it when it sends it, so its time is the time it left).
     pub(super) fn publish(&self, event: Event) {
-        let payload = envelope::encode(&self.shared.node_id, event.seq, &event.frame);
-        let topic = event.topic.clone();
+        let queued = (event.topic.clone(), event.seq, event.frame.clone());
         self.shared.sink.deliver(Arc::new(event));
-        if let Err(error) = self.publish_tx.try_send((topic, payload)) {
+        if let Err(error) = self.publish_tx.try_send(queued) {
             metrics::counter!("consult_broker_dropped_total").increment(1);
-            let (mpsc::error::TrySendError::Full((topic, _))
-            | mpsc::error::TrySendError::Closed((topic, _))) = error;
+            let (mpsc::error::TrySendError::Full((topic, ..))
+            | mpsc::error::TrySendError::Closed((topic, ..))) = error;
             self.shared.owe_resync([topic]);
         }
     }
@@ -167,6 +214,28 @@ impl RedisBroker {
             wanted.waiters.push(confirmed_tx);
         }
         self.shared.changed.notify_one();
+        let unavailable = || {
+            BrokerError::Unavailable(format!(
+                "SUBSCRIBE {topic} not confirmed; serving locally until redis is back"
+            ))
+        };
+        if !self.shared.healthy.load(Ordering::Acquire) {
+            return Err(unavailable());
+        }
+        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed_rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(unavailable()),
+        }
+    }
+
+    /// Waits until Redis confirms the subscription another local caller
+    /// asked for (the hub subscribes the broker for a topic's first local
+    /// subscriber only; later joiners wait here, or they would read their
+    /// replay before other nodes' events can reach them).
+    pub(super) async fn await_subscribed(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let Some(confirmed_rx) = self.shared.pending_confirmation(topic) else {
+            return Ok(());
+        };
         let unavailable = || {
             BrokerError::Unavailable(format!(
                 "SUBSCRIBE {topic} not confirmed; serving locally until redis is back"
@@ -203,7 +272,7 @@ impl RedisBroker {
 
 async fn run_publisher(
     mut connection: ConnectionManager,
-    mut publish_rx: mpsc::Receiver<(Topic, bytes::Bytes)>,
+    mut publish_rx: mpsc::Receiver<Queued>,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
@@ -227,11 +296,13 @@ async fn run_publisher(
                 Err(_) => break,
             }
         }
+        let now = envelope::now_ms();
         let mut pipeline = redis::pipe();
-        for (topic, payload) in &batch {
+        for (topic, seq, frame) in &batch {
+            let payload = envelope::encode(&shared.keys, topic, &shared.node_id, *seq, frame, now);
             pipeline
                 .cmd("PUBLISH")
-                .arg(&**topic)
+                .arg(channel(topic))
                 .arg(&payload[..])
                 .ignore();
         }
@@ -245,7 +316,7 @@ async fn run_publisher(
                 metrics::counter!("consult_broker_publish_failures_total")
                     .increment(batch.len() as u64);
                 tracing::warn!(error = %error, count = batch.len(), "PUBLISH failed; the other nodes will be told to resync");
-                shared.owe_resync(batch.into_iter().map(|(topic, _)| topic));
+                shared.owe_resync(batch.into_iter().map(|(topic, ..)| topic));
             }
         }
     }
@@ -275,12 +346,13 @@ async fn publish_owed_resyncs(shared: &Shared, connection: &mut ConnectionManage
     if owed.is_empty() {
         return;
     }
-    let marker = envelope::encode(&shared.node_id, None, &[]);
+    let now = envelope::now_ms();
     let mut pipeline = redis::pipe();
     for topic in &owed {
+        let marker = envelope::encode(&shared.keys, topic, &shared.node_id, None, &[], now);
         pipeline
             .cmd("PUBLISH")
-            .arg(&**topic)
+            .arg(channel(topic))
             .arg(&marker[..])
             .ignore();
     }
@@ -340,6 +412,7 @@ async fn run_subscriber(client: redis::Client, shared: Arc<Shared>, stop: Cancel
                     }
                 }
                 shared.healthy.store(false, Ordering::Release);
+                shared.forget_confirmations();
                 metrics::counter!("consult_broker_disconnects_total").increment(1);
                 tracing::warn!("redis subscriber disconnected; serving local rooms only");
             }
@@ -369,8 +442,8 @@ async fn sync_subscriptions(
         .filter(|entry| entry.count > 0)
         .map(|entry| entry.key().clone())
         .collect();
-    let to_add: Vec<&str> = wanted.difference(subscribed).map(|t| &**t).collect();
-    let to_remove: Vec<&str> = subscribed.difference(&wanted).map(|t| &**t).collect();
+    let to_add: Vec<String> = wanted.difference(subscribed).map(channel).collect();
+    let to_remove: Vec<String> = subscribed.difference(&wanted).map(channel).collect();
     if !to_add.is_empty() {
         sink.subscribe(&to_add).await?;
     }
@@ -393,6 +466,7 @@ fn confirm_subscribed(shared: &Shared, subscribed: &HashSet<Topic>) {
         if !subscribed.contains(entry.key()) {
             continue;
         }
+        entry.value_mut().confirmed = true;
         let mut gave_up = false;
         for waiter in entry.value_mut().waiters.drain(..) {
             gave_up |= waiter.send(()).is_err();
@@ -406,23 +480,57 @@ fn confirm_subscribed(shared: &Shared, subscribed: &HashSet<Topic>) {
     }
 }
 
+/// The Redis channel of `topic`.
+fn channel(topic: &Topic) -> String {
+    format!("{REDIS_CHANNEL_PREFIX}{topic}")
+}
+
+/// Authenticates one message from Redis and hands it to the hub; drops and
+/// counts it if it is not an authentic envelope.
 fn deliver(shared: &Shared, message: &redis::Msg) {
     let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
-    let Some(envelope) = envelope::decode(payload) else {
-        tracing::warn!(
-            channel = message.get_channel_name(),
-            "undecodable broker event"
-        );
-        return;
+    let opened = message
+        .get_channel_name()
+        .strip_prefix(REDIS_CHANNEL_PREFIX)
+        .ok_or(envelope::Rejection::Malformed)
+        .and_then(|topic| {
+            envelope::open(&shared.keys, topic, payload, envelope::now_ms())
+                .map(|envelope| (topic, envelope))
+        });
+    let (topic, envelope) = match opened {
+        Ok(opened) => opened,
+        Err(rejection) => {
+            reject(shared, rejection);
+            return;
+        }
     };
     if envelope.node == shared.node_id {
         return;
     }
     shared.sink.deliver(Arc::new(Event {
-        topic: message.get_channel_name().into(),
+        topic: topic.into(),
         seq: envelope.seq,
         frame: envelope.frame,
     }));
+}
+
+/// Counts a dropped envelope, and logs its reason (only; never its
+/// content or channel) at most once per [`REJECTION_LOG_EVERY_MS`].
+fn reject(shared: &Shared, rejection: envelope::Rejection) {
+    metrics::counter!("consult_broker_rejected_total", "reason" => rejection.as_str()).increment(1);
+    let now = envelope::now_ms();
+    let last = shared.rejection_logged_at.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= REJECTION_LOG_EVERY_MS
+        && shared
+            .rejection_logged_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            reason = rejection.as_str(),
+            "dropped a broker event that is not an authentic envelope"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -97,7 +97,9 @@ pub struct NotifyConfig {
     /// Cache of a patient's devices and SMS consent (milliseconds).
     pub reach_cache_ms: u64,
     /// The public URL Twilio posts inbound SMS to (`…/v1/sms/inbound`), used
-    /// to check `X-Twilio-Signature`.
+    /// to check `X-Twilio-Signature`. Required when `notify.twilio` is set:
+    /// Twilio signs the URL it was given, which a hub behind a
+    /// TLS-terminating proxy cannot rebuild from the request.
     pub sms_inbound_url: Option<String>,
 }
 
@@ -147,6 +149,21 @@ impl NotifyConfig {
             && notify.webhook.is_none()
         {
             problems.push("a \"webhook\" route needs notify.webhook".into());
+        }
+        if notify.twilio.is_some() {
+            match notify.sms_inbound_url.as_deref().map(url::Url::parse) {
+                None => problems.push(
+                    "notify.sms_inbound_url must be set when notify.twilio is: the public \
+                     https URL Twilio posts inbound SMS to (Twilio signs that URL)"
+                        .into(),
+                ),
+                Some(Ok(url)) if matches!(url.scheme(), "http" | "https") => {}
+                Some(_) => problems.push(
+                    "notify.sms_inbound_url must be an http(s) URL, like \
+                     https://hub.example.org/v1/sms/inbound"
+                        .into(),
+                ),
+            }
         }
         if notify.max_attempts == 0 {
             problems.push("notify.max_attempts must be at least 1".into());

@@ -15,8 +15,84 @@ fn validate_reports_every_problem_at_once() {
     config.broker.kind = BrokerKind::Redis;
     config.listen_backlog = 0;
     let error = config.validate().unwrap_err();
-    assert_eq!(error.problems.len(), 4, "{error}");
+    // The Redis broker without a URL, and without a cluster key.
+    assert_eq!(error.problems.len(), 5, "{error}");
     assert!(error.to_string().contains("listen_backlog"), "{error}");
+    assert!(error.to_string().contains("broker.cluster_key"), "{error}");
+}
+
+fn redis_config() -> Config {
+    let mut config = Config::default();
+    config.broker.kind = BrokerKind::Redis;
+    config.broker.redis_url = Some("redis://127.0.0.1:6379".into());
+    config
+}
+
+fn secret(text: &str) -> Option<SecretString> {
+    Some(SecretString::from(text.to_owned()))
+}
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+#[test]
+fn a_redis_cluster_needs_a_cluster_key_of_32_bytes_or_the_explicit_opt_out() {
+    let mut config = redis_config();
+    let error = config.validate().unwrap_err();
+    assert_eq!(error.problems.len(), 1, "{error}");
+    assert!(
+        error.problems[0].contains("broker.cluster_key is required"),
+        "{error}"
+    );
+    config.broker.cluster_key = secret("");
+    assert!(config.validate().is_err(), "empty counts as unset");
+    config.broker.cluster_key = secret(&KEY[1..]);
+    let error = config.validate().unwrap_err();
+    assert!(error.problems[0].contains("at least 32 bytes"), "{error}");
+    config.broker.cluster_key = secret(KEY);
+    config.validate().unwrap();
+    config.broker.cluster_key = None;
+    config.broker.insecure_no_cluster_key = true;
+    config.validate().unwrap();
+    config.broker.cluster_key = secret(KEY);
+    assert!(config.validate().is_err(), "key and opt-out contradict");
+}
+
+#[test]
+fn a_secondary_key_needs_a_primary_and_32_bytes() {
+    let mut config = redis_config();
+    config.broker.cluster_key_secondary = secret(KEY);
+    config.broker.insecure_no_cluster_key = true;
+    let error = config.validate().unwrap_err();
+    assert!(
+        error.to_string().contains("needs broker.cluster_key"),
+        "{error}"
+    );
+    config.broker.insecure_no_cluster_key = false;
+    config.broker.cluster_key = secret(KEY);
+    config.broker.cluster_key_secondary = secret("short");
+    let error = config.validate().unwrap_err();
+    assert!(
+        error.to_string().contains("cluster_key_secondary must be"),
+        "{error}"
+    );
+}
+
+#[test]
+fn tls_files_need_a_rediss_url_and_cert_and_key_go_together() {
+    let mut config = redis_config();
+    config.broker.cluster_key = secret(KEY);
+    config.broker.redis_tls_ca_file = Some("ca.pem".into());
+    let error = config.validate().unwrap_err();
+    assert!(error.to_string().contains("rediss://"), "{error}");
+    config.broker.redis_url = Some("rediss://redis.internal:6380".into());
+    config.validate().unwrap();
+    config.broker.redis_tls_cert_file = Some("client.pem".into());
+    let error = config.validate().unwrap_err();
+    assert!(error.to_string().contains("go together"), "{error}");
+    config.broker.redis_tls_key_file = Some("client.key".into());
+    config.validate().unwrap();
+    config.broker.redis_url = Some("http://redis".into());
+    assert!(config.validate().is_err());
 }
 
 #[test]
@@ -86,4 +162,28 @@ fn the_sqlite_checkpoint_interval_is_read_from_the_environment_and_bounded() {
             "{refused}: {error}"
         );
     }
+}
+
+#[test]
+fn twilio_without_the_public_inbound_url_is_refused() {
+    let mut config = Config::default();
+    config.notify.twilio = Some(crate::notify::providers::TwilioConfig {
+        base_url: "https://api.twilio.com".to_owned(),
+        account_sid: "AC0123".to_owned(),
+        auth_token: secrecy::SecretString::from("token".to_owned()),
+        from_number: Some("+15550009999".to_owned()),
+        messaging_service_sid: None,
+        connect_timeout_secs: 2,
+        request_timeout_secs: 5,
+    });
+    let error = config.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("notify.sms_inbound_url must be set"),
+        "{error}"
+    );
+    config.notify.sms_inbound_url = Some("not a url".to_owned());
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("must be an http(s) URL"), "{error}");
+    config.notify.sms_inbound_url = Some("https://hub.example.org/v1/sms/inbound".to_owned());
+    config.validate().unwrap();
 }

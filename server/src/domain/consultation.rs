@@ -31,6 +31,11 @@ pub struct Consultation {
 }
 
 impl Consultation {
+    /// The patient, as a person of this consultation's clinic.
+    pub fn patient(&self) -> super::PersonKey {
+        super::PersonKey::new(&self.clinic_id, &self.patient_id)
+    }
+
     /// The wire view sent to room members.
     pub fn view(&self) -> ConsultationView {
         ConsultationView {

@@ -11,9 +11,11 @@
 pub mod access;
 pub mod consultation;
 pub mod escalation;
+pub mod person;
 pub mod privacy;
 pub mod status;
 pub mod templates;
 pub mod text;
 
 pub use consultation::Consultation;
+pub use person::PersonKey;

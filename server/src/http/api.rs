@@ -83,15 +83,36 @@ async fn put_participant(
     };
     validate_participant(&person)?;
     let db = state.store.connection();
+    ensure_in_clinic(&state, &person.id, &person.clinic_id).await?;
     participants::upsert_clinic(db, &person.clinic_id, None).await?;
-    participants::upsert(db, &person).await?;
+    register(&state, &person).await?;
     Ok(Json(person))
 }
 
-fn validate_participant(person: &Participant) -> Result<(), ApiError> {
-    if person.id.as_str().is_empty() || person.id.as_str().len() > 128 {
-        return Err(ApiError::invalid("id must be 1 to 128 characters"));
+/// Refuses (409 `clinic_mismatch`) a user id registered in another clinic.
+pub(super) async fn ensure_in_clinic(
+    state: &AppState,
+    user: &UserId,
+    clinic: &ClinicId,
+) -> Result<(), ApiError> {
+    match participants::clinic_of(state.store.connection(), user).await? {
+        Some(registered) if registered != *clinic => Err(ApiError::clinic_mismatch(user)),
+        _ => Ok(()),
     }
+}
+
+/// Writes `person`; 409 `clinic_mismatch` if another clinic registered the
+/// id first (the store's conditional update decides a race).
+async fn register(state: &AppState, person: &Participant) -> Result<(), ApiError> {
+    match participants::upsert(state.store.connection(), person).await? {
+        participants::Upserted::Written => Ok(()),
+        participants::Upserted::OtherClinic => Err(ApiError::clinic_mismatch(&person.id)),
+    }
+}
+
+fn validate_participant(person: &Participant) -> Result<(), ApiError> {
+    ApiError::check_id("id", person.id.as_str())?;
+    ApiError::check_id("clinic_id", person.clinic_id.as_str())?;
     if person.display_name.trim().is_empty() || person.display_name.chars().count() > 200 {
         return Err(ApiError::invalid(
             "display_name must be 1 to 200 characters",
@@ -180,10 +201,13 @@ async fn create_consultation(
     for person in &people {
         validate_participant(person)?;
     }
+    for person in &people {
+        ensure_in_clinic(&state, &person.id, &body.clinic_id).await?;
+    }
     let db = state.store.connection();
     participants::upsert_clinic(db, &body.clinic_id, body.clinic_name.as_deref()).await?;
     for person in &people {
-        participants::upsert(db, person).await?;
+        register(&state, person).await?;
     }
     let [provider, patient] = people;
     let created = consultations::create(
@@ -384,9 +408,9 @@ async fn issue_token(
             "ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}"
         )));
     }
-    if body.user.as_str().is_empty() || body.clinic.as_str().is_empty() {
-        return Err(ApiError::invalid("user and clinic must not be empty"));
-    }
+    ApiError::check_id("user", body.user.as_str())?;
+    ApiError::check_id("clinic", body.clinic.as_str())?;
+    ensure_in_clinic(&state, &body.user, &body.clinic).await?;
     let principal = Principal {
         user: body.user,
         role: body.role,

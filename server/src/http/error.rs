@@ -40,6 +40,28 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_value", message)
     }
 
+    /// 409 `clinic_mismatch`: the user id is registered in another clinic.
+    pub fn clinic_mismatch(user: &consult_protocol::UserId) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "clinic_mismatch",
+            format!("user {user} is registered in another clinic; a user id belongs to one clinic"),
+        )
+    }
+
+    /// 400 `invalid_value` when `value` is not an acceptable id (see
+    /// [`consult_protocol::ids::id_problem`]); `field` names it.
+    ///
+    /// # Errors
+    ///
+    /// The refusal, naming the field and the rule (not the value).
+    pub fn check_id(field: &str, value: &str) -> Result<(), Self> {
+        match consult_protocol::ids::id_problem(value) {
+            None => Ok(()),
+            Some(problem) => Err(Self::invalid(format!("{field} {problem}"))),
+        }
+    }
+
     /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -59,7 +81,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_client_error() {
-            tracing::info!(status = %self.status, code = self.code, message = %self.message, "request refused");
+            // The code only: a message may echo what the client sent (a
+            // phone number, a name), which never goes to the log.
+            tracing::info!(
+                status = self.status.as_u16(),
+                code = self.code,
+                "request refused"
+            );
         }
         let body = Body {
             code: self.code,

@@ -10,7 +10,7 @@ use crate::domain::escalation::Policy;
 use crate::notify::providers::verify_inbound_signature;
 use crate::service::{contacts as contact_service, reach, templates};
 use crate::store::audit::{self, AuditEntry};
-use crate::store::{outbox, participants, policies};
+use crate::store::{inbound_sms, outbox, participants, policies};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -84,6 +84,7 @@ async fn create_template(
     ApiPath(clinic): ApiPath<ClinicId>,
     ApiJson(body): ApiJson<TemplateBody>,
 ) -> Result<(StatusCode, Json<QuickTemplate>), ApiError> {
+    ApiError::check_id("clinic", clinic.as_str())?;
     let input = templates::TemplateInput {
         template_id: None,
         provider_id: body.provider_id,
@@ -159,6 +160,7 @@ async fn put_policy(
     ApiPath(clinic): ApiPath<ClinicId>,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<Json<PolicyBody>, ApiError> {
+    ApiError::check_id("clinic", clinic.as_str())?;
     let times = [
         Some(body.push_after_ms),
         Some(body.offline_grace_ms),
@@ -271,13 +273,12 @@ async fn list_notifications(
 async fn inbound_sms(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(key, value)| (key.into_owned(), value.into_owned()))
         .collect();
-    authenticate_inbound(&state, &headers, &uri, &params)?;
+    let signed_by_twilio = authenticate_inbound(&state, &headers, &params)?;
     let field = |name: &str| {
         params
             .iter()
@@ -286,41 +287,56 @@ async fn inbound_sms(
     };
     let from = field("From").ok_or_else(|| ApiError::invalid("missing From"))?;
     let text = field("Body").unwrap_or_default();
+    let twiml = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
+    let answer = ([(axum::http::header::CONTENT_TYPE, "text/xml")], twiml);
+    if signed_by_twilio {
+        // A signature covers the URL and the parameters, never a time: the
+        // same request can be sent again at will. Act on a MessageSid once.
+        let sid = field("MessageSid")
+            .filter(|sid| !sid.is_empty() && sid.len() <= inbound_sms::MAX_MESSAGE_SID_LEN)
+            .ok_or_else(|| ApiError::invalid("missing or malformed MessageSid"))?;
+        if !inbound_sms::first_sight(state.store.connection(), sid).await? {
+            metrics::counter!("consult_sms_inbound_total", "outcome" => "replayed").increment(1);
+            tracing::info!("inbound SMS replayed; ignored");
+            return Ok(answer.into_response());
+        }
+    }
+    metrics::counter!("consult_sms_inbound_total", "outcome" => "accepted").increment(1);
     if let Some(keyword) = contact_service::keyword(text) {
         let matched = contact_service::apply_keyword(&state, from, keyword).await?;
         tracing::info!(?keyword, matched, "inbound SMS keyword applied");
     }
-    let twiml = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/xml")], twiml).into_response())
+    Ok(answer.into_response())
 }
 
+/// Authenticates an inbound SMS: by Twilio's signature when Twilio is
+/// configured (`true`), else by the API key (`false`).
 fn authenticate_inbound(
     state: &AppState,
     headers: &HeaderMap,
-    uri: &axum::http::Uri,
     params: &[(String, String)],
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let unauthorized =
         |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
     let Some(twilio) = &state.config.notify.twilio else {
-        return check_api_key(state, headers);
+        return check_api_key(state, headers).map(|()| false);
     };
     let signature = headers
         .get("x-twilio-signature")
         .and_then(|value| value.to_str().ok())
         .ok_or_else(|| unauthorized("missing X-Twilio-Signature"))?;
-    let url = match &state.config.notify.sms_inbound_url {
-        Some(url) => url.clone(),
-        None => {
-            let host = headers
-                .get(axum::http::header::HOST)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("localhost");
-            format!("http://{host}{uri}")
-        }
-    };
-    if verify_inbound_signature(twilio.auth_token.expose_secret(), &url, params, signature) {
-        Ok(())
+    // Configuration validation requires the public URL with Twilio: the
+    // request's own Host and scheme say nothing reliable behind a proxy.
+    let url = state
+        .config
+        .notify
+        .sms_inbound_url
+        .as_deref()
+        .ok_or_else(|| {
+            ApiError::internal(&"notify.sms_inbound_url is not set although notify.twilio is")
+        })?;
+    if verify_inbound_signature(twilio.auth_token.expose_secret(), url, params, signature) {
+        Ok(true)
     } else {
         Err(unauthorized("bad X-Twilio-Signature"))
     }

@@ -7,6 +7,7 @@
 //! row falls due or when new rows are queued.
 
 use crate::app::AppState;
+use crate::domain::PersonKey;
 use crate::service::dashboard;
 use crate::store::audit::{self, Actor, AuditEntry};
 use crate::store::outbox::{self, Finish, OutboxRow};
@@ -17,6 +18,22 @@ use sea_orm::TransactionTrait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Times the record of a notification the provider accepted is written
+/// again after a database failure (the send itself is never repeated).
+const RECORD_RETRIES: u32 = 5;
+/// The first pause between those writes; it grows by as much each time.
+const RECORD_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// The audit action of an outcome.
+fn row_action(finish: &Finish) -> &'static str {
+    match finish {
+        Finish::Sent { .. } => "notification.sent",
+        Finish::Cancelled { .. } => "notification.cancelled",
+        Finish::Retry { .. } => "notification.retry",
+        Finish::Failed { .. } => "notification.failed",
+    }
+}
 
 /// Rows claimed per pass at most.
 const BATCH: u64 = 32;
@@ -120,26 +137,67 @@ impl OutboxWorker {
             + chrono::Duration::seconds(
                 i64::try_from(self.state.config.notify.lease_secs).unwrap_or(60),
             );
-        if !outbox::claim(db, &row, now, lease).await? {
+        let Some(claim) = outbox::claim(db, &row, now, lease).await? else {
             return Ok(None);
-        }
-        let attempts = row.attempts + 1;
-        let finish = match self.cancel_reason(&row).await? {
-            Some(reason) => Finish::Cancelled {
-                reason: reason.to_owned(),
-            },
-            None => self.send(&row, attempts).await?,
         };
-        let action = match &finish {
-            Finish::Sent { .. } => "notification.sent",
-            Finish::Cancelled { .. } => "notification.cancelled",
-            Finish::Retry { .. } => "notification.retry",
-            Finish::Failed { .. } => "notification.failed",
+        let attempts = claim.attempts;
+        let max_attempts = self.state.config.notify.max_attempts;
+        let finish = if row.status == NotificationStatus::Sending && attempts > max_attempts {
+            // Reclaimed after its sender's lease ran out, with no attempt
+            // left: whether that sender reached the provider is unknown, and
+            // the row is not sent again without end.
+            Finish::Failed {
+                error: "lease_expired".to_owned(),
+            }
+        } else {
+            match self.cancel_reason(&row).await? {
+                Some(reason) => Finish::Cancelled {
+                    reason: reason.to_owned(),
+                },
+                None => self.send(&row, attempts).await?,
+            }
         };
+        let sent = matches!(finish, Finish::Sent { .. });
+        let mut tries = 0;
+        let updated = loop {
+            // After the provider accepted it, only the record is retried,
+            // never the send.
+            match self
+                .record(&claim, finish.clone(), row_action(&finish))
+                .await
+            {
+                Ok(updated) => break updated,
+                Err(error) if sent && tries < RECORD_RETRIES => {
+                    tries += 1;
+                    tracing::warn!(notification = %row.id, tries, error = %error, "recording a sent notification failed; retrying the write");
+                    tokio::time::sleep(RECORD_RETRY_DELAY * tries).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        let Some(updated) = updated else {
+            // Another worker holds the row now; its outcome stands.
+            return Ok(None);
+        };
+        metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
+        self.announce(&updated).await?;
+        Ok(Some(updated.status))
+    }
+
+    /// Writes an attempt's outcome and its audit entry in one transaction,
+    /// fenced by the claim: `None` (nothing written) if the row was
+    /// reclaimed meanwhile.
+    async fn record(
+        &self,
+        claim: &outbox::Claim,
+        finish: Finish,
+        action: &str,
+    ) -> Result<Option<OutboxRow>, StoreError> {
+        let db = self.state.store.connection();
         // The outcome and its audit entry commit together: no outcome is
         // seen, or survives a crash, without its entry.
         let txn = db.begin().await?;
-        let Some(updated) = outbox::finish(&txn, &row.id, finish).await? else {
+        let Some(updated) = outbox::finish(&txn, claim, finish).await? else {
             return Ok(None);
         };
         audit::record(
@@ -160,17 +218,21 @@ impl OutboxWorker {
         )
         .await?;
         txn.commit().await?;
-        metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
-        self.announce(&updated).await?;
-        Ok(Some(updated.status))
+        Ok(Some(updated))
     }
 
     /// Why this row is no longer needed, if it is not.
     async fn cancel_reason(&self, row: &OutboxRow) -> Result<Option<&'static str>, StoreError> {
         let db = self.state.store.connection();
+        // The recipient is the patient of the row's consultation, in that
+        // consultation's clinic: presence and SMS preferences are per clinic.
+        let Some(consultation) = consultations::find(db, &row.consultation_id).await? else {
+            return Ok(Some("consultation_gone"));
+        };
+        let recipient = PersonKey::new(&consultation.clinic_id, &row.recipient);
         if let Some(seq) = row.message_seq {
             let receipt = receipts::find(db, &row.consultation_id, &row.recipient).await?;
-            let online = self.state.presence.is_online(&row.recipient).await;
+            let online = self.state.presence.is_online(&recipient).await;
             if row
                 .cancel
                 .cancels(seq, receipt.delivered, receipt.read, online)
@@ -183,7 +245,7 @@ impl OutboxWorker {
             }
         }
         if row.channel == AlertChannel::Sms {
-            let (consent, opted_out) = contacts::sms_preference(db, &row.recipient).await?;
+            let (consent, opted_out) = contacts::sms_preference(db, &recipient).await?;
             if opted_out || !consent {
                 return Ok(Some("sms_opted_out"));
             }
@@ -212,7 +274,8 @@ impl OutboxWorker {
                     // The provider refused this device for good (unregistered
                     // or bad token): stop sending to it.
                     contacts::remove_device(self.state.store.connection(), &row.target).await?;
-                    self.state.reach.forget_user(&row.recipient);
+                    // The token may be registered under several clinics.
+                    self.state.reach.forget_all_users();
                 }
                 Ok(Finish::Failed {
                     error: short_code(&error),

@@ -2,7 +2,7 @@
 //! are in the foreground.
 
 use super::PresenceStatus;
-use consult_protocol::UserId;
+use crate::domain::PersonKey;
 use dashmap::DashMap;
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ struct Counts {
 /// Connection counts per user on this node.
 #[derive(Debug, Clone, Default)]
 pub struct LocalPresence {
-    counts: Arc<DashMap<UserId, Counts>>,
+    counts: Arc<DashMap<PersonKey, Counts>>,
 }
 
 impl LocalPresence {
@@ -24,13 +24,13 @@ impl LocalPresence {
         Self::default()
     }
 
-    pub(super) fn connected(&self, user: &UserId, foreground: bool) {
+    pub(super) fn connected(&self, user: &PersonKey, foreground: bool) {
         let mut counts = self.counts.entry(user.clone()).or_default();
         counts.connections += 1;
         counts.foreground += usize::from(foreground);
     }
 
-    pub(super) fn disconnected(&self, user: &UserId, foreground: bool) {
+    pub(super) fn disconnected(&self, user: &PersonKey, foreground: bool) {
         if let Some(mut counts) = self.counts.get_mut(user) {
             counts.connections = counts.connections.saturating_sub(1);
             if foreground {
@@ -41,7 +41,7 @@ impl LocalPresence {
             .remove_if(user, |_, counts| counts.connections == 0);
     }
 
-    pub(super) fn set_foreground(&self, user: &UserId, foreground: bool) {
+    pub(super) fn set_foreground(&self, user: &PersonKey, foreground: bool) {
         if let Some(mut counts) = self.counts.get_mut(user) {
             if foreground {
                 counts.foreground = (counts.foreground + 1).min(counts.connections);
@@ -52,21 +52,21 @@ impl LocalPresence {
     }
 
     /// `(connections, foreground)` of `user` on this node.
-    pub(super) fn counts(&self, user: &UserId) -> (usize, usize) {
+    pub(super) fn counts(&self, user: &PersonKey) -> (usize, usize) {
         self.counts
             .get(user)
             .map_or((0, 0), |counts| (counts.connections, counts.foreground))
     }
 
     /// Every user connected to this node, with its counts.
-    pub(super) fn users(&self) -> Vec<(UserId, (usize, usize))> {
+    pub(super) fn users(&self) -> Vec<(PersonKey, (usize, usize))> {
         self.counts
             .iter()
             .map(|entry| (entry.key().clone(), (entry.connections, entry.foreground)))
             .collect()
     }
 
-    pub(super) fn status(&self, user: &UserId) -> PresenceStatus {
+    pub(super) fn status(&self, user: &PersonKey) -> PresenceStatus {
         self.counts
             .get(user)
             .map(|counts| PresenceStatus {
@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn a_user_is_online_while_any_connection_lives() {
         let presence = LocalPresence::new();
-        let user = UserId::from("pat");
+        let user = PersonKey::new(&"riverside".into(), &"pat".into());
         presence.connected(&user, true);
         presence.connected(&user, true);
         presence.disconnected(&user, true);
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn foreground_follows_the_apps_visibility() {
         let presence = LocalPresence::new();
-        let user = UserId::from("pat");
+        let user = PersonKey::new(&"riverside".into(), &"pat".into());
         presence.connected(&user, true);
         presence.set_foreground(&user, false);
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Who is connected, as the offline fallback asks it: "does this user have a
+//! Who is connected, as the offline fallback asks it: "does this person (a
+//! user within one clinic, [`PersonKey`]) have a
 //! live connection anywhere, and is any of its apps in the foreground?". The
 //! local implementation counts this node's connections; a cluster
 //! implementation answers for every node.
@@ -9,7 +10,7 @@ mod redis;
 pub use self::redis::RedisPresence;
 pub use local::LocalPresence;
 
-use consult_protocol::UserId;
+use crate::domain::PersonKey;
 
 /// What presence knows of one user.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,7 +44,7 @@ pub enum Presence {
 impl Presence {
     /// Records a new authenticated connection of `user`, in the foreground
     /// or not.
-    pub async fn connected(&self, user: &UserId, foreground: bool) {
+    pub async fn connected(&self, user: &PersonKey, foreground: bool) {
         match self {
             Self::Local(presence) => presence.connected(user, foreground),
             Self::Redis(presence) => presence.connected(user, foreground).await,
@@ -51,7 +52,7 @@ impl Presence {
     }
 
     /// Records that one connection of `user` closed.
-    pub async fn disconnected(&self, user: &UserId, foreground: bool) {
+    pub async fn disconnected(&self, user: &PersonKey, foreground: bool) {
         match self {
             Self::Local(presence) => presence.disconnected(user, foreground),
             Self::Redis(presence) => presence.disconnected(user, foreground).await,
@@ -60,7 +61,7 @@ impl Presence {
 
     /// Records that one connection of `user` moved to the foreground or the
     /// background.
-    pub async fn set_foreground(&self, user: &UserId, foreground: bool) {
+    pub async fn set_foreground(&self, user: &PersonKey, foreground: bool) {
         match self {
             Self::Local(presence) => presence.set_foreground(user, foreground),
             Self::Redis(presence) => presence.set_foreground(user, foreground).await,
@@ -68,7 +69,7 @@ impl Presence {
     }
 
     /// What is known of `user` now.
-    pub async fn status(&self, user: &UserId) -> PresenceStatus {
+    pub async fn status(&self, user: &PersonKey) -> PresenceStatus {
         match self {
             Self::Local(presence) => presence.status(user),
             Self::Redis(presence) => presence.status(user).await,
@@ -76,7 +77,7 @@ impl Presence {
     }
 
     /// True when `user` has at least one live connection.
-    pub async fn is_online(&self, user: &UserId) -> bool {
+    pub async fn is_online(&self, user: &PersonKey) -> bool {
         self.status(user).await.online
     }
 }

@@ -1,6 +1,6 @@
 //! Cluster presence in Redis: each node keeps its own counts (as the local
 //! registry does) and publishes them per user as a hash field
-//! `presence:<user>` → `<node>` = `<connections>,<foreground>,<expires ms>`.
+//! `presence:<clinic>:<user>` → `<node>` = `<connections>,<foreground>,<expires ms>`.
 //! Every heartbeat refreshes the fields of every user connected here and the
 //! keys' TTL; a dead node's fields expire within the TTL, so "is this patient
 //! connected anywhere?" is answered correctly within seconds of a node's
@@ -22,7 +22,8 @@
 //! back.
 
 use super::{LocalPresence, PresenceStatus};
-use consult_protocol::UserId;
+use crate::domain::PersonKey;
+use crate::hub::topics;
 use dashmap::DashMap;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -44,7 +45,7 @@ pub struct RedisPresence {
     /// Until when Redis is left alone after a failure.
     backoff_until: Arc<Mutex<Option<Instant>>>,
     /// Other nodes' view of a user, as last read, and when.
-    remote: Arc<DashMap<UserId, (PresenceStatus, Instant)>>,
+    remote: Arc<DashMap<PersonKey, (PresenceStatus, Instant)>>,
     /// How long an entry of `remote` is used (zero: never).
     remote_cache: Duration,
 }
@@ -58,8 +59,9 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
-fn key(user: &UserId) -> String {
-    format!("presence:{user}")
+/// `presence:<clinic>:<user>`, each part escaped ([`topics::escape`]).
+fn key(person: &PersonKey) -> String {
+    topics::join("presence", &[person.clinic.as_str(), person.user.as_str()])
 }
 
 fn now_ms() -> u64 {
@@ -70,21 +72,22 @@ fn now_ms() -> u64 {
 }
 
 impl RedisPresence {
-    /// Connects lazily to `url` and starts the heartbeat, which refreshes
+    /// Connects lazily through `client` (made by
+    /// [`crate::broker::redis_client`], so it shares the broker's TLS and
+    /// ACL settings) and starts the heartbeat, which refreshes
     /// this node's entries every `ttl / 3`. Other nodes' entries read for a
     /// user are used for `remote_cache` before Redis is asked again.
     ///
     /// # Errors
     ///
-    /// A malformed URL.
+    /// When the connection manager cannot be made.
     pub fn start(
-        url: &str,
+        client: redis::Client,
         node_id: &str,
         ttl: Duration,
         remote_cache: Duration,
         stop: CancellationToken,
     ) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -147,7 +150,12 @@ impl RedisPresence {
         }
     }
 
-    fn add_refresh(&self, pipeline: &mut redis::Pipeline, user: &UserId, counts: (usize, usize)) {
+    fn add_refresh(
+        &self,
+        pipeline: &mut redis::Pipeline,
+        user: &PersonKey,
+        counts: (usize, usize),
+    ) {
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let value = format!(
             "{},{},{}",
@@ -165,7 +173,7 @@ impl RedisPresence {
     /// Writes `user`'s entry for this node now; while backing off, the
     /// heartbeat writes it later (a removal then waits for the entry to
     /// expire).
-    async fn publish(&self, user: &UserId) {
+    async fn publish(&self, user: &PersonKey) {
         if self.backing_off() {
             return;
         }
@@ -185,17 +193,17 @@ impl RedisPresence {
         }
     }
 
-    pub(super) async fn connected(&self, user: &UserId, foreground: bool) {
+    pub(super) async fn connected(&self, user: &PersonKey, foreground: bool) {
         self.local.connected(user, foreground);
         self.publish(user).await;
     }
 
-    pub(super) async fn disconnected(&self, user: &UserId, foreground: bool) {
+    pub(super) async fn disconnected(&self, user: &PersonKey, foreground: bool) {
         self.local.disconnected(user, foreground);
         self.publish(user).await;
     }
 
-    pub(super) async fn set_foreground(&self, user: &UserId, foreground: bool) {
+    pub(super) async fn set_foreground(&self, user: &PersonKey, foreground: bool) {
         self.local.set_foreground(user, foreground);
         self.publish(user).await;
     }
@@ -203,7 +211,7 @@ impl RedisPresence {
     /// This node's view first; then every other live node's entry in Redis
     /// (or as read within `remote_cache`). If Redis cannot be asked (or
     /// failed recently), only this node's view counts.
-    pub(super) async fn status(&self, user: &UserId) -> PresenceStatus {
+    pub(super) async fn status(&self, user: &PersonKey) -> PresenceStatus {
         let local = self.local.status(user);
         if (local.online && local.foreground) || self.backing_off() {
             return local;
@@ -242,7 +250,7 @@ impl RedisPresence {
     }
 
     /// Other nodes' view of `user`, if read recently enough.
-    fn cached_remote(&self, user: &UserId) -> Option<PresenceStatus> {
+    fn cached_remote(&self, user: &PersonKey) -> Option<PresenceStatus> {
         self.remote
             .get(user)
             .filter(|entry| entry.1.elapsed() < self.remote_cache)
@@ -265,14 +273,14 @@ mod tests {
         // connection manager's reconnect attempt.
         let stop = CancellationToken::new();
         let presence = RedisPresence::start(
-            "redis://127.0.0.1:1/",
+            redis::Client::open("redis://127.0.0.1:1/").unwrap(),
             "node-a",
             Duration::from_secs(3),
             Duration::from_millis(500),
             stop.clone(),
         )
         .unwrap();
-        let user = UserId::from("pat");
+        let user = PersonKey::new(&"riverside".into(), &"pat".into());
         presence.connected(&user, false).await;
         let started = Instant::now();
         for _ in 0..20 {

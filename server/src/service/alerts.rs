@@ -100,6 +100,7 @@ pub async fn send(
         body: alert.body,
         client_msg_id: Some(alert.client_msg_id),
         notifications: planned,
+        audit: None,
     };
     messaging::send_audited(
         state,

@@ -4,6 +4,7 @@
 use super::ServiceError;
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::domain::PersonKey;
 use crate::store::audit::{self, Actor, AuditEntry};
 use crate::store::contacts;
 use consult_protocol::{DevicePlatform, ErrorCode, Role};
@@ -47,13 +48,13 @@ pub async fn register_device(
     }
     contacts::register_device(
         state.store.connection(),
-        &principal.user,
+        &PersonKey::of(principal),
         platform,
         token,
         notifications_enabled,
     )
     .await?;
-    state.reach.forget_user(&principal.user);
+    state.reach.forget_person(&PersonKey::of(principal));
     Ok(())
 }
 
@@ -69,8 +70,8 @@ pub async fn set_sms_consent(
 ) -> Result<(), ServiceError> {
     patient_only(principal)?;
     let db = state.store.connection();
-    contacts::set_sms_consent(db, &principal.user, consent).await?;
-    state.reach.forget_user(&principal.user);
+    contacts::set_sms_consent(db, &PersonKey::of(principal), consent).await?;
+    state.reach.forget_person(&PersonKey::of(principal));
     audit::record(
         db,
         AuditEntry {

@@ -29,8 +29,15 @@ pub enum Feed {
 ///
 /// # Errors
 ///
-/// `forbidden` for patients, and for providers naming another provider.
+/// `invalid_value` for a malformed provider id; `forbidden` for patients,
+/// and for providers naming another provider.
 pub fn feed_for(principal: &Principal, provider: Option<UserId>) -> Result<Feed, ServiceError> {
+    if let Some(problem) = provider.as_ref().and_then(UserId::problem) {
+        return Err(ServiceError::refused(
+            ErrorCode::InvalidValue,
+            format!("provider_id {problem}"),
+        ));
+    }
     match (principal.role, provider) {
         (Role::Patient, _) => Err(ServiceError::refused(
             ErrorCode::Forbidden,

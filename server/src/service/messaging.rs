@@ -7,7 +7,7 @@ use crate::domain::Consultation;
 use crate::domain::escalation::Trigger;
 use crate::domain::text;
 use crate::hub::topics;
-use crate::store::audit::{self, AuditEntry};
+use crate::store::audit::MessageAudit;
 use crate::store::messages::{AppendOutcome, NewMessage, StoredMessage};
 use crate::store::outbox::NewNotification;
 use crate::store::{consultations, messages, receipts};
@@ -37,6 +37,8 @@ pub struct Outgoing {
     /// Notifications to queue with it. For staff chat messages, `send`
     /// plans them itself.
     pub notifications: Vec<NewNotification>,
+    /// The audit entry to store with it (see [`send_audited`]).
+    pub audit: Option<Box<MessageAudit>>,
 }
 
 /// The result of a send.
@@ -98,6 +100,7 @@ pub async fn send(
             body: outgoing.body,
             client_msg_id: outgoing.client_msg_id,
             notifications: outgoing.notifications,
+            audit: outgoing.audit,
         })
         .await?;
     match outcome {
@@ -165,39 +168,27 @@ pub async fn earlier_send(
 /// Sends `outgoing` to a consultation already authorized for `principal`
 /// and, unless it was a retry, audits it as `action` with `detail` plus the
 /// sequence number and the ids of the queued notifications (never the text).
+/// The audit row is written by the message writer in the transaction that
+/// stores the message: a crash cannot leave the message unaudited.
 ///
 /// # Errors
 ///
-/// Everything [`send`] refuses, or a store failure writing the audit row.
+/// Everything [`send`] refuses, or a store failure.
 pub async fn send_audited(
     state: &AppState,
     principal: &Principal,
-    outgoing: Outgoing,
+    mut outgoing: Outgoing,
     consultation: &Consultation,
     action: &str,
-    mut detail: serde_json::Value,
+    detail: serde_json::Value,
 ) -> Result<Sent, ServiceError> {
-    let sent = send(state, principal, outgoing, Some(consultation)).await?;
-    if !sent.duplicate {
-        if let Some(fields) = detail.as_object_mut() {
-            fields.insert("seq".to_owned(), serde_json::json!(sent.seq));
-            fields.insert(
-                "notifications".to_owned(),
-                serde_json::json!(sent.notifications.iter().map(|n| &n.id).collect::<Vec<_>>()),
-            );
-        }
-        audit::record(
-            state.store.connection(),
-            AuditEntry {
-                actor: principal.into(),
-                action,
-                consultation: Some(&consultation.id),
-                detail,
-            },
-        )
-        .await?;
-    }
-    Ok(sent)
+    outgoing.audit = Some(Box::new(MessageAudit {
+        actor_id: principal.user.to_string(),
+        actor_role: principal.role.as_str().to_owned(),
+        action: action.to_owned(),
+        detail,
+    }));
+    send(state, principal, outgoing, Some(consultation)).await
 }
 
 fn sent(message: ChatMessage, duplicate: bool) -> Sent {

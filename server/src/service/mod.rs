@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod contacts;
 pub mod dashboard;
 pub mod events;
+pub mod identity;
 pub mod messaging;
 pub mod notifications;
 pub mod publisher;

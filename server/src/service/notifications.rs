@@ -96,7 +96,7 @@ pub async fn plan(
     trigger: Trigger,
     text: &str,
 ) -> Result<Vec<NewNotification>, ServiceError> {
-    let reach = reach::reach(state, &consultation.patient_id).await?;
+    let reach = reach::reach(state, &consultation.patient()).await?;
     let policy = reach::policy(state, &consultation.clinic_id).await?;
     let planned = escalation::plan(trigger, &reach, &policy);
     if planned.is_empty() {
@@ -171,7 +171,7 @@ pub async fn channel_available(
     consultation: &Consultation,
     channel: AlertChannel,
 ) -> Result<bool, ServiceError> {
-    let reach = reach::reach(state, &consultation.patient_id).await?;
+    let reach = reach::reach(state, &consultation.patient()).await?;
     Ok(match channel {
         AlertChannel::Push => !reach.devices.is_empty(),
         AlertChannel::Sms => reach.sms_phone.is_some(),

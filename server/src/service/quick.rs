@@ -86,6 +86,7 @@ pub async fn send(
         body,
         client_msg_id: Some(quick.client_msg_id),
         notifications: planned,
+        audit: None,
     };
     messaging::send_audited(
         state,

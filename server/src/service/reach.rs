@@ -6,9 +6,10 @@
 use super::ServiceError;
 use crate::app::AppState;
 use crate::config::NotifyConfig;
+use crate::domain::PersonKey;
 use crate::domain::escalation::{Policy, Reach};
 use crate::store::{contacts, policies};
-use consult_protocol::{ClinicId, DevicePlatform, UserId};
+use consult_protocol::{ClinicId, DevicePlatform};
 use dashmap::DashMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,15 +24,15 @@ struct Contact {
 /// Short-lived caches of contacts and clinic policies.
 #[derive(Debug, Default)]
 pub struct ReachCache {
-    contacts: DashMap<UserId, Contact>,
+    contacts: DashMap<PersonKey, Contact>,
     policies: DashMap<ClinicId, (Policy, Instant)>,
 }
 
 impl ReachCache {
-    /// Forgets what is cached for `user` (after it changed a device or its
-    /// SMS consent).
-    pub fn forget_user(&self, user: &UserId) {
-        self.contacts.remove(user);
+    /// Forgets what is cached for `person` (after it changed a device or
+    /// its SMS consent).
+    pub fn forget_person(&self, person: &PersonKey) {
+        self.contacts.remove(person);
     }
 
     /// Forgets every cached contact (after a STOP, which names a phone).
@@ -55,12 +56,12 @@ pub fn default_policy(config: &NotifyConfig) -> Policy {
     }
 }
 
-/// How `patient` can be reached right now.
+/// How `patient` (a user of one clinic) can be reached right now.
 ///
 /// # Errors
 ///
 /// A store failure.
-pub async fn reach(state: &AppState, patient: &UserId) -> Result<Reach, ServiceError> {
+pub async fn reach(state: &AppState, patient: &PersonKey) -> Result<Reach, ServiceError> {
     let ttl = Duration::from_millis(state.config.notify.reach_cache_ms);
     let cached = state
         .reach

@@ -204,6 +204,7 @@ where
             body,
             client_msg_id: Some(client_msg_id),
             notifications: Vec::new(),
+            audit: None,
         };
         let sent = messaging::send(&self.state, &self.principal, outgoing, Some(&known)).await?;
         Ok(Some(CommandResult::Sent {

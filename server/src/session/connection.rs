@@ -9,6 +9,7 @@ use super::socket::{Socket, WriteError};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::broker::{Event, Topic};
+use crate::domain::PersonKey;
 use crate::hub::Subscriber;
 use axum::extract::ws::{Message, Utf8Bytes};
 use consult_protocol::{
@@ -94,7 +95,10 @@ where
             session_config.rate_limit_per_sec,
             session_config.rate_limit_burst,
         );
-        state.presence.connected(&principal.user, true).await;
+        state
+            .presence
+            .connected(&PersonKey::of(&principal), true)
+            .await;
         metrics::gauge!("consult_connections_active").increment(1.0);
         Self {
             socket,
@@ -196,6 +200,12 @@ where
     /// Feeds one event unless it is a duplicate of a replayed message. A
     /// resync marker, or a message beyond the next expected sequence number
     /// (a gap), first catches the room up from the database.
+    ///
+    /// After a gap fill the cursor stands at what the database holds, and
+    /// the event itself is never fed: it was replayed with the rest, or the
+    /// database does not hold its `seq` (a bogus event). Only the database
+    /// moves a cursor past the next expected `seq`, so a bogus `seq` cannot
+    /// make the next real message look like a duplicate.
     async fn feed_event(&mut self, event: &Event) -> Result<bool, WriteError> {
         if event.is_resync() {
             Box::pin(self.catch_up(&event.topic)).await?;
@@ -205,9 +215,19 @@ where
             event.seq,
             self.rooms.get(&event.topic).map(|room| room.cursor),
         ) {
-            if seq > cursor + 1 {
+            if seq > cursor.saturating_add(1) {
                 metrics::counter!("consult_gap_fills_total").increment(1);
                 Box::pin(self.catch_up(&event.topic)).await?;
+                let held = self.rooms.get(&event.topic).map(|room| room.cursor);
+                if held.is_some_and(|held| seq > held) {
+                    metrics::counter!("consult_events_not_in_database_total").increment(1);
+                    tracing::warn!(
+                        topic = %event.topic,
+                        seq,
+                        "dropped an event whose seq the database does not hold"
+                    );
+                }
+                return Ok(false);
             }
             let Some(room) = self.rooms.get_mut(&event.topic) else {
                 return Ok(false);
@@ -334,7 +354,9 @@ where
         message: &str,
     ) -> Flow {
         metrics::counter!("consult_client_errors_total", "code" => code.as_str()).increment(1);
-        tracing::info!(code = %code, message, "error sent to client");
+        // The code only: the message may quote what the client sent (a name
+        // or a health term a privacy refusal names), which never goes to the log.
+        tracing::info!(code = %code, "error sent to client");
         self.send_frame(&ServerFrame::error(id, code, message))
             .await
     }
@@ -360,7 +382,7 @@ where
         }
         self.state
             .presence
-            .disconnected(&self.principal.user, self.foreground)
+            .disconnected(&PersonKey::of(&self.principal), self.foreground)
             .await;
         metrics::gauge!("consult_connections_active").decrement(1.0);
         match exit {
@@ -379,12 +401,14 @@ where
 }
 
 /// The close code for a failed read: 1009 when the frame exceeded the hard
-/// size cap, 1000 otherwise.
+/// size cap, 1007 for a text frame that is not UTF-8, 1000 otherwise.
 pub(crate) fn read_error_close_code(error: &axum::Error) -> CloseCode {
     let text = error.to_string();
     if text.contains("Message too long") || text.contains("too big") || text.contains("Space limit")
     {
         CloseCode::MessageTooBig
+    } else if text.contains("UTF-8") {
+        CloseCode::InvalidPayload
     } else {
         CloseCode::Normal
     }

@@ -6,7 +6,8 @@
 use super::connection::Session;
 use super::socket::Socket;
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal};
+use crate::auth::Principal;
+use crate::service::identity;
 use axum::extract::ws::Message;
 use consult_protocol::{
     ClientFrame, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
@@ -75,13 +76,24 @@ where
         let max_bytes = self.state.config.session.max_message_bytes;
         let mut frames = 0;
         loop {
-            let text = match self.socket.next().await {
+            let message = match self.socket.next().await {
                 None => return HelloOutcome::Close(CloseCode::Normal),
                 Some(Err(error)) => {
                     return HelloOutcome::Close(super::connection::read_error_close_code(&error));
                 }
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Binary(_))) => {
+                Some(Ok(message)) => message,
+            };
+            // Every data frame counts, binary as well as text: an
+            // unauthenticated client gets MAX_PRE_HELLO_FRAMES of them.
+            if matches!(message, Message::Text(_) | Message::Binary(_)) {
+                frames += 1;
+                if frames > MAX_PRE_HELLO_FRAMES {
+                    return HelloOutcome::Close(CloseCode::AuthFailed);
+                }
+            }
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Binary(_) => {
                     self.refuse(
                         None,
                         ErrorCode::BinaryNotSupported,
@@ -90,13 +102,9 @@ where
                     .await;
                     continue;
                 }
-                Some(Ok(Message::Close(_))) => return HelloOutcome::Close(CloseCode::Normal),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Message::Close(_) => return HelloOutcome::Close(CloseCode::Normal),
+                Message::Ping(_) | Message::Pong(_) => continue,
             };
-            frames += 1;
-            if frames > MAX_PRE_HELLO_FRAMES {
-                return HelloOutcome::Close(CloseCode::AuthFailed);
-            }
             if text.len() > max_bytes {
                 self.refuse(
                     None,
@@ -107,18 +115,22 @@ where
                 continue;
             }
             match decode_client_frame(&text) {
-                Ok(ClientFrame::Hello { token }) => match self.state.auth.verify(&token) {
-                    Ok(principal) => return HelloOutcome::Authenticated(principal),
-                    Err(error) => {
-                        let code = match error {
-                            AuthError::Expired => ErrorCode::TokenExpired,
-                            AuthError::Invalid(_) => ErrorCode::InvalidToken,
-                        };
-                        tracing::info!(reason = %error, "hello refused");
-                        self.refuse(None, code, &error.to_string()).await;
-                        return HelloOutcome::Close(CloseCode::AuthFailed);
+                Ok(ClientFrame::Hello { token }) => {
+                    match identity::authenticate(&self.state, &token).await {
+                        Ok(principal) => return HelloOutcome::Authenticated(principal),
+                        Err(error) => {
+                            let code = error.code();
+                            self.refuse(None, code, &error.client_message()).await;
+                            if error.is_internal() {
+                                // Not the token's fault: the client may retry.
+                                tracing::error!(error = %error, "hello failed");
+                                return HelloOutcome::Close(CloseCode::InternalError);
+                            }
+                            tracing::info!(code = code.as_str(), "hello refused");
+                            return HelloOutcome::Close(CloseCode::AuthFailed);
+                        }
                     }
-                },
+                }
                 Ok(other) => {
                     self.refuse(
                         other.id().cloned(),

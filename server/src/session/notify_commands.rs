@@ -4,6 +4,7 @@
 
 use super::commands::{CommandError, CommandOutcome};
 use super::connection::Session;
+use crate::domain::PersonKey;
 use crate::service::messaging::Sent;
 use crate::service::{ServiceError, alerts, contacts, quick, templates};
 use axum::extract::ws::Message;
@@ -103,7 +104,7 @@ where
                     self.foreground = foreground;
                     self.state
                         .presence
-                        .set_foreground(&self.principal.user, foreground)
+                        .set_foreground(&PersonKey::of(&self.principal), foreground)
                         .await;
                 }
                 Ok(None)

@@ -206,10 +206,13 @@ where
     }
 
     async fn enter_topic(&mut self, topic: Topic) {
-        if self.state.hub.subscribe(topic.clone(), self.subscriber()) {
-            if let Err(error) = self.state.broker.subscribe(&topic).await {
-                tracing::warn!(error = %error, topic = %topic, "broker subscribe failed");
-            }
+        let result = if self.state.hub.subscribe(topic.clone(), self.subscriber()) {
+            self.state.broker.subscribe(&topic).await
+        } else {
+            self.state.broker.await_subscribed(&topic).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(error = %error, topic = %topic, "broker subscribe failed");
         }
     }
 

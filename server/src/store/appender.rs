@@ -18,8 +18,9 @@
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use super::sqlite_writer::{self, SqliteBatchWriter};
 use super::{Store, StoreError};
+use crate::config::DatabaseConfig;
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Queued appends before senders wait.
@@ -112,12 +113,13 @@ impl Backend {
     /// # Errors
     ///
     /// [`StoreError`] when the database cannot be asked or the file opened.
-    pub async fn for_store(
-        store: &Store,
-        checkpoint_interval: Duration,
-    ) -> Result<Self, StoreError> {
+    pub async fn for_store(store: &Store, config: &DatabaseConfig) -> Result<Self, StoreError> {
         Ok(match store.sqlite_file().await? {
-            Some(path) => Self::Sqlite(SqliteBatchWriter::open(&path, checkpoint_interval)?),
+            Some(path) => Self::Sqlite(SqliteBatchWriter::open(
+                &path,
+                config.sqlite_checkpoint_interval(),
+                config.sqlite_synchronous,
+            )?),
             None => Self::Pool(store.connection().clone()),
         })
     }

@@ -50,6 +50,41 @@ pub struct AuditEntry<'a> {
     pub detail: serde_json::Value,
 }
 
+/// The audit entry of a message (an alert, a Quick Message), written by the
+/// message writer in the transaction that stores the message, so a message
+/// is never stored unaudited. Its detail gains the message's `seq` and the
+/// ids of the notifications queued with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAudit {
+    /// Who sent it.
+    pub actor_id: String,
+    /// Their role.
+    pub actor_role: String,
+    /// What, e.g. `alert.send`.
+    pub action: String,
+    /// Ids and outcome, as JSON. Never message text.
+    pub detail: serde_json::Value,
+}
+
+impl MessageAudit {
+    /// The detail as stored: with `seq` and the notification ids.
+    pub fn detail_for<'a>(
+        &self,
+        seq: u64,
+        notification_ids: impl IntoIterator<Item = &'a str>,
+    ) -> serde_json::Value {
+        let mut detail = self.detail.clone();
+        if let Some(fields) = detail.as_object_mut() {
+            fields.insert("seq".to_owned(), serde_json::json!(seq));
+            fields.insert(
+                "notifications".to_owned(),
+                serde_json::json!(notification_ids.into_iter().collect::<Vec<_>>()),
+            );
+        }
+        detail
+    }
+}
+
 /// A stored audit row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {

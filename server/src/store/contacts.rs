@@ -1,29 +1,34 @@
 //! How to reach a patient outside the app: push devices, SMS consent and
-//! STOP opt-outs.
+//! STOP opt-outs. Every record is keyed by clinic and user ([`PersonKey`]):
+//! the same device token or user id under another clinic is another record.
 
 use super::StoreError;
 use super::entities::{device, participant, sms_preference};
+use crate::domain::PersonKey;
 use chrono::Utc;
-use consult_protocol::{DevicePlatform, UserId};
+use consult_protocol::DevicePlatform;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
-/// Registers a device token for `user` (moving it from any previous owner).
+/// Registers a device token for `person` (moving it from any previous owner
+/// in the same clinic; another clinic's registration of the same token is a
+/// record of its own and stays untouched).
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn register_device(
     db: &impl ConnectionTrait,
-    user: &UserId,
+    person: &PersonKey,
     platform: DevicePlatform,
     token: &str,
     notifications_enabled: bool,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
     let row = device::ActiveModel {
+        clinic_id: Set(person.clinic.to_string()),
         token: Set(token.to_owned()),
-        user_id: Set(user.to_string()),
+        user_id: Set(person.user.to_string()),
         platform: Set(platform.as_str().to_owned()),
         notifications_enabled: Set(notifications_enabled),
         created_at: Set(now),
@@ -31,7 +36,7 @@ pub async fn register_device(
     };
     device::Entity::insert(row)
         .on_conflict(
-            OnConflict::column(device::Column::Token)
+            OnConflict::columns([device::Column::ClinicId, device::Column::Token])
                 .update_columns([
                     device::Column::UserId,
                     device::Column::Platform,
@@ -45,17 +50,18 @@ pub async fn register_device(
     Ok(())
 }
 
-/// `user`'s devices with notifications on.
+/// `person`'s devices with notifications on.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn push_devices(
     db: &impl ConnectionTrait,
-    user: &UserId,
+    person: &PersonKey,
 ) -> Result<Vec<(DevicePlatform, String)>, StoreError> {
     let rows = device::Entity::find()
-        .filter(device::Column::UserId.eq(user.to_string()))
+        .filter(device::Column::ClinicId.eq(person.clinic.as_str()))
+        .filter(device::Column::UserId.eq(person.user.as_str()))
         .filter(device::Column::NotificationsEnabled.eq(true))
         .all(db)
         .await?;
@@ -65,35 +71,42 @@ pub async fn push_devices(
         .collect())
 }
 
-/// Forgets a token the push provider reported as no longer valid.
+/// Forgets a token the push provider reported as no longer valid, under
+/// every clinic (the provider refuses the token itself, whoever sends).
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn remove_device(db: &impl ConnectionTrait, token: &str) -> Result<(), StoreError> {
-    device::Entity::delete_by_id(token.to_owned())
+    device::Entity::delete_many()
+        .filter(device::Column::Token.eq(token))
         .exec(db)
         .await?;
     Ok(())
 }
 
-/// Records `user`'s SMS consent. Giving consent also clears a STOP opt-out.
+/// Records `person`'s SMS consent. Giving consent also clears a STOP
+/// opt-out.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn set_sms_consent(
     db: &impl ConnectionTrait,
-    user: &UserId,
+    person: &PersonKey,
     consent: bool,
 ) -> Result<(), StoreError> {
     let row = sms_preference::ActiveModel {
-        user_id: Set(user.to_string()),
+        clinic_id: Set(person.clinic.to_string()),
+        user_id: Set(person.user.to_string()),
         consent: Set(consent),
         opted_out: Set(false),
         updated_at: Set(Utc::now()),
     };
-    let mut update = OnConflict::column(sms_preference::Column::UserId);
+    let mut update = OnConflict::columns([
+        sms_preference::Column::ClinicId,
+        sms_preference::Column::UserId,
+    ]);
     update.update_columns([
         sms_preference::Column::Consent,
         sms_preference::Column::UpdatedAt,
@@ -108,8 +121,9 @@ pub async fn set_sms_consent(
     Ok(())
 }
 
-/// Marks every participant with this phone number as opted out (STOP) or
-/// back in (START). Returns how many participants matched.
+/// Marks every participant with this phone number, in every clinic, as
+/// opted out (STOP) or back in (START): the keyword answers the number, not
+/// one clinic. Returns how many participants matched.
 ///
 /// # Errors
 ///
@@ -125,6 +139,7 @@ pub async fn set_opt_out_by_phone(
         .await?;
     for person in &people {
         let row = sms_preference::ActiveModel {
+            clinic_id: Set(person.clinic_id.clone()),
             user_id: Set(person.id.clone()),
             consent: Set(false),
             opted_out: Set(opted_out),
@@ -132,12 +147,15 @@ pub async fn set_opt_out_by_phone(
         };
         sms_preference::Entity::insert(row)
             .on_conflict(
-                OnConflict::column(sms_preference::Column::UserId)
-                    .update_columns([
-                        sms_preference::Column::OptedOut,
-                        sms_preference::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
+                OnConflict::columns([
+                    sms_preference::Column::ClinicId,
+                    sms_preference::Column::UserId,
+                ])
+                .update_columns([
+                    sms_preference::Column::OptedOut,
+                    sms_preference::Column::UpdatedAt,
+                ])
+                .to_owned(),
             )
             .exec_without_returning(db)
             .await?;
@@ -145,42 +163,40 @@ pub async fn set_opt_out_by_phone(
     Ok(people.len())
 }
 
-/// `user`'s phone number if it may receive SMS: a number on file, consent
-/// given, and no STOP.
+/// `person`'s phone number if it may receive SMS: a number on file for this
+/// participant of this clinic, consent given, and no STOP.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn sms_phone(
     db: &impl ConnectionTrait,
-    user: &UserId,
+    person: &PersonKey,
 ) -> Result<Option<String>, StoreError> {
-    let Some(preference) = sms_preference::Entity::find_by_id(user.to_string())
-        .one(db)
-        .await?
-    else {
-        return Ok(None);
-    };
-    if !preference.consent || preference.opted_out {
+    let (consent, opted_out) = sms_preference(db, person).await?;
+    if !consent || opted_out {
         return Ok(None);
     }
-    Ok(participant::Entity::find_by_id(user.to_string())
+    Ok(participant::Entity::find_by_id(person.user.to_string())
+        .filter(participant::Column::ClinicId.eq(person.clinic.as_str()))
         .one(db)
         .await?
-        .and_then(|person| person.phone))
+        .and_then(|participant| participant.phone))
 }
 
-/// `(consent, opted_out)` for `user`; `(false, false)` when never set.
+/// `(consent, opted_out)` for `person`; `(false, false)` when never set.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn sms_preference(
     db: &impl ConnectionTrait,
-    user: &UserId,
+    person: &PersonKey,
 ) -> Result<(bool, bool), StoreError> {
-    Ok(sms_preference::Entity::find_by_id(user.to_string())
-        .one(db)
-        .await?
-        .map_or((false, false), |row| (row.consent, row.opted_out)))
+    Ok(
+        sms_preference::Entity::find_by_id((person.clinic.to_string(), person.user.to_string()))
+            .one(db)
+            .await?
+            .map_or((false, false), |row| (row.consent, row.opted_out)),
+    )
 }

@@ -1,6 +1,7 @@
 //! Messages: appending with a database-assigned sequence number and an
 //! idempotency check, and reading history.
 
+use super::audit::{self, Actor, AuditEntry, MessageAudit};
 use super::entities::{consultation, message};
 use super::outbox::{self, NewNotification, OutboxRow};
 use super::{StoreError, to_i64, to_u64};
@@ -31,6 +32,8 @@ pub struct NewMessage {
     pub client_msg_id: Option<String>,
     /// Push and SMS notifications to queue with it, in the same transaction.
     pub notifications: Vec<NewNotification>,
+    /// Its audit entry, written in the same transaction (none for chat).
+    pub audit: Option<Box<MessageAudit>>,
 }
 
 /// A message as stored, with the notifications queued for it.
@@ -110,6 +113,24 @@ pub async fn append(
     let notifications =
         outbox::insert_for_message(db, &new.consultation_id, position.seq, &new.notifications)
             .await?;
+    if let Some(entry) = &new.audit {
+        audit::record(
+            db,
+            AuditEntry {
+                actor: Actor {
+                    id: &entry.actor_id,
+                    role: &entry.actor_role,
+                },
+                action: &entry.action,
+                consultation: Some(&new.consultation_id),
+                detail: entry.detail_for(
+                    position.seq,
+                    notifications.iter().map(|row| row.id.as_str()),
+                ),
+            },
+        )
+        .await?;
+    }
     let message = ChatMessage {
         consultation_id: new.consultation_id.clone(),
         seq: Seq(position.seq),

@@ -12,6 +12,7 @@ pub mod batch_append;
 pub mod consultations;
 pub mod contacts;
 mod entities;
+pub mod inbound_sms;
 pub mod messages;
 pub mod migration;
 pub mod outbox;
@@ -21,7 +22,7 @@ pub mod receipts;
 pub mod sqlite_writer;
 pub mod templates;
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, SqliteSync};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
@@ -59,12 +60,17 @@ pub struct Store {
 
 impl Store {
     /// Opens the pool. SQLite files are created if missing and put in WAL
-    /// mode with `synchronous = NORMAL`.
+    /// mode with `synchronous` as `database.sqlite_synchronous` says
+    /// (`FULL` by default).
     ///
     /// # Errors
     ///
     /// [`StoreError::Db`] when the database cannot be reached.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let synchronous = match config.sqlite_synchronous {
+            SqliteSync::Full => SqliteSynchronous::Full,
+            SqliteSync::Normal => SqliteSynchronous::Normal,
+        };
         let mut options = ConnectOptions::new(config.url.clone());
         options
             .max_connections(config.max_connections)
@@ -74,9 +80,9 @@ impl Store {
             // A SQLite connection is a file handle, not a socket that can go
             // stale: pinging it on every acquire only costs a thread hop.
             .test_before_acquire(!config.url.starts_with("sqlite:"))
-            .map_sqlx_sqlite_opts(|opts| {
+            .map_sqlx_sqlite_opts(move |opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
+                    .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });

@@ -238,8 +238,19 @@ pub async fn next_due_at(db: &impl ConnectionTrait) -> Result<Option<DateTime<Ut
         .map(|row| row.next_attempt_at))
 }
 
+/// A worker's claim on one row: the row and the attempt it counted. Every
+/// claim counts an attempt, so `(id, attempts)` names one claim; an outcome
+/// is written only while the row still carries it (see [`finish`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The row.
+    pub id: String,
+    /// The attempt this claim counted.
+    pub attempts: u32,
+}
+
 /// Claims a row for sending until `lease_until`, counting the attempt.
-/// Returns false when another worker got it first.
+/// `None` when another worker got it first.
 ///
 /// # Errors
 ///
@@ -249,7 +260,7 @@ pub async fn claim(
     row: &OutboxRow,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-) -> Result<bool, StoreError> {
+) -> Result<Option<Claim>, StoreError> {
     let result = outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Status,
@@ -266,17 +277,36 @@ pub async fn claim(
         .filter(outbox::Column::Attempts.eq(i32::try_from(row.attempts).unwrap_or(i32::MAX)))
         .exec(db)
         .await?;
-    Ok(result.rows_affected == 1)
+    Ok((result.rows_affected == 1).then(|| Claim {
+        id: row.id.clone(),
+        attempts: row.attempts.saturating_add(1),
+    }))
 }
 
-/// Records how an attempt ended and returns the row as it is now.
+/// The longest provider message id stored (the column's size).
+pub const MAX_PROVIDER_MESSAGE_ID_LEN: usize = 200;
+
+/// A provider's message id as stored: visible ASCII of at most
+/// [`MAX_PROVIDER_MESSAGE_ID_LEN`] bytes, or `None` for anything else (the
+/// send still counts; only the reference is not kept).
+pub fn bounded_provider_id(id: String) -> Option<String> {
+    Some(id).filter(|id| {
+        !id.is_empty()
+            && id.len() <= MAX_PROVIDER_MESSAGE_ID_LEN
+            && id.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
+
+/// Records how the attempt of `claim` ended and returns the row as it is
+/// now; `None` when the row no longer carries that claim (its lease ran out
+/// and another worker reclaimed it), in which case nothing is written.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn finish(
     db: &impl ConnectionTrait,
-    id: &str,
+    claim: &Claim,
     finish: Finish,
 ) -> Result<Option<OutboxRow>, StoreError> {
     let now = Utc::now();
@@ -296,7 +326,7 @@ pub async fn finish(
             )
             .col_expr(
                 outbox::Column::ProviderMessageId,
-                Expr::value(provider_message_id),
+                Expr::value(bounded_provider_id(provider_message_id)),
             )
             .col_expr(
                 outbox::Column::LastError,
@@ -327,8 +357,16 @@ pub async fn finish(
             )
             .col_expr(outbox::Column::LastError, Expr::value(error)),
     };
-    update.filter(outbox::Column::Id.eq(id)).exec(db).await?;
-    find(db, id).await
+    let result = update
+        .filter(outbox::Column::Id.eq(claim.id.as_str()))
+        .filter(outbox::Column::Status.eq(NotificationStatus::Sending.as_str()))
+        .filter(outbox::Column::Attempts.eq(i32::try_from(claim.attempts).unwrap_or(i32::MAX)))
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Ok(None);
+    }
+    find(db, &claim.id).await
 }
 
 /// One row.
@@ -421,4 +459,27 @@ pub(super) fn from_row(row: outbox::Model) -> Result<OutboxRow, StoreError> {
         updated_at: row.updated_at,
         last_error: row.last_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids_are_kept_only_when_they_fit_the_column() {
+        assert_eq!(
+            bounded_provider_id("SM123".to_owned()).as_deref(),
+            Some("SM123")
+        );
+        let longest = "m".repeat(MAX_PROVIDER_MESSAGE_ID_LEN);
+        assert_eq!(bounded_provider_id(longest.clone()), Some(longest));
+        for bad in [
+            String::new(),
+            "m".repeat(MAX_PROVIDER_MESSAGE_ID_LEN + 1),
+            "has space".to_owned(),
+            "caf\u{e9}".to_owned(),
+        ] {
+            assert_eq!(bounded_provider_id(bad.clone()), None, "{bad:?}");
+        }
+    }
 }

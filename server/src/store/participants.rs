@@ -1,11 +1,13 @@
 //! Clinics and participants (patients, providers, admins) as the host
-//! platform registers them.
+//! platform registers them. A user id names one person of one clinic: once
+//! registered, it cannot be registered again under another clinic (see
+//! docs/security.md, "Identity").
 
 use super::StoreError;
 use super::entities::{clinic, participant};
 use chrono::Utc;
 use consult_protocol::{ClinicId, Role, UserId};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -61,12 +63,27 @@ pub async fn upsert_clinic(
     Ok(())
 }
 
-/// Creates or updates a participant.
+/// What [`upsert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    /// The participant was created, or updated within its own clinic.
+    Written,
+    /// The id belongs to a participant of another clinic: nothing changed.
+    OtherClinic,
+}
+
+/// Creates or updates a participant. A user id belongs to one clinic: an
+/// existing participant of another clinic is left untouched (the update is
+/// conditional on the stored clinic, in the same statement, so two clinics
+/// racing for one id cannot both win).
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
-pub async fn upsert(db: &impl ConnectionTrait, person: &Participant) -> Result<(), StoreError> {
+pub async fn upsert(
+    db: &impl ConnectionTrait,
+    person: &Participant,
+) -> Result<Upserted, StoreError> {
     let now = Utc::now();
     let row = participant::ActiveModel {
         id: Set(person.id.to_string()),
@@ -78,22 +95,44 @@ pub async fn upsert(db: &impl ConnectionTrait, person: &Participant) -> Result<(
         created_at: Set(now),
         updated_at: Set(now),
     };
-    participant::Entity::insert(row)
+    let written = participant::Entity::insert(row)
         .on_conflict(
             OnConflict::column(participant::Column::Id)
                 .update_columns([
-                    participant::Column::ClinicId,
                     participant::Column::Role,
                     participant::Column::DisplayName,
                     participant::Column::Phone,
                     participant::Column::PreferredName,
                     participant::Column::UpdatedAt,
                 ])
+                .action_and_where(
+                    Expr::col((participant::Entity, participant::Column::ClinicId))
+                        .eq(person.clinic_id.as_str()),
+                )
                 .to_owned(),
         )
         .exec_without_returning(db)
         .await?;
-    Ok(())
+    Ok(if written == 0 {
+        Upserted::OtherClinic
+    } else {
+        Upserted::Written
+    })
+}
+
+/// The clinic `id` is registered in, if it is registered.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn clinic_of(
+    db: &impl ConnectionTrait,
+    id: &UserId,
+) -> Result<Option<ClinicId>, StoreError> {
+    Ok(participant::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await?
+        .map(|row| ClinicId(row.clinic_id)))
 }
 
 /// Looks a participant up.

@@ -4,7 +4,8 @@
 //! `notification` frames staff dashboards see as the rows are sent.
 
 use crate::harness::providers::{
-    FakeProviders, PATIENT_PHONE, ProviderRequest, TWILIO_FROM, notifications, wait_for_status,
+    FakeProviders, PATIENT_PHONE, ProviderRequest, TWILIO_FROM, audited, notifications,
+    wait_for_status,
 };
 use crate::harness::{TestHub, expect_event, expect_no_event};
 use consult_client::{Client, ClientError};
@@ -506,5 +507,37 @@ async fn alert_limits_count_alerts_not_devices() {
         code,
         ErrorCode::RateLimited,
         "the third alert is over the limit"
+    );
+}
+
+#[tokio::test]
+async fn an_alert_is_stored_only_with_its_audit_entry() {
+    let alerting = Alerting::reachable(|_| {}).await;
+    // Take the audit table away under the running hub: the audit write,
+    // which shares the message's transaction, now fails.
+    let db = sea_orm::Database::connect(alerting.hub.database_url())
+        .await
+        .unwrap();
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .await
+        .unwrap();
+    match alerting.alert(CLEAN, BOTH, "a-1").await {
+        Err(ClientError::Command { code, .. }) => assert_eq!(code, ErrorCode::Internal),
+        other => panic!("an alert that cannot be audited: {other:?}"),
+    }
+    alerting.assert_nothing_stored().await;
+
+    db.execute_unprepared("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .await
+        .unwrap();
+    let sent = alerting.alert(CLEAN, BOTH, "a-1").await.unwrap();
+    let entries = audited(&alerting.hub, &alerting.id, "alert.send").await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["detail"]["seq"], sent.seq.get());
+    let ids: Vec<&str> = sent.notifications.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(
+        entries[0]["detail"]["notifications"],
+        serde_json::json!(ids)
     );
 }

@@ -19,6 +19,7 @@ fn message(consultation: &ConsultationId, index: usize) -> NewMessage {
         body: format!("message {index}"),
         client_msg_id: Some(format!("m-{index}")),
         notifications: Vec::new(),
+        audit: None,
     }
 }
 
@@ -46,12 +47,9 @@ async fn writer_with_batches_of(batch_max: usize) -> Fixture {
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await
         .id;
-    let backend = Backend::for_store(
-        &hub.state.store,
-        hub.state.config.database.sqlite_checkpoint_interval(),
-    )
-    .await
-    .unwrap();
+    let backend = Backend::for_store(&hub.state.store, &hub.state.config.database)
+        .await
+        .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let on_commit: OnCommit = Box::new(move |stored| {

@@ -232,6 +232,18 @@ async fn a_frame_over_the_hard_cap_closes_with_1009_and_the_room_keeps_working()
 }
 
 #[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007_and_the_room_keeps_working() {
+    let mut room = Room::open().await;
+    let join = json!({"type": "join", "consultation_id": room.consultation});
+    let answer = room.provider.command(join, "j-1").await;
+    assert_eq!(answer["type"], "ok", "{answer}");
+
+    room.provider.send_invalid_utf8_text().await;
+    assert_eq!(room.provider.recv_close().await, Some(1007));
+    room.assert_room_survives_the_provider_closing().await;
+}
+
+#[tokio::test]
 async fn the_command_beyond_the_burst_is_rate_limited_echoing_its_id() {
     let mut room = Room::open_with(|config| {
         config.session.rate_limit_per_sec = 1;

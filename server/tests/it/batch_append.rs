@@ -23,6 +23,7 @@ fn message(
         body: body.to_owned(),
         client_msg_id: id.map(str::to_owned),
         notifications: Vec::new(),
+        audit: None,
     }
 }
 
@@ -47,17 +48,14 @@ async fn append(hub: &TestHub, writer: Writer, batch: &[NewMessage]) -> Vec<Appe
                 .await
                 .unwrap()
         }
-        Writer::Store => Backend::for_store(
-            &hub.state.store,
-            hub.state.config.database.sqlite_checkpoint_interval(),
-        )
-        .await
-        .unwrap()
-        .append(batch)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect(),
+        Writer::Store => Backend::for_store(&hub.state.store, &hub.state.config.database)
+            .await
+            .unwrap()
+            .append(batch)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect(),
     }
 }
 

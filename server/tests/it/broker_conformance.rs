@@ -11,10 +11,11 @@
 //! processed the PUBLISHes, so when the marker reaches this node, any echo of
 //! its own events would already have arrived.
 
+use crate::harness::cluster::cluster_keys;
 use crate::harness::redis::RedisServer;
 use bytes::Bytes;
 use consult_hub::broker::{
-    Broker, BrokerHealth, Event, EventSink, LocalBroker, RedisBroker, Topic,
+    Broker, BrokerHealth, Event, EventSink, LocalBroker, REDIS_CHANNEL_PREFIX, RedisBroker, Topic,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,8 +81,14 @@ impl Node {
     async fn redis(server: &RedisServer, name: &str) -> Self {
         let (sink, events_rx) = sink();
         let stop = CancellationToken::new();
-        let broker = RedisBroker::start(&server.url(), name.to_owned(), sink.clone(), stop.clone())
-            .expect("a well-formed URL");
+        let broker = RedisBroker::start(
+            redis::Client::open(server.url()).unwrap(),
+            name.to_owned(),
+            cluster_keys(),
+            sink.clone(),
+            stop.clone(),
+        )
+        .expect("a connection manager");
         let node = Self {
             broker: Broker::Redis(broker),
             sink,
@@ -250,7 +257,7 @@ async fn redis_subscribers(server: &RedisServer, topic: &Topic) -> u64 {
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
     let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
         .arg("NUMSUB")
-        .arg(&**topic)
+        .arg(format!("{REDIS_CHANNEL_PREFIX}{topic}"))
         .query_async(&mut connection)
         .await
         .unwrap();
@@ -369,7 +376,7 @@ async fn redis_subscribe_returns_only_once_redis_has_the_subscription() {
             let mut connection = client.get_multiplexed_async_connection().await.unwrap();
             let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
-                .arg(&*topic)
+                .arg(format!("{REDIS_CHANNEL_PREFIX}{topic}"))
                 .query_async(&mut connection)
                 .await
                 .unwrap();
@@ -507,7 +514,14 @@ async fn redis_a_node_started_while_redis_is_down_subscribes_and_resyncs_once_it
     let stop = CancellationToken::new();
     let _stop_on_exit = stop.clone().drop_guard();
     let broker = Broker::Redis(
-        RedisBroker::start(&server.url(), "node-b".to_owned(), sink.clone(), stop).unwrap(),
+        RedisBroker::start(
+            redis::Client::open(server.url()).unwrap(),
+            "node-b".to_owned(),
+            cluster_keys(),
+            sink.clone(),
+            stop,
+        )
+        .unwrap(),
     );
     let room = topic("room:c-1");
     let started = tokio::time::Instant::now();

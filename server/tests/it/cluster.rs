@@ -9,6 +9,7 @@ use crate::harness::cluster::{Cluster, PRESENCE_TTL_MS, connect_to, wait_until};
 use crate::harness::expect_event;
 use consult_client::{Client, ClosedBy};
 use consult_hub::config::PRESENCE_CACHE_MS;
+use consult_hub::domain::PersonKey;
 use consult_protocol::{
     CloseCode, ConsultationId, ConsultationStatus, Role, Seq, ServerFrame, UserId,
 };
@@ -355,7 +356,7 @@ async fn a_message_sent_just_after_redis_returns_reaches_the_other_node() {
 async fn a_patient_on_another_node_reads_online_and_then_offline_within_the_ttl_after_it_dies() {
     let (cluster, [hub_a]) = Cluster::start().await;
     let mut node_b = cluster.spawn_process("node-b").await;
-    let patient_id = UserId::from("pat-a");
+    let patient_id = PersonKey::new(&crate::harness::CLINIC.into(), &UserId::from("pat-a"));
     // Connected to node B only: node A can know it only through Redis.
     let _patient = connect_to(
         &node_b.ws_url(),
@@ -389,7 +390,7 @@ async fn a_patient_on_another_node_reads_online_and_then_offline_within_the_ttl_
 #[tokio::test]
 async fn another_nodes_presence_is_read_from_redis_once_per_cache_period() {
     let (cluster, [hub_a, hub_b]) = Cluster::start().await;
-    let patient_id = UserId::from("pat-a");
+    let patient_id = PersonKey::new(&crate::harness::CLINIC.into(), &UserId::from("pat-a"));
     // Connected to node B only: node A must ask Redis.
     let patient = hub_b.connect("pat-a", Role::Patient).await;
     wait_until(

@@ -181,6 +181,27 @@ async fn more_than_ten_frames_before_hello_close_with_4001() {
 }
 
 #[tokio::test]
+async fn binary_frames_before_hello_count_toward_the_ten_frame_limit() {
+    let hub = TestHub::start().await;
+    let mut socket = RawSocket::connect(&hub.ws_url()).await;
+    for _ in 1..=10 {
+        socket.send_binary(vec![0xde, 0xad]).await;
+        let refusal = socket.recv_json().await;
+        assert_eq!(refusal["code"], "binary_not_supported", "{refusal}");
+    }
+    socket.send_binary(vec![0xbe, 0xef]).await;
+    assert_eq!(socket.recv_close().await, Some(4001));
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_before_hello_closes_with_1007() {
+    let hub = TestHub::start().await;
+    let mut socket = RawSocket::connect(&hub.ws_url()).await;
+    socket.send_invalid_utf8_text().await;
+    assert_eq!(socket.recv_close().await, Some(1007));
+}
+
+#[tokio::test]
 async fn an_expired_token_gets_token_expired_then_close_4001() {
     let hub = TestHub::start().await;
     // Well past the hub's 30 s leeway.

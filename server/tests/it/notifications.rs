@@ -5,11 +5,12 @@
 //! and STOP/START from inbound SMS behind Twilio's signature.
 
 use crate::harness::providers::{
-    FakeProviders, PATIENT_PHONE, TWILIO_AUTH_TOKEN, TWILIO_FROM, api, audit, audited,
+    FakeProviders, INBOUND_URL, PATIENT_PHONE, TWILIO_AUTH_TOKEN, TWILIO_FROM, api, audit, audited,
     notifications, register_device, sms_consent, twilio_signature, wait_for_status,
 };
 use crate::harness::{CLINIC, TestHub, expect_event};
 use consult_client::{Client, ClientError};
+use consult_hub::domain::PersonKey;
 use consult_hub::domain::escalation::{CancelRule, GENERIC_PUSH_BODY, GENERIC_SMS_BODY};
 use consult_hub::notify::providers::verify_inbound_signature;
 use consult_hub::notify::worker::OutboxWorker;
@@ -24,8 +25,6 @@ use std::time::Duration;
 
 const ALERT: &str = "Please open the app now, your visit is about to start.";
 const CHAT: &str = "I will be with you shortly.";
-/// Where Twilio posts inbound SMS, as configured in the STOP tests.
-const INBOUND_URL: &str = "https://hub.example.test/v1/sms/inbound";
 
 /// A waiting consultation dr-a/`patient`; the patient connected and joined.
 async fn joined(hub: &TestHub, patient: &str) -> (ConsultationId, Client) {
@@ -290,17 +289,23 @@ async fn every_notification_outcome_is_audited_without_text_or_contact_details()
     }
 }
 
-#[tokio::test]
-async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_lease() {
-    let fake = FakeProviders::start().await;
-    // The hub's own worker idles; this test steps one by hand.
+/// A hub whose own worker idles (tests step it by hand), a consultation
+/// with pat-a consented to SMS, and `count` SMS outbox rows for its first
+/// message.
+async fn sms_rows(
+    fake: &FakeProviders,
+    count: usize,
+    adjust: impl FnOnce(&mut consult_hub::Config),
+) -> (TestHub, Vec<outbox::OutboxRow>) {
     let hub = fake
-        .hub(|config| config.notify.poll_interval_ms = 60_000)
+        .hub(|config| {
+            config.notify.poll_interval_ms = 60_000;
+            adjust(config);
+        })
         .await;
     let (id, patient) = joined(&hub, "pat-a").await;
     sms_consent(&hub, "pat-a", true).await;
     let (seq, _) = patient.send(&id, "p1", "hello").await.unwrap();
-    let db = hub.state.store.connection();
     let sms = NewNotification {
         recipient: UserId::from("pat-a"),
         channel: AlertChannel::Sms,
@@ -312,15 +317,47 @@ async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_l
         cancel: CancelRule::Never,
         delay: Duration::ZERO,
     };
-    let rows = outbox::insert_for_message(db, &id, seq.get(), &[sms.clone(), sms])
-        .await
-        .unwrap();
+    let rows = outbox::insert_for_message(
+        hub.state.store.connection(),
+        &id,
+        seq.get(),
+        &vec![sms; count],
+    )
+    .await
+    .unwrap();
+    (hub, rows)
+}
+
+/// [`sms_rows`] with one row.
+async fn one_sms_row(
+    fake: &FakeProviders,
+    adjust: impl FnOnce(&mut consult_hub::Config),
+) -> (TestHub, outbox::OutboxRow) {
+    let (hub, mut rows) = sms_rows(fake, 1, adjust).await;
+    (hub, rows.remove(0))
+}
+
+#[tokio::test]
+async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_lease() {
+    let fake = FakeProviders::start().await;
+    let (hub, rows) = sms_rows(&fake, 2, |_| {}).await;
+    let db = hub.state.store.connection();
     let now = chrono::Utc::now();
     let expired = now - chrono::Duration::seconds(1);
     let live = now + chrono::Duration::seconds(60);
     // Row 0: its sender claimed it and died. Row 1: its sender is still busy.
-    assert!(outbox::claim(db, &rows[0], now, expired).await.unwrap());
-    assert!(outbox::claim(db, &rows[1], now, live).await.unwrap());
+    assert!(
+        outbox::claim(db, &rows[0], now, expired)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        outbox::claim(db, &rows[1], now, live)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     let worker = OutboxWorker::new(hub.state.clone());
     let first = worker.step().await.unwrap();
@@ -339,6 +376,88 @@ async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_l
     );
     let busy = outbox::find(db, &rows[1].id).await.unwrap().unwrap();
     assert_eq!(busy.status, NotificationStatus::Sending, "its lease holds");
+}
+
+#[tokio::test]
+async fn a_sender_whose_lease_ran_out_cannot_overwrite_the_outcome_of_the_worker_that_reclaimed_it()
+{
+    let fake = FakeProviders::start().await;
+    let (hub, row) = one_sms_row(&fake, |_| {}).await;
+    let db = hub.state.store.connection();
+    let now = chrono::Utc::now();
+    // A slow sender claims the row; its lease runs out before it answers.
+    let slow = outbox::claim(db, &row, now, now - chrono::Duration::seconds(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = OutboxWorker::new(hub.state.clone());
+    assert_eq!(worker.step().await.unwrap().sent, 1);
+    // The slow sender's late outcome is fenced off by its claim.
+    let late = outbox::finish(
+        db,
+        &slow,
+        outbox::Finish::Failed {
+            error: "timeout".to_owned(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(late, None);
+    let stored = outbox::find(db, &row.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempts),
+        (NotificationStatus::Sent, 2)
+    );
+    assert_eq!(fake.sms().len(), 1);
+}
+
+#[tokio::test]
+async fn a_row_reclaimed_with_no_attempt_left_fails_instead_of_being_sent_again() {
+    let fake = FakeProviders::start().await;
+    let (hub, row) = one_sms_row(&fake, |config| config.notify.max_attempts = 1).await;
+    let db = hub.state.store.connection();
+    let now = chrono::Utc::now();
+    outbox::claim(db, &row, now, now - chrono::Duration::seconds(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = OutboxWorker::new(hub.state.clone());
+    let step = worker.step().await.unwrap();
+    assert_eq!((step.failed, step.sent), (1, 0));
+    let stored = outbox::find(db, &row.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, NotificationStatus::Failed);
+    assert_eq!(stored.last_error.as_deref(), Some("lease_expired"));
+    assert_eq!(
+        worker.step().await.unwrap().handled(),
+        0,
+        "and it stays failed"
+    );
+    assert!(fake.sms().is_empty(), "{:?}", fake.sms());
+}
+
+#[tokio::test]
+async fn a_provider_id_longer_than_the_column_is_not_stored_and_the_send_still_counts() {
+    let fake = FakeProviders::start().await;
+    let (hub, row) = one_sms_row(&fake, |_| {}).await;
+    let db = hub.state.store.connection();
+    let now = chrono::Utc::now();
+    let claim = outbox::claim(db, &row, now, now + chrono::Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = outbox::finish(
+        db,
+        &claim,
+        outbox::Finish::Sent {
+            provider_message_id: "m".repeat(300),
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    // PostgreSQL refused the whole write (varchar(200)) and the row was
+    // sent again after its lease; now the outcome is recorded either way.
+    assert_eq!(stored.status, NotificationStatus::Sent);
 }
 
 // ---- Escalation ----
@@ -493,7 +612,12 @@ async fn a_patient_who_disconnected_gets_the_offline_push_after_the_grace_window
     // The hub notices the close asynchronously: wait until it counts the
     // patient as gone.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while hub.state.presence.is_online(&UserId::from("pat-a")).await {
+    while hub
+        .state
+        .presence
+        .is_online(&PersonKey::new(&CLINIC.into(), &UserId::from("pat-a")))
+        .await
+    {
         assert!(tokio::time::Instant::now() < deadline, "still online");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -521,24 +645,41 @@ async fn inbound(hub: &TestHub, params: &[(&str, &str)], signature: Option<&str>
     response.status().as_u16()
 }
 
+const MESSAGE_SID: &str = "SM0123456789abcdef0123456789abcdef";
+
 fn keyword_params(body: &str) -> [(&'static str, &str); 4] {
+    keyword_params_with_sid(MESSAGE_SID, body)
+}
+
+fn keyword_params_with_sid<'a>(sid: &'a str, body: &'a str) -> [(&'static str, &'a str); 4] {
     [
-        ("MessageSid", "SM0123456789abcdef0123456789abcdef"),
+        ("MessageSid", sid),
         ("From", PATIENT_PHONE),
         ("To", TWILIO_FROM),
         ("Body", body),
     ]
 }
 
-/// Posts a correctly signed STOP or START and checks the TwiML answer.
-async fn signed_keyword(hub: &TestHub, body: &str) {
-    let params = keyword_params(body);
-    let signature = twilio_signature(INBOUND_URL, &params);
+/// Posts a correctly signed STOP or START, as a new message (a fresh
+/// `MessageSid`), and checks the TwiML answer. Returns the signed form.
+async fn signed_keyword(hub: &TestHub, body: &str) -> Vec<(String, String)> {
+    let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+    let params = keyword_params_with_sid(&sid, body);
+    post_signed(hub, &params).await;
+    params
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// Posts `params` with a valid signature and checks the TwiML answer.
+async fn post_signed(hub: &TestHub, params: &[(&str, &str)]) {
+    let signature = twilio_signature(INBOUND_URL, params);
     let response = hub
         .http
         .post(hub.url("/v1/sms/inbound"))
         .header("X-Twilio-Signature", signature)
-        .form(&params)
+        .form(params)
         .send()
         .await
         .unwrap();
@@ -557,8 +698,7 @@ async fn sms_alert(
 }
 
 async fn stop_hub(fake: &FakeProviders) -> TestHub {
-    fake.hub(|config| config.notify.sms_inbound_url = Some(INBOUND_URL.to_owned()))
-        .await
+    fake.hub(|_| {}).await
 }
 
 #[tokio::test]
@@ -683,6 +823,47 @@ async fn start_lifts_a_stop_but_never_stands_in_for_consent() {
     )
     .await;
     assert_eq!(fake.sms().len(), 2);
+}
+
+#[tokio::test]
+async fn a_replayed_signed_stop_is_acknowledged_and_ignored() {
+    let fake = FakeProviders::start().await;
+    let hub = stop_hub(&fake).await;
+    let (id, _patient) = joined(&hub, "pat-a").await;
+    sms_consent(&hub, "pat-a", true).await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+
+    let stop = signed_keyword(&hub, "STOP").await;
+    signed_keyword(&hub, "START").await;
+    sms_consent(&hub, "pat-a", true).await;
+    // Someone who captured the STOP sends it again, signature and all.
+    let replay: Vec<(&str, &str)> = stop
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    post_signed(&hub, &replay).await;
+
+    let sent = sms_alert(&provider, &id, "a1").await.unwrap();
+    wait_for_status(
+        &hub,
+        &id,
+        &sent.notifications[0].id,
+        NotificationStatus::Sent,
+    )
+    .await;
+    assert_eq!(
+        hub.metric("consult_sms_inbound_total{outcome=\"replayed\"}")
+            .await,
+        1.0
+    );
+    // A signed request without a MessageSid cannot be told from a replay.
+    let without_sid = [
+        ("From", PATIENT_PHONE),
+        ("To", TWILIO_FROM),
+        ("Body", "STOP"),
+    ];
+    let signature = twilio_signature(INBOUND_URL, &without_sid);
+    assert_eq!(inbound(&hub, &without_sid, Some(&signature)).await, 400);
 }
 
 #[tokio::test]

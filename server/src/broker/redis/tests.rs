@@ -17,6 +17,8 @@ impl EventSink for RecordingSink {
 fn shared(sink: Arc<RecordingSink>) -> Shared {
     Shared {
         node_id: "node-a".to_owned(),
+        keys: ClusterKeys::insecure_none(),
+        rejection_logged_at: AtomicU64::new(0),
         sink,
         healthy: AtomicBool::new(true),
         wanted: DashMap::new(),
@@ -68,8 +70,9 @@ async fn a_topic_stays_wanted_until_every_subscribe_is_matched_by_an_unsubscribe
     // for bookkeeping.
     let stop = CancellationToken::new();
     let broker = RedisBroker::start(
-        "redis://127.0.0.1:1/",
+        redis::Client::open("redis://127.0.0.1:1/").unwrap(),
         "node-a".to_owned(),
+        ClusterKeys::insecure_none(),
         Arc::new(RecordingSink::default()),
         stop.clone(),
     )
@@ -84,4 +87,35 @@ async fn a_topic_stays_wanted_until_every_subscribe_is_matched_by_an_unsubscribe
     broker.unsubscribe(&topic);
     assert!(broker.shared.wanted.get(&topic).is_none());
     stop.cancel();
+}
+
+#[test]
+fn a_later_local_joiner_waits_for_the_first_ones_subscribe_to_be_confirmed() {
+    let sink = Arc::new(RecordingSink::default());
+    let shared = shared(sink);
+    let _first = waiting(&shared, "room:a");
+    let mut second = shared
+        .pending_confirmation(&Topic::from("room:a"))
+        .expect("not confirmed yet: the second joiner must wait");
+    assert_eq!(second.try_recv(), Err(TryRecvError::Empty));
+    confirm_subscribed(&shared, &HashSet::from([Topic::from("room:a")]));
+    assert_eq!(second.try_recv(), Ok(()));
+    assert!(
+        shared
+            .pending_confirmation(&Topic::from("room:a"))
+            .is_none(),
+        "once confirmed, a third joiner goes straight on"
+    );
+    shared.forget_confirmations();
+    assert!(
+        shared
+            .pending_confirmation(&Topic::from("room:a"))
+            .is_some(),
+        "after a disconnect the subscription must be confirmed again"
+    );
+    assert!(
+        shared
+            .pending_confirmation(&Topic::from("room:none"))
+            .is_none()
+    );
 }

@@ -6,7 +6,9 @@ use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_core;
 mod m20261128_000002_notifications;
-mod m20261204_000003_preferred_name;
+mod m20261204_000003_clinic_scoped_contacts;
+mod m20261204_000004_inbound_sms;
+mod m20261204_000005_preferred_name;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -18,7 +20,9 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_core::Migration),
             Box::new(m20261128_000002_notifications::Migration),
-            Box::new(m20261204_000003_preferred_name::Migration),
+            Box::new(m20261204_000003_clinic_scoped_contacts::Migration),
+            Box::new(m20261204_000004_inbound_sms::Migration),
+            Box::new(m20261204_000005_preferred_name::Migration),
         ]
     }
 }

@@ -34,6 +34,10 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
       ?19, ?20, ?21)";
 
+const INSERT_AUDIT: &str = "INSERT INTO audit_log \
+     (at, actor_id, actor_role, action, consultation_id, detail) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// Timestamps as sqlx writes them on SQLite, so both read them alike.
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
@@ -133,6 +137,22 @@ pub(super) fn append(txn: &Transaction<'_>, new: &NewMessage) -> Result<AppendOu
     ) {
         insert_outbox(txn, &queued)?;
         notifications.push(outbox_store::from_row(queued)?);
+    }
+    if let Some(entry) = &new.audit {
+        let detail = entry.detail_for(
+            to_u64(seq),
+            notifications
+                .iter()
+                .map(|row: &outbox_store::OutboxRow| row.id.as_str()),
+        );
+        txn.prepare_cached(INSERT_AUDIT)?.execute(params![
+            timestamp(sent_at),
+            entry.actor_id,
+            entry.actor_role,
+            entry.action,
+            consultation,
+            detail.to_string()
+        ])?;
     }
     Ok(AppendOutcome::Stored(StoredMessage {
         message: from_row(row)?,

@@ -22,6 +22,7 @@ mod checkpoint;
 use super::StoreError;
 use super::appender::{self, BatchOutcomes, OnCommit, Queue};
 use super::messages::{AppendOutcome, NewMessage};
+use crate::config::SqliteSync;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,14 +56,18 @@ impl SqliteBatchWriter {
     ///
     /// [`StoreError::Sqlite`] when the file cannot be opened,
     /// [`StoreError::Thread`] when the checkpoint thread cannot start.
-    pub fn open(path: &Path, checkpoint_interval: Duration) -> Result<Self, StoreError> {
-        let connection = open(path)?;
+    pub fn open(
+        path: &Path,
+        checkpoint_interval: Duration,
+        synchronous: SqliteSync,
+    ) -> Result<Self, StoreError> {
+        let connection = open(path, synchronous)?;
         // A batch dirties a page per message and index in the worst case
         // (every message to another consultation): a cache that holds a whole
         // batch's pages keeps SQLite from spilling them to the log mid-batch.
         connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoints = checkpoint::start(open(path)?, checkpoint_interval)?;
+        let checkpoints = checkpoint::start(open(path, synchronous)?, checkpoint_interval)?;
         Ok(Self {
             connection,
             checkpoints,
@@ -126,13 +131,13 @@ pub(super) fn spawn(
 }
 
 /// Opens a read-write connection set up as the pool's are.
-fn open(path: &Path) -> Result<Connection, StoreError> {
+fn open(path: &Path, synchronous: SqliteSync) -> Result<Connection, StoreError> {
     let connection = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.busy_handler(Some(busy_wait))?;
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "synchronous", synchronous.pragma())?;
     connection.pragma_update(None, "foreign_keys", true)?;
     Ok(connection)
 }
@@ -169,4 +174,52 @@ fn append_all(
     }
     txn.commit()?;
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseConfig;
+    use crate::store::Store;
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+
+    /// `PRAGMA synchronous` of the pool's and the writer's connections.
+    async fn synchronous_levels(setting: SqliteSync) -> (i64, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        let config = DatabaseConfig {
+            url: format!("sqlite://{}?mode=rwc", path.display()),
+            sqlite_synchronous: setting,
+            ..DatabaseConfig::default()
+        };
+        let store = Store::connect(&config).await.unwrap();
+        store.migrate().await.unwrap();
+        let row = store
+            .connection()
+            .query_one(Statement::from_string(
+                DatabaseBackend::Sqlite,
+                "PRAGMA synchronous",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let pool: i32 = row.try_get_by_index(0).unwrap();
+        let writer = SqliteBatchWriter::open(&path, Duration::from_millis(25), setting).unwrap();
+        let own: i64 = writer
+            .connection
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .unwrap();
+        (i64::from(pool), own)
+    }
+
+    #[tokio::test]
+    async fn commits_wait_for_the_disk_by_default_and_not_when_normal_is_chosen() {
+        assert_eq!(
+            DatabaseConfig::default().sqlite_synchronous,
+            SqliteSync::Full
+        );
+        // SQLite's levels: 1 = NORMAL, 2 = FULL.
+        assert_eq!(synchronous_levels(SqliteSync::Full).await, (2, 2));
+        assert_eq!(synchronous_levels(SqliteSync::Normal).await, (1, 1));
+    }
 }

@@ -9,7 +9,9 @@ use super::{API_KEY, TestHub, init_logs};
 use consult_client::Client;
 use consult_hub::Config;
 use consult_hub::broker::BrokerHealth;
+use consult_hub::broker::envelope::ClusterKeys;
 use consult_hub::config::BrokerKind;
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -17,6 +19,9 @@ use std::time::Duration;
 /// The JWT secret of [`super::test_config`], which the real process must share so
 /// that a token minted by any hub is good on every node.
 pub(crate) const JWT_SECRET: &str = "test-secret-0123456789";
+/// The cluster key every node of a test cluster signs its Redis envelopes
+/// with.
+pub(crate) const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef0123456789";
 /// Presence entries' lifetime in cluster tests: small, so that a dead node's
 /// users read as offline quickly.
 pub(crate) const PRESENCE_TTL_MS: u64 = 600;
@@ -38,20 +43,19 @@ pub(crate) fn join_cluster(config: &mut Config, redis_url: &str, node: &str) {
     config.broker.redis_url = Some(redis_url.to_owned());
     config.broker.node_id = Some(node.to_owned());
     config.broker.presence_ttl_ms = PRESENCE_TTL_MS;
+    config.broker.cluster_key = Some(SecretString::from(CLUSTER_KEY.to_owned()));
+}
+
+/// [`CLUSTER_KEY`] as the broker takes it.
+pub(crate) fn cluster_keys() -> ClusterKeys {
+    ClusterKeys::new(CLUSTER_KEY.as_bytes(), None).unwrap()
 }
 
 impl Cluster {
     /// Starts the backends and `N` in-process hubs named `node-0`,
     /// `node-1`, ..., each connected to Redis.
     pub(crate) async fn start<const N: usize>() -> (Self, [TestHub; N]) {
-        init_logs();
-        let dir = tempfile::tempdir().unwrap();
-        let db = TestDb::create(dir.path()).await;
-        let cluster = Self {
-            redis: RedisServer::start().await,
-            database_url: db.url,
-            dir,
-        };
+        let cluster = Self::on(RedisServer::start().await).await;
         let mut hubs = Vec::with_capacity(N);
         for index in 0..N {
             hubs.push(cluster.start_hub(&format!("node-{index}")).await);
@@ -62,19 +66,43 @@ impl Cluster {
         (cluster, hubs)
     }
 
+    /// The backends around `redis` (one the test set up, e.g. with TLS or
+    /// ACL users), with no hub yet.
+    pub(crate) async fn on(redis: RedisServer) -> Self {
+        init_logs();
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(dir.path()).await;
+        Self {
+            redis,
+            database_url: db.url,
+            dir,
+        }
+    }
+
     /// Starts one more in-process hub named `node`, and waits until its
     /// broker is connected.
     pub(crate) async fn start_hub(&self, node: &str) -> TestHub {
-        let redis_url = self.redis.url();
-        let hub = TestHub::start_on_database(&self.database_url, |config| {
-            join_cluster(config, &redis_url, node);
-        })
-        .await;
+        let hub = self.start_hub_with(node, |_| {}).await;
         wait_until(STARTUP_TIMEOUT, "the hub's broker connects", || async {
             hub.state.broker.health() == BrokerHealth::Healthy
         })
         .await;
         hub
+    }
+
+    /// Starts an in-process hub named `node`, its configuration adjusted by
+    /// `adjust` after it joined the cluster; does not wait for its broker.
+    pub(crate) async fn start_hub_with(
+        &self,
+        node: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestHub {
+        let redis_url = self.redis.url();
+        TestHub::start_on_database(&self.database_url, |config| {
+            join_cluster(config, &redis_url, node);
+            adjust(config);
+        })
+        .await
     }
 
     /// Runs the real `consult-hub` binary as node `node`, configured only
@@ -150,6 +178,7 @@ impl HubProcess {
             .env("CONSULT_BROKER__KIND", "redis")
             .env("CONSULT_BROKER__REDIS_URL", cluster.redis.url())
             .env("CONSULT_BROKER__NODE_ID", node)
+            .env("CONSULT_BROKER__CLUSTER_KEY", CLUSTER_KEY)
             .env(
                 "CONSULT_BROKER__PRESENCE_TTL_MS",
                 PRESENCE_TTL_MS.to_string(),

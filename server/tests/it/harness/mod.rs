@@ -6,6 +6,7 @@ pub(crate) mod db;
 pub(crate) mod providers;
 pub(crate) mod raw;
 pub(crate) mod redis;
+pub(crate) mod tls;
 
 use consult_client::{Client, ClientConfig, Welcome};
 use consult_hub::auth::Principal;
@@ -179,11 +180,23 @@ impl TestHub {
         patient: &str,
         status: &str,
     ) -> ConsultationView {
+        self.consultation_in(CLINIC, provider, patient, status)
+            .await
+    }
+
+    /// Creates a consultation between `provider` and `patient` in `clinic`.
+    pub(crate) async fn consultation_in(
+        &self,
+        clinic: &str,
+        provider: &str,
+        patient: &str,
+        status: &str,
+    ) -> ConsultationView {
         let (code, body) = self
             .api_post(
                 "/v1/consultations",
                 json!({
-                    "clinic_id": CLINIC,
+                    "clinic_id": clinic,
                     "provider": { "id": provider, "display_name": format!("Dr. {provider}") },
                     "patient": { "id": patient, "display_name": format!("Patient {patient}"), "phone": "+15550001111" },
                     "status": status,

@@ -208,6 +208,7 @@ impl FakeProviders {
             connect_timeout_secs: 2,
             request_timeout_secs: 5,
         });
+        notify.sms_inbound_url = Some(INBOUND_URL.to_owned());
         notify.poll_interval_ms = 50;
         notify.retry_base_ms = 50;
         notify.offline_grace_ms = 300;
@@ -552,6 +553,9 @@ fn is_e164(number: &str) -> bool {
 /// Twilio's `X-Twilio-Signature` for a form posted to `url`: base64
 /// HMAC-SHA1, keyed with the auth token, of the URL followed by each
 /// parameter's name and value, sorted by name.
+/// The public inbound-SMS URL the hubs of these tests are configured with.
+pub(crate) const INBOUND_URL: &str = "https://hub.example.test/v1/sms/inbound";
+
 pub(crate) fn twilio_signature(url: &str, params: &[(&str, &str)]) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(TWILIO_AUTH_TOKEN.as_bytes()).unwrap();
     mac.update(url.as_bytes());

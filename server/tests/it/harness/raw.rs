@@ -46,6 +46,22 @@ impl RawSocket {
         self.send_text(value.to_string()).await;
     }
 
+    /// A text frame whose payload is not UTF-8, which the typed APIs
+    /// cannot build.
+    pub(crate) async fn send_invalid_utf8_text(&mut self) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let payload: &[u8] = b"{\"type\":\"ping\",\"id\":\"\xff\xfe\"}";
+        self.stream
+            .send(Message::Frame(Frame::message(
+                payload.to_vec(),
+                OpCode::Data(Data::Text),
+                true,
+            )))
+            .await
+            .expect("send");
+    }
+
     pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.stream
             .send(Message::binary(bytes))

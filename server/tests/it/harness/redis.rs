@@ -1,7 +1,9 @@
 //! A real redis-server per test, as redis-rs's `redis-test/src/server.rs`
 //! runs one: started on a free port with persistence off, killed on `Drop`.
 //! Tests can kill it and restart it on the same port to cut the cluster's
-//! transport mid-traffic.
+//! transport mid-traffic. [`RedisServer::start_with`] starts one that
+//! speaks only TLS and/or has ACL users (see `harness::tls` for its
+//! certificates).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,6 +19,26 @@ pub(crate) struct RedisServer {
     port: u16,
     process: Option<Child>,
     dir: tempfile::TempDir,
+    options: RedisOptions,
+}
+
+/// How a redis-server is set up beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RedisOptions {
+    /// Serve TLS only (no plain port), with these files.
+    pub(crate) tls: Option<ServerTls>,
+    /// Configuration directives, each a list of words, e.g. an ACL user:
+    /// `["user", "hub", "on", ">secret", ...]`.
+    pub(crate) directives: Vec<Vec<String>>,
+}
+
+/// The server side of TLS: its certificate and key, and the CA that client
+/// certificates must chain to (clients without one are refused).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerTls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) client_ca: PathBuf,
 }
 
 /// `CONSULT_TEST_REDIS_SERVER` (set by `scripts/test`), else `redis-server`
@@ -36,10 +58,17 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub(crate) async fn start() -> Self {
+        Self::start_with(RedisOptions::default()).await
+    }
+
+    /// Starts redis-server set up as `options` say, and waits until it
+    /// is ready.
+    pub(crate) async fn start_with(options: RedisOptions) -> Self {
         let mut server = Self {
             port: free_port(),
             process: None,
             dir: tempfile::tempdir().unwrap(),
+            options,
         };
         // Another process may take the port between our probe and the
         // server's bind; try a few.
@@ -53,9 +82,14 @@ impl RedisServer {
         panic!("redis-server ({}) did not start", binary().display());
     }
 
-    /// `redis://127.0.0.1:<port>/`.
+    /// `redis://127.0.0.1:<port>/`, or `rediss://…` when it speaks TLS.
     pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.options.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Kills the server at once (SIGKILL) and reaps it.
@@ -83,9 +117,29 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
-        let process = Command::new(binary())
-            .arg("--port")
-            .arg(self.port.to_string())
+        let mut command = Command::new(binary());
+        match &self.options.tls {
+            None => {
+                command.arg("--port").arg(self.port.to_string());
+            }
+            Some(tls) => {
+                command
+                    .args(["--port", "0", "--tls-port"])
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&tls.cert)
+                    .arg("--tls-key-file")
+                    .arg(&tls.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&tls.client_ca)
+                    .args(["--tls-auth-clients", "yes"]);
+            }
+        }
+        for directive in &self.options.directives {
+            let (name, words) = directive.split_first().expect("a directive");
+            command.arg(format!("--{name}")).args(words);
+        }
+        let process = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -113,7 +167,7 @@ impl RedisServer {
                     return false;
                 }
             }
-            if self.ping().await {
+            if self.ready().await {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -135,6 +189,18 @@ impl RedisServer {
         info.lines()
             .find_map(|line| line.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// True when the server answers: PING when it speaks plain RESP to
+    /// anyone; otherwise (TLS, or ACL users) once it accepts connections,
+    /// which redis-server does only after it has loaded its configuration.
+    async fn ready(&self) -> bool {
+        if self.options.tls.is_none() && self.options.directives.is_empty() {
+            return self.ping().await;
+        }
+        tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_ok()
     }
 
     /// True when the server answers `PING` with `+PONG`.
