@@ -96,8 +96,8 @@ pub struct Violation {
 
 impl Violation {
     /// A message for the sender naming the offending span by its character
-    /// offsets. It does not quote the span: error messages are logged, and
-    /// logs must not carry names or health details; the sender has the text.
+    /// offsets. It does not quote the span: the sender has the text, and a
+    /// message that never holds the name cannot leak it wherever it goes.
     pub fn message(&self) -> String {
         format!(
             "the text contains {} at characters {}..{}; alerts must not carry names or health details",

@@ -46,7 +46,7 @@ fn a_participant_name_is_refused_with_its_span() {
     assert!(violation.message().contains("characters 3..7"));
     assert!(
         !violation.message().contains("Alex"),
-        "the message is logged: it must not quote the name"
+        "the message must not quote the name"
     );
 }
 
