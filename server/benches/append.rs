@@ -55,6 +55,7 @@ async fn fixture() -> Fixture {
         role,
         display_name: "Bench".to_owned(),
         phone: None,
+        preferred_name: None,
     };
     participants::upsert(db, &person("dr-bench".into(), Role::Provider))
         .await

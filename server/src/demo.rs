@@ -63,6 +63,7 @@ pub async fn seed(state: &AppState) -> Result<DemoInfo, StoreError> {
             role: *role,
             display_name: (*name).to_owned(),
             phone: phone.map(str::to_owned),
+            preferred_name: None,
         };
         if participants::upsert(db, &person).await? == participants::Upserted::OtherClinic {
             return Err(StoreError::Corrupt(format!(

@@ -61,7 +61,38 @@ export class ConsultError extends Error {
     this.id = details.id;
     /** The command type, when known. */
     this.command = details.command;
+    /** For `privacy_violation`: the refused span of the text sent, in
+     * Unicode code points (characters), end exclusive, as the hub reports
+     * it; `privacySpan` turns it into string indices. */
+    this.span = code === 'privacy_violation' ? parseCharSpan(message) : undefined;
   }
+}
+
+function parseCharSpan(message) {
+  const match = /at characters (\d+)\.\.(\d+)/.exec(message || '');
+  if (!match) return undefined;
+  return { start: Number(match[1]), end: Number(match[2]) };
+}
+
+/** The JavaScript string index (UTF-16 code units) of code point `n` of
+ * `text` (its length when `n` is past the end). */
+export function codePointToIndex(text, n) {
+  let index = 0;
+  for (let seen = 0; seen < n && index < text.length; seen += 1) {
+    const unit = text.charCodeAt(index);
+    index += unit >= 0xd800 && unit <= 0xdbff && index + 1 < text.length ? 2 : 1;
+  }
+  return index;
+}
+
+/** The span a `privacy_violation` refused, as indices into `text` (the text
+ * that was sent) usable with `slice` or `setSelectionRange`:
+ * `{ start, end }`, or `null` for other errors. The hub counts code points;
+ * this converts them to UTF-16 indices. */
+export function privacySpan(error, text) {
+  const span = error && error.code === 'privacy_violation' ? error.span : undefined;
+  if (!span) return null;
+  return { start: codePointToIndex(text, span.start), end: codePointToIndex(text, span.end) };
 }
 
 let idCounter = 0;

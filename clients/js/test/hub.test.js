@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ConsultClient, ConsultError, DashboardList } from '../src/consult.js';
+import { ConsultClient, ConsultError, DashboardList, privacySpan } from '../src/consult.js';
 import { startHub, uid } from './support/hub.js';
 
 let hub;
@@ -194,6 +194,13 @@ describe('alerts and notifications', () => {
       doc.alert(id, 'Alex, please join your appointment now.', ['sms']),
       (e) => e.code === 'privacy_violation',
     );
+    // The hub counts code points; the SDK turns them into string indices.
+    const named = '😀 Café — Al\u200bex’s visit';
+    await assert.rejects(doc.alert(id, named, ['sms']), (e) => {
+      const span = privacySpan(e, named);
+      assert.equal(named.slice(span.start, span.end), 'Al\u200bex');
+      return true;
+    });
     await assert.rejects(
       doc.alert(id, 'Please open the app to continue your appointment.', ['sms']),
       (e) => e.code === 'channel_unavailable',

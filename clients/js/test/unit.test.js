@@ -5,7 +5,10 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import {
   ConsultClient,
+  ConsultError,
   DashboardList,
+  codePointToIndex,
+  privacySpan,
   renderTemplate,
   templateVariables,
 } from '../src/consult.js';
@@ -390,5 +393,31 @@ describe('helpers', () => {
     assert.equal(list.get('a'), undefined);
     assert.equal(list.apply(row('a', 'in_progress', 5)), false, 'an older row does not come back');
     assert.equal(list.list().length, 1);
+  });
+});
+
+describe('privacySpan', () => {
+  test('turns the code-point span of a privacy refusal into string indices', () => {
+    // "Café news — Alex…": the hub reports characters 12..16.
+    const text = 'Café news — Alex…';
+    const error = new ConsultError(
+      'privacy_violation',
+      'the text contains a name at characters 12..16; alerts must not carry names or health details',
+    );
+    assert.deepEqual(error.span, { start: 12, end: 16 });
+    const span = privacySpan(error, text);
+    assert.equal(text.slice(span.start, span.end), 'Alex');
+  });
+
+  test('counts a character outside the BMP as one code point', () => {
+    const text = '😀 hi Alex';
+    assert.equal(codePointToIndex(text, 1), 2);
+    const error = new ConsultError('privacy_violation', 'the text contains a name at characters 5..9; alerts must not carry names or health details');
+    const span = privacySpan(error, text);
+    assert.equal(text.slice(span.start, span.end), 'Alex');
+  });
+
+  test('is null for other errors', () => {
+    assert.equal(privacySpan(new ConsultError('rate_limited', 'at characters 1..2'), 'abc'), null);
   });
 });

@@ -5,6 +5,7 @@
 import {
   ConsultClient,
   DashboardList,
+  privacySpan,
   renderTemplate,
   typingNotifier,
 } from '/sdk/consult.js';
@@ -572,6 +573,25 @@ function closeAlertForm() {
   showError($('alert-error'), null);
 }
 
+/** Selects the refused span in the alert box and quotes the text with the
+ * span marked under the error. */
+function highlightRefused(error) {
+  const box = $('alert-text');
+  const value = box.value;
+  const lead = value.length - value.trimStart().length;
+  const span = privacySpan(error, value.trim());
+  if (!span) return;
+  const start = lead + span.start;
+  const end = lead + span.end;
+  box.setSelectionRange(start, end);
+  $('alert-error').append(
+    h('span', { class: 'refused-text' },
+      value.slice(0, start),
+      h('mark', { class: 'refused', text: value.slice(start, end) }),
+      value.slice(end)),
+  );
+}
+
 function updateAlertCount() {
   const n = $('alert-text').value.length;
   $('alert-count').textContent = `${n} / 160 characters`;
@@ -599,13 +619,15 @@ $('alert-form').addEventListener('submit', async (event) => {
   }
   $('alert-send').disabled = true;
   try {
-    const result = await app.client.alert(app.current.id, $('alert-text').value.trim(), channels);
+    const sent = $('alert-text').value.trim();
+    const result = await app.client.alert(app.current.id, sent, channels);
     for (const n of result.notifications || []) upsertNotification(n);
     closeAlertForm();
     $('alert-open').focus();
   } catch (error) {
     showError($('alert-error'), error);
     $('alert-text').focus();
+    highlightRefused(error);
   } finally {
     $('alert-send').disabled = false;
   }

@@ -223,6 +223,12 @@ test('(c) an alert naming the patient is refused and the error shows in the cons
   assert.equal(await error.getAttribute('data-code'), 'privacy_violation');
   assert.match(await error.textContent(), /remove names and health details/i);
   assert.equal(await form.isVisible(), true, 'the form stays open to fix the text');
+  // The refused span is marked under the box and selected in it.
+  assert.equal(await error.locator('mark.refused').textContent(), 'Alex');
+  assert.deepEqual(
+    await form.getByLabel('Alert text').evaluate((box) => [box.selectionStart, box.selectionEnd]),
+    [0, 4],
+  );
   // Nothing reached the patient.
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(await patientPage.locator('#chat li', { hasText: 'Alex, please' }).count(), 0);

@@ -63,6 +63,8 @@ struct ParticipantBody {
     display_name: String,
     #[serde(default)]
     phone: Option<String>,
+    #[serde(default)]
+    preferred_name: Option<String>,
 }
 
 async fn put_participant(
@@ -77,6 +79,7 @@ async fn put_participant(
         role: body.role,
         display_name: body.display_name,
         phone: body.phone,
+        preferred_name: body.preferred_name,
     };
     validate_participant(&person)?;
     let db = state.store.connection();
@@ -115,6 +118,15 @@ fn validate_participant(person: &Participant) -> Result<(), ApiError> {
             "display_name must be 1 to 200 characters",
         ));
     }
+    if person
+        .preferred_name
+        .as_ref()
+        .is_some_and(|name| name.trim().is_empty() || name.chars().count() > 200)
+    {
+        return Err(ApiError::invalid(
+            "preferred_name must be 1 to 200 characters when given",
+        ));
+    }
     if let Some(phone) = &person.phone {
         let digits = phone.strip_prefix('+').unwrap_or("");
         if digits.len() < 8 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -142,6 +154,8 @@ struct PersonBody {
     display_name: String,
     #[serde(default)]
     phone: Option<String>,
+    #[serde(default)]
+    preferred_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +196,7 @@ async fn create_consultation(
         role,
         display_name: person.display_name,
         phone: person.phone,
+        preferred_name: person.preferred_name,
     });
     for person in &people {
         validate_participant(person)?;

@@ -9,13 +9,14 @@ use crate::domain::Consultation;
 use crate::domain::escalation::{
     self, GENERIC_PUSH_BODY, GENERIC_SMS_BODY, PUSH_TITLE, Planned, Target, Trigger,
 };
-use crate::domain::privacy::{self, DEFAULT_HEALTH_TERMS, PrivacyRules};
+use crate::domain::privacy::{self, PrivacyRules, Vocabulary};
 use crate::store::outbox::{NewNotification, OutboxRow};
 use crate::store::participants;
 use consult_protocol::{AlertChannel, ServerFrame};
+use std::sync::{Arc, Mutex};
 
-/// The privacy rules for a consultation: its participants' names and the
-/// health terms (built-in plus configured).
+/// The names the privacy check refuses for a consultation: its patient's
+/// and provider's display and preferred names.
 ///
 /// # Errors
 ///
@@ -24,15 +25,14 @@ pub async fn privacy_names(
     state: &AppState,
     consultation: &Consultation,
 ) -> Result<Vec<String>, ServiceError> {
-    let names = participants::display_names(
+    Ok(participants::names_of(
         state.store.connection(),
         &[
             consultation.patient_id.clone(),
             consultation.provider_id.clone(),
         ],
     )
-    .await?;
-    Ok(names.into_values().collect())
+    .await?)
 }
 
 /// Checks `text` against the consultation's privacy rules.
@@ -46,25 +46,43 @@ pub async fn check_privacy(
     text: &str,
 ) -> Result<(), ServiceError> {
     let names = privacy_names(state, consultation).await?;
+    let vocabulary = vocabulary(&state.config.notify.health_terms);
     let rules = PrivacyRules {
         names: names.iter().map(String::as_str).collect(),
-        health_terms: health_terms(state),
+        vocabulary: &vocabulary,
     };
     match privacy::check(text, &rules) {
         None => Ok(()),
-        Some(violation) => Err(ServiceError::refused(
-            consult_protocol::ErrorCode::PrivacyViolation,
-            violation.message(),
-        )),
+        Some(violation) => {
+            tracing::info!(
+                consultation = %consultation.id,
+                kind = violation.kind.as_str(),
+                "text refused by the privacy check"
+            );
+            Err(ServiceError::refused(
+                consult_protocol::ErrorCode::PrivacyViolation,
+                violation.message(),
+            ))
+        }
     }
 }
 
-fn health_terms(state: &AppState) -> Vec<&str> {
-    DEFAULT_HEALTH_TERMS
-        .iter()
-        .copied()
-        .chain(state.config.notify.health_terms.iter().map(String::as_str))
-        .collect()
+/// The built-in vocabulary with `configured` terms, compiled once per list
+/// of configured terms (the configuration does not change while a node
+/// runs, so this is compiled once).
+fn vocabulary(configured: &[String]) -> Arc<Vocabulary> {
+    static COMPILED: Mutex<Option<(Vec<String>, Arc<Vocabulary>)>> = Mutex::new(None);
+    let mut slot = COMPILED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match slot.as_ref() {
+        Some((terms, vocabulary)) if terms.as_slice() == configured => Arc::clone(vocabulary),
+        _ => {
+            let vocabulary = Arc::new(Vocabulary::build(configured));
+            *slot = Some((configured.to_vec(), Arc::clone(&vocabulary)));
+            vocabulary
+        }
+    }
 }
 
 /// Plans the notifications a message with `text` to the patient needs.

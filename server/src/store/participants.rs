@@ -26,6 +26,10 @@ pub struct Participant {
     /// Phone number for SMS, E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// The name the patient goes by, when the host platform gives one
+    /// (refused by the privacy check like the display name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_name: Option<String>,
 }
 
 /// Creates the clinic if missing. With a `name`, an existing clinic is
@@ -87,6 +91,7 @@ pub async fn upsert(
         role: Set(person.role.as_str().to_owned()),
         display_name: Set(person.display_name.clone()),
         phone: Set(person.phone.clone()),
+        preferred_name: Set(person.preferred_name.clone()),
         created_at: Set(now),
         updated_at: Set(now),
     };
@@ -97,6 +102,7 @@ pub async fn upsert(
                     participant::Column::Role,
                     participant::Column::DisplayName,
                     participant::Column::Phone,
+                    participant::Column::PreferredName,
                     participant::Column::UpdatedAt,
                 ])
                 .action_and_where(
@@ -168,6 +174,29 @@ pub async fn display_names(
         .collect())
 }
 
+/// Every name the given users go by (display and preferred names), for the
+/// privacy check.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn names_of(
+    db: &impl ConnectionTrait,
+    ids: &[UserId],
+) -> Result<Vec<String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = participant::Entity::find()
+        .filter(participant::Column::Id.is_in(ids.iter().map(ToString::to_string)))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .flat_map(|row| std::iter::once(row.display_name).chain(row.preferred_name))
+        .collect())
+}
+
 fn from_row(row: participant::Model) -> Result<Participant, StoreError> {
     Ok(Participant {
         role: row
@@ -178,5 +207,6 @@ fn from_row(row: participant::Model) -> Result<Participant, StoreError> {
         clinic_id: ClinicId(row.clinic_id),
         display_name: row.display_name,
         phone: row.phone,
+        preferred_name: row.preferred_name,
     })
 }

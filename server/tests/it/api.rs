@@ -102,6 +102,23 @@ async fn a_participant_is_created_updated_and_read_back() {
     assert_eq!(body["display_name"], "Alex R.");
     assert_eq!(body["role"], "patient");
     assert_eq!(body["clinic_id"], CLINIC);
+    assert!(body.get("preferred_name").is_none(), "{body}");
+
+    let short = json!({ "clinic_id": CLINIC, "role": "patient", "display_name": "Alex R.",
+                        "preferred_name": "Lexi" });
+    let (code, body) =
+        crate::harness::providers::api(&hub, reqwest::Method::PUT, "/v1/participants/pat-1", short)
+            .await;
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = hub.api_get("/v1/participants/pat-1").await;
+    assert_eq!(body["preferred_name"], "Lexi");
+
+    let blank = json!({ "clinic_id": CLINIC, "role": "patient", "display_name": "Alex R.",
+                        "preferred_name": " " });
+    let refused =
+        crate::harness::providers::api(&hub, reqwest::Method::PUT, "/v1/participants/pat-1", blank)
+            .await;
+    assert_error(&refused, 400, "invalid_value");
 }
 
 #[tokio::test]

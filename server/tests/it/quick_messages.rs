@@ -579,3 +579,53 @@ async fn a_foreground_patient_who_acknowledges_delivery_gets_no_push() {
     assert!(fake.pushes().is_empty(), "{:?}", fake.pushes());
     assert_eq!(notifications(&hub, &id).await.len(), 1);
 }
+
+/// With pushes carrying message text, a Quick Message whose variable names
+/// the patient (possessive included) goes out with the generic line; the
+/// same template with a harmless value carries its text.
+#[tokio::test]
+async fn a_quick_message_variable_naming_the_patient_never_reaches_the_push_text() {
+    let fake = FakeProviders::start().await;
+    let hub = fake
+        .hub(|config| config.notify.push_include_text = true)
+        .await;
+    let (id, patient) = joined_patient(&hub).await;
+    patient
+        .register_device(DevicePlatform::Fcm, "fcm-pat-a", true)
+        .await
+        .unwrap();
+    patient.visibility(false).await.unwrap();
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let template = provider
+        .save_template(None, None, "Bring", "Please bring {who} to the call.", None)
+        .await
+        .unwrap();
+
+    // The harness names the patient "Patient pat-a".
+    provider
+        .quick_message(
+            &id,
+            template.id.as_str(),
+            vars(&[("who", "Pat's family")]),
+            "q1",
+        )
+        .await
+        .unwrap();
+    let push = &fake.wait_for_pushes(1).await[0];
+    assert_eq!(
+        push.body, GENERIC_PUSH_BODY,
+        "the name must not reach the push"
+    );
+
+    provider
+        .quick_message(
+            &id,
+            template.id.as_str(),
+            vars(&[("who", "your ID card")]),
+            "q2",
+        )
+        .await
+        .unwrap();
+    let pushes = fake.wait_for_pushes(2).await;
+    assert_eq!(pushes[1].body, "Please bring your ID card to the call.");
+}

@@ -12,6 +12,7 @@ pub struct Model {
     pub role: String,
     pub display_name: String,
     pub phone: Option<String>,
+    pub preferred_name: Option<String>,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
 }

@@ -8,6 +8,7 @@ mod m20261128_000001_core;
 mod m20261128_000002_notifications;
 mod m20261204_000003_clinic_scoped_contacts;
 mod m20261204_000004_inbound_sms;
+mod m20261204_000005_preferred_name;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_notifications::Migration),
             Box::new(m20261204_000003_clinic_scoped_contacts::Migration),
             Box::new(m20261204_000004_inbound_sms::Migration),
+            Box::new(m20261204_000005_preferred_name::Migration),
         ]
     }
 }
