@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// API key a spawned hub accepts.
-pub const LOAD_API_KEY: &str = "load-key";
+pub const LOAD_API_KEY: &str = "load-test-api-key-not-for-production-0123";
 /// HS256 secret a spawned hub signs and checks tokens with.
 const LOAD_JWT_SECRET: &str = "load-test-secret-not-for-production-0123456789";
 /// The cluster key the hubs of a load test sign their Redis envelopes with.

@@ -98,7 +98,9 @@ impl Authenticator {
     ///
     /// Fails when the key file or a public key file cannot be used.
     pub fn from_config(config: &AuthConfig) -> Result<Self, AuthSetupError> {
-        let needs_generated = config.jwt_secret.is_none() || config.api_keys.is_empty();
+        // An empty secret (`CONSULT_AUTH__JWT_SECRET=`) counts as unset.
+        let jwt_secret = config.jwt_secret();
+        let needs_generated = jwt_secret.is_none() || config.api_keys.is_empty();
         let generated = if needs_generated {
             Some(secrets::load_or_create(&config.key_file).map_err(|source| {
                 AuthSetupError::KeyFile {
@@ -109,7 +111,7 @@ impl Authenticator {
         } else {
             None
         };
-        let secret = match (&config.jwt_secret, &generated) {
+        let secret = match (jwt_secret, &generated) {
             (Some(secret), _) => secret.expose_secret().to_owned(),
             (None, Some(generated)) => generated.jwt_secret.clone(),
             (None, None) => String::new(),

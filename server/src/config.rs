@@ -8,7 +8,7 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -321,6 +321,42 @@ impl BrokerConfig {
     }
 }
 
+/// The shortest HS256 secret or API key accepted, in bytes: anything
+/// shorter can be guessed or brute-forced offline from one signed token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl AuthConfig {
+    /// The configured HS256 secret, an empty value counting as unset.
+    pub fn jwt_secret(&self) -> Option<&SecretString> {
+        self.jwt_secret
+            .as_ref()
+            .filter(|secret| !secret.expose_secret().is_empty())
+    }
+
+    /// Adds this section's problems to `problems`; names settings, never
+    /// values.
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self
+            .jwt_secret()
+            .is_some_and(|secret| secret.expose_secret().len() < MIN_SECRET_BYTES)
+        {
+            problems.push(format!(
+                "auth.jwt_secret must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand \
+                 -hex 32`); anyone who guesses it can sign admin tokens. Leave it unset to use a \
+                 generated one from auth.key_file"
+            ));
+        }
+        for (index, key) in self.api_keys.iter().enumerate() {
+            if key.expose_secret().len() < MIN_SECRET_BYTES {
+                problems.push(format!(
+                    "auth.api_keys[{index}] must be at least {MIN_SECRET_BYTES} bytes (e.g. \
+                     `openssl rand -hex 32`)"
+                ));
+            }
+        }
+    }
+}
+
 /// Shutdown behaviour.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -597,6 +633,7 @@ impl Config {
             problems.push("broker.presence_cache_ms must be less than presence_ttl_ms".into());
         }
         self.broker.validate(&mut problems);
+        self.auth.validate(&mut problems);
         for key in &self.auth.public_keys {
             if key.algorithm != "RS256" && key.algorithm != "ES256" {
                 problems.push(format!(

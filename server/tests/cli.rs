@@ -355,6 +355,38 @@ async fn migrate_creates_the_sqlite_database_and_exits_zero() {
 }
 
 #[tokio::test]
+async fn a_short_jwt_secret_stops_the_hub_and_an_empty_one_means_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let output = timeout(
+        Duration::from_secs(60),
+        hub_command(dir.path())
+            .env("CONSULT_AUTH__JWT_SECRET", "hunter2")
+            .args(["serve", "--listen", &listen])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("auth.jwt_secret must be at least 32 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the value is never printed: {stderr}"
+    );
+
+    // Set but empty: the generated key file's secret signs and verifies.
+    let token = issue_token(dir.path(), "provider", "dr-1", "c1").await;
+    let served = Served::start_with(dir.path(), &[], &[("CONSULT_AUTH__JWT_SECRET", "")]).await;
+    let (client, _) = Client::connect(&served.ws_url(), &token).await.unwrap();
+    client.ping().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_bad_config_exits_non_zero_naming_every_problem() {
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());

@@ -187,3 +187,34 @@ fn twilio_without_the_public_inbound_url_is_refused() {
     config.notify.sms_inbound_url = Some("https://hub.example.org/v1/sms/inbound".to_owned());
     config.validate().unwrap();
 }
+
+#[test]
+fn short_secrets_and_api_keys_are_refused_and_an_empty_secret_is_unset() {
+    let mut config = Config::default();
+    config.auth.jwt_secret = Some(SecretString::from("x".to_owned()));
+    config.auth.api_keys = vec![
+        SecretString::from("k".repeat(MIN_SECRET_BYTES)),
+        SecretString::from("short-key".to_owned()),
+    ];
+    let error = config.validate().unwrap_err().to_string();
+    assert!(
+        error.contains("auth.jwt_secret must be at least 32 bytes"),
+        "{error}"
+    );
+    assert!(
+        error.contains("auth.api_keys[1] must be at least 32 bytes"),
+        "{error}"
+    );
+    assert!(!error.contains("auth.api_keys[0]"), "{error}");
+    assert!(
+        !error.contains("short-key"),
+        "values are never named: {error}"
+    );
+
+    config.auth.jwt_secret = Some(SecretString::from(String::new()));
+    config.auth.api_keys.truncate(1);
+    config.validate().unwrap();
+    assert!(config.auth.jwt_secret().is_none(), "empty counts as unset");
+    config.auth.jwt_secret = Some(SecretString::from("s".repeat(MIN_SECRET_BYTES)));
+    config.validate().unwrap();
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 
 /// The HS256 secret of every test hub (`harness::test_config`).
-const TEST_SECRET: &[u8] = b"test-secret-0123456789";
+const TEST_SECRET: &[u8] = crate::harness::JWT_SECRET.as_bytes();
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// The JWT secret of [`super::test_config`], which the real process must share so
 /// that a token minted by any hub is good on every node.
-pub(crate) const JWT_SECRET: &str = "test-secret-0123456789";
+pub(crate) const JWT_SECRET: &str = crate::harness::JWT_SECRET;
 /// The cluster key every node of a test cluster signs its Redis envelopes
 /// with.
 pub(crate) const CLUSTER_KEY: &str = "test-cluster-key-0123456789abcdef0123456789";

@@ -20,7 +20,9 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The API key every test hub accepts.
-pub(crate) const API_KEY: &str = "test-api-key";
+pub(crate) const API_KEY: &str = "test-api-key-0123456789abcdef0123456789";
+/// The HS256 secret of every test hub (at least 32 bytes, as the hub demands).
+pub(crate) const JWT_SECRET: &str = "test-secret-0123456789abcdef0123456789";
 /// The clinic most tests use.
 pub(crate) const CLINIC: &str = "clinic-1";
 
@@ -52,7 +54,7 @@ pub(crate) fn test_config(database_url: String, dir: &std::path::Path) -> Config
     };
     config.database.url = database_url;
     config.database.max_connections = 5;
-    config.auth.jwt_secret = Some(SecretString::from("test-secret-0123456789".to_owned()));
+    config.auth.jwt_secret = Some(SecretString::from(JWT_SECRET.to_owned()));
     config.auth.api_keys = vec![SecretString::from(API_KEY.to_owned())];
     config.auth.key_file = dir.join("hub.key");
     config.shutdown.drain_timeout_secs = 5;
