@@ -38,6 +38,15 @@ pub struct Claims {
     pub exp: u64,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
+    /// Not before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer; checked when `auth.issuer` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience (a string or a list); checked when `auth.audience` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
 }
 
 /// Why a token was refused.
@@ -79,6 +88,9 @@ pub struct Authenticator {
     verifiers: Vec<(Algorithm, DecodingKey)>,
     api_key_digests: Vec<[u8; 32]>,
     leeway_secs: u64,
+    max_lifetime_secs: u64,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -138,6 +150,9 @@ impl Authenticator {
             verifiers,
             api_key_digests: api_keys.iter().map(|key| digest(key)).collect(),
             leeway_secs: config.leeway_secs,
+            max_lifetime_secs: config.max_token_lifetime_secs,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
         })
     }
 
@@ -152,11 +167,11 @@ impl Authenticator {
             .map_err(|error| AuthError::Invalid(error.to_string()))?;
         let mut last_error = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
         for (algorithm, key) in self.verifiers.iter().filter(|(alg, _)| *alg == header.alg) {
-            let mut validation = Validation::new(*algorithm);
-            validation.leeway = self.leeway_secs;
-            validation.set_required_spec_claims(&["exp", "sub"]);
-            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-                Ok(data) => return principal_from(data.claims),
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation(*algorithm)) {
+                Ok(data) => {
+                    self.check_times(&data.claims)?;
+                    return principal_from(data.claims);
+                }
                 Err(error) if matches!(error.kind(), ErrorKind::ExpiredSignature) => {
                     return Err(AuthError::Expired);
                 }
@@ -164,6 +179,47 @@ impl Authenticator {
             }
         }
         Err(last_error)
+    }
+
+    /// What a token is checked against: signature and algorithm, `exp` and
+    /// `nbf` with the leeway, `iss` and `aud` when configured (a token's
+    /// `aud` is not checked when no audience is configured).
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway_secs;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &self.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+
+    /// Refuses a token issued in the future (beyond the leeway) or living
+    /// longer than `auth.max_token_lifetime_secs`.
+    fn check_times(&self, claims: &Claims) -> Result<(), AuthError> {
+        if claims.iat > unix_now().saturating_add(self.leeway_secs) {
+            return Err(AuthError::Invalid("iat is in the future".to_owned()));
+        }
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_secs {
+            return Err(AuthError::Invalid(format!(
+                "the token lives longer than {} seconds (auth.max_token_lifetime_secs)",
+                self.max_lifetime_secs
+            )));
+        }
+        Ok(())
     }
 
     /// Issues an HS256 token for `principal`, valid for `ttl_secs`.
@@ -183,6 +239,9 @@ impl Authenticator {
             clinic: principal.clinic.to_string(),
             iat: now,
             exp: now.saturating_add(ttl_secs),
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone().map(serde_json::Value::String),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
     }

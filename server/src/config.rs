@@ -155,8 +155,16 @@ pub struct AuthConfig {
     pub api_keys: Vec<SecretString>,
     /// Where generated secrets are kept (mode 0600).
     pub key_file: PathBuf,
-    /// Clock skew tolerated when checking `exp`, in seconds.
+    /// Clock skew tolerated when checking `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Longest lifetime (`exp - iat`) a token may have, in seconds.
+    pub max_token_lifetime_secs: u64,
+    /// When set, every token must carry this `iss`; tokens the hub issues
+    /// carry it.
+    pub issuer: Option<String>,
+    /// When set, every token's `aud` must name it; tokens the hub issues
+    /// carry it. When unset, a token's `aud` is not checked.
+    pub audience: Option<String>,
 }
 
 /// A public key for verifying asymmetric tokens.
@@ -321,6 +329,9 @@ impl BrokerConfig {
     }
 }
 
+/// The longest token lifetime accepted by default: one day.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 60 * 60;
+
 /// The shortest HS256 secret or API key accepted, in bytes: anything
 /// shorter can be guessed or brute-forced offline from one signed token.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -345,6 +356,17 @@ impl AuthConfig {
                  -hex 32`); anyone who guesses it can sign admin tokens. Leave it unset to use a \
                  generated one from auth.key_file"
             ));
+        }
+        if self.max_token_lifetime_secs == 0 {
+            problems.push("auth.max_token_lifetime_secs must be at least 1".into());
+        }
+        for (name, value) in [("issuer", &self.issuer), ("audience", &self.audience)] {
+            if value
+                .as_deref()
+                .is_some_and(|value| value.trim().is_empty())
+            {
+                problems.push(format!("auth.{name} must not be empty when set"));
+            }
         }
         for (index, key) in self.api_keys.iter().enumerate() {
             if key.expose_secret().len() < MIN_SECRET_BYTES {
@@ -443,6 +465,9 @@ impl Default for AuthConfig {
             api_keys: Vec::new(),
             key_file: PathBuf::from(DEFAULT_KEY_FILE),
             leeway_secs: 30,
+            max_token_lifetime_secs: MAX_TOKEN_LIFETIME_SECS,
+            issuer: None,
+            audience: None,
         }
     }
 }

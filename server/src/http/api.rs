@@ -403,9 +403,10 @@ async fn issue_token(
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let ttl = body.ttl_secs.unwrap_or(3600);
-    if ttl == 0 || ttl > MAX_TOKEN_TTL_SECS {
+    let max_ttl = MAX_TOKEN_TTL_SECS.min(state.config.auth.max_token_lifetime_secs);
+    if ttl == 0 || ttl > max_ttl {
         return Err(ApiError::invalid(format!(
-            "ttl_secs must be 1 to {MAX_TOKEN_TTL_SECS}"
+            "ttl_secs must be 1 to {max_ttl}"
         )));
     }
     ApiError::check_id("user", body.user.as_str())?;

@@ -38,6 +38,9 @@ fn claims(ttl_secs: i64) -> Claims {
         clinic: CLINIC.to_owned(),
         iat: now - 3_600,
         exp: now.checked_add_signed(ttl_secs).unwrap(),
+        nbf: None,
+        iss: None,
+        aud: None,
     }
 }
 
@@ -301,4 +304,34 @@ async fn an_hs256_token_keyed_with_the_public_key_is_refused() {
     let public_pem = std::fs::read(fixture("rsa-public.pem")).unwrap();
     let token = hs256_token(&public_pem, &claims(600));
     assert_hello_refused(&hub, &token, ErrorCode::InvalidToken).await;
+}
+
+#[tokio::test]
+async fn a_token_with_an_audience_is_welcomed_when_the_hub_checks_none() {
+    let hub = TestHub::start().await;
+    let mut with_aud = claims(600);
+    with_aud.aud = Some(serde_json::json!("platform-api"));
+    assert_welcomed_as_dr_a(&hub, &hs256_token(TEST_SECRET, &with_aud)).await;
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_or_living_too_long_is_refused_at_hello() {
+    let hub = TestHub::start_with(|config| config.auth.max_token_lifetime_secs = 7_200).await;
+    let mut early = claims(600);
+    early.nbf = Some(unix_now() + 600);
+    assert_hello_refused(
+        &hub,
+        &hs256_token(TEST_SECRET, &early),
+        ErrorCode::InvalidToken,
+    )
+    .await;
+    // iat an hour ago, exp two hours from now: three hours in all.
+    let long = claims(7_200);
+    assert_hello_refused(
+        &hub,
+        &hs256_token(TEST_SECRET, &long),
+        ErrorCode::InvalidToken,
+    )
+    .await;
+    assert_welcomed_as_dr_a(&hub, &hs256_token(TEST_SECRET, &claims(600))).await;
 }
