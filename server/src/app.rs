@@ -153,6 +153,11 @@ impl App {
         let notifier = Notifier::from_config(&config.notify)?;
         let hub = Arc::new(Hub::new());
         let cluster_stop = CancellationToken::new();
+        auth.start_jwks(
+            Duration::from_secs(config.auth.jwks_refresh_secs),
+            cluster_stop.clone(),
+        )
+        .await;
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
         let (appender, writer) = appender::start(

@@ -2,17 +2,22 @@
 //!
 //! A token's claims become a [`Principal`] (user, role, clinic). HS256 tokens
 //! are checked against the configured or generated secret; RS256 and ES256
-//! tokens against the configured public keys. API keys are compared by their
+//! tokens against the configured public keys, or the identity provider's
+//! key set selected by `kid` ([`jwks`]). `nbf`, a future `iat`, the maximum
+//! lifetime and, when configured, `iss` and `aud` are checked too. API keys are compared by their
 //! SHA-256 digests in constant time. Neither tokens nor keys are ever logged.
 
 use crate::config::AuthConfig;
 use crate::secrets;
 use consult_protocol::{ClinicId, Role, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jwks::JwksKeys;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 
 /// Who is on the other end of a connection or request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,7 @@ pub struct Authenticator {
     max_lifetime_secs: u64,
     issuer: Option<String>,
     audience: Option<String>,
+    jwks: Option<Arc<JwksKeys>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -153,6 +159,15 @@ impl Authenticator {
             max_lifetime_secs: config.max_token_lifetime_secs,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
+            jwks: match &config.jwks_url {
+                Some(url) => Some(Arc::new(JwksKeys::new(url).map_err(|message| {
+                    AuthSetupError::PublicKey {
+                        path: url.clone(),
+                        message,
+                    }
+                })?)),
+                None => None,
+            },
         })
     }
 
@@ -166,7 +181,13 @@ impl Authenticator {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| AuthError::Invalid(error.to_string()))?;
         let mut last_error = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
-        for (algorithm, key) in self.verifiers.iter().filter(|(alg, _)| *alg == header.alg) {
+        let from_jwks = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.jwks.as_ref()?.key(kid))
+            .filter(|(alg, _)| *alg == header.alg);
+        let configured = self.verifiers.iter().filter(|(alg, _)| *alg == header.alg);
+        for (algorithm, key) in from_jwks.iter().chain(configured) {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation(*algorithm)) {
                 Ok(data) => {
                     self.check_times(&data.claims)?;
@@ -179,6 +200,45 @@ impl Authenticator {
             }
         }
         Err(last_error)
+    }
+
+    /// [`Authenticator::verify`], fetching the JWKS again first when the
+    /// token names a `kid` the held set lacks (at most every
+    /// [`jwks::ON_DEMAND_GAP`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Authenticator::verify`].
+    pub async fn verify_fresh(&self, token: &str) -> Result<Principal, AuthError> {
+        let result = self.verify(token);
+        let Some(jwks) = &self.jwks else {
+            return result;
+        };
+        let unknown_kid = jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|header| header.kid)
+            .is_some_and(|kid| jwks.key(&kid).is_none());
+        if matches!(result, Err(AuthError::Invalid(_)))
+            && unknown_kid
+            && jwks.refresh_for_unknown_kid().await
+        {
+            return self.verify(token);
+        }
+        result
+    }
+
+    /// Fetches the JWKS (when configured) and keeps it fresh every `every`
+    /// until `stop`. A failed first fetch is logged; the hub starts anyway
+    /// and JWKS tokens are refused until a fetch succeeds.
+    pub async fn start_jwks(&self, every: std::time::Duration, stop: CancellationToken) {
+        let Some(jwks) = &self.jwks else {
+            return;
+        };
+        match jwks.refresh().await {
+            Ok(count) => tracing::info!(keys = count, "JWKS fetched"),
+            Err(reason) => tracing::warn!(%reason, "JWKS not fetched at start; retrying"),
+        }
+        jwks.clone().spawn_refresher(every, stop);
     }
 
     /// What a token is checked against: signature and algorithm, `exp` and
@@ -301,5 +361,6 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+pub mod jwks;
 #[cfg(test)]
 mod tests;

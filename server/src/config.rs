@@ -165,6 +165,10 @@ pub struct AuthConfig {
     /// When set, every token's `aud` must name it; tokens the hub issues
     /// carry it. When unset, a token's `aud` is not checked.
     pub audience: Option<String>,
+    /// The identity provider's JWKS URL: its keys verify tokens by `kid`.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again, in seconds.
+    pub jwks_refresh_secs: u64,
 }
 
 /// A public key for verifying asymmetric tokens.
@@ -357,6 +361,15 @@ impl AuthConfig {
                  generated one from auth.key_file"
             ));
         }
+        if let Some(url) = &self.jwks_url {
+            match url::Url::parse(url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => problems.push("auth.jwks_url must be an http(s) URL".into()),
+            }
+        }
+        if self.jwks_refresh_secs == 0 {
+            problems.push("auth.jwks_refresh_secs must be at least 1".into());
+        }
         if self.max_token_lifetime_secs == 0 {
             problems.push("auth.max_token_lifetime_secs must be at least 1".into());
         }
@@ -468,6 +481,8 @@ impl Default for AuthConfig {
             max_token_lifetime_secs: MAX_TOKEN_LIFETIME_SECS,
             issuer: None,
             audience: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
         }
     }
 }

@@ -22,10 +22,16 @@ use consult_protocol::ErrorCode;
 /// `token_expired` or `invalid_token` (with a reason that holds no token
 /// material); a store failure.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ServiceError> {
-    let principal = state.auth.verify(token).map_err(|error| match error {
-        AuthError::Expired => ServiceError::refused(ErrorCode::TokenExpired, error.to_string()),
-        AuthError::Invalid(_) => ServiceError::refused(ErrorCode::InvalidToken, error.to_string()),
-    })?;
+    let principal = state
+        .auth
+        .verify_fresh(token)
+        .await
+        .map_err(|error| match error {
+            AuthError::Expired => ServiceError::refused(ErrorCode::TokenExpired, error.to_string()),
+            AuthError::Invalid(_) => {
+                ServiceError::refused(ErrorCode::InvalidToken, error.to_string())
+            }
+        })?;
     check_clinic(state, &principal).await?;
     Ok(principal)
 }

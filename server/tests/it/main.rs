@@ -17,6 +17,7 @@ mod client_resume;
 mod cluster;
 mod dashboard;
 mod handshake;
+mod jwks;
 mod lifecycle;
 mod listener;
 mod messages;
