@@ -87,6 +87,8 @@ pub struct AppState {
     pub notifier: Notifier,
     /// Cached contacts and clinic policies.
     pub reach: ReachCache,
+    /// Device registrations per patient on this node.
+    pub device_registrations: crate::service::registrations::DeviceRegistrations,
     /// Wakes the outbox worker when notifications are queued.
     pub outbox_wakeup: tokio::sync::Notify,
     /// Renders `/metrics`.
@@ -175,6 +177,7 @@ impl App {
             auth,
             notifier,
             reach: ReachCache::default(),
+            device_registrations: Default::default(),
             outbox_wakeup: tokio::sync::Notify::new(),
             metrics: crate::metrics::install(),
             tracker: TaskTracker::new(),

@@ -86,6 +86,11 @@ pub struct NotifyConfig {
     pub alert_push_limit: RateLimit,
     /// Alerts by SMS per consultation.
     pub alert_sms_limit: RateLimit,
+    /// Push devices kept per patient (per clinic); registering one more
+    /// forgets the least recently registered.
+    pub max_devices_per_patient: u32,
+    /// Device registrations per patient, on one node.
+    pub device_registration_limit: RateLimit,
     /// Outbox poll interval (milliseconds).
     pub poll_interval_ms: u64,
     /// Send attempts before failing.
@@ -124,6 +129,11 @@ impl Default for NotifyConfig {
             alert_sms_limit: RateLimit {
                 max: 2,
                 window_secs: 1800,
+            },
+            max_devices_per_patient: 10,
+            device_registration_limit: RateLimit {
+                max: 10,
+                window_secs: 600,
             },
             poll_interval_ms: OUTBOX_POLL_MS,
             max_attempts: OUTBOX_MAX_ATTEMPTS,
@@ -171,9 +181,16 @@ impl NotifyConfig {
         if notify.poll_interval_ms == 0 {
             problems.push("notify.poll_interval_ms must be at least 1".into());
         }
+        if notify.max_devices_per_patient == 0 {
+            problems.push("notify.max_devices_per_patient must be at least 1".into());
+        }
         for (name, limit) in [
             ("alert_push_limit", notify.alert_push_limit),
             ("alert_sms_limit", notify.alert_sms_limit),
+            (
+                "device_registration_limit",
+                notify.device_registration_limit,
+            ),
         ] {
             if limit.window_secs == 0 {
                 problems.push(format!("notify.{name}.window_secs must be at least 1"));

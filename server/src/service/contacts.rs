@@ -27,8 +27,9 @@ fn patient_only(principal: &Principal) -> Result<(), ServiceError> {
 ///
 /// # Errors
 ///
-/// `forbidden` for staff, `invalid_value` for a malformed token; a store
-/// failure.
+/// `forbidden` for staff, `invalid_value` for a malformed token,
+/// `rate_limited` past `notify.device_registration_limit`; a store failure.
+/// Only the newest `notify.max_devices_per_patient` devices are kept.
 pub async fn register_device(
     state: &AppState,
     principal: &Principal,
@@ -46,15 +47,25 @@ pub async fn register_device(
             format!("token must be 1 to {MAX_DEVICE_TOKEN_BYTES} visible ASCII characters"),
         ));
     }
-    contacts::register_device(
-        state.store.connection(),
-        &PersonKey::of(principal),
-        platform,
-        token,
-        notifications_enabled,
-    )
-    .await?;
-    state.reach.forget_person(&PersonKey::of(principal));
+    let person = PersonKey::of(principal);
+    let notify = &state.config.notify;
+    if !state
+        .device_registrations
+        .try_register(&person, notify.device_registration_limit)
+    {
+        return Err(ServiceError::refused(
+            ErrorCode::RateLimited,
+            format!(
+                "at most {} device registrations per {} minutes",
+                notify.device_registration_limit.max,
+                notify.device_registration_limit.window_secs.div_ceil(60)
+            ),
+        ));
+    }
+    let db = state.store.connection();
+    contacts::register_device(db, &person, platform, token, notifications_enabled).await?;
+    contacts::keep_newest_devices(db, &person, u64::from(notify.max_devices_per_patient)).await?;
+    state.reach.forget_person(&person);
     Ok(())
 }
 

@@ -16,6 +16,7 @@ pub mod notifications;
 pub mod publisher;
 pub mod quick;
 pub mod reach;
+pub mod registrations;
 pub mod status;
 pub mod templates;
 

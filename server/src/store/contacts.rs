@@ -8,7 +8,7 @@ use crate::domain::PersonKey;
 use chrono::Utc;
 use consult_protocol::DevicePlatform;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 
 /// Registers a device token for `person` (moving it from any previous owner
 /// in the same clinic; another clinic's registration of the same token is a
@@ -48,6 +48,40 @@ pub async fn register_device(
         .exec_without_returning(db)
         .await?;
     Ok(())
+}
+
+/// Forgets `person`'s least recently registered devices beyond the newest
+/// `keep`. Returns how many were forgotten.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn keep_newest_devices(
+    db: &impl ConnectionTrait,
+    person: &PersonKey,
+    keep: u64,
+) -> Result<u64, StoreError> {
+    let stale: Vec<String> = device::Entity::find()
+        .filter(device::Column::ClinicId.eq(person.clinic.as_str()))
+        .filter(device::Column::UserId.eq(person.user.as_str()))
+        .order_by_desc(device::Column::UpdatedAt)
+        .order_by_desc(device::Column::Token)
+        .all(db)
+        .await?
+        .into_iter()
+        .skip(usize::try_from(keep).unwrap_or(usize::MAX))
+        .map(|row| row.token)
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let removed = device::Entity::delete_many()
+        .filter(device::Column::ClinicId.eq(person.clinic.as_str()))
+        .filter(device::Column::UserId.eq(person.user.as_str()))
+        .filter(device::Column::Token.is_in(stale))
+        .exec(db)
+        .await?;
+    Ok(removed.rows_affected)
 }
 
 /// `person`'s devices with notifications on.
