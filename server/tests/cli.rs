@@ -354,14 +354,14 @@ async fn migrate_creates_the_sqlite_database_and_exits_zero() {
     }
 }
 
-#[tokio::test]
-async fn a_short_jwt_secret_stops_the_hub_and_an_empty_one_means_generated() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `serve` in `dir` with `env`, expects it to exit non-zero before
+/// serving, and returns its standard error.
+async fn serve_refused(dir: &Path, env: &[(&str, &str)]) -> String {
     let listen = format!("127.0.0.1:{}", free_port());
     let output = timeout(
         Duration::from_secs(60),
-        hub_command(dir.path())
-            .env("CONSULT_AUTH__JWT_SECRET", "hunter2")
+        hub_command(dir)
+            .envs(env.iter().copied())
             .args(["serve", "--listen", &listen])
             .output(),
     )
@@ -369,7 +369,13 @@ async fn a_short_jwt_secret_stops_the_hub_and_an_empty_one_means_generated() {
     .unwrap()
     .unwrap();
     assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_short_jwt_secret_stops_the_hub_and_an_empty_one_means_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = serve_refused(dir.path(), &[("CONSULT_AUTH__JWT_SECRET", "hunter2")]).await;
     assert!(
         stderr.contains("auth.jwt_secret must be at least 32 bytes"),
         "{stderr}"
@@ -389,20 +395,14 @@ async fn a_short_jwt_secret_stops_the_hub_and_an_empty_one_means_generated() {
 #[tokio::test]
 async fn a_bad_config_exits_non_zero_naming_every_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let output = timeout(
-        Duration::from_secs(60),
-        hub_command(dir.path())
-            .env("CONSULT_DATABASE__URL", "mysql://x")
-            .env("CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY", "0")
-            .args(["serve", "--listen", &listen])
-            .output(),
+    let stderr = serve_refused(
+        dir.path(),
+        &[
+            ("CONSULT_DATABASE__URL", "mysql://x"),
+            ("CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY", "0"),
+        ],
     )
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    .await;
     assert!(stderr.contains("invalid configuration"), "{stderr}");
     assert!(stderr.contains("database.url"), "{stderr}");
     assert!(

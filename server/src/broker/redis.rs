@@ -214,6 +214,16 @@ impl RedisBroker {
             wanted.waiters.push(confirmed_tx);
         }
         self.shared.changed.notify_one();
+        self.await_confirmation(topic, confirmed_rx).await
+    }
+
+    /// Waits (at most [`SUBSCRIBE_TIMEOUT`]) for `confirmed_rx`; fails at
+    /// once while Redis is unreachable.
+    async fn await_confirmation(
+        &self,
+        topic: &Topic,
+        confirmed_rx: oneshot::Receiver<()>,
+    ) -> Result<(), BrokerError> {
         let unavailable = || {
             BrokerError::Unavailable(format!(
                 "SUBSCRIBE {topic} not confirmed; serving locally until redis is back"
@@ -233,20 +243,9 @@ impl RedisBroker {
     /// subscriber only; later joiners wait here, or they would read their
     /// replay before other nodes' events can reach them).
     pub(super) async fn await_subscribed(&self, topic: &Topic) -> Result<(), BrokerError> {
-        let Some(confirmed_rx) = self.shared.pending_confirmation(topic) else {
-            return Ok(());
-        };
-        let unavailable = || {
-            BrokerError::Unavailable(format!(
-                "SUBSCRIBE {topic} not confirmed; serving locally until redis is back"
-            ))
-        };
-        if !self.shared.healthy.load(Ordering::Acquire) {
-            return Err(unavailable());
-        }
-        match tokio::time::timeout(SUBSCRIBE_TIMEOUT, confirmed_rx).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(unavailable()),
+        match self.shared.pending_confirmation(topic) {
+            Some(confirmed_rx) => self.await_confirmation(topic, confirmed_rx).await,
+            None => Ok(()),
         }
     }
 
