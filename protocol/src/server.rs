@@ -130,6 +130,12 @@ pub enum CommandResult {
         /// The hub's clock.
         server_time: DateTime<Utc>,
     },
+    /// Answer to `refresh`: the session now lasts until the new token's
+    /// expiry.
+    Refreshed {
+        /// The new token's `exp`.
+        expires_at: DateTime<Utc>,
+    },
     /// Answer to `send`.
     Sent {
         /// The message's sequence number.

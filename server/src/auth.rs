@@ -5,6 +5,8 @@
 //! tokens against the configured public keys. API keys are compared by their
 //! SHA-256 digests in constant time. Neither tokens nor keys are ever logged.
 
+pub mod revocation;
+
 use crate::config::AuthConfig;
 use crate::secrets;
 use consult_protocol::{ClinicId, Role, UserId};
@@ -38,6 +40,22 @@ pub struct Claims {
     pub exp: u64,
     /// Issued at, seconds since the epoch.
     pub iat: u64,
+    /// The token's id, which a revocation can name; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// A verified token: who it speaks for, and what revocation and expiry need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// Who it speaks for.
+    pub principal: Principal,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: u64,
+    /// `jti`, when the token has one.
+    pub jti: Option<String>,
 }
 
 /// Why a token was refused.
@@ -146,6 +164,21 @@ impl Authenticator {
     /// [`AuthError::Expired`] for an expired token, [`AuthError::Invalid`]
     /// for anything else wrong with it.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_token(token).map(|verified| verified.principal)
+    }
+
+    /// The configured leeway on `exp`, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
+    /// Verifies a token and returns its principal with its expiry, issue
+    /// time and id.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authenticator::verify`].
+    pub fn verify_token(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| AuthError::Invalid(error.to_string()))?;
         let mut last_error = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
@@ -154,7 +187,7 @@ impl Authenticator {
             validation.leeway = self.leeway_secs;
             validation.set_required_spec_claims(&["exp", "sub"]);
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-                Ok(data) => return principal_from(data.claims),
+                Ok(data) => return verified_from(data.claims),
                 Err(error) if matches!(error.kind(), ErrorKind::ExpiredSignature) => {
                     return Err(AuthError::Expired);
                 }
@@ -164,7 +197,8 @@ impl Authenticator {
         Err(last_error)
     }
 
-    /// Issues an HS256 token for `principal`, valid for `ttl_secs`.
+    /// Issues an HS256 token for `principal`, valid for `ttl_secs`, with a
+    /// fresh `jti` (a UUID).
     ///
     /// # Errors
     ///
@@ -174,6 +208,21 @@ impl Authenticator {
         principal: &Principal,
         ttl_secs: u64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.issue_token(principal, ttl_secs)
+            .map(|issued| issued.token)
+    }
+
+    /// Issues an HS256 token as [`Authenticator::issue`] does, returning its
+    /// claims too.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authenticator::issue`].
+    pub fn issue_token(
+        &self,
+        principal: &Principal,
+        ttl_secs: u64,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let now = unix_now();
         let claims = Claims {
             sub: principal.user.to_string(),
@@ -181,8 +230,10 @@ impl Authenticator {
             clinic: principal.clinic.to_string(),
             iat: now,
             exp: now.saturating_add(ttl_secs),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok(IssuedToken { token, claims })
     }
 
     /// True when `presented` is one of the configured API keys.
@@ -194,14 +245,28 @@ impl Authenticator {
     }
 }
 
-fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
+/// A token just issued, with its claims.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The signed JWT.
+    pub token: String,
+    /// What it says.
+    pub claims: Claims,
+}
+
+fn verified_from(claims: Claims) -> Result<VerifiedToken, AuthError> {
     if claims.sub.is_empty() || claims.clinic.is_empty() {
         return Err(AuthError::Invalid("empty sub or clinic claim".to_owned()));
     }
-    Ok(Principal {
-        user: UserId(claims.sub),
-        role: claims.role,
-        clinic: ClinicId(claims.clinic),
+    Ok(VerifiedToken {
+        principal: Principal {
+            user: UserId(claims.sub),
+            role: claims.role,
+            clinic: ClinicId(claims.clinic),
+        },
+        expires_at: claims.exp,
+        issued_at: claims.iat,
+        jti: claims.jti,
     })
 }
 

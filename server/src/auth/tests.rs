@@ -43,6 +43,7 @@ fn an_expired_token_is_reported_as_expired() {
         clinic: "clinic-1".into(),
         iat: 1,
         exp: 2,
+        jti: None,
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -15,6 +15,7 @@ pub mod notifications;
 pub mod publisher;
 pub mod quick;
 pub mod reach;
+pub mod revocations;
 pub mod status;
 pub mod templates;
 

@@ -1,12 +1,13 @@
 //! The handshake: a connection is a [`PendingSession`] until a valid `hello`
 //! turns it into a [`Session`]. Anything else first gets `hello_required`
-//! (or the decoding error); a bad token gets an error frame and close 4001;
+//! (or the decoding error); a bad, expired or revoked token gets an error
+//! frame and close 4001;
 //! silence past the handshake timeout gets close 4000.
 
 use super::connection::Session;
 use super::socket::Socket;
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal};
+use crate::auth::VerifiedToken;
 use axum::extract::ws::Message;
 use consult_protocol::{
     ClientFrame, CloseCode, ErrorCode, PROTOCOL_VERSION, ServerFrame, decode_client_frame,
@@ -28,7 +29,7 @@ pub struct PendingSession<S> {
 }
 
 enum HelloOutcome {
-    Authenticated(Principal),
+    Authenticated(Box<VerifiedToken>),
     Close(CloseCode),
 }
 
@@ -62,7 +63,7 @@ where
             () = shutdown.cancelled() => HelloOutcome::Close(CloseCode::GoingAway),
         };
         match outcome {
-            HelloOutcome::Authenticated(principal) => self.welcome(principal).await,
+            HelloOutcome::Authenticated(token) => self.welcome(*token).await,
             HelloOutcome::Close(code) => {
                 tracing::info!(close = code.code(), "handshake ended");
                 self.socket.close(code).await;
@@ -107,13 +108,16 @@ where
                 continue;
             }
             match decode_client_frame(&text) {
-                Ok(ClientFrame::Hello { token }) => match self.state.auth.verify(&token) {
-                    Ok(principal) => return HelloOutcome::Authenticated(principal),
+                Ok(ClientFrame::Hello { token }) => match self.state.auth.verify_token(&token) {
+                    Ok(verified) if self.state.revocations.is_revoked(&verified) => {
+                        tracing::info!(code = "token_revoked", "hello refused");
+                        self.refuse(None, ErrorCode::TokenRevoked, "the token was revoked")
+                            .await;
+                        return HelloOutcome::Close(CloseCode::AuthFailed);
+                    }
+                    Ok(verified) => return HelloOutcome::Authenticated(Box::new(verified)),
                     Err(error) => {
-                        let code = match error {
-                            AuthError::Expired => ErrorCode::TokenExpired,
-                            AuthError::Invalid(_) => ErrorCode::InvalidToken,
-                        };
+                        let code = super::token_life::refusal_code(&error);
                         tracing::info!(reason = %error, "hello refused");
                         self.refuse(None, code, &error.to_string()).await;
                         return HelloOutcome::Close(CloseCode::AuthFailed);
@@ -145,7 +149,8 @@ where
         }
     }
 
-    async fn welcome(mut self, principal: Principal) -> Option<Session<S>> {
+    async fn welcome(mut self, token: VerifiedToken) -> Option<Session<S>> {
+        let principal = &token.principal;
         let session_config = &self.state.config.session;
         let frame = ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION,
@@ -162,6 +167,6 @@ where
             return None;
         }
         tracing::info!(user = %principal.user, role = %principal.role, "authenticated");
-        Some(Session::start(self.socket, self.state, principal, self.conn_id).await)
+        Some(Session::start(self.socket, self.state, &token, self.conn_id).await)
     }
 }

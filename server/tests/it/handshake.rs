@@ -38,6 +38,7 @@ fn claims(ttl_secs: i64) -> Claims {
         clinic: CLINIC.to_owned(),
         iat: now - 3_600,
         exp: now.checked_add_signed(ttl_secs).unwrap(),
+        jti: None,
     }
 }
 

@@ -22,5 +22,7 @@ mod listener;
 mod messages;
 mod notifications;
 mod quick_messages;
+mod revocation;
 mod rooms;
 mod status;
+mod token_life;

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_core;
 mod m20261128_000002_notifications;
+mod m20261204_000003_revocations;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_core::Migration),
             Box::new(m20261128_000002_notifications::Migration),
+            Box::new(m20261204_000003_revocations::Migration),
         ]
     }
 }
