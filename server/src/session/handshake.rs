@@ -161,6 +161,7 @@ where
             heartbeat_secs: session_config.heartbeat_interval_secs,
             max_frame_bytes: session_config.max_message_bytes,
             server_time: chrono::Utc::now(),
+            expires_at: super::token_life::expiry_time(token.expires_at),
         };
         if let Err(error) = self.socket.send_frame(&frame).await {
             tracing::debug!(error = %error, "welcome not sent");

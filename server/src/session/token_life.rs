@@ -24,6 +24,13 @@ pub(crate) fn deadline(exp: u64, leeway_secs: u64) -> Instant {
     Instant::now() + left
 }
 
+/// A token's `exp` as a time; `None` beyond what a timestamp can hold.
+pub(crate) fn expiry_time(exp: u64) -> Option<chrono::DateTime<chrono::Utc>> {
+    i64::try_from(exp)
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+}
+
 /// The error code for a token refused by the authenticator.
 pub(crate) fn refusal_code(error: &AuthError) -> ErrorCode {
     match error {
@@ -90,10 +97,8 @@ where
             return Err((ErrorCode::TokenRevoked, "the token was revoked".to_owned()).into());
         }
         self.adopt_token(&verified);
-        let expires_at = i64::try_from(verified.expires_at)
-            .ok()
-            .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        let expires_at =
+            expiry_time(verified.expires_at).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         Ok(Some(CommandResult::Refreshed { expires_at }))
     }
 

@@ -13,6 +13,7 @@ mod appender;
 mod bad_input;
 mod batch_append;
 mod broker_conformance;
+mod client_refresh;
 mod client_resume;
 mod cluster;
 mod dashboard;
