@@ -15,6 +15,8 @@ use tracing::{debug, warn};
 
 /// Soonest a failed refresh is tried again.
 const MIN_RETRY: Duration = Duration::from_millis(250);
+/// "Not again on this connection".
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// When to refresh the current connection.
 #[derive(Debug)]
@@ -67,9 +69,17 @@ impl Refresher {
         match outcome {
             Ok(Some(expires_at)) => {
                 debug!(%expires_at, "token refreshed");
+                let before = self.expires;
                 self.expires_at(expires_at);
+                if self.expires <= before + Duration::from_millis(500) {
+                    // The provider gave no later token (a fixed string):
+                    // refreshing again cannot help; the hub closes at expiry
+                    // and the supervisor reconnects.
+                    debug!("token provider gave no later expiry; not refreshing again");
+                    self.due = self.expires + NEVER;
+                }
             }
-            Ok(None) => self.due = self.expires + Duration::from_secs(365 * 24 * 3600),
+            Ok(None) => self.due = self.expires + NEVER,
             Err(error) => {
                 let left = self.expires.saturating_duration_since(Instant::now());
                 warn!(error = %error, ?left, "token refresh failed; retrying");
