@@ -18,6 +18,15 @@ pub enum ClientFrame {
         /// A JWT issued by the host platform (or `consult-hub token`).
         token: String,
     },
+    /// Replaces the connection's token with a fresh one for the same user,
+    /// clinic and role, moving the session's expiry; answered by `ok` with a
+    /// `refreshed` result.
+    Refresh {
+        /// Command id.
+        id: CommandId,
+        /// The new JWT.
+        token: String,
+    },
     /// Round-trip check; answered by `ok` with a `pong` result.
     Ping {
         /// Command id.
@@ -249,6 +258,7 @@ impl ClientFrame {
         match self {
             Self::Hello { .. } => None,
             Self::Ping { id }
+            | Self::Refresh { id, .. }
             | Self::Join { id, .. }
             | Self::Leave { id, .. }
             | Self::Send { id, .. }
@@ -280,6 +290,7 @@ impl ClientFrame {
         match self {
             Self::Hello { .. } => "hello",
             Self::Ping { .. } => "ping",
+            Self::Refresh { .. } => "refresh",
             Self::Join { .. } => "join",
             Self::Leave { .. } => "leave",
             Self::Send { .. } => "send",

@@ -28,6 +28,8 @@ pub enum ErrorCode {
     InvalidToken,
     /// The token has expired.
     TokenExpired,
+    /// The token was revoked by the host platform.
+    TokenRevoked,
     /// The principal may not do this to this consultation.
     Forbidden,
     /// No such consultation (or template, or other named object).
@@ -71,6 +73,7 @@ impl ErrorCode {
             Self::AlreadyAuthenticated => "already_authenticated",
             Self::InvalidToken => "invalid_token",
             Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::NotJoined => "not_joined",
@@ -117,6 +120,11 @@ pub enum CloseCode {
     SlowConsumer,
     /// 4004: the client kept sending after being rate limited.
     RateLimitExceeded,
+    /// 4005: the session's token expired (plus leeway) without a `refresh`.
+    TokenExpired,
+    /// 4006: the session's token was revoked, or its user disconnected, by
+    /// the host platform.
+    TokenRevoked,
 }
 
 impl CloseCode {
@@ -133,6 +141,8 @@ impl CloseCode {
             Self::IdleTimeout => 4002,
             Self::SlowConsumer => 4003,
             Self::RateLimitExceeded => 4004,
+            Self::TokenExpired => 4005,
+            Self::TokenRevoked => 4006,
         }
     }
 
@@ -149,6 +159,8 @@ impl CloseCode {
             Self::IdleTimeout => "idle timeout",
             Self::SlowConsumer => "slow consumer",
             Self::RateLimitExceeded => "rate limit exceeded",
+            Self::TokenExpired => "token expired",
+            Self::TokenRevoked => "token revoked",
         }
     }
 
@@ -165,6 +177,8 @@ impl CloseCode {
             Self::IdleTimeout,
             Self::SlowConsumer,
             Self::RateLimitExceeded,
+            Self::TokenExpired,
+            Self::TokenRevoked,
         ]
         .into_iter()
         .find(|candidate| candidate.code() == code)

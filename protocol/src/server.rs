@@ -33,6 +33,10 @@ pub enum ServerFrame {
         max_frame_bytes: usize,
         /// The hub's clock.
         server_time: DateTime<Utc>,
+        /// When the connection closes unless it is refreshed: the token's
+        /// `exp` (the hub adds its leeway).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// A command succeeded.
     Ok {
@@ -129,6 +133,12 @@ pub enum CommandResult {
     Pong {
         /// The hub's clock.
         server_time: DateTime<Utc>,
+    },
+    /// Answer to `refresh`: the session now lasts until the new token's
+    /// expiry.
+    Refreshed {
+        /// The new token's `exp`.
+        expires_at: DateTime<Utc>,
     },
     /// Answer to `send`.
     Sent {

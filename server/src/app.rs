@@ -83,6 +83,8 @@ pub struct AppState {
     pub presence: Presence,
     /// Token and API-key checks.
     pub auth: Authenticator,
+    /// Revoked tokens, and this node's sessions they may close.
+    pub revocations: crate::auth::revocation::Revocations,
     /// Push and SMS provider clients.
     pub notifier: Notifier,
     /// Cached contacts and clinic policies.
@@ -175,6 +177,7 @@ impl App {
             broker,
             presence,
             auth,
+            revocations: crate::auth::revocation::Revocations::new(),
             notifier,
             reach: ReachCache::default(),
             device_registrations: Default::default(),
@@ -185,6 +188,16 @@ impl App {
             ready: AtomicBool::new(true),
             next_conn_id: AtomicU64::new(1),
         });
+        crate::service::revocations::load(
+            &state.store,
+            &state.revocations,
+            state.auth.leeway_secs(),
+        )
+        .await?;
+        tokio::spawn(crate::service::revocations::listen(
+            state.clone(),
+            cluster_stop.clone(),
+        ));
         let dashboards = tokio::spawn(publisher::refresh_dashboards(state.clone(), dashboards_rx));
         let outbox_stop = CancellationToken::new();
         let outbox = tokio::spawn(OutboxWorker::new(state.clone()).run(outbox_stop.clone()));

@@ -7,6 +7,8 @@
 //! lifetime and, when configured, `iss` and `aud` are checked too. API keys are compared by their
 //! SHA-256 digests in constant time. Neither tokens nor keys are ever logged.
 
+pub mod revocation;
+
 use crate::config::AuthConfig;
 use crate::secrets;
 use consult_protocol::{ClinicId, Role, UserId};
@@ -52,6 +54,22 @@ pub struct Claims {
     /// Audience (a string or a list); checked when `auth.audience` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<serde_json::Value>,
+    /// The token's id, which a revocation can name; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// A verified token: who it speaks for, and what revocation and expiry need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// Who it speaks for.
+    pub principal: Principal,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: u64,
+    /// `jti`, when the token has one.
+    pub jti: Option<String>,
 }
 
 /// Why a token was refused.
@@ -178,6 +196,21 @@ impl Authenticator {
     /// [`AuthError::Expired`] for an expired token, [`AuthError::Invalid`]
     /// for anything else wrong with it.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_token(token).map(|verified| verified.principal)
+    }
+
+    /// The configured leeway on `exp`, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
+    /// Verifies a token and returns its principal with its expiry, issue
+    /// time and id.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authenticator::verify`].
+    pub fn verify_token(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|error| AuthError::Invalid(error.to_string()))?;
         let mut last_error = AuthError::Invalid(format!("no key for algorithm {:?}", header.alg));
@@ -191,7 +224,7 @@ impl Authenticator {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation(*algorithm)) {
                 Ok(data) => {
                     self.check_times(&data.claims)?;
-                    return principal_from(data.claims);
+                    return verified_from(data.claims);
                 }
                 Err(error) if matches!(error.kind(), ErrorKind::ExpiredSignature) => {
                     return Err(AuthError::Expired);
@@ -202,15 +235,15 @@ impl Authenticator {
         Err(last_error)
     }
 
-    /// [`Authenticator::verify`], fetching the JWKS again first when the
+    /// [`Authenticator::verify_token`], fetching the JWKS again first when the
     /// token names a `kid` the held set lacks (at most every
     /// [`jwks::ON_DEMAND_GAP`]).
     ///
     /// # Errors
     ///
     /// As [`Authenticator::verify`].
-    pub async fn verify_fresh(&self, token: &str) -> Result<Principal, AuthError> {
-        let result = self.verify(token);
+    pub async fn verify_fresh(&self, token: &str) -> Result<VerifiedToken, AuthError> {
+        let result = self.verify_token(token);
         let Some(jwks) = &self.jwks else {
             return result;
         };
@@ -222,7 +255,7 @@ impl Authenticator {
             && unknown_kid
             && jwks.refresh_for_unknown_kid().await
         {
-            return self.verify(token);
+            return self.verify_token(token);
         }
         result
     }
@@ -282,7 +315,8 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Issues an HS256 token for `principal`, valid for `ttl_secs`.
+    /// Issues an HS256 token for `principal`, valid for `ttl_secs`, with a
+    /// fresh `jti` (a UUID) and the configured `iss` and `aud`.
     ///
     /// # Errors
     ///
@@ -292,6 +326,21 @@ impl Authenticator {
         principal: &Principal,
         ttl_secs: u64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.issue_token(principal, ttl_secs)
+            .map(|issued| issued.token)
+    }
+
+    /// Issues an HS256 token as [`Authenticator::issue`] does, returning its
+    /// claims too.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authenticator::issue`].
+    pub fn issue_token(
+        &self,
+        principal: &Principal,
+        ttl_secs: u64,
+    ) -> Result<IssuedToken, jsonwebtoken::errors::Error> {
         let now = unix_now();
         let claims = Claims {
             sub: principal.user.to_string(),
@@ -302,8 +351,10 @@ impl Authenticator {
             nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(serde_json::Value::String),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok(IssuedToken { token, claims })
     }
 
     /// True when `presented` is one of the configured API keys.
@@ -315,17 +366,31 @@ impl Authenticator {
     }
 }
 
-fn principal_from(claims: Claims) -> Result<Principal, AuthError> {
+/// A token just issued, with its claims.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The signed JWT.
+    pub token: String,
+    /// What it says.
+    pub claims: Claims,
+}
+
+fn verified_from(claims: Claims) -> Result<VerifiedToken, AuthError> {
     if let Some(problem) = consult_protocol::ids::id_problem(&claims.sub) {
         return Err(AuthError::Invalid(format!("sub claim {problem}")));
     }
     if let Some(problem) = consult_protocol::ids::id_problem(&claims.clinic) {
         return Err(AuthError::Invalid(format!("clinic claim {problem}")));
     }
-    Ok(Principal {
-        user: UserId(claims.sub),
-        role: claims.role,
-        clinic: ClinicId(claims.clinic),
+    Ok(VerifiedToken {
+        principal: Principal {
+            user: UserId(claims.sub),
+            role: claims.role,
+            clinic: ClinicId(claims.clinic),
+        },
+        expires_at: claims.exp,
+        issued_at: claims.iat,
+        jti: claims.jti,
     })
 }
 

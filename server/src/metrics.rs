@@ -42,6 +42,10 @@ fn describe() {
         "Connections closed because their outbound queue was full."
     );
     metrics::describe_counter!(
+        "consult_revocations_unreadable_total",
+        "Messages on the revocation control topic that were not a revocation."
+    );
+    metrics::describe_counter!(
         "consult_client_errors_total",
         "Error frames sent to clients, by code."
     );

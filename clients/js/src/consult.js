@@ -15,9 +15,14 @@
 //     visibility it last reported, and re-sends unanswered `send`,
 //     `quick_message` and `alert` commands with their original
 //     `client_msg_id` (the hub makes those idempotent).
-//   - 4001 (bad or expired token) is final: `auth_failed` is emitted and the
-//     client stays closed until `connect()` is called again (with a fresh
-//     token via `setToken`).
+//   - 4001 (bad, expired or revoked token) is final: `auth_failed` is
+//     emitted and the client stays closed until `connect()` is called again
+//     (with a fresh token via `setToken`).
+//   - when `token` is a function, it is asked for a fresh token some time
+//     before the connection's token expires (the `welcome`'s `expires_at`)
+//     and sends it in a `refresh`, so the hub never closes the connection for
+//     expiry (4005). A 4005 or 4006 (revoked) close is followed by a
+//     reconnect with a fresh token from the function.
 //
 // The web console and patient app (clients/web) load a copy of this file
 // from /sdk/consult.js; `npm run build` in clients/js refreshes that copy.
@@ -125,6 +130,26 @@ export function templateVariables(body) {
 }
 
 /** A preview of a template with `variables` filled in; unknown ones stay as `{name}`. */
+/**
+ * A `token` function for ConsultClient: each call fetches a fresh token from
+ * the host platform's endpoint `url` (sent with the page's cookies; it must
+ * answer `{"token": "..."}`), so the client can refresh before expiry and
+ * reconnect after it. Without `url` it returns `initial` (a pasted token),
+ * which is used until it expires.
+ */
+export function tokenSource({ url, initial, fetch: fetchImpl = globalThis.fetch } = {}) {
+  if (!url) return async () => initial;
+  return async () => {
+    const res = await fetchImpl(url, { credentials: 'include', cache: 'no-store' });
+    if (!res.ok) throw new ConsultError('invalid_token', `token endpoint answered ${res.status}`);
+    const body = await res.json();
+    if (!body || typeof body.token !== 'string') {
+      throw new ConsultError('invalid_token', 'token endpoint gave no token');
+    }
+    return body.token;
+  };
+}
+
 export function renderTemplate(body, variables = {}) {
   return body.replace(/\{([A-Za-z0-9_]{1,32})\}/g, (whole, name) => {
     const value = variables[name];
@@ -233,6 +258,9 @@ class Emitter {
  * - `requestTimeoutMs` (10000), `handshakeTimeoutMs` (10000);
  * - `reconnect`: `false`, or `{ initialDelayMs: 500, maxDelayMs: 30000,
  *   goingAwayJitterMs: 250, stableAfterMs: 5000, delayMs(attempt, code) }`;
+ * - `refreshBeforeMs` (60000): how long before the connection's token expires
+ *   a fresh token from the `token` function is sent in a `refresh` (at most
+ *   half the time left); `false` never refreshes in-band;
  * - `autoAck`: `'delivered'` to acknowledge others' messages as delivered when
  *   they arrive (coalesced per room), or `false` (default).
  */
@@ -257,6 +285,7 @@ export class ConsultClient {
             ...(options.reconnect || {}),
           };
     this.autoAck = options.autoAck || false;
+    this.refreshBeforeMs = options.refreshBeforeMs ?? 60000;
 
     this.emitter = new Emitter();
     this._state = 'idle';
@@ -272,7 +301,8 @@ export class ConsultClient {
     this._everConnected = false;
     this._closedByUser = false;
     this._authError = null;
-    this._timers = { reconnect: null, handshake: null, stable: null };
+    this._timers = { reconnect: null, handshake: null, stable: null, refresh: null };
+    this._expiry = null; // { atMs (our clock), skewMs } of the current token
     this._connectWaiters = [];
     this._ackTimers = new Map();
   }
@@ -286,7 +316,9 @@ export class ConsultClient {
    * `notification` (the hub's frames), `dashboard_snapshot` ({entries,
    * resumed}), `joined` ({consultation_id, result, resumed}), `room_reset`
    * ({consultation_id}), `error` (an `error` frame answering no command),
-   * `auth_failed` (a ConsultError). */
+   * `auth_failed` (a ConsultError), `token_refreshed` ({expires_at}),
+   * `token_refresh_failed` (a ConsultError; retried until the token runs
+   * out). */
   on(type, fn) {
     return this.emitter.on(type, fn);
   }
@@ -391,6 +423,52 @@ export class ConsultClient {
   /** Highest `seq` delivered as a `message` event for a joined room. */
   lastSeq(consultationId) {
     return this._rooms.get(consultationId)?.lastSeq ?? null;
+  }
+
+  /** Sends `refresh` with `token` (or a fresh one from the `token` function)
+   * for the same user, clinic and role; resolves with the new `expires_at`.
+   * Rejects with `invalid_token`, `token_expired` or `token_revoked`, leaving
+   * the connection on its old token. */
+  async refreshToken(token) {
+    const fresh = token ?? (typeof this.token === 'function' ? await this.token() : this.token);
+    const previousMs = this._expiry?.atMs ?? null;
+    const result = await this._command('refresh', { token: fresh || '' }, { direct: true });
+    this._planRefresh(result.expires_at);
+    if (previousMs !== null && this._expiry && this._expiry.atMs <= previousMs + 500) {
+      // The token function gave no later token: refreshing again cannot
+      // help; the hub closes at expiry (4005) and the client reconnects.
+      clearTimeout(this._timers.refresh);
+      this._timers.refresh = null;
+    }
+    this.emitter.emit('token_refreshed', { expires_at: result.expires_at });
+    return result.expires_at;
+  }
+
+  /** Plans the next in-band refresh before `expiresAt` (the hub's clock). */
+  _planRefresh(expiresAt) {
+    clearTimeout(this._timers.refresh);
+    this._timers.refresh = null;
+    if (!expiresAt || !this._expiry) return;
+    const leftMs = Date.parse(expiresAt) - (Date.now() + this._expiry.skewMs);
+    this._expiry.atMs = Date.now() + leftMs;
+    if (typeof this.token !== 'function' || this.refreshBeforeMs === false) return;
+    const delay = Math.max(0, leftMs - Math.min(this.refreshBeforeMs, leftMs / 2));
+    this._timers.refresh = setTimeout(() => this._autoRefresh(), delay);
+  }
+
+  async _autoRefresh() {
+    this._timers.refresh = null;
+    const ws = this._ws;
+    try {
+      await this.refreshToken();
+    } catch (error) {
+      if (this._ws !== ws || this._closedByUser || !this._expiry) return;
+      // Try again after half the time left; if the token runs out, the hub
+      // closes with 4005 and the client reconnects with a fresh token.
+      const leftMs = this._expiry.atMs - Date.now();
+      this.emitter.emit('token_refresh_failed', error);
+      this._timers.refresh = setTimeout(() => this._autoRefresh(), Math.max(250, leftMs / 2));
+    }
   }
 
   /** Sets the token used by the next `hello` (after a 4001, call connect()). */
@@ -546,8 +624,11 @@ export class ConsultClient {
   _onClose(_ws, code, reason) {
     clearTimeout(this._timers.handshake);
     clearTimeout(this._timers.stable);
+    clearTimeout(this._timers.refresh);
     this._timers.handshake = null;
     this._timers.stable = null;
+    this._timers.refresh = null;
+    this._expiry = null;
     if (this._closedByUser) return;
     const final = FINAL_CLOSE_CODES.has(code) || !this.reconnectOptions;
     // Commands in flight: idempotent ones wait for the next connection.
@@ -634,7 +715,11 @@ export class ConsultClient {
               new ConsultError(frame.code, frame.message, { id: frame.id, command: entry.frame.type }),
             );
         } else if (frame.type === 'error') {
-          if (frame.code === 'invalid_token' || frame.code === 'token_expired') {
+          if (
+            frame.code === 'invalid_token' ||
+            frame.code === 'token_expired' ||
+            frame.code === 'token_revoked'
+          ) {
             this._authError = new ConsultError(frame.code, frame.message);
           }
           this.emitter.emit('error', frame);
@@ -690,6 +775,8 @@ export class ConsultClient {
     clearTimeout(this._timers.handshake);
     this._timers.handshake = null;
     this._welcome = frame;
+    this._expiry = { atMs: null, skewMs: Date.parse(frame.server_time) - Date.now() || 0 };
+    this._planRefresh(frame.expires_at);
     const ws = this._ws;
     const resumed = this._everConnected;
     this._everConnected = true;

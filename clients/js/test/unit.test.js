@@ -11,6 +11,7 @@ import {
   privacySpan,
   renderTemplate,
   templateVariables,
+  tokenSource,
 } from '../src/consult.js';
 
 /** A fake socket: records frames, lets the test answer and close it. */
@@ -367,6 +368,22 @@ describe('rooms', () => {
 });
 
 describe('helpers', () => {
+  test('tokenSource fetches a fresh token per call, or returns the pasted one', async () => {
+    assert.equal(await tokenSource({ initial: 'pasted' })(), 'pasted');
+    let calls = 0;
+    const fetch = async (url, init) => {
+      calls += 1;
+      assert.equal(url, '/platform/token');
+      assert.equal(init.credentials, 'include');
+      return { ok: true, json: async () => ({ token: `t${calls}` }) };
+    };
+    const source = tokenSource({ url: '/platform/token', initial: 'pasted', fetch });
+    assert.equal(await source(), 't1');
+    assert.equal(await source(), 't2');
+    const refused = tokenSource({ url: '/x', fetch: async () => ({ ok: false, status: 401 }) });
+    await assert.rejects(refused(), (error) => error.code === 'invalid_token');
+  });
+
   test('template variables and rendering', () => {
     const body = 'I am running {minutes} minutes behind, {minutes} min. {x}';
     assert.deepEqual(templateVariables(body), ['minutes', 'x']);

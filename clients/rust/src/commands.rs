@@ -42,6 +42,25 @@ impl Client {
         }
     }
 
+    /// Replaces the connection's token with `token` (same user, clinic and
+    /// role) without reconnecting; returns when the connection now expires.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Command`] with `invalid_token`, `token_expired` or
+    /// `token_revoked`; the connection then keeps its old token and deadline.
+    pub async fn refresh(&self, token: &str) -> Result<DateTime<Utc>, ClientError> {
+        let id = self.next_command_id();
+        let frame = ClientFrame::Refresh {
+            id,
+            token: token.to_owned(),
+        };
+        match self.request(frame).await? {
+            Some(CommandResult::Refreshed { expires_at }) => Ok(expires_at),
+            other => Err(unexpected("refreshed", other)),
+        }
+    }
+
     /// Joins a room; with `since`, the hub first replays later messages as
     /// `message` events.
     pub async fn join(

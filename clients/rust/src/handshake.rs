@@ -29,6 +29,8 @@ pub struct Welcome {
     pub max_frame_bytes: usize,
     /// The hub's clock when it welcomed us.
     pub server_time: DateTime<Utc>,
+    /// When the hub closes the connection (4005) unless it is refreshed.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// How the hub answered `hello`.
@@ -103,6 +105,7 @@ fn answer(text: &str) -> Result<Outcome, ClientError> {
             heartbeat_secs,
             max_frame_bytes,
             server_time,
+            expires_at,
         }) => Ok(Outcome::Welcome(Welcome {
             protocol,
             conn_id,
@@ -112,6 +115,7 @@ fn answer(text: &str) -> Result<Outcome, ClientError> {
             heartbeat_secs,
             max_frame_bytes,
             server_time,
+            expires_at,
         })),
         Ok(ServerFrame::Error { code, message, .. }) => Ok(Outcome::Rejected { code, message }),
         Ok(other) => Err(ClientError::Protocol(format!(

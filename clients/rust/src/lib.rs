@@ -59,6 +59,6 @@ pub use error::ClientError;
 pub use handshake::Welcome;
 pub use resilient::{
     BACKOFF_BASE, BACKOFF_JITTER, BACKOFF_MAX, Backoff, ConnectionState, KEEPALIVE_INTERVAL,
-    RETRY_TIMEOUT, ResilientClient, ResilientConfig, ResilientEvent, ResilientStats, STABLE_AFTER,
-    TokenProvider,
+    REFRESH_BEFORE, RETRY_TIMEOUT, ResilientClient, ResilientConfig, ResilientEvent,
+    ResilientStats, STABLE_AFTER, TokenProvider,
 };

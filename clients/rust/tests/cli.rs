@@ -83,6 +83,7 @@ fn welcome() -> ServerFrame {
         heartbeat_secs: 20,
         max_frame_bytes: 65_536,
         server_time: Utc::now(),
+        expires_at: None,
     }
 }
 

@@ -7,6 +7,7 @@ import {
   DashboardList,
   privacySpan,
   renderTemplate,
+  tokenSource,
   typingNotifier,
 } from '/sdk/consult.js';
 
@@ -136,7 +137,7 @@ function setConn(state, text) {
 
 async function start(token) {
   app.client?.close();
-  const client = new ConsultClient({ token });
+  const client = new ConsultClient({ token: tokenSource({ url: tokenUrl(), initial: token }) });
   app.client = client;
   client.on('state', (s) => {
     if (client !== app.client) return;
@@ -672,3 +673,10 @@ function renderNotifications() {
 const saved = sessionStorage.getItem(TOKEN_KEY);
 if (saved) start(saved);
 else showSignIn();
+
+/** The host platform's token endpoint, when the page names one in
+ * `<meta name="consult-token-url" content="...">`: the SDK then fetches a
+ * fresh token from it before the current one expires. */
+function tokenUrl() {
+  return document.querySelector('meta[name="consult-token-url"]')?.content || null;
+}

@@ -2,7 +2,7 @@
 // "I'm Ready for My Appointment" button, entering, chat with delivered/read
 // receipts, highlighted alerts. Uses the SDK served at /sdk/consult.js.
 
-import { ConsultClient, typingNotifier } from '/sdk/consult.js';
+import { ConsultClient, tokenSource, typingNotifier } from '/sdk/consult.js';
 
 const TOKEN_KEY = 'consult.patient.token';
 const CONSULTATION_KEY = 'consult.patient.consultation';
@@ -120,7 +120,10 @@ $('sign-out').addEventListener('click', () => {
 
 async function start(token, id) {
   app.client?.close();
-  const client = new ConsultClient({ token, autoAck: 'delivered' });
+  const client = new ConsultClient({
+    token: tokenSource({ url: tokenUrl(), initial: token }),
+    autoAck: 'delivered',
+  });
   app.client = client;
   app.id = id;
   app.messages.clear();
@@ -359,3 +362,10 @@ const savedToken = sessionStorage.getItem(TOKEN_KEY);
 const savedId = fragmentConsultation() || sessionStorage.getItem(CONSULTATION_KEY);
 if (savedToken) start(savedToken, savedId);
 else showSignIn();
+
+/** The host platform's token endpoint, when the page names one in
+ * `<meta name="consult-token-url" content="...">`: the SDK then fetches a
+ * fresh token from it before the current one expires. */
+function tokenUrl() {
+  return document.querySelector('meta[name="consult-token-url"]')?.content || null;
+}

@@ -46,6 +46,7 @@ fn an_expired_token_is_reported_as_expired() {
         nbf: None,
         iss: None,
         aud: None,
+        jti: None,
     };
     let token = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -104,6 +105,7 @@ fn claims_now(lifetime: u64) -> Claims {
         nbf: None,
         iss: None,
         aud: None,
+        jti: None,
     }
 }
 

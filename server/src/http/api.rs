@@ -395,6 +395,8 @@ struct TokenRequest {
 struct TokenResponse {
     token: String,
     expires_at: DateTime<Utc>,
+    /// The token's id, for `POST /v1/revocations/tokens`.
+    jti: Option<String>,
 }
 
 async fn issue_token(
@@ -417,10 +419,18 @@ async fn issue_token(
         role: body.role,
         clinic: body.clinic,
     };
-    let token = state
+    let issued = state
         .auth
-        .issue(&principal, ttl)
+        .issue_token(&principal, ttl)
         .map_err(|error| ApiError::internal(&error))?;
-    let expires_at = Utc::now() + chrono::Duration::seconds(i64::try_from(ttl).unwrap_or(0));
-    Ok(Json(TokenResponse { token, expires_at }))
+    crate::service::revocations::audit_issued(&state, &issued.claims).await?;
+    let expires_at = i64::try_from(issued.claims.exp)
+        .ok()
+        .and_then(|exp| DateTime::from_timestamp(exp, 0))
+        .unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(3600));
+    Ok(Json(TokenResponse {
+        token: issued.token,
+        expires_at,
+        jti: issued.claims.jti,
+    }))
 }

@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 mod notify_api;
+mod revocation_api;
 mod ws;
 
 pub use error::ApiError;
@@ -25,7 +26,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/ws", get(ws::upgrade))
-        .nest("/v1", api::routes().merge(notify_api::routes()));
+        .nest(
+            "/v1",
+            api::routes()
+                .merge(notify_api::routes())
+                .merge(revocation_api::routes()),
+        );
     if let Some(dir) = &state.config.web.static_dir {
         router = router
             .nest_service("/console", ServeDir::new(dir.join("console")))

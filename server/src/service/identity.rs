@@ -10,19 +10,19 @@
 
 use super::ServiceError;
 use crate::app::AppState;
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, Principal, VerifiedToken};
 use crate::store::participants;
 use consult_protocol::ErrorCode;
 
-/// Verifies `token` and checks its clinic against the registered
-/// participant.
+/// Verifies `token`, checks its clinic against the registered participant
+/// and that it is not revoked.
 ///
 /// # Errors
 ///
-/// `token_expired` or `invalid_token` (with a reason that holds no token
-/// material); a store failure.
-pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ServiceError> {
-    let principal = state
+/// `token_expired`, `invalid_token` (with a reason that holds no token
+/// material) or `token_revoked`; a store failure.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<VerifiedToken, ServiceError> {
+    let verified = state
         .auth
         .verify_fresh(token)
         .await
@@ -32,8 +32,14 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Se
                 ServiceError::refused(ErrorCode::InvalidToken, error.to_string())
             }
         })?;
-    check_clinic(state, &principal).await?;
-    Ok(principal)
+    check_clinic(state, &verified.principal).await?;
+    if state.revocations.is_revoked(&verified) {
+        return Err(ServiceError::refused(
+            ErrorCode::TokenRevoked,
+            "the token was revoked",
+        ));
+    }
+    Ok(verified)
 }
 
 /// Refuses a principal whose user is registered under another clinic.

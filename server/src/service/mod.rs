@@ -17,6 +17,7 @@ pub mod publisher;
 pub mod quick;
 pub mod reach;
 pub mod registrations;
+pub mod revocations;
 pub mod status;
 pub mod templates;
 

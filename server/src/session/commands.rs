@@ -76,6 +76,7 @@ where
                 "already authenticated".to_owned(),
             )
                 .into()),
+            ClientFrame::Refresh { token, .. } => self.refresh(&token).await,
             ClientFrame::Ping { .. } => Ok(Some(CommandResult::Pong {
                 server_time: chrono::Utc::now(),
             })),

@@ -1,13 +1,13 @@
 //! The authenticated session: one task owning the socket, selecting over
-//! shutdown, slow-consumer kick, the outbound queue, inbound frames and the
-//! heartbeat. Each branch is one named call. One exit path always runs:
+//! shutdown, slow-consumer kick, token revocation and expiry, the outbound
+//! queue, inbound frames and the heartbeat. Each branch is one named call. One exit path always runs:
 //! unsubscribe from the hub (by connection id), tell the broker, mark the
 //! user offline, send the close frame, record metrics.
 
 use super::rate_limit::TokenBucket;
 use super::socket::{Socket, WriteError};
 use crate::app::AppState;
-use crate::auth::Principal;
+use crate::auth::{Principal, VerifiedToken};
 use crate::broker::{Event, Topic};
 use crate::domain::PersonKey;
 use crate::hub::Subscriber;
@@ -74,6 +74,10 @@ pub struct Session<S> {
     /// Consultations this principal was found to be a member of without
     /// joining them (membership never changes), sparing a read per send.
     pub(crate) member_of: HashMap<ConsultationId, crate::domain::Consultation>,
+    /// When the token (plus leeway) runs out; `refresh` moves it.
+    pub(crate) expires_at: Instant,
+    /// Cancelled when the token is revoked or the user disconnected.
+    pub(crate) revoked: CancellationToken,
 }
 
 impl<S> Session<S>
@@ -86,9 +90,10 @@ where
     pub(crate) async fn start(
         socket: Socket<S>,
         state: Arc<AppState>,
-        principal: Principal,
+        token: &VerifiedToken,
         conn_id: u64,
     ) -> Self {
+        let principal = token.principal.clone();
         let session_config = &state.config.session;
         let (outbound_tx, outbound_rx) = mpsc::channel(session_config.outbound_queue_capacity);
         let limiter = TokenBucket::new(
@@ -100,7 +105,7 @@ where
             .connected(&PersonKey::of(&principal), true)
             .await;
         metrics::gauge!("consult_connections_active").increment(1.0);
-        Self {
+        let mut session = Self {
             socket,
             state,
             principal,
@@ -115,7 +120,11 @@ where
             last_heard: Instant::now(),
             foreground: true,
             member_of: HashMap::new(),
-        }
+            expires_at: Instant::now(),
+            revoked: CancellationToken::new(),
+        };
+        session.adopt_token(token);
+        session
     }
 
     /// This connection as a hub subscriber.
@@ -151,11 +160,24 @@ where
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let shutdown = self.state.sessions_shutdown.clone();
         let slow_consumer = self.slow_consumer.clone();
+        let revoked = self.revoked.clone();
+        let mut expiry = Box::pin(tokio::time::sleep_until(self.expires_at));
         let exit = loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break Box::pin(self.on_shutdown()).await,
                 () = slow_consumer.cancelled() => break Exit::Close(CloseCode::SlowConsumer),
+                () = revoked.cancelled() => {
+                    Box::pin(self.on_revoked()).await;
+                    break Exit::Close(CloseCode::TokenRevoked);
+                }
+                () = &mut expiry => {
+                    if Instant::now() >= self.expires_at {
+                        Box::pin(self.on_expired()).await;
+                        break Exit::Close(CloseCode::TokenExpired);
+                    }
+                    expiry.as_mut().reset(self.expires_at);
+                }
                 Some(event) = self.outbound_rx.recv() => {
                     match Box::pin(self.on_hub_event(event)).await {
                         Ok(()) => {}
@@ -169,7 +191,12 @@ where
                     }
                 }
                 inbound = self.socket.next() => match Box::pin(self.on_inbound(inbound)).await {
-                    Flow::Continue => {}
+                    Flow::Continue => {
+                        // A `refresh` may have moved the deadline either way.
+                        if expiry.deadline() != self.expires_at {
+                            expiry.as_mut().reset(self.expires_at);
+                        }
+                    }
                     Flow::Exit(code) => break Exit::Close(code),
                 },
                 _ = heartbeat.tick() => {
@@ -373,6 +400,7 @@ where
     }
 
     async fn finish(&mut self, exit: Exit) {
+        self.state.revocations.untrack(self.conn_id);
         let rooms: Vec<(Topic, JoinedRoom)> = self.rooms.drain().collect();
         for (topic, room) in rooms {
             self.leave_topic(&topic, Some(&room.consultation_id)).await;

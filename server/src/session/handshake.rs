@@ -1,12 +1,13 @@
 //! The handshake: a connection is a [`PendingSession`] until a valid `hello`
 //! turns it into a [`Session`]. Anything else first gets `hello_required`
-//! (or the decoding error); a bad token gets an error frame and close 4001;
+//! (or the decoding error); a bad, expired or revoked token gets an error
+//! frame and close 4001;
 //! silence past the handshake timeout gets close 4000.
 
 use super::connection::Session;
 use super::socket::Socket;
 use crate::app::AppState;
-use crate::auth::Principal;
+use crate::auth::VerifiedToken;
 use crate::service::identity;
 use axum::extract::ws::Message;
 use consult_protocol::{
@@ -29,7 +30,7 @@ pub struct PendingSession<S> {
 }
 
 enum HelloOutcome {
-    Authenticated(Principal),
+    Authenticated(Box<VerifiedToken>),
     Close(CloseCode),
 }
 
@@ -63,7 +64,7 @@ where
             () = shutdown.cancelled() => HelloOutcome::Close(CloseCode::GoingAway),
         };
         match outcome {
-            HelloOutcome::Authenticated(principal) => self.welcome(principal).await,
+            HelloOutcome::Authenticated(token) => self.welcome(*token).await,
             HelloOutcome::Close(code) => {
                 tracing::info!(close = code.code(), "handshake ended");
                 self.socket.close(code).await;
@@ -117,7 +118,7 @@ where
             match decode_client_frame(&text) {
                 Ok(ClientFrame::Hello { token }) => {
                     match identity::authenticate(&self.state, &token).await {
-                        Ok(principal) => return HelloOutcome::Authenticated(principal),
+                        Ok(verified) => return HelloOutcome::Authenticated(Box::new(verified)),
                         Err(error) => {
                             let code = error.code();
                             self.refuse(None, code, &error.client_message()).await;
@@ -157,7 +158,8 @@ where
         }
     }
 
-    async fn welcome(mut self, principal: Principal) -> Option<Session<S>> {
+    async fn welcome(mut self, token: VerifiedToken) -> Option<Session<S>> {
+        let principal = &token.principal;
         let session_config = &self.state.config.session;
         let frame = ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION,
@@ -168,12 +170,13 @@ where
             heartbeat_secs: session_config.heartbeat_interval_secs,
             max_frame_bytes: session_config.max_message_bytes,
             server_time: chrono::Utc::now(),
+            expires_at: super::token_life::expiry_time(token.expires_at),
         };
         if let Err(error) = self.socket.send_frame(&frame).await {
             tracing::debug!(error = %error, "welcome not sent");
             return None;
         }
         tracing::info!(user = %principal.user, role = %principal.role, "authenticated");
-        Some(Session::start(self.socket, self.state, principal, self.conn_id).await)
+        Some(Session::start(self.socket, self.state, &token, self.conn_id).await)
     }
 }

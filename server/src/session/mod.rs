@@ -16,6 +16,7 @@ mod notify_commands;
 pub mod rate_limit;
 mod rooms;
 pub mod socket;
+mod token_life;
 
 use crate::app::AppState;
 use axum::extract::ws::{Message, WebSocket};

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod participants;
 pub mod policies;
 pub mod receipts;
+pub mod revocations;
 pub mod sqlite_writer;
 pub mod templates;
 

@@ -41,6 +41,7 @@ fn claims(ttl_secs: i64) -> Claims {
         nbf: None,
         iss: None,
         aud: None,
+        jti: None,
     }
 }
 

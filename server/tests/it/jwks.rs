@@ -56,6 +56,7 @@ impl ProviderKey {
             nbf: None,
             iss: None,
             aud: Some(json!("platform-api")),
+            jti: None,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.to_owned());

@@ -30,6 +30,7 @@ fn welcome_frame() -> ServerFrame {
         heartbeat_secs: 30,
         max_frame_bytes: 65_536,
         server_time: Utc::now(),
+        expires_at: None,
     }
 }
 

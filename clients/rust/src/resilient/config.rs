@@ -22,6 +22,9 @@ pub const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default interval of the liveness `ping` that detects a dead connection
 /// the operating system has not noticed.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long before its token expires a connection is refreshed in-band
+/// (at most half the token's remaining lifetime).
+pub const REFRESH_BEFORE: Duration = Duration::from_secs(60);
 
 /// The reconnect schedule: exponential from `base`, doubling per failed
 /// attempt up to `max`, each wait shortened by a random share of at most
@@ -85,6 +88,12 @@ pub struct ResilientConfig {
     /// request timeout drops the connection and reconnects. `None` relies on
     /// the operating system to notice dead connections.
     pub keepalive: Option<Duration>,
+    /// How long before the connection's token expires (the `welcome`'s
+    /// `expires_at`) a fresh token from the [`crate::TokenProvider`] is sent
+    /// in a `refresh`, capped at half the remaining lifetime. `None` never
+    /// refreshes in-band: the hub then closes with 4005 at expiry and the
+    /// client reconnects with a fresh token.
+    pub refresh_before: Option<Duration>,
 }
 
 impl Default for ResilientConfig {
@@ -94,6 +103,7 @@ impl Default for ResilientConfig {
             backoff: Backoff::default(),
             retry_timeout: RETRY_TIMEOUT,
             keepalive: Some(KEEPALIVE_INTERVAL),
+            refresh_before: Some(REFRESH_BEFORE),
         }
     }
 }

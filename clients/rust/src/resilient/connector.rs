@@ -42,6 +42,12 @@ where
 /// Opens one authenticated connection.
 pub(crate) trait Connect: Send + Sync + 'static {
     fn connect(&self) -> impl Future<Output = Result<(Client, Welcome), ClientError>> + Send;
+
+    /// A fresh token for an in-band `refresh`; `None` when this connector
+    /// has no token provider.
+    fn fresh_token(&self) -> impl Future<Output = Result<Option<String>, ClientError>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
 
 /// Connects over TCP to a `ws://` URL with a token from `tokens`.
@@ -56,5 +62,9 @@ impl<T: TokenProvider> Connect for WsConnector<T> {
     async fn connect(&self) -> Result<(Client, Welcome), ClientError> {
         let token = self.tokens.token().await?;
         Client::connect_with(&self.url, &token, self.config.clone()).await
+    }
+
+    async fn fresh_token(&self) -> Result<Option<String>, ClientError> {
+        self.tokens.token().await.map(Some)
     }
 }

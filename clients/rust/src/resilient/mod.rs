@@ -1,6 +1,8 @@
 //! [`ResilientClient`]: an opt-in layer over [`Client`] that reconnects
 //! and resumes.
 //!
+//! Before the connection's token expires it sends `refresh` with a fresh
+//! token from its [`TokenProvider`], so the hub never closes it for expiry.
 //! After a network drop or any hub close but 4001 (authentication failed),
 //! it reconnects with jittered exponential backoff, sends `hello` with a
 //! fresh token from its [`TokenProvider`], joins every room again with
@@ -25,6 +27,7 @@
 //! - `tracker`: rooms, cursors and the watch to restore.
 //! - `connector`: [`TokenProvider`] and the connection seam for tests.
 //! - `keepalive`: the ping that detects dead connections.
+//! - `refresher`: the in-band `refresh` before the token expires.
 //! - `shared`: what the handle and the task share.
 
 mod commands;
@@ -32,14 +35,15 @@ mod config;
 mod connector;
 mod event;
 mod keepalive;
+mod refresher;
 mod resume;
 mod shared;
 mod supervisor;
 mod tracker;
 
 pub use config::{
-    BACKOFF_BASE, BACKOFF_JITTER, BACKOFF_MAX, Backoff, KEEPALIVE_INTERVAL, RETRY_TIMEOUT,
-    ResilientConfig, STABLE_AFTER,
+    BACKOFF_BASE, BACKOFF_JITTER, BACKOFF_MAX, Backoff, KEEPALIVE_INTERVAL, REFRESH_BEFORE,
+    RETRY_TIMEOUT, ResilientConfig, STABLE_AFTER,
 };
 pub use connector::TokenProvider;
 pub use event::{ConnectionState, ResilientEvent, ResilientStats};
@@ -142,6 +146,7 @@ impl ResilientClient {
             closing_rx,
             backoff: config.backoff,
             keepalive: config.keepalive,
+            refresh_before: config.refresh_before,
         };
         let span = tracing::debug_span!("consult_resilient", user = %welcome.user);
         // Not detached in effect: the task ends when the handle closes or

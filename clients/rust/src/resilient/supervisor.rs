@@ -11,6 +11,7 @@ use super::config::Backoff;
 use super::connector::Connect;
 use super::event::{ConnectionState, ResilientEvent, Stats};
 use super::keepalive::Keepalive;
+use super::refresher::Refresher;
 use super::shared::{Link, Shared};
 use crate::client::Client;
 use crate::connection::{CloseInfo, ClosedBy};
@@ -41,6 +42,7 @@ pub(crate) struct Supervisor<C> {
     pub(crate) closing_rx: watch::Receiver<bool>,
     pub(crate) backoff: Backoff,
     pub(crate) keepalive: Option<Duration>,
+    pub(crate) refresh_before: Option<Duration>,
 }
 
 impl<C: Connect> Supervisor<C> {
@@ -101,8 +103,22 @@ impl<C: Connect> Supervisor<C> {
         let keepalive = self
             .keepalive
             .map(|every| Keepalive::spawn(client.clone(), every));
-        while let Some(frame) = client.next_event().await {
-            self.forward(frame).await;
+        let mut refresher = self
+            .refresh_before
+            .and_then(|before| Refresher::new(client.welcome(), before));
+        loop {
+            let next_refresh = refresher.as_ref().map(Refresher::due);
+            tokio::select! {
+                frame = client.next_event() => match frame {
+                    Some(frame) => self.forward(frame).await,
+                    None => break,
+                },
+                () = super::refresher::sleep_until(next_refresh) => {
+                    if let Some(refresher) = refresher.as_mut() {
+                        refresher.refresh(client, &self.connector).await;
+                    }
+                }
+            }
         }
         if keepalive.as_ref().is_some_and(Keepalive::found_stale) {
             return CloseInfo::network("no answer to a keepalive ping in time");

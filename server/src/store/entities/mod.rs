@@ -15,3 +15,4 @@ pub(crate) mod participant;
 pub(crate) mod quick_template;
 pub(crate) mod receipt;
 pub(crate) mod sms_preference;
+pub(crate) mod token_revocation;

@@ -9,6 +9,7 @@ mod m20261128_000002_notifications;
 mod m20261204_000003_clinic_scoped_contacts;
 mod m20261204_000004_inbound_sms;
 mod m20261204_000005_preferred_name;
+mod m20261204_000006_revocations;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000003_clinic_scoped_contacts::Migration),
             Box::new(m20261204_000004_inbound_sms::Migration),
             Box::new(m20261204_000005_preferred_name::Migration),
+            Box::new(m20261204_000006_revocations::Migration),
         ]
     }
 }

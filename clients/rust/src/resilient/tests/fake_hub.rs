@@ -156,6 +156,7 @@ impl FakeHub {
             heartbeat_secs: 20,
             max_frame_bytes: 65_536,
             server_time: Utc::now(),
+            expires_at: None,
         };
         socket.send(Message::text(welcome.to_json())).await.is_ok()
     }

@@ -35,6 +35,7 @@ fn config() -> ResilientConfig {
         },
         retry_timeout: Duration::from_secs(30),
         keepalive: None,
+        refresh_before: None,
     }
 }
 

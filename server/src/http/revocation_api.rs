@@ -1,0 +1,126 @@
+//! The REST API for ending access, behind an API key: revoke one token by
+//! its `jti`, revoke every token of a user in a clinic issued up to a time,
+//! and disconnect a user's live sessions now.
+
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiKey};
+use crate::app::AppState;
+use crate::auth::revocation::Revocation;
+use crate::service::revocations;
+use crate::store::audit::Actor;
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use consult_protocol::{ClinicId, UserId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Longest accepted token id.
+const MAX_JTI_LEN: usize = 128;
+
+/// The platform acting through the API, as recorded in the audit log.
+const PLATFORM: Actor<'static> = Actor {
+    id: "platform",
+    role: "admin",
+};
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/revocations/tokens", post(revoke_token))
+        .route("/revocations/users", post(revoke_user))
+        .route("/disconnections", post(disconnect_user))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeToken {
+    jti: String,
+    /// The token's expiry, when known: the revocation is forgotten after it.
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeUser {
+    clinic: ClinicId,
+    user: UserId,
+    /// Tokens issued at or before this time are revoked; now when omitted.
+    #[serde(default)]
+    issued_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Disconnect {
+    clinic: ClinicId,
+    user: UserId,
+}
+
+/// What a revocation did on the node that took it.
+#[derive(Debug, Serialize)]
+struct Revoked {
+    /// Sessions this node closed; other nodes close theirs within a second.
+    closed_here: usize,
+}
+
+async fn revoke_token(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<RevokeToken>,
+) -> Result<Json<Revoked>, ApiError> {
+    if body.jti.is_empty() || body.jti.len() > MAX_JTI_LEN {
+        return Err(ApiError::invalid(format!(
+            "jti must be 1 to {MAX_JTI_LEN} bytes"
+        )));
+    }
+    let expires_at = body
+        .expires_at
+        .and_then(|at| u64::try_from(at.timestamp()).ok());
+    let revocation = Revocation::Token {
+        jti: body.jti,
+        expires_at,
+    };
+    let closed_here = revocations::revoke(&state, PLATFORM, revocation).await?;
+    Ok(Json(Revoked { closed_here }))
+}
+
+async fn revoke_user(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<RevokeUser>,
+) -> Result<Json<Revoked>, ApiError> {
+    require_ids(&body.clinic, &body.user)?;
+    let before = body.issued_before.unwrap_or_else(Utc::now);
+    let issued_before = u64::try_from(before.timestamp())
+        .map_err(|_| ApiError::invalid("issued_before must be after 1970"))?;
+    let revocation = Revocation::User {
+        clinic: body.clinic,
+        user: body.user,
+        issued_before,
+    };
+    let closed_here = revocations::revoke(&state, PLATFORM, revocation).await?;
+    Ok(Json(Revoked { closed_here }))
+}
+
+async fn disconnect_user(
+    _key: ApiKey,
+    State(state): State<Arc<AppState>>,
+    ApiJson(body): ApiJson<Disconnect>,
+) -> Result<Json<Revoked>, ApiError> {
+    require_ids(&body.clinic, &body.user)?;
+    let revocation = Revocation::Disconnect {
+        clinic: body.clinic,
+        user: body.user,
+    };
+    let closed_here = revocations::revoke(&state, PLATFORM, revocation).await?;
+    Ok(Json(Revoked { closed_here }))
+}
+
+fn require_ids(clinic: &ClinicId, user: &UserId) -> Result<(), ApiError> {
+    if clinic.as_str().is_empty() || user.as_str().is_empty() {
+        return Err(ApiError::invalid("clinic and user must not be empty"));
+    }
+    Ok(())
+}
