@@ -92,3 +92,25 @@ async fn without_refresh_the_client_is_closed_with_4005_and_reconnects() {
     assert!(closes.contains(&Some(4005)), "{closes:?}");
     assert!(attempts >= 1);
 }
+
+#[tokio::test]
+async fn a_fixed_token_is_not_refreshed_over_and_over_and_ends_in_4001() {
+    let hub = hub_without_leeway().await;
+    let (token, _) = short_token(&hub, "dr-a", Role::Provider, 3);
+    let (client, _) = ResilientClient::connect(hub.ws_url(), token, ResilientConfig::default())
+        .await
+        .unwrap();
+    let info = tokio::time::timeout(Duration::from_secs(10), client.closed())
+        .await
+        .expect("closed for good once the token has expired");
+    // Expired at the reconnect's hello: refused, which is final.
+    assert_eq!(info.code, Some(4001), "{info}");
+    let refreshes = crate::harness::metric(
+        &hub.metrics_text().await,
+        "consult_command_seconds_count{command=\"refresh\"}",
+    );
+    assert!(
+        refreshes <= 1.0,
+        "{refreshes} refreshes with the same token"
+    );
+}
