@@ -7,6 +7,7 @@
 #[allow(dead_code)] // Parts used only by some test modules.
 mod harness;
 
+mod abuse;
 mod alerts;
 mod api;
 mod appender;
