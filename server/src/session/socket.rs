@@ -1,10 +1,17 @@
 //! The connection's socket: reading frames, and writing frames and closes,
-//! each write under the write timeout.
+//! each write under the write timeout. A close is a handshake: after the
+//! close frame the socket keeps reading (and discarding) until the client's
+//! own close frame or [`CLOSE_DRAIN`], so that a client still writing does
+//! not draw a TCP reset that would discard the answers sent before it.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use consult_protocol::{CloseCode, ServerFrame};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::time::Duration;
+
+/// How long a close waits for the client's close frame, reading and
+/// discarding what the client still sends, before the socket is dropped.
+pub const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Why a write failed; either way the connection is finished.
 #[derive(Debug, thiserror::Error)]
@@ -96,9 +103,16 @@ where
             .map_err(|_| WriteError::TimedOut)??;
         Ok(())
     }
+}
 
-    /// Sends a close frame with `code`; failures are logged, not returned,
-    /// since the connection ends either way.
+impl<S> Socket<S>
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin,
+{
+    /// Sends a close frame with `code`, then reads and discards until the
+    /// client's close frame, the end of the stream or [`CLOSE_DRAIN`];
+    /// failures are logged, not returned, since the connection ends either
+    /// way.
     pub async fn close(&mut self, code: CloseCode) {
         metrics::counter!("consult_session_closes_total", "code" => code.code().to_string())
             .increment(1);
@@ -108,6 +122,21 @@ where
         };
         if let Err(error) = self.send(Message::Close(Some(frame))).await {
             tracing::debug!(error = %error, "close frame not sent");
+            return;
+        }
+        let drained = tokio::time::timeout(CLOSE_DRAIN, async {
+            while let Some(Ok(message)) = self.inner.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::debug!(
+                close = code.code(),
+                "no close frame from the client in time"
+            );
         }
     }
 }
