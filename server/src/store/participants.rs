@@ -161,17 +161,25 @@ pub async fn display_names(
     db: &impl ConnectionTrait,
     ids: &[UserId],
 ) -> Result<HashMap<UserId, String>, StoreError> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows = participant::Entity::find()
-        .filter(participant::Column::Id.is_in(ids.iter().map(ToString::to_string)))
-        .all(db)
-        .await?;
-    Ok(rows
+    Ok(rows_of(db, ids)
+        .await?
         .into_iter()
         .map(|row| (UserId(row.id), row.display_name))
         .collect())
+}
+
+/// The stored rows of the given users (none for an empty list).
+async fn rows_of(
+    db: &impl ConnectionTrait,
+    ids: &[UserId],
+) -> Result<Vec<participant::Model>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(participant::Entity::find()
+        .filter(participant::Column::Id.is_in(ids.iter().map(ToString::to_string)))
+        .all(db)
+        .await?)
 }
 
 /// Every name the given users go by (display and preferred names), for the
@@ -184,14 +192,8 @@ pub async fn names_of(
     db: &impl ConnectionTrait,
     ids: &[UserId],
 ) -> Result<Vec<String>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = participant::Entity::find()
-        .filter(participant::Column::Id.is_in(ids.iter().map(ToString::to_string)))
-        .all(db)
-        .await?;
-    Ok(rows
+    Ok(rows_of(db, ids)
+        .await?
         .into_iter()
         .flat_map(|row| std::iter::once(row.display_name).chain(row.preferred_name))
         .collect())
