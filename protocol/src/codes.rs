@@ -61,6 +61,34 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every error code, in declaration order (a new variant goes here too;
+    /// the tests check the list against the wire names).
+    pub const ALL: [Self; 23] = [
+        Self::InvalidJson,
+        Self::UnknownType,
+        Self::InvalidFrame,
+        Self::FrameTooLarge,
+        Self::BinaryNotSupported,
+        Self::HelloRequired,
+        Self::AlreadyAuthenticated,
+        Self::InvalidToken,
+        Self::TokenExpired,
+        Self::TokenRevoked,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::NotJoined,
+        Self::InvalidTransition,
+        Self::NotReady,
+        Self::DuplicateClientMsgId,
+        Self::RateLimited,
+        Self::InvalidValue,
+        Self::PrivacyViolation,
+        Self::ConsultationClosed,
+        Self::ChannelUnavailable,
+        Self::Unavailable,
+        Self::Internal,
+    ];
+
     /// The snake_case name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -166,21 +194,45 @@ impl CloseCode {
 
     /// Looks a numeric code up; `None` for codes the hub never sends.
     pub fn from_code(code: u16) -> Option<Self> {
-        [
-            Self::Normal,
-            Self::GoingAway,
-            Self::InvalidPayload,
-            Self::MessageTooBig,
-            Self::InternalError,
-            Self::HandshakeTimeout,
-            Self::AuthFailed,
-            Self::IdleTimeout,
-            Self::SlowConsumer,
-            Self::RateLimitExceeded,
-            Self::TokenExpired,
-            Self::TokenRevoked,
-        ]
-        .into_iter()
-        .find(|candidate| candidate.code() == code)
+        Self::ALL
+            .into_iter()
+            .find(|candidate| candidate.code() == code)
+    }
+
+    /// Every close code the hub sends.
+    pub const ALL: [Self; 12] = [
+        Self::Normal,
+        Self::GoingAway,
+        Self::InvalidPayload,
+        Self::MessageTooBig,
+        Self::InternalError,
+        Self::HandshakeTimeout,
+        Self::AuthFailed,
+        Self::IdleTimeout,
+        Self::SlowConsumer,
+        Self::RateLimitExceeded,
+        Self::TokenExpired,
+        Self::TokenRevoked,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_lists_hold_each_code_once_and_match_the_wire_names() {
+        let names: HashSet<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            let wire = serde_json::to_value(code).unwrap();
+            assert_eq!(wire, code.as_str(), "serde and as_str agree");
+        }
+        let numbers: HashSet<u16> = CloseCode::ALL.iter().map(|code| code.code()).collect();
+        assert_eq!(numbers.len(), CloseCode::ALL.len());
+        for code in CloseCode::ALL {
+            assert_eq!(CloseCode::from_code(code.code()), Some(code));
+        }
     }
 }

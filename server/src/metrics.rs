@@ -3,6 +3,7 @@
 //! Metric names are prefixed `consult_`. The recorder is process-wide; it is
 //! installed once, however many hubs a process (a test) starts.
 
+use consult_protocol::{CloseCode, ConsultationStatus, ErrorCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -18,12 +19,17 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
             }
             describe();
+            register_zeros();
             handle
         })
         .clone()
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        "consult_build_info",
+        "Always 1; the labels name the hub's version and the commit it was built from."
+    );
     metrics::describe_gauge!(
         "consult_connections_active",
         "Authenticated WebSocket connections."
@@ -113,4 +119,67 @@ fn describe() {
         "consult_notifications_total",
         "Notification outcomes, by channel and status."
     );
+}
+
+/// Counters without labels, registered at zero on start.
+const UNLABELLED_COUNTERS: &[&str] = &[
+    "consult_connections_total",
+    "consult_messages_stored_total",
+    "consult_frames_fanned_out_total",
+    "consult_slow_consumer_kicks_total",
+    "consult_broker_publish_failures_total",
+    "consult_broker_dropped_total",
+    "consult_broker_resync_markers_total",
+    "consult_broker_disconnects_total",
+    "consult_resyncs_total",
+    "consult_gap_fills_total",
+    "consult_events_not_in_database_total",
+    "consult_revocations_unreadable_total",
+];
+
+/// Every counter family (with its known label values) and gauge at zero,
+/// and `consult_build_info` at one, so a fresh hub's `/metrics` already
+/// lists what dashboards and alerts query: "no data" then means a broken
+/// scrape, not a quiet hub, and the first increment is not lost to
+/// `rate()`. Histograms appear with their first observation.
+fn register_zeros() {
+    for name in UNLABELLED_COUNTERS {
+        metrics::counter!(*name).absolute(0);
+    }
+    metrics::gauge!("consult_connections_active").set(0.0);
+    for code in ErrorCode::ALL {
+        metrics::counter!("consult_client_errors_total", "code" => code.as_str()).absolute(0);
+    }
+    for code in CloseCode::ALL {
+        metrics::counter!("consult_session_closes_total", "code" => code.code().to_string())
+            .absolute(0);
+    }
+    metrics::counter!("consult_session_closes_total", "code" => "gone").absolute(0);
+    for channel in ["push", "sms"] {
+        for status in ["sent", "pending", "failed", "cancelled"] {
+            metrics::counter!("consult_notifications_total", "channel" => channel, "status" => status)
+                .absolute(0);
+        }
+    }
+    for reason in ["malformed", "unsigned", "bad_signature", "stale"] {
+        metrics::counter!("consult_broker_rejected_total", "reason" => reason).absolute(0);
+    }
+    for outcome in ["accepted", "replayed"] {
+        metrics::counter!("consult_sms_inbound_total", "outcome" => outcome).absolute(0);
+    }
+    for status in [
+        ConsultationStatus::WaitingForPatient,
+        ConsultationStatus::PatientReady,
+        ConsultationStatus::InProgress,
+        ConsultationStatus::Ended,
+        ConsultationStatus::Cancelled,
+    ] {
+        metrics::counter!("consult_status_changes_total", "to" => status.as_str()).absolute(0);
+    }
+    metrics::gauge!(
+        "consult_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => option_env!("CONSULT_BUILD_COMMIT").unwrap_or("unknown")
+    )
+    .set(1.0);
 }

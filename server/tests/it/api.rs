@@ -640,6 +640,37 @@ async fn metrics_are_prometheus_text_counting_connections() {
 }
 
 #[tokio::test]
+async fn a_fresh_hub_lists_every_counter_family_at_zero_and_its_build() {
+    let hub = TestHub::start().await;
+    let text = hub.metrics_text().await;
+    for line in [
+        "consult_messages_stored_total 0",
+        "consult_slow_consumer_kicks_total 0",
+        "consult_broker_disconnects_total 0",
+        "consult_client_errors_total{code=\"invalid_token\"} 0",
+        "consult_client_errors_total{code=\"privacy_violation\"} 0",
+        "consult_session_closes_total{code=\"4003\"} 0",
+        "consult_notifications_total{channel=\"sms\",status=\"failed\"} 0",
+        "consult_broker_rejected_total{reason=\"bad_signature\"} 0",
+        "consult_sms_inbound_total{outcome=\"replayed\"} 0",
+        "consult_status_changes_total{to=\"patient_ready\"} 0",
+        "consult_connections_active 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+    let build = text
+        .lines()
+        .find(|line| line.starts_with("consult_build_info{"))
+        .unwrap_or_else(|| panic!("no consult_build_info:\n{text}"));
+    assert!(
+        build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{build}"
+    );
+    assert!(build.contains("commit=\""), "{build}");
+    assert!(build.ends_with(" 1"), "{build}");
+}
+
+#[tokio::test]
 async fn the_sqlite_log_is_rewound_once_writes_pause_and_checkpointed_again_after() {
     let Some((hub, provider, consultation)) = sqlite_hub_after_one_send(|_| {}).await else {
         return;
