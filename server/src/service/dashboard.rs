@@ -32,12 +32,7 @@ pub enum Feed {
 /// `invalid_value` for a malformed provider id; `forbidden` for patients,
 /// and for providers naming another provider.
 pub fn feed_for(principal: &Principal, provider: Option<UserId>) -> Result<Feed, ServiceError> {
-    if let Some(problem) = provider.as_ref().and_then(UserId::problem) {
-        return Err(ServiceError::refused(
-            ErrorCode::InvalidValue,
-            format!("provider_id {problem}"),
-        ));
-    }
+    ServiceError::check_optional_id("provider_id", provider.as_ref())?;
     match (principal.role, provider) {
         (Role::Patient, _) => Err(ServiceError::refused(
             ErrorCode::Forbidden,

@@ -22,7 +22,7 @@ pub mod status;
 pub mod templates;
 
 use crate::store::StoreError;
-use consult_protocol::ErrorCode;
+use consult_protocol::{ErrorCode, UserId};
 
 /// Why a use case did not complete: the client's fault, or ours.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,22 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// `invalid_value` naming `field` when `id` is given and breaks the id
+    /// rule ([`consult_protocol::ids::id_problem`]).
+    ///
+    /// # Errors
+    ///
+    /// The refusal.
+    pub fn check_optional_id(field: &str, id: Option<&UserId>) -> Result<(), Self> {
+        match id.and_then(UserId::problem) {
+            Some(problem) => Err(Self::refused(
+                ErrorCode::InvalidValue,
+                format!("{field} {problem}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// A refusal with `code`.
     pub fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Refused {

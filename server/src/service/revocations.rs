@@ -188,7 +188,8 @@ async fn on_event(state: &AppState, event: &Event) {
         }
         Err(error) => {
             metrics::counter!("consult_revocations_unreadable_total").increment(1);
-            tracing::warn!(error = %error, "unreadable revocation on the control topic");
+            // The category only: a parse error may quote the bytes it read.
+            tracing::warn!(kind = ?error.classify(), "unreadable revocation on the control topic");
         }
     }
 }

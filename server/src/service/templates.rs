@@ -81,12 +81,7 @@ pub async fn save(
         &input.body,
         state.config.session.max_body_chars,
     )?;
-    if let Some(problem) = input.provider_id.as_ref().and_then(UserId::problem) {
-        return Err(ServiceError::refused(
-            ErrorCode::InvalidValue,
-            format!("provider_id {problem}"),
-        ));
-    }
+    ServiceError::check_optional_id("provider_id", input.provider_id.as_ref())?;
     let db = state.store.connection();
     stored::seed_defaults(db, &principal.clinic).await?;
     let template = match &input.template_id {
