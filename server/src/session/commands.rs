@@ -51,7 +51,7 @@ where
         let kind = frame.kind();
         let started = std::time::Instant::now();
         let flow = match self.dispatch(frame).await {
-            Ok(result) => self.send_frame(&ServerFrame::ok(id, result)).await,
+            Ok(result) => self.answer(&ServerFrame::ok(id, result)).await,
             Err(CommandError::Service(error)) => {
                 if error.is_internal() {
                     tracing::error!(command = kind, error = %error, "command failed");

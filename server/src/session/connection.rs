@@ -211,17 +211,47 @@ where
 
     /// Delivers one hub event and whatever else is queued, then flushes once.
     async fn on_hub_event(&mut self, first: Arc<Event>) -> Result<(), WriteError> {
-        let mut written = usize::from(self.feed_event(&first).await?);
+        let written = usize::from(self.feed_event(&first).await?);
+        if self.feed_queued(written).await? > 0 {
+            self.socket.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Feeds the hub events already queued, up to [`MAX_FRAMES_PER_FLUSH`]
+    /// frames counting the `written` ones fed before; the total fed.
+    async fn feed_queued(&mut self, mut written: usize) -> Result<usize, WriteError> {
         while written < MAX_FRAMES_PER_FLUSH {
             match self.outbound_rx.try_recv() {
                 Ok(event) => written += usize::from(self.feed_event(&event).await?),
                 Err(_) => break,
             }
         }
-        if written > 0 {
-            self.socket.flush().await?;
+        Ok(written)
+    }
+
+    /// Sends a command's answer and, in the same write, the hub events
+    /// already queued behind it. A sender's own copy of its message is
+    /// queued before its `ok` is ready (the writer publishes, then answers),
+    /// so the two leave in one write, the `ok` first as the protocol
+    /// promises.
+    pub(crate) async fn answer(&mut self, frame: &ServerFrame) -> Flow {
+        let written = async {
+            self.socket
+                .feed(Message::Text(Utf8Bytes::from(frame.to_json())))
+                .await?;
+            self.feed_queued(1).await?;
+            self.socket.flush().await
         }
-        Ok(())
+        .await;
+        match written {
+            Ok(()) => Flow::Continue,
+            Err(WriteError::CatchUpFailed) => Flow::Exit(CloseCode::InternalError),
+            Err(error) => {
+                tracing::info!(error = %error, "write failed");
+                Flow::Exit(CloseCode::Normal)
+            }
+        }
     }
 
     /// Feeds one event unless it is a duplicate of a replayed message. A

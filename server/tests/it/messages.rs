@@ -277,3 +277,46 @@ async fn blank_and_oversized_bodies_are_refused() {
         .unwrap();
     assert_eq!(seq.get(), 1);
 }
+
+/// The sender's `ok` and its own copy of the message leave in one write;
+/// the `ok` still comes first, message after message.
+#[tokio::test]
+async fn a_joined_sender_gets_its_ok_before_its_own_copy_every_time() {
+    use crate::harness::raw::RawSocket;
+    use serde_json::json;
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let token = hub.token("dr-a", Role::Provider, crate::harness::CLINIC);
+    let mut provider = RawSocket::authenticated(&hub.ws_url(), &token).await;
+    let join = json!({"type": "join", "consultation_id": consultation.id});
+    assert_eq!(provider.command(join, "j").await["type"], "ok");
+    for i in 1..=5_u64 {
+        let id = format!("s{i}");
+        provider
+            .send_json(
+                json!({"type": "send", "id": id, "consultation_id": consultation.id,
+                "client_msg_id": format!("m{i}"), "body": format!("message {i}")}),
+            )
+            .await;
+        let answer = next_answer_or_message(&mut provider).await;
+        assert_eq!(answer["type"], "ok", "{answer}");
+        assert_eq!(answer["id"], id.as_str());
+        assert_eq!(answer["result"]["seq"], i);
+        let copy = next_answer_or_message(&mut provider).await;
+        assert_eq!(copy["type"], "message", "{copy}");
+        assert_eq!(copy["message"]["seq"], i);
+        assert_eq!(copy["message"]["body"], format!("message {i}").as_str());
+    }
+}
+
+/// The next `ok`, `error` or `message` frame, skipping presence and the like.
+async fn next_answer_or_message(socket: &mut crate::harness::raw::RawSocket) -> serde_json::Value {
+    loop {
+        let frame = socket.recv_json().await;
+        if ["ok", "error", "message"].contains(&frame["type"].as_str().unwrap_or("")) {
+            return frame;
+        }
+    }
+}
