@@ -13,7 +13,8 @@
 //! ([`SqliteBatchWriter`]) that takes messages straight from the senders'
 //! queue and publishes them itself: a send costs one hand-off to the thread
 //! and one back. On PostgreSQL (and in-memory SQLite) the writer is a task
-//! appending through the pool.
+//! appending through the pool; on PostgreSQL a batch without notifications
+//! or audit entries is one statement ([`pg_batch_append`](super::pg_batch_append)).
 
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use super::sqlite_writer::{self, SqliteBatchWriter};
@@ -292,6 +293,12 @@ async fn append_all(
     db: &DatabaseConnection,
     messages: &[&NewMessage],
 ) -> Result<Vec<AppendOutcome>, StoreError> {
+    if db.get_database_backend() == DatabaseBackend::Postgres
+        && super::pg_batch_append::fits(messages)
+    {
+        // One statement, one round trip, its own transaction.
+        return super::pg_batch_append::append_batch(db, messages).await;
+    }
     let txn = db.begin().await?;
     if txn.get_database_backend() == DatabaseBackend::Sqlite {
         // A deferred SQLite transaction that reads (the duplicate check)

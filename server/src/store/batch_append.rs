@@ -16,9 +16,9 @@ use sea_orm::{
 use std::collections::{BTreeMap, HashMap};
 
 /// (consultation, sender, client message id): what makes a send a retry.
-type Key = (String, String, String);
+pub(super) type Key = (String, String, String);
 
-fn key_of(message: &NewMessage) -> Option<Key> {
+pub(super) fn key_of(message: &NewMessage) -> Option<Key> {
     message.client_msg_id.as_ref().map(|id| {
         (
             message.consultation_id.to_string(),
@@ -28,7 +28,7 @@ fn key_of(message: &NewMessage) -> Option<Key> {
     })
 }
 
-fn retry_outcome(earlier: &ChatMessage, message: &NewMessage) -> AppendOutcome {
+pub(super) fn retry_outcome(earlier: &ChatMessage, message: &NewMessage) -> AppendOutcome {
     if earlier.body == message.body && earlier.kind == message.kind {
         AppendOutcome::Duplicate(earlier.clone())
     } else {
@@ -245,7 +245,8 @@ async fn reserve(
     Ok(reserved)
 }
 
-async fn missing(
+/// Not found or closed: why a message got no sequence number.
+pub(super) async fn missing(
     db: &impl ConnectionTrait,
     consultation: &ConsultationId,
 ) -> Result<AppendOutcome, StoreError> {

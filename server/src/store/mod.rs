@@ -17,6 +17,7 @@ pub mod messages;
 pub mod migration;
 pub mod outbox;
 pub mod participants;
+pub mod pg_batch_append;
 pub mod policies;
 pub mod receipts;
 pub mod revocations;

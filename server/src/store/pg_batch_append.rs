@@ -1,0 +1,191 @@
+//! Appending a batch of messages on PostgreSQL in one statement, so one
+//! round trip: the batch goes in as one JSON parameter, and data-modifying
+//! CTEs find earlier sends of the same `client_msg_id`s, reserve each
+//! consultation's sequence numbers (`UPDATE … RETURNING`, whose row locks
+//! serialize nodes writing the same room), number the batch's messages per
+//! consultation in batch order and insert them. A single statement is its own
+//! transaction, so no `BEGIN`/`COMMIT` round trips either, and its text never
+//! changes with the batch's size, so the connection's prepared statement is
+//! reused.
+//!
+//! Outcomes are those of [`batch_append`](super::batch_append) (and of
+//! [`messages::append`](super::messages::append) in batch order). Messages
+//! that queue notifications or carry an audit entry take that multi-statement
+//! path instead: they are rare (alerts, quick messages, staff messages to an
+//! offline patient), and their rows need the message's sequence number.
+
+use super::batch_append::{Key, key_of, missing, retry_outcome};
+use super::entities::message;
+use super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
+use super::{StoreError, to_u64};
+use chrono::{DateTime, Utc};
+use consult_protocol::{ChatMessage, ConsultationStatus, Role, Seq};
+use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// True when every message of `batch` can take the one-statement path.
+pub fn fits(batch: &[&NewMessage]) -> bool {
+    batch
+        .iter()
+        .all(|message| message.notifications.is_empty() && message.audit.is_none())
+}
+
+/// The statement. `$1`: the batch as a JSON array of objects with `ord`
+/// (index in the batch) and the message's fields; `$2`: the time stored.
+/// Rows out: `outcome` 'stored' (`ord`, `seq`) or 'earlier' (`ord` and the
+/// earlier message's columns).
+static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+    let patient = Role::Patient.as_str();
+    let scheduled = ConsultationStatus::Scheduled.as_str();
+    let waiting = ConsultationStatus::WaitingForPatient.as_str();
+    let ended = ConsultationStatus::Ended.as_str();
+    let cancelled = ConsultationStatus::Cancelled.as_str();
+    format!(
+        "WITH input AS (\
+           SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(ord bigint, consultation_id text, \
+             sender_id text, sender_role text, kind text, body text, client_msg_id text)), \
+         earlier AS (\
+           SELECT i.ord, m.id, m.consultation_id, m.seq, m.sender_id, m.sender_role, m.kind, \
+             m.body, m.client_msg_id, m.created_at \
+           FROM input i JOIN messages m ON m.consultation_id = i.consultation_id \
+             AND m.sender_id = i.sender_id AND m.client_msg_id = i.client_msg_id), \
+         fresh AS (\
+           SELECT i.* FROM input i WHERE NOT EXISTS (SELECT 1 FROM earlier e WHERE e.ord = i.ord)), \
+         counts AS (\
+           SELECT consultation_id, count(*) AS n, \
+             count(*) FILTER (WHERE sender_role = '{patient}') AS from_patient, \
+             bool_or(sender_role <> '{patient}') AS from_staff \
+           FROM fresh GROUP BY consultation_id), \
+         reserved AS (\
+           UPDATE consultations c SET last_seq = c.last_seq + k.n, rev = c.rev + k.from_patient, \
+             staff_messaged_first = c.staff_messaged_first \
+               OR (k.from_staff AND c.status IN ('{scheduled}', '{waiting}')) \
+           FROM counts k \
+           WHERE c.id = k.consultation_id \
+             AND c.id = ANY(ARRAY(SELECT consultation_id FROM counts)) \
+             AND c.status NOT IN ('{ended}', '{cancelled}') \
+           RETURNING c.id, c.last_seq - k.n AS base), \
+         numbered AS (\
+           SELECT f.*, r.base + row_number() OVER (PARTITION BY f.consultation_id ORDER BY f.ord) \
+             AS seq \
+           FROM fresh f JOIN reserved r ON r.id = f.consultation_id), \
+         inserted AS (\
+           INSERT INTO messages \
+             (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at) \
+           SELECT consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, $2 \
+           FROM numbered RETURNING 1) \
+         SELECT 'stored' AS outcome, ord, NULL::bigint AS id, NULL AS consultation_id, seq, \
+           NULL AS sender_id, NULL AS sender_role, NULL AS kind, NULL AS body, \
+           NULL AS client_msg_id, NULL::timestamptz AS created_at FROM numbered \
+         UNION ALL \
+         SELECT 'earlier', ord, id, consultation_id, seq, sender_id, sender_role, kind, body, \
+           client_msg_id, created_at FROM earlier"
+    )
+});
+
+/// Appends `batch` (which [`fits`]) in one statement.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure (a concurrent send of the same
+/// `client_msg_id` by another node makes the unique index refuse the whole
+/// statement; the caller retries message by message).
+pub async fn append_batch(
+    db: &impl ConnectionTrait,
+    batch: &[&NewMessage],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    // A key repeated within the batch is sent once; its repeats take the
+    // first one's outcome.
+    let mut first_of: HashMap<Key, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    let mut input = Vec::with_capacity(batch.len());
+    for (index, message) in batch.iter().enumerate() {
+        if let Some(key) = key_of(message) {
+            if let Some(&first) = first_of.get(&key) {
+                repeats.push((index, first));
+                continue;
+            }
+            first_of.insert(key, index);
+        }
+        input.push(serde_json::json!({
+            "ord": index,
+            "consultation_id": message.consultation_id.as_str(),
+            "sender_id": message.sender.as_str(),
+            "sender_role": message.sender_role.as_str(),
+            "kind": message.kind.as_str(),
+            "body": message.body,
+            "client_msg_id": message.client_msg_id,
+        }));
+    }
+    let sent_at = Utc::now();
+    let statement = Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        STATEMENT.as_str(),
+        [
+            Value::Json(Some(Box::new(serde_json::Value::Array(input)))),
+            Value::ChronoDateTimeUtc(Some(Box::new(sent_at))),
+        ],
+    );
+    let mut outcomes: Vec<Option<AppendOutcome>> = vec![None; batch.len()];
+    for row in db.query_all(statement).await? {
+        let ord: i64 = row.try_get("", "ord")?;
+        let index = usize::try_from(ord)
+            .ok()
+            .filter(|index| *index < batch.len())
+            .ok_or_else(|| StoreError::Corrupt(format!("batch position {ord}")))?;
+        let outcome: String = row.try_get("", "outcome")?;
+        outcomes[index] = Some(if outcome == "stored" {
+            let seq: i64 = row.try_get("", "seq")?;
+            stored(batch[index], to_u64(seq), sent_at)
+        } else {
+            let earlier = from_row(message::Model {
+                id: row.try_get("", "id")?,
+                consultation_id: row.try_get("", "consultation_id")?,
+                seq: row.try_get("", "seq")?,
+                sender_id: row.try_get("", "sender_id")?,
+                sender_role: row.try_get("", "sender_role")?,
+                kind: row.try_get("", "kind")?,
+                body: row.try_get("", "body")?,
+                client_msg_id: row.try_get("", "client_msg_id")?,
+                created_at: row.try_get("", "created_at")?,
+            })?;
+            retry_outcome(&earlier, batch[index])
+        });
+    }
+    // Neither stored nor a retry: the consultation is unknown or closed.
+    for (index, outcome) in outcomes.iter_mut().enumerate() {
+        let repeat = repeats.iter().any(|(repeat, _)| *repeat == index);
+        if outcome.is_none() && !repeat {
+            *outcome = Some(missing(db, &batch[index].consultation_id).await?);
+        }
+    }
+    for (index, first) in repeats {
+        outcomes[index] = Some(match &outcomes[first] {
+            Some(AppendOutcome::Stored(stored)) => retry_outcome(&stored.message, batch[index]),
+            Some(AppendOutcome::Duplicate(earlier)) => retry_outcome(earlier, batch[index]),
+            Some(other) => other.clone(),
+            None => AppendOutcome::NotFound,
+        });
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(AppendOutcome::NotFound))
+        .collect())
+}
+
+fn stored(message: &NewMessage, seq: u64, sent_at: DateTime<Utc>) -> AppendOutcome {
+    AppendOutcome::Stored(StoredMessage {
+        message: ChatMessage {
+            consultation_id: message.consultation_id.clone(),
+            seq: Seq(seq),
+            sender: message.sender.clone(),
+            sender_role: message.sender_role,
+            kind: message.kind,
+            body: message.body.clone(),
+            client_msg_id: message.client_msg_id.clone(),
+            sent_at,
+        },
+        notifications: Vec::new(),
+    })
+}
