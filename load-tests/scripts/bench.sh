@@ -6,7 +6,10 @@
 #   load-tests/scripts/bench.sh                 all of them, in order
 #   load-tests/scripts/bench.sh idle storm      only these
 #
-# Names: idle, fanout, fanout-wide, fanout-wide-tmpfs, fanout-2node,
+# Names: pair, pair-20k, pair-patient, pair-admin, pair-2node-pg,
+#        pair-2node-pg-20k (the consultation's shape: 1,000 rooms, a provider
+#        and a patient each; see docs/benchmarks.md, first table),
+#        idle, fanout, fanout-wide, fanout-wide-tmpfs, fanout-2node,
 #        fanout-2node-wide, fanout-2node-pg, fanout-2node-pg-wide, persist,
 #        storm, dashboard, append (criterion, the store alone)
 #
@@ -79,42 +82,68 @@ ensure_pg_database() {
 
 bench() {
 	case $1 in
+	pair)
+		run pair fanout --rate 5000 --duration-secs 20
+		;;
+	pair-normal)
+		run pair-normal fanout --rate 5000 --duration-secs 20 \
+			--hub-env CONSULT_DATABASE__SQLITE_SYNCHRONOUS=normal
+		;;
+	pair-20k)
+		run pair-20k fanout --rate 20000 --duration-secs 15
+		;;
+	pair-patient)
+		run pair-patient fanout --rate 5000 --duration-secs 20 --patients-send
+		;;
+	pair-admin)
+		run pair-admin fanout --members 2 --rate 5000 --duration-secs 20
+		;;
+	pair-2node-pg)
+		ensure_pg_database
+		run pair-2node-pg fanout --nodes 2 --spawn-redis --database "$PG_URL" \
+			--rate 10000 --duration-secs 15
+		;;
+	pair-2node-pg-20k)
+		ensure_pg_database
+		run pair-2node-pg-20k fanout --nodes 2 --spawn-redis --database "$PG_URL" \
+			--rate 20000 --duration-secs 15
+		;;
 	idle)
 		run idle idle --clients 19000 --rooms 1000 --processes 3 --sources 8 \
 			--connect-concurrency 100 --settle-secs 5 --hold-secs 20
 		;;
 	fanout)
-		run fanout fanout --rooms 100 --members 4 --rate 5000 --duration-secs 20
+		run fanout fanout --rooms 100 --members 4 --rate 5000 --duration-secs 20 --senders-join false
 		;;
 	fanout-wide)
-		run fanout-wide fanout --rooms 100 --members 10 --rate 2000 --duration-secs 20
+		run fanout-wide fanout --rooms 100 --members 10 --rate 2000 --duration-secs 20 --senders-join false
 		;;
 	fanout-2node)
 		run fanout-2node fanout --nodes 2 --spawn-redis --rooms 100 --members 4 \
-			--rate 5000 --duration-secs 20
+			--rate 5000 --duration-secs 20 --senders-join false
 		;;
 	fanout-2node-wide)
 		run fanout-2node-wide fanout --nodes 2 --spawn-redis --rooms 100 --members 10 \
-			--rate 2000 --duration-secs 20
+			--rate 2000 --duration-secs 20 --senders-join false
 		;;
 	fanout-wide-tmpfs)
 		# The same as fanout-wide with the hub's SQLite file in memory: shows
 		# what the disk adds to the latency tail.
 		TMPDIR=/dev/shm run fanout-wide-tmpfs fanout --rooms 100 --members 10 \
-			--rate 2000 --duration-secs 20
+			--rate 2000 --duration-secs 20 --senders-join false
 		;;
 	fanout-2node-pg)
 		ensure_pg_database
 		run fanout-2node-pg fanout --nodes 2 --spawn-redis --database "$PG_URL" \
-			--rooms 100 --members 4 --rate 5000 --duration-secs 20
+			--rooms 100 --members 4 --rate 5000 --duration-secs 20 --senders-join false
 		;;
 	fanout-2node-pg-wide)
 		ensure_pg_database
 		run fanout-2node-pg-wide fanout --nodes 2 --spawn-redis --database "$PG_URL" \
-			--rooms 100 --members 10 --rate 2000 --duration-secs 20
+			--rooms 100 --members 10 --rate 2000 --duration-secs 20 --senders-join false
 		;;
 	persist)
-		run persist fanout --rooms 1000 --members 1 --rate 20000 --duration-secs 10
+		run persist fanout --rooms 1000 --members 1 --rate 20000 --duration-secs 10 --senders-join false
 		;;
 	storm)
 		run storm storm --clients 19000 --rooms 1000 --providers 10 --rate 1000 \
@@ -137,7 +166,7 @@ bench() {
 }
 
 if [[ $# -eq 0 ]]; then
-	set -- idle fanout fanout-wide fanout-wide-tmpfs fanout-2node fanout-2node-wide \
+	set -- pair pair-20k pair-patient pair-admin pair-2node-pg pair-2node-pg-20k idle fanout fanout-wide fanout-wide-tmpfs fanout-2node fanout-2node-wide \
 		fanout-2node-pg fanout-2node-pg-wide persist storm dashboard append
 fi
 for name in "$@"; do

@@ -37,10 +37,12 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
         /// Rooms (consultations), one sending provider each.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 1000)]
         rooms: usize,
-        /// Receiving members per room (the patient, then admins).
-        #[arg(long, default_value_t = 4)]
+        /// Receiving members per room besides the sender (the patient, then
+        /// admins). The default, 1, is the shape consultations have: one
+        /// provider, one patient.
+        #[arg(long, default_value_t = 1)]
         members: usize,
         /// Messages sent per second, all rooms together (delivered = rate × members).
         #[arg(long, default_value_t = 5000.0)]
@@ -60,9 +62,15 @@ enum Scenario {
         /// Time members get to receive everything after the last answer, seconds.
         #[arg(long, default_value_t = 10)]
         drain_timeout_secs: u64,
-        /// Providers join their room before sending, as the console does.
-        #[arg(long)]
+        /// Providers join their room before sending, as the console does
+        /// (the default; `--senders-join false` sends without joining, so
+        /// the sender gets no copy of its own message).
+        #[arg(long, default_value_t = true, num_args = 0..=1,
+              default_missing_value = "true", action = clap::ArgAction::Set)]
         senders_join: bool,
+        /// The patient of each room sends and its provider receives.
+        #[arg(long)]
+        patients_send: bool,
     },
     /// N joined, silent connections: hub memory per connection, CPU per connect.
     Idle {
@@ -303,6 +311,7 @@ async fn run(scenario: Scenario) -> Result<()> {
             max_in_flight,
             drain_timeout_secs,
             senders_join,
+            patients_send,
         } => {
             if rate <= 0.0 || rooms == 0 || members == 0 {
                 bail!("--rate, --rooms and --members must be positive");
@@ -316,6 +325,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 max_in_flight,
                 drain_timeout_secs,
                 senders_join,
+                patients_send,
             };
             let target = Target::open(&common.target_spec()).await?;
             let result = fanout::run(&target, &options, common.quiet).await?;

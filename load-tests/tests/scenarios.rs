@@ -103,6 +103,41 @@ fn fanout_delivers_every_message_and_writes_its_results() {
     }
 }
 
+/// The default shape is the consultation's (one provider, one patient);
+/// `--patients-send` turns the direction round.
+#[test]
+fn fanout_with_patients_sending_delivers_every_message_to_the_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
+        .arg("fanout")
+        .arg("--spawn-hub")
+        .arg(hub_binary())
+        .args(["--rooms", "3", "--messages", "30", "--rate", "200"])
+        .arg("--patients-send")
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "consult-load failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let result = &json["result"];
+    assert_eq!(result["options"]["members"], 1);
+    assert_eq!(result["options"]["senders_join"], true);
+    assert_eq!(result["options"]["patients_send"], true);
+    assert_eq!(result["sent"]["ok"], 30);
+    assert_eq!(result["delivered"], 30);
+    assert_eq!(result["lost"], 0);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("patients send (joined)"), "{stdout}");
+}
+
 #[tokio::test]
 async fn idle_connections_in_worker_processes_are_counted_and_measured() {
     let target = spawned_hub().await;

@@ -4,8 +4,9 @@
 //! Measures delivered messages per second, loss and gaps per member by
 //! `seq`, delivery latency from the send time in each body, and, when the
 //! hub's pids are known, hub CPU per delivered message and hub memory.
-//! Members are spread round-robin over the nodes; with several nodes most
-//! deliveries cross the broker.
+//! Room r's sender is on node r; its members on the nodes after it, round
+//! robin, so with two nodes the patient (the first member) is always on the
+//! other node and every message to it crosses the broker.
 //!
 //! The harness shares the machine with the hub, so members cost it as
 //! little as it can: each is a [`RawConnection`] read by one task, which
@@ -68,6 +69,9 @@ pub struct FanoutOptions {
     /// does (the hub then skips the per-send membership lookup, and sends
     /// the provider its own copy, which is read and not counted).
     pub senders_join: bool,
+    /// Whether the patient sends and the provider receives (the first
+    /// member), instead of the other way round.
+    pub patients_send: bool,
 }
 
 /// What a fanout run measured.
@@ -228,16 +232,31 @@ async fn setup(
         role,
         clinic: clinic.to_owned(),
     };
+    // The sender and the first member: provider and patient, or the other
+    // way round when patients send.
+    let pair = |spec: &NewConsultation| {
+        let provider = (spec.provider.clone(), Role::Provider);
+        let patient = (spec.patient.clone(), Role::Patient);
+        if options.patients_send {
+            (patient, provider)
+        } else {
+            (provider, patient)
+        }
+    };
     let senders: Vec<TokenRequest> = specs
         .iter()
-        .map(|spec| token(spec.provider.clone(), Role::Provider))
+        .map(|spec| {
+            let ((user, role), _) = pair(spec);
+            token(user, role)
+        })
         .collect();
     let members: Vec<TokenRequest> = specs
         .iter()
         .enumerate()
         .flat_map(|(r, spec)| {
+            let (_, first) = pair(spec);
             (0..options.members).map(move |k| match k {
-                0 => (spec.patient.clone(), Role::Patient),
+                0 => first.clone(),
                 _ => (format!("fan-{tag}-adm-{r}-{k}"), Role::Admin),
             })
         })
@@ -260,7 +279,13 @@ async fn connect_members(
     let loopback = loopback_sources(tokens.len().div_ceil(MEMBERS_PER_SOURCE));
     let joins = tokens.into_iter().enumerate().map(|(index, token)| {
         let room = index / per_room.max(1);
-        let url = target.node_for(index).ws_url.clone();
+        // The room's sender is on node `room`; its first member (the
+        // patient) on the next one, so with two nodes every message to the
+        // patient crosses the broker.
+        let url = target
+            .node_for(room + 1 + index % per_room.max(1))
+            .ws_url
+            .clone();
         let room_id = rooms[room].clone();
         let source = member_source(&url, index, &loopback);
         async move {
@@ -499,10 +524,11 @@ impl FanoutResult {
                 o.rooms,
                 o.members,
                 self.nodes,
-                if o.senders_join {
-                    ", senders joined"
-                } else {
-                    ""
+                match (o.senders_join, o.patients_send) {
+                    (true, false) => ", providers send (joined)",
+                    (false, false) => ", providers send (not joined)",
+                    (true, true) => ", patients send (joined)",
+                    (false, true) => ", patients send (not joined)",
                 },
                 self.sent.issued,
                 o.rate,
