@@ -135,14 +135,10 @@ async fn rows(
 ///
 /// A store failure.
 pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), ServiceError> {
-    let db = state.store.connection();
-    let Some(consultation) = consultations::find(db, id).await? else {
+    let found = consultations::dashboard_entry_of(state.store.connection(), id).await?;
+    let Some((consultation, entry)) = found else {
         return Ok(());
     };
-    let name = participants::find(db, &consultation.patient_id)
-        .await?
-        .map_or_else(|| consultation.patient_id.to_string(), |p| p.display_name);
-    let entry = consultations::dashboard_entry(db, &consultation, name).await?;
     publish_to_staff(state, &consultation, &ServerFrame::Dashboard { entry });
     Ok(())
 }

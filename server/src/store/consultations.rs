@@ -10,8 +10,8 @@ use consult_protocol::{
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
 };
 
 /// What the host platform supplies to create a consultation.
@@ -206,7 +206,52 @@ pub async fn dashboard_entry(
         .filter(message::Column::Seq.gt(read_seq))
         .count(db)
         .await?;
-    Ok(DashboardEntry {
+    Ok(entry(consultation, patient_name, unread))
+}
+
+/// The consultation `id` and its dashboard row, in one query: the consultation,
+/// its patient's display name (the patient's id if unregistered) and the
+/// patient's messages after the provider's read receipt. A patient's every
+/// message changes the row, so this runs once per such message.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure; [`StoreError::Corrupt`] for an
+/// unknown stored status.
+pub async fn dashboard_entry_of(
+    db: &impl ConnectionTrait,
+    id: &ConsultationId,
+) -> Result<Option<(Consultation, DashboardEntry)>, StoreError> {
+    let backend = db.get_database_backend();
+    let placeholder = if backend == DatabaseBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    let sql = format!(
+        "SELECT c.*, p.display_name AS patient_name, \
+           (SELECT count(*) FROM messages m WHERE m.consultation_id = c.id \
+              AND m.sender_role = '{patient}' \
+              AND m.seq > COALESCE((SELECT r.read_seq FROM receipts r \
+                WHERE r.consultation_id = c.id AND r.user_id = c.provider_id), 0)) AS unread \
+         FROM consultations c LEFT JOIN participants p ON p.id = c.patient_id \
+         WHERE c.id = {placeholder}",
+        patient = Role::Patient.as_str(),
+    );
+    let statement = Statement::from_sql_and_values(backend, sql, [id.to_string().into()]);
+    let Some(row) = db.query_one(statement).await? else {
+        return Ok(None);
+    };
+    let consultation = from_row(consultation::Model::from_query_result(&row, "")?)?;
+    let name: Option<String> = row.try_get("", "patient_name")?;
+    let unread: i64 = row.try_get("", "unread")?;
+    let name = name.unwrap_or_else(|| consultation.patient_id.to_string());
+    let entry = entry(&consultation, name, to_u64(unread));
+    Ok(Some((consultation, entry)))
+}
+
+fn entry(consultation: &Consultation, patient_name: String, unread: u64) -> DashboardEntry {
+    DashboardEntry {
         consultation_id: consultation.id.clone(),
         provider_id: consultation.provider_id.clone(),
         patient_id: consultation.patient_id.clone(),
@@ -216,7 +261,7 @@ pub async fn dashboard_entry(
         waiting_since: consultation.waiting_since,
         unread,
         rev: consultation.rev,
-    })
+    }
 }
 
 pub(super) fn from_row(row: consultation::Model) -> Result<Consultation, StoreError> {
