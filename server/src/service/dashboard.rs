@@ -8,7 +8,8 @@ use crate::domain::Consultation;
 use crate::hub::topics;
 use crate::store::{consultations, participants};
 use consult_protocol::{
-    ConsultationId, ConsultationStatus, DashboardEntry, ErrorCode, Role, ServerFrame, UserId,
+    ClinicId, ConsultationId, ConsultationStatus, DashboardEntry, ErrorCode, Role, ServerFrame,
+    UserId,
 };
 
 /// How far back a catch-up looks for rows that left the list.
@@ -146,14 +147,25 @@ pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), 
 /// Publishes `frame` to the consultation's provider feed and clinic feed:
 /// the staff watching its "Active and Waiting" list.
 pub fn publish_to_staff(state: &AppState, consultation: &Consultation, frame: &ServerFrame) {
-    let provider = topics::provider_feed(&consultation.clinic_id, &consultation.provider_id);
-    super::events::publish(state, provider, None, frame);
-    super::events::publish(
-        state,
-        topics::clinic_feed(&consultation.clinic_id),
-        None,
+    publish_to_feeds(
+        &state.broker,
+        &consultation.clinic_id,
+        &consultation.provider_id,
         frame,
     );
+}
+
+/// Publishes `frame` through `broker` to `provider`'s feed and its clinic's
+/// feed.
+pub fn publish_to_feeds(
+    broker: &crate::broker::Broker,
+    clinic: &ClinicId,
+    provider: &UserId,
+    frame: &ServerFrame,
+) {
+    let provider = topics::provider_feed(clinic, provider);
+    super::events::publish_through(broker, provider, None, frame);
+    super::events::publish_through(broker, topics::clinic_feed(clinic), None, frame);
 }
 
 /// Publishes a row in the background, logging a failure.

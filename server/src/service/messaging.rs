@@ -107,6 +107,7 @@ pub async fn send(
         AppendOutcome::Stored(StoredMessage {
             message,
             notifications: rows,
+            ..
         }) => {
             metrics::counter!("consult_messages_stored_total").increment(1);
             notifications::announce_queued(state, consultation, &rows);

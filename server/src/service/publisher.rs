@@ -3,8 +3,9 @@
 //! room at once, on the writer itself (publishing never blocks: local
 //! delivery is a queue push per subscriber, Redis gets its copy through the
 //! broker's own queue). A patient's message also changes the dashboards
-//! (its unread count): that row is read from the database, so it is left to
-//! [`refresh_dashboards`], a task.
+//! (its unread count): the SQLite writer reads that row in the message's
+//! transaction and it is published here, after the message; other writers
+//! leave it to [`refresh_dashboards`], a task that reads it.
 
 use super::{dashboard, events};
 use crate::app::AppState;
@@ -25,15 +26,20 @@ pub fn on_commit(broker: Broker, dashboards: mpsc::UnboundedSender<ConsultationI
         let message = &stored.message;
         let topic = topics::room(&message.consultation_id);
         let seq = message.seq.get();
-        if message.sender_role == Role::Patient
-            && dashboards.send(message.consultation_id.clone()).is_err()
-        {
-            tracing::debug!("dashboard refresher stopped; delta skipped");
-        }
         let frame = ServerFrame::Message {
             message: message.clone(),
         };
         events::publish_through(&broker, topic, Some(seq), &frame);
+        if let Some(row) = &stored.dashboard {
+            let frame = ServerFrame::Dashboard {
+                entry: row.entry.clone(),
+            };
+            dashboard::publish_to_feeds(&broker, &row.clinic_id, &row.entry.provider_id, &frame);
+        } else if message.sender_role == Role::Patient
+            && dashboards.send(message.consultation_id.clone()).is_err()
+        {
+            tracing::debug!("dashboard refresher stopped; delta skipped");
+        }
     })
 }
 

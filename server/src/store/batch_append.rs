@@ -115,6 +115,7 @@ pub async fn append_batch(
                 sent_at,
             },
             notifications,
+            dashboard: None,
         }));
     }
     if !rows.is_empty() {

@@ -7,7 +7,8 @@ use super::outbox::{self, NewNotification, OutboxRow};
 use super::{StoreError, to_i64, to_u64};
 use chrono::Utc;
 use consult_protocol::{
-    ChatMessage, ConsultationId, ConsultationStatus, MessageKind, Role, Seq, UserId,
+    ChatMessage, ClinicId, ConsultationId, ConsultationStatus, DashboardEntry, MessageKind, Role,
+    Seq, UserId,
 };
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
@@ -43,6 +44,20 @@ pub struct StoredMessage {
     pub message: ChatMessage,
     /// Its outbox rows.
     pub notifications: Vec<OutboxRow>,
+    /// After a patient's message, the consultation's dashboard row (its
+    /// unread count changed) when the writer read it in the message's own
+    /// transaction, as the SQLite writer does; `None` leaves the row to the
+    /// dashboard refresher.
+    pub dashboard: Option<Box<DashboardRow>>,
+}
+
+/// A consultation's dashboard row and the clinic whose feeds show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardRow {
+    /// The consultation's clinic.
+    pub clinic_id: ClinicId,
+    /// The row.
+    pub entry: DashboardEntry,
 }
 
 /// What appending did.
@@ -144,6 +159,7 @@ pub async fn append(
     Ok(AppendOutcome::Stored(StoredMessage {
         message,
         notifications,
+        dashboard: None,
     }))
 }
 

@@ -187,5 +187,6 @@ fn stored(message: &NewMessage, seq: u64, sent_at: DateTime<Utc>) -> AppendOutco
             sent_at,
         },
         notifications: Vec::new(),
+        dashboard: None,
     })
 }

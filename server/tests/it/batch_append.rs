@@ -234,3 +234,54 @@ async fn two_writers_appending_to_the_same_rooms_never_collide() {
     let (_, after) = hub.api_get(&format!("/v1/consultations/{a}")).await;
     assert_eq!(after["rev"].as_u64().unwrap(), rev_before + 80, "{after}");
 }
+
+/// On a SQLite file the writer reads a patient message's dashboard row in
+/// the message's own transaction (unread count, rev, name), sparing a pool
+/// round trip per message; a provider's message carries none. Other
+/// writers leave the row to the dashboard refresher.
+#[tokio::test]
+async fn the_sqlite_writer_reads_the_dashboard_row_with_a_patients_message() {
+    let hub = TestHub::start().await;
+    let a = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let (_, before) = hub.api_get(&format!("/v1/consultations/{a}")).await;
+    let rev_before = before["rev"].as_u64().unwrap();
+    let batch = [
+        message(&a, "pat-a", Role::Patient, Some("p1"), "hello"),
+        message(&a, "dr-a", Role::Provider, Some("d1"), "hi"),
+        message(&a, "pat-a", Role::Patient, Some("p2"), "are you there?"),
+    ];
+    let outcomes = append(&hub, Writer::Store, &batch).await;
+    let rows: Vec<_> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            AppendOutcome::Stored(stored) => stored.dashboard.clone(),
+            other => panic!("expected stored, got {other:?}"),
+        })
+        .collect();
+    if hub.database_url().starts_with("postgres") {
+        assert!(rows.iter().all(Option::is_none), "the refresher reads it");
+        return;
+    }
+    assert!(
+        rows[1].is_none(),
+        "a provider's message leaves the row alone"
+    );
+    let first = rows[0]
+        .as_ref()
+        .expect("a row with the first patient message");
+    let second = rows[2].as_ref().expect("a row with the second");
+    assert_eq!(first.clinic_id.as_str(), crate::harness::CLINIC);
+    assert_eq!(first.entry.provider_id.as_str(), "dr-a");
+    assert_eq!(first.entry.patient_name, "Patient pat-a");
+    assert_eq!((first.entry.unread, second.entry.unread), (1, 2));
+    assert_eq!(
+        (first.entry.rev, second.entry.rev),
+        (rev_before + 1, rev_before + 2)
+    );
+    let (_, after) = hub.api_get(&format!("/v1/consultations/{a}")).await;
+    assert_eq!(after["rev"].as_u64().unwrap(), second.entry.rev);
+    assert_eq!(after["status"], "waiting_for_patient");
+}

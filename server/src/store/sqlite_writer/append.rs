@@ -4,10 +4,12 @@
 //! hop per statement.
 
 use super::super::entities::{message, outbox};
-use super::super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
+use super::super::messages::{AppendOutcome, DashboardRow, NewMessage, StoredMessage, from_row};
 use super::super::{StoreError, outbox as outbox_store, to_u64};
 use chrono::{DateTime, SecondsFormat, Utc};
-use consult_protocol::{ConsultationStatus, Role};
+use consult_protocol::{
+    ClinicId, ConsultationId, ConsultationStatus, DashboardEntry, Role, UserId,
+};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 const FIND_SENT: &str = "SELECT id, consultation_id, seq, sender_id, sender_role, kind, body, \
@@ -33,6 +35,15 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox \
       lease_until, last_error, provider_message_id, created_at, updated_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
       ?19, ?20, ?21)";
+
+/// A consultation's dashboard row (`?1` the consultation, `?2` the patient
+/// role): the same columns `consultations::dashboard_entry_of` reads.
+const DASHBOARD_ROW: &str = "SELECT c.clinic_id, c.provider_id, c.patient_id, c.status, \
+     c.scheduled_at, c.waiting_since, c.rev, COALESCE(p.display_name, c.patient_id), \
+     (SELECT count(*) FROM messages m WHERE m.consultation_id = c.id AND m.sender_role = ?2 \
+        AND m.seq > COALESCE((SELECT r.read_seq FROM receipts r \
+          WHERE r.consultation_id = c.id AND r.user_id = c.provider_id), 0)) \
+     FROM consultations c LEFT JOIN participants p ON p.id = c.patient_id WHERE c.id = ?1";
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      (at, actor_id, actor_role, action, consultation_id, detail) \
@@ -154,9 +165,64 @@ pub(super) fn append(txn: &Transaction<'_>, new: &NewMessage) -> Result<AppendOu
             detail.to_string()
         ])?;
     }
+    let dashboard = if new.sender_role == Role::Patient {
+        dashboard_row(txn, &new.consultation_id)?.map(Box::new)
+    } else {
+        None
+    };
     Ok(AppendOutcome::Stored(StoredMessage {
         message: from_row(row)?,
         notifications,
+        dashboard,
+    }))
+}
+
+/// The consultation's dashboard row as this transaction sees it (with the
+/// message just inserted): what `consultations::dashboard_entry_of` reads,
+/// on the writer's own connection instead of a pool round trip.
+fn dashboard_row(
+    txn: &Transaction<'_>,
+    consultation: &ConsultationId,
+) -> Result<Option<DashboardRow>, StoreError> {
+    let row = txn
+        .prepare_cached(DASHBOARD_ROW)?
+        .query_row(
+            params![consultation.as_str(), Role::Patient.as_str()],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, i64>(6)?,
+                    row.get::<_, String>(7)?,
+                    row.get::<_, i64>(8)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((clinic, provider, patient, status, scheduled, waiting, rev, name, unread)) = row
+    else {
+        return Ok(None);
+    };
+    let status: ConsultationStatus = status
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("consultation status {status}")))?;
+    Ok(Some(DashboardRow {
+        clinic_id: ClinicId(clinic),
+        entry: DashboardEntry {
+            consultation_id: consultation.clone(),
+            provider_id: UserId(provider),
+            patient_id: UserId(patient),
+            patient_name: name,
+            status,
+            scheduled_at: parse_timestamp(&scheduled)?,
+            waiting_since: waiting.as_deref().map(parse_timestamp).transpose()?,
+            unread: to_u64(unread),
+            rev: to_u64(rev),
+        },
     }))
 }
 
