@@ -20,7 +20,6 @@ use crate::service::publisher;
 use crate::service::reach::ReachCache;
 use crate::store::Store;
 use crate::store::appender::{self, Appender, WriterHandle};
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,23 +29,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Wraps the hub's listener so that every accepted connection has
-/// `TCP_NODELAY` set. Without it, Nagle's algorithm holds a small frame
-/// while an earlier one is unacknowledged, and a peer that delays its
-/// acknowledgement (up to 40 ms on Linux) delays the frame with it: an `ok`
-/// written right after another `ok` on a provider's busy connection waited
-/// about 20 ms that way. A connection whose option cannot be set is served
-/// anyway.
-pub fn without_nagle(
-    listener: TcpListener,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
-    listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(error = %error, "TCP_NODELAY not set on an accepted connection");
-        }
-    })
-}
 
 /// Binds the hub's listener with an explicit accept backlog
 /// ([`Config::listen_backlog`]); `TcpListener::bind` always asks for 128.
@@ -89,6 +71,8 @@ pub struct AppState {
     pub notifier: Notifier,
     /// Cached contacts and clinic policies.
     pub reach: ReachCache,
+    /// Open WebSocket connections against their caps.
+    pub connection_slots: Arc<crate::http::connection_slots::ConnectionSlots>,
     /// Device registrations per patient on this node.
     pub device_registrations: crate::service::registrations::DeviceRegistrations,
     /// Wakes the outbox worker when notifications are queued.
@@ -169,6 +153,18 @@ impl App {
             config.database.append_batch_max,
             publisher::on_commit(broker.clone(), dashboards_tx),
         )?;
+        let descriptors = rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(rlimit::INFINITY);
+        let connection_slots = Arc::new(crate::http::connection_slots::ConnectionSlots::new(
+            config.http.connection_cap(descriptors),
+            config.http.max_connections_per_ip,
+        ));
+        tracing::info!(
+            cap = connection_slots.cap(),
+            descriptors,
+            "WebSocket connection cap"
+        );
         let state = Arc::new(AppState {
             config,
             store,
@@ -180,6 +176,7 @@ impl App {
             revocations: crate::auth::revocation::Revocations::new(),
             notifier,
             reach: ReachCache::default(),
+            connection_slots,
             device_registrations: Default::default(),
             outbox_wakeup: tokio::sync::Notify::new(),
             metrics: crate::metrics::install(),
@@ -230,9 +227,12 @@ impl App {
         let state = self.state.clone();
         let stop_accepting = CancellationToken::new();
         let router = crate::http::router(state.clone());
-        let server = axum::serve(without_nagle(listener), router)
-            .with_graceful_shutdown(stop_accepting.clone().cancelled_owned());
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(crate::http::serve::serve(
+            listener,
+            router,
+            Duration::from_secs(state.config.http.header_read_timeout_secs),
+            stop_accepting.clone(),
+        ));
 
         shutdown.await;
         tracing::info!("shutting down: readiness off, closing sessions");
@@ -255,9 +255,8 @@ impl App {
         }
         // Idle HTTP connections may hold the server open; give it a moment.
         let served = match tokio::time::timeout(Duration::from_secs(2), server).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(())) | Err(_) => Ok(()),
             Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
-            Err(_) => Ok(()),
         };
         self.writer.stop().await;
         if let Err(error) = self.dashboards.await {

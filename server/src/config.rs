@@ -14,8 +14,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod http;
 mod notify;
 
+pub use http::{DESCRIPTOR_RESERVE, HEADER_READ_TIMEOUT_SECS, HttpConfig};
 pub use notify::{
     NotifyConfig, OFFLINE_GRACE_MS, OUTBOX_LEASE_SECS, OUTBOX_MAX_ATTEMPTS, OUTBOX_POLL_MS,
     OUTBOX_RETRY_BASE_MS, PUSH_AFTER_MS, PushRoute, REACH_CACHE_MS, RateLimit, SmsRoute,
@@ -96,6 +98,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Push, SMS and escalation.
     pub notify: NotifyConfig,
+    /// HTTP serving limits.
+    pub http: HttpConfig,
 }
 
 /// Database settings.
@@ -446,6 +450,7 @@ impl Default for Config {
             web: WebConfig::default(),
             log: LogConfig::default(),
             notify: NotifyConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -565,6 +570,7 @@ const SECTIONS: &[&str] = &[
     "web",
     "log",
     "notify",
+    "http",
 ];
 
 fn is_section(key: &str) -> bool {
@@ -616,6 +622,7 @@ impl Config {
     /// Returns every problem found, one per line.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.http.validate(&mut problems);
         let session = &self.session;
         if !(self.database.url.starts_with("sqlite:")
             || self.database.url.starts_with("postgres://")

@@ -38,6 +38,22 @@ fn describe() {
         "consult_connections_total",
         "WebSocket connections accepted."
     );
+    metrics::describe_gauge!(
+        "consult_connection_slots_open",
+        "WebSocket connections open, counted against http.max_connections."
+    );
+    metrics::describe_counter!(
+        "consult_connections_refused_total",
+        "WebSocket upgrades refused at a connection cap, by code."
+    );
+    metrics::describe_counter!(
+        "consult_accept_errors_total",
+        "Failed accepts (out of descriptors, say)."
+    );
+    metrics::describe_counter!(
+        "consult_http_header_timeouts_total",
+        "Connections closed for sending no request within the header read timeout."
+    );
     metrics::describe_counter!("consult_messages_stored_total", "Messages persisted.");
     metrics::describe_counter!(
         "consult_frames_fanned_out_total",
@@ -135,6 +151,8 @@ const UNLABELLED_COUNTERS: &[&str] = &[
     "consult_gap_fills_total",
     "consult_events_not_in_database_total",
     "consult_revocations_unreadable_total",
+    "consult_accept_errors_total",
+    "consult_http_header_timeouts_total",
 ];
 
 /// Every counter family (with its known label values) and gauge at zero,
@@ -147,6 +165,10 @@ fn register_zeros() {
         metrics::counter!(*name).absolute(0);
     }
     metrics::gauge!("consult_connections_active").set(0.0);
+    metrics::gauge!("consult_connection_slots_open").set(0.0);
+    for code in ["too_many_connections", "too_many_connections_from_address"] {
+        metrics::counter!("consult_connections_refused_total", "code" => code).absolute(0);
+    }
     for code in ErrorCode::ALL {
         metrics::counter!("consult_client_errors_total", "code" => code.as_str()).absolute(0);
     }

@@ -3,11 +3,13 @@
 //! web console. Nothing else in the crate imports this module.
 
 mod api;
+pub mod connection_slots;
 mod error;
 mod extract;
 mod health;
 mod notify_api;
 mod revocation_api;
+pub mod serve;
 mod ws;
 
 pub use error::ApiError;

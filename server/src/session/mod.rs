@@ -25,10 +25,11 @@ use futures_util::{FutureExt, Sink, Stream};
 use std::future::Future;
 use std::sync::Arc;
 
-/// Runs a freshly upgraded connection on the app's task tracker.
-pub fn spawn(socket: WebSocket, state: Arc<AppState>) {
+/// Runs a freshly upgraded connection on the app's task tracker, holding
+/// `slot` (its place under the connection caps) until it ends.
+pub fn spawn<T: Send + 'static>(socket: WebSocket, state: Arc<AppState>, slot: T) {
     let tracker = state.tracker.clone();
-    tracker.spawn(run(socket, state));
+    tracker.spawn(run(socket, state).map(move |()| drop(slot)));
 }
 
 /// Handshake, then the session loop, then cleanup.

@@ -191,3 +191,105 @@ async fn device_registrations_beyond_the_limit_are_rate_limited_and_the_connecti
         .await
         .unwrap();
 }
+
+/// The upgrade answer of a WebSocket connect: `Ok(())` when it upgraded,
+/// else the HTTP status and the JSON body.
+async fn upgrade_refusal(hub: &TestHub) -> Result<RawSocket, (u16, Value)> {
+    match tokio_tungstenite::connect_async(hub.ws_url()).await {
+        Ok((stream, _)) => Ok(RawSocket { stream }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            Err((
+                response.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            ))
+        }
+        Err(other) => panic!("connect failed: {other}"),
+    }
+}
+
+/// A connection that sends half a request, or nothing, is closed once the
+/// header read timeout passes: it cannot hold a descriptor for ever.
+#[tokio::test]
+async fn half_sent_and_silent_http_connections_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::start_with(|config| config.http.header_read_timeout_secs = 1).await;
+    let address = hub.url("").trim_start_matches("http://").to_owned();
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let started = tokio::time::Instant::now();
+    for (name, stream) in [("half-sent", &mut half), ("silent", &mut silent)] {
+        let mut buffer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer))
+            .await
+            .unwrap_or_else(|_| panic!("the hub keeps a {name} connection open"));
+        // Closed: end of stream (possibly after a 408), or a reset.
+        if let Ok(bytes) = read {
+            let text = String::from_utf8_lossy(&buffer[..bytes]);
+            assert!(bytes == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "not before the timeout"
+    );
+    // A whole request on a fresh connection is still answered.
+    let (status, _) = hub.api_get("/healthz").await;
+    assert_eq!(status, 200);
+}
+
+/// Past the node's connection cap an upgrade is answered 503 with a JSON
+/// code, health checks still answer, and a closed connection frees its
+/// place.
+#[tokio::test]
+async fn past_the_connection_cap_upgrades_get_503_and_health_checks_still_answer() {
+    let hub = TestHub::start_with(|config| config.http.max_connections = 2).await;
+    let first = upgrade_refusal(&hub).await.expect("first connection");
+    let _second = upgrade_refusal(&hub).await.expect("second connection");
+    let (status, body) = upgrade_refusal(&hub)
+        .await
+        .err()
+        .expect("the third is refused");
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "too_many_connections", "{body}");
+    assert_eq!(hub.api_get("/healthz").await.0, 200);
+    assert_eq!(hub.api_get("/readyz").await.0, 200);
+    let metrics = hub.metrics_text().await;
+    assert!(
+        metrics.contains("consult_connections_refused_total{code=\"too_many_connections\"} 1"),
+        "{metrics}"
+    );
+    drop(first);
+    // The closed connection's place comes back once its session ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match upgrade_refusal(&hub).await {
+            Ok(_) => break,
+            Err((status, _)) => {
+                assert_eq!(status, 503);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the place never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One address may hold only so many connections (when configured); the
+/// next gets 429 with a JSON code.
+#[tokio::test]
+async fn past_the_per_address_cap_upgrades_get_429() {
+    let hub = TestHub::start_with(|config| config.http.max_connections_per_ip = 1).await;
+    let _first = upgrade_refusal(&hub).await.expect("first connection");
+    let (status, body) = upgrade_refusal(&hub)
+        .await
+        .err()
+        .expect("the second is refused");
+    assert_eq!(status, 429);
+    assert_eq!(body["code"], "too_many_connections_from_address", "{body}");
+}

@@ -655,6 +655,9 @@ async fn a_fresh_hub_lists_every_counter_family_at_zero_and_its_build() {
         "consult_sms_inbound_total{outcome=\"replayed\"} 0",
         "consult_status_changes_total{to=\"patient_ready\"} 0",
         "consult_connections_active 0",
+        "consult_connection_slots_open 0",
+        "consult_connections_refused_total{code=\"too_many_connections\"} 0",
+        "consult_http_header_timeouts_total 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
     }

@@ -3,8 +3,8 @@
 //! instead of losing SYNs that clients retry only after a second. And every
 //! accepted connection has Nagle's algorithm off.
 
-use axum::serve::Listener;
-use consult_hub::app::{bind_listener, without_nagle};
+use consult_hub::app::bind_listener;
+use consult_hub::http::serve::without_nagle;
 use futures_util::future::join_all;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -59,11 +59,13 @@ async fn accepted_connections_have_nagle_off() {
         !accepted_plain.nodelay().unwrap(),
         "a plain accept leaves Nagle on, so the wrapper is what turns it off"
     );
-    let mut listener = without_nagle(listener);
     let _client = TcpStream::connect(address).await.unwrap();
-    let (accepted, _) = timeout(Duration::from_secs(5), listener.accept())
-        .await
-        .expect("the connection is accepted");
+    let (accepted, _) = without_nagle(
+        timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("the connection is accepted")
+            .unwrap(),
+    );
     assert!(accepted.nodelay().unwrap());
     drop(plain);
 }

@@ -1,0 +1,58 @@
+//! The `[http]` section: how long a client may take to send a request's
+//! headers, and how many WebSocket connections the node keeps open (in all,
+//! and from one address).
+
+use serde::Deserialize;
+
+/// Time to send a request's headers, in seconds.
+pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Descriptors kept back from WebSocket connections when their cap is
+/// derived from the open-file limit: for HTTP requests (health checks,
+/// metrics, the REST API), the database, Redis and logs.
+pub const DESCRIPTOR_RESERVE: u64 = 256;
+
+/// HTTP serving limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A connection that has not sent a whole request's headers this long
+    /// after it opened (or after its previous request) is closed, seconds.
+    pub header_read_timeout_secs: u64,
+    /// WebSocket connections open at once on this node at most; 0 derives
+    /// the cap from the process's open-file limit (the limit less
+    /// [`DESCRIPTOR_RESERVE`]). Past it an upgrade is answered 503.
+    pub max_connections: u64,
+    /// WebSocket connections open at once from one IP address at most; 0
+    /// means no cap (the default: patients behind a carrier's NAT share
+    /// addresses). Past it an upgrade is answered 429.
+    pub max_connections_per_ip: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: HEADER_READ_TIMEOUT_SECS,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The cap on WebSocket connections: the configured one, else the
+    /// open-file limit `descriptors` less the reserve (at least 1).
+    #[must_use]
+    pub fn connection_cap(&self, descriptors: u64) -> u64 {
+        if self.max_connections > 0 {
+            self.max_connections
+        } else {
+            descriptors.saturating_sub(DESCRIPTOR_RESERVE).max(1)
+        }
+    }
+
+    pub(super) fn validate(&self, problems: &mut Vec<String>) {
+        if self.header_read_timeout_secs == 0 {
+            problems.push("http.header_read_timeout_secs must be at least 1".into());
+        }
+    }
+}
