@@ -455,6 +455,15 @@ impl Default for Config {
     }
 }
 
+impl SessionConfig {
+    /// The most a connection's unsent writes may hold before the socket is
+    /// dropped: four hard frame limits (1 MiB by default).
+    #[must_use]
+    pub fn write_ceiling_bytes(&self) -> usize {
+        self.hard_message_bytes.saturating_mul(4)
+    }
+}
+
 impl DatabaseConfig {
     /// The spacing of SQLite checkpoints while messages are written.
     #[must_use]

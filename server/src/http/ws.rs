@@ -36,7 +36,7 @@ pub(super) async fn upgrade(
         .max_frame_size(limits.hard_message_bytes)
         .read_buffer_size(limits.read_buffer_bytes)
         .write_buffer_size(limits.write_buffer_bytes)
-        .max_write_buffer_size(limits.hard_message_bytes.saturating_mul(4))
+        .max_write_buffer_size(limits.write_ceiling_bytes())
         .on_upgrade(move |socket| async move { session::spawn(socket, state, slot) })
 }
 

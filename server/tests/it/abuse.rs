@@ -293,3 +293,45 @@ async fn past_the_per_address_cap_upgrades_get_429() {
     assert_eq!(status, 429);
     assert_eq!(body["code"], "too_many_connections_from_address", "{body}");
 }
+
+/// A history page of long messages larger than the connection's write
+/// ceiling used to drop the socket (`Write buffer is full`); it is now cut
+/// to what fits, with `has_more`, and paging returns every message.
+#[tokio::test]
+async fn a_history_page_larger_than_the_write_ceiling_is_cut_not_dropped() {
+    let hub = TestHub::start_with(|config| {
+        config.session.rate_limit_per_sec = 1000;
+        config.session.rate_limit_burst = 1000;
+    })
+    .await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let body = "😀".repeat(4000);
+    for i in 0..70 {
+        provider
+            .send(&consultation.id, format!("long-{i}"), body.clone())
+            .await
+            .unwrap();
+    }
+    let mut seqs = Vec::new();
+    let mut before = None;
+    let mut pages = 0;
+    loop {
+        let (page, more) = provider
+            .history(&consultation.id, before, Some(200))
+            .await
+            .expect("the page arrives and the connection stays open");
+        pages += 1;
+        assert!(!page.is_empty());
+        before = page.first().map(|m| m.seq);
+        seqs.splice(0..0, page.iter().map(|m| m.seq.get()));
+        if !more {
+            break;
+        }
+    }
+    assert!(pages > 1, "70 messages of 16 KB do not fit one page");
+    assert_eq!(seqs, (1..=70).collect::<Vec<_>>());
+    provider.ping().await.expect("still connected");
+}
