@@ -56,6 +56,54 @@ async fn read_after_writing(socket: RawSocket) -> (Vec<Value>, Option<u16>) {
 /// hub closes it, well under [`consult_hub::session::socket::CLOSE_DRAIN`].
 const WRITING: Duration = Duration::from_millis(500);
 
+/// The guarantee every attack here keeps: meanwhile an honest provider and
+/// patient on connections of their own connect, join, and the patient gets
+/// the provider's message within a second of its sending. `tag` keeps their
+/// ids apart from the attacker's.
+async fn an_honest_client_is_served(hub: &TestHub, tag: &str) {
+    let started = tokio::time::Instant::now();
+    let provider_id = format!("dr-honest-{tag}");
+    let patient_id = format!("pat-honest-{tag}");
+    let consultation = hub
+        .consultation(&provider_id, &patient_id, "waiting_for_patient")
+        .await;
+    let provider = hub.connect(&provider_id, Role::Provider).await;
+    let patient = hub.connect(&patient_id, Role::Patient).await;
+    patient.join(&consultation.id, None).await.unwrap();
+    let sent_at = tokio::time::Instant::now();
+    provider
+        .send(
+            &consultation.id,
+            "honest-1",
+            "I am running 10 minutes behind",
+        )
+        .await
+        .unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match patient.next_event().await {
+                Some(consult_protocol::ServerFrame::Message { message })
+                    if message.client_msg_id.as_deref() == Some("honest-1") =>
+                {
+                    break;
+                }
+                Some(_) => {}
+                None => panic!("the honest patient's connection closed"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        delivered.is_ok(),
+        "the honest patient did not get the message within 1 s of its sending"
+    );
+    assert!(
+        sent_at.duration_since(started) < Duration::from_secs(5),
+        "connecting and joining took {:?}",
+        sent_at.duration_since(started)
+    );
+}
+
 #[tokio::test]
 async fn a_client_still_writing_when_rate_limited_reads_every_answer_and_close_4004() {
     let hub = TestHub::start_with(|config| {
@@ -93,6 +141,7 @@ async fn a_client_still_writing_when_rate_limited_reads_every_answer_and_close_4
     for refusal in &frames[3..] {
         assert_eq!(refusal["code"], "rate_limited", "{refusal}");
     }
+    an_honest_client_is_served(&hub, "rate").await;
 }
 
 #[tokio::test]
@@ -108,6 +157,7 @@ async fn a_client_still_writing_before_hello_reads_every_refusal_and_close_4001(
         assert_eq!(refusal["code"], "hello_required", "{refusal}");
         assert_eq!(refusal["id"], format!("w-{}", i + 1), "{refusal}");
     }
+    an_honest_client_is_served(&hub, "prehello").await;
 }
 
 #[tokio::test]
@@ -154,6 +204,7 @@ async fn a_patient_keeps_only_its_newest_devices_and_an_alert_reaches_just_those
         .collect();
     tokens.sort();
     assert_eq!(tokens, ["fcm-3", "fcm-4", "fcm-5"]);
+    an_honest_client_is_served(&hub, "devices").await;
 }
 
 #[tokio::test]
@@ -190,6 +241,7 @@ async fn device_registrations_beyond_the_limit_are_rate_limited_and_the_connecti
         .register_device(DevicePlatform::Apns, "apns-b", true)
         .await
         .unwrap();
+    an_honest_client_is_served(&hub, "registrations").await;
 }
 
 /// The upgrade answer of a WebSocket connect: `Ok(())` when it upgraded,
@@ -215,12 +267,13 @@ async fn half_sent_and_silent_http_connections_are_closed_after_the_header_timeo
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hub = TestHub::start_with(|config| config.http.header_read_timeout_secs = 1).await;
     let address = hub.url("").trim_start_matches("http://").to_owned();
+    let started = tokio::time::Instant::now();
     let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
     half.write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n")
         .await
         .unwrap();
     let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let started = tokio::time::Instant::now();
+    an_honest_client_is_served(&hub, "slowloris").await;
     for (name, stream) in [("half-sent", &mut half), ("silent", &mut silent)] {
         let mut buffer = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer))
@@ -334,4 +387,5 @@ async fn a_history_page_larger_than_the_write_ceiling_is_cut_not_dropped() {
     assert!(pages > 1, "70 messages of 16 KB do not fit one page");
     assert_eq!(seqs, (1..=70).collect::<Vec<_>>());
     provider.ping().await.expect("still connected");
+    an_honest_client_is_served(&hub, "history").await;
 }
