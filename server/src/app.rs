@@ -77,6 +77,9 @@ pub struct AppState {
     pub device_registrations: crate::service::registrations::DeviceRegistrations,
     /// Wakes the outbox worker when notifications are queued.
     pub outbox_wakeup: tokio::sync::Notify,
+    /// Set when shutdown begins: the moment notification sends are cut
+    /// short (`shutdown.drain_timeout_secs` after it).
+    pub outbox_deadline: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Tracks sessions and background tasks.
@@ -179,6 +182,7 @@ impl App {
             connection_slots,
             device_registrations: Default::default(),
             outbox_wakeup: tokio::sync::Notify::new(),
+            outbox_deadline: tokio::sync::watch::Sender::new(None),
             metrics: crate::metrics::install(),
             tracker: TaskTracker::new(),
             sessions_shutdown: CancellationToken::new(),
@@ -238,6 +242,12 @@ impl App {
         tracing::info!("shutting down: readiness off, closing sessions");
         state.ready.store(false, Ordering::Release);
         let grace = Duration::from_millis(state.config.shutdown.unready_grace_ms);
+        let drain = Duration::from_secs(state.config.shutdown.drain_timeout_secs);
+        // Notification sends get the same time as sessions: one still
+        // waiting for its provider then is cut short and its row given back.
+        state
+            .outbox_deadline
+            .send_replace(Some(tokio::time::Instant::now() + grace + drain));
         if !grace.is_zero() {
             // Still serving, but reporting 503, so the balancer moves away
             // before connections are refused.
@@ -246,7 +256,6 @@ impl App {
         stop_accepting.cancel();
         state.sessions_shutdown.cancel();
         state.tracker.close();
-        let drain = Duration::from_secs(state.config.shutdown.drain_timeout_secs);
         if tokio::time::timeout(drain, state.tracker.wait())
             .await
             .is_err()

@@ -101,7 +101,11 @@ impl OutboxWorker {
         }
     }
 
-    /// One pass over the rows due now.
+    /// One pass over the rows due now. Once shutdown has set its deadline
+    /// (`AppState::outbox_deadline`), rows not started by then stay
+    /// `pending`, and a send still waiting for its provider then is cut
+    /// short and its row given back (`pending`, due at once) for another
+    /// node or the next start.
     ///
     /// # Errors
     ///
@@ -112,6 +116,9 @@ impl OutboxWorker {
         let due = outbox::due(self.state.store.connection(), now, BATCH).await?;
         let mut outcome = StepOutcome::default();
         for row in due {
+            if self.past_deadline() {
+                break;
+            }
             match self.process(row).await {
                 Ok(Some(status)) => match status {
                     NotificationStatus::Sent => outcome.sent += 1,
@@ -154,7 +161,18 @@ impl OutboxWorker {
                 Some(reason) => Finish::Cancelled {
                     reason: reason.to_owned(),
                 },
-                None => self.send(&row, attempts).await?,
+                None => match self.send_before_deadline(&row, attempts).await {
+                    Some(finish) => finish?,
+                    None => {
+                        let released = outbox::release(db, &claim, Utc::now()).await?;
+                        tracing::warn!(
+                            notification = %row.id,
+                            released,
+                            "send cut short by shutdown; the row is pending again"
+                        );
+                        return Ok(None);
+                    }
+                },
             }
         };
         let sent = matches!(finish, Finish::Sent { .. });
@@ -182,6 +200,45 @@ impl OutboxWorker {
         metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
         self.announce(&updated).await?;
         Ok(Some(updated.status))
+    }
+
+    /// True once shutdown's deadline for sends has passed.
+    fn past_deadline(&self) -> bool {
+        self.state
+            .outbox_deadline
+            .borrow()
+            .is_some_and(|deadline| tokio::time::Instant::now() >= deadline)
+    }
+
+    /// Sends, unless shutdown's deadline (set now or while the provider is
+    /// answering) passes first: then `None`.
+    async fn send_before_deadline(
+        &self,
+        row: &OutboxRow,
+        attempts: u32,
+    ) -> Option<Result<Finish, StoreError>> {
+        let mut deadline = self.state.outbox_deadline.subscribe();
+        let send = self.send(row, attempts);
+        tokio::pin!(send);
+        loop {
+            let current = *deadline.borrow_and_update();
+            let expiry = async move {
+                match current {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                finish = &mut send => return Some(finish),
+                () = expiry => return None,
+                changed = deadline.changed() => {
+                    if changed.is_err() {
+                        // The state is going away with the process.
+                        return Some((&mut send).await);
+                    }
+                }
+            }
+        }
     }
 
     /// Writes an attempt's outcome and its audit entry in one transaction,

@@ -249,6 +249,38 @@ pub struct Claim {
     pub attempts: u32,
 }
 
+/// Gives a claimed row back (`pending`, due `now`) when its send was cut
+/// short by shutdown, so that another node, or this one after a restart,
+/// sends it at once rather than after the lease. The attempt stays counted:
+/// the provider may have received it. False when the claim no longer holds.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn release(
+    db: &impl ConnectionTrait,
+    claim: &Claim,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let result = outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::Status,
+            Expr::value(NotificationStatus::Pending.as_str()),
+        )
+        .col_expr(
+            outbox::Column::LeaseUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(outbox::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
+        .filter(outbox::Column::Id.eq(claim.id.clone()))
+        .filter(outbox::Column::Status.eq(NotificationStatus::Sending.as_str()))
+        .filter(outbox::Column::Attempts.eq(i32::try_from(claim.attempts).unwrap_or(i32::MAX)))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
 /// Claims a row for sending until `lease_until`, counting the attempt.
 /// `None` when another worker got it first.
 ///

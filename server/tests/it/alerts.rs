@@ -541,3 +541,70 @@ async fn an_alert_is_stored_only_with_its_audit_entry() {
         serde_json::json!(ids)
     );
 }
+
+/// Shutdown stays within its drain timeout while a provider is slow (each
+/// send 4 s, under the provider timeout, four rows due): the send still
+/// waiting is cut short and its row given back (`pending`, due at once),
+/// the rows not started stay `pending`, and the next start sends them all
+/// at once instead of after the 60 s lease. Before, shutdown sent every due
+/// row first, one after the other.
+#[tokio::test]
+async fn shutdown_cuts_slow_sends_short_and_the_next_start_sends_them_at_once() {
+    let alerting = Alerting::reachable(|config| {
+        config.shutdown.drain_timeout_secs = 1;
+        config.shutdown.unready_grace_ms = 0;
+    })
+    .await;
+    for index in 2..=4 {
+        alerting
+            .patient
+            .register_device(DevicePlatform::Fcm, format!("fcm-pat-a-{index}"), true)
+            .await
+            .unwrap();
+    }
+    alerting.fake.delay_next_sends(4, Duration::from_secs(4));
+    let sent = alerting
+        .alert(CLEAN, &[AlertChannel::Push], "slow")
+        .await
+        .unwrap();
+    assert_eq!(sent.notifications.len(), 4, "{:?}", sent.notifications);
+    let first = loop {
+        let rows = notifications(&alerting.hub, &alerting.id).await;
+        if let Some(row) = rows
+            .iter()
+            .find(|row| row.status == NotificationStatus::Sending)
+        {
+            break row.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let Alerting {
+        fake,
+        hub,
+        id,
+        patient,
+        provider,
+    } = alerting;
+    drop((patient, provider));
+    let started = tokio::time::Instant::now();
+    let hub = tokio::time::timeout(
+        Duration::from_secs(30),
+        hub.restart_with(|config| {
+            fake.configure(config);
+            config.shutdown.drain_timeout_secs = 1;
+        }),
+    )
+    .await
+    .expect("the restart finished");
+    let took = started.elapsed();
+    fake.delay_next_sends(0, Duration::ZERO);
+    assert!(
+        took < Duration::from_secs(6),
+        "shutdown and start took {took:?}"
+    );
+    for row in &sent.notifications {
+        let after = wait_for_status(&hub, &id, &row.id, NotificationStatus::Sent).await;
+        let expected = if row.id == first.id { 2 } else { 1 };
+        assert_eq!(after.attempts, expected, "{after:?}");
+    }
+}

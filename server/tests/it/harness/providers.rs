@@ -112,6 +112,9 @@ struct Recorder {
     access_tokens: HashSet<String>,
     unregistered: HashSet<String>,
     issued: u64,
+    /// How long the next `delayed` send requests wait before their answer.
+    delay: Duration,
+    delayed: usize,
 }
 
 #[derive(Clone)]
@@ -129,6 +132,19 @@ impl Fake {
     fn refuse(&self, status: u16, why: String, body: Value) -> Response {
         self.lock().refused.push(why);
         (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+    }
+
+    /// Waits as long as the test asked this send to take.
+    async fn answer_delay(&self) {
+        let delay = {
+            let mut recorder = self.lock();
+            if recorder.delayed == 0 {
+                return;
+            }
+            recorder.delayed -= 1;
+            recorder.delay
+        };
+        tokio::time::sleep(delay).await;
     }
 
     /// The injected failure for this request, if one is queued.
@@ -222,6 +238,14 @@ impl FakeProviders {
             adjust(config);
         })
         .await
+    }
+
+    /// The next `n` send requests (push or SMS) wait `delay` before their
+    /// answer, as a slow provider's would.
+    pub(crate) fn delay_next_sends(&self, n: usize, delay: Duration) {
+        let mut recorder = self.fake.lock();
+        recorder.delay = delay;
+        recorder.delayed = n;
     }
 
     /// Answers the next `n` send requests (push or SMS) with `status` and
@@ -379,6 +403,7 @@ async fn fcm_send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    fake.answer_delay().await;
     let google_error = |status: u16, code: &str, why: String| {
         fake.refuse(
             status,
@@ -462,6 +487,7 @@ async fn twilio_send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    fake.answer_delay().await;
     let twilio_error = |status: u16, code: u32, why: String| {
         fake.refuse(
             status,
