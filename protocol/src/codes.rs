@@ -44,6 +44,9 @@ pub enum ErrorCode {
     DuplicateClientMsgId,
     /// Too many commands; retry later.
     RateLimited,
+    /// The user holds as many connections to this node as it may; close one
+    /// (or retry later).
+    TooManyConnections,
     /// A field's value is out of range (empty text, too long, bad limit).
     InvalidValue,
     /// Outbound text failed the privacy check.
@@ -63,7 +66,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every error code, in declaration order (a new variant goes here too;
     /// the tests check the list against the wire names).
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidFrame,
@@ -81,6 +84,7 @@ impl ErrorCode {
         Self::NotReady,
         Self::DuplicateClientMsgId,
         Self::RateLimited,
+        Self::TooManyConnections,
         Self::InvalidValue,
         Self::PrivacyViolation,
         Self::ConsultationClosed,
@@ -109,6 +113,7 @@ impl ErrorCode {
             Self::NotReady => "not_ready",
             Self::DuplicateClientMsgId => "duplicate_client_msg_id",
             Self::RateLimited => "rate_limited",
+            Self::TooManyConnections => "too_many_connections",
             Self::InvalidValue => "invalid_value",
             Self::PrivacyViolation => "privacy_violation",
             Self::ConsultationClosed => "consultation_closed",
@@ -153,6 +158,8 @@ pub enum CloseCode {
     /// 4006: the session's token was revoked, or its user disconnected, by
     /// the host platform.
     TokenRevoked,
+    /// 4007: the user holds as many connections to this node as it may.
+    TooManyConnections,
 }
 
 impl CloseCode {
@@ -171,6 +178,7 @@ impl CloseCode {
             Self::RateLimitExceeded => 4004,
             Self::TokenExpired => 4005,
             Self::TokenRevoked => 4006,
+            Self::TooManyConnections => 4007,
         }
     }
 
@@ -189,6 +197,7 @@ impl CloseCode {
             Self::RateLimitExceeded => "rate limit exceeded",
             Self::TokenExpired => "token expired",
             Self::TokenRevoked => "token revoked",
+            Self::TooManyConnections => "too many connections for this user",
         }
     }
 
@@ -200,7 +209,7 @@ impl CloseCode {
     }
 
     /// Every close code the hub sends.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Normal,
         Self::GoingAway,
         Self::InvalidPayload,
@@ -213,6 +222,7 @@ impl CloseCode {
         Self::RateLimitExceeded,
         Self::TokenExpired,
         Self::TokenRevoked,
+        Self::TooManyConnections,
     ];
 }
 

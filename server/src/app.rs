@@ -72,7 +72,7 @@ pub struct AppState {
     /// Cached contacts and clinic policies.
     pub reach: ReachCache,
     /// Open WebSocket connections against their caps.
-    pub connection_slots: Arc<crate::http::connection_slots::ConnectionSlots>,
+    pub connection_slots: Arc<crate::connection_slots::ConnectionSlots>,
     /// Device registrations per patient on this node.
     pub device_registrations: crate::service::registrations::DeviceRegistrations,
     /// Wakes the outbox worker when notifications are queued.
@@ -159,9 +159,10 @@ impl App {
         let descriptors = rlimit::getrlimit(rlimit::Resource::NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(rlimit::INFINITY);
-        let connection_slots = Arc::new(crate::http::connection_slots::ConnectionSlots::new(
+        let connection_slots = Arc::new(crate::connection_slots::ConnectionSlots::new(
             config.http.connection_cap(descriptors),
             config.http.max_connections_per_ip,
+            config.http.max_connections_per_user,
         ));
         tracing::info!(
             cap = connection_slots.cap(),

@@ -17,7 +17,9 @@ use std::time::Duration;
 mod http;
 mod notify;
 
-pub use http::{DESCRIPTOR_RESERVE, HEADER_READ_TIMEOUT_SECS, HttpConfig};
+pub use http::{
+    DESCRIPTOR_RESERVE, HEADER_READ_TIMEOUT_SECS, HttpConfig, MAX_CONNECTIONS_PER_USER,
+};
 pub use notify::{
     NotifyConfig, OFFLINE_GRACE_MS, OUTBOX_LEASE_SECS, OUTBOX_MAX_ATTEMPTS, OUTBOX_POLL_MS,
     OUTBOX_RETRY_BASE_MS, PUSH_AFTER_MS, PushRoute, REACH_CACHE_MS, RateLimit, SmsRoute,

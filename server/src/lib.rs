@@ -25,6 +25,7 @@ pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod connection_slots;
 pub mod demo;
 pub mod domain;
 pub mod http;

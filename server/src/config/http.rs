@@ -6,6 +6,9 @@ use serde::Deserialize;
 
 /// Time to send a request's headers, in seconds.
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Connections one user may hold on a node: a console in a few tabs and a
+/// phone or two, with room to spare.
+pub const MAX_CONNECTIONS_PER_USER: u64 = 20;
 /// Descriptors kept back from WebSocket connections when their cap is
 /// derived from the open-file limit: for HTTP requests (health checks,
 /// metrics, the REST API), the database, Redis and logs.
@@ -26,6 +29,10 @@ pub struct HttpConfig {
     /// means no cap (the default: patients behind a carrier's NAT share
     /// addresses). Past it an upgrade is answered 429.
     pub max_connections_per_ip: u64,
+    /// Authenticated connections one user may hold on this node at most; 0
+    /// means no cap. Past it `hello` is answered `too_many_connections` and
+    /// the connection closed with 4007.
+    pub max_connections_per_user: u64,
 }
 
 impl Default for HttpConfig {
@@ -34,6 +41,7 @@ impl Default for HttpConfig {
             header_read_timeout_secs: HEADER_READ_TIMEOUT_SECS,
             max_connections: 0,
             max_connections_per_ip: 0,
+            max_connections_per_user: MAX_CONNECTIONS_PER_USER,
         }
     }
 }

@@ -3,7 +3,6 @@
 //! web console. Nothing else in the crate imports this module.
 
 mod api;
-pub mod connection_slots;
 mod error;
 mod extract;
 mod health;

@@ -1,8 +1,8 @@
 //! The WebSocket upgrade: explicit size limits and small buffers, then hand
 //! the socket to `session`. Tokens are never read from the URL.
 
-use super::connection_slots::Refused;
 use crate::app::AppState;
+use crate::connection_slots::Refused;
 use crate::session;
 use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;

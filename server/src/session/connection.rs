@@ -9,6 +9,7 @@ use super::socket::{Socket, WriteError};
 use crate::app::AppState;
 use crate::auth::{Principal, VerifiedToken};
 use crate::broker::{Event, Topic};
+use crate::connection_slots::UserSlot;
 use crate::domain::PersonKey;
 use crate::hub::Subscriber;
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -78,6 +79,8 @@ pub struct Session<S> {
     pub(crate) expires_at: Instant,
     /// Cancelled when the token is revoked or the user disconnected.
     pub(crate) revoked: CancellationToken,
+    /// This connection's place under the user's connection cap.
+    _user_slot: UserSlot,
 }
 
 impl<S> Session<S>
@@ -92,6 +95,7 @@ where
         state: Arc<AppState>,
         token: &VerifiedToken,
         conn_id: u64,
+        user_slot: UserSlot,
     ) -> Self {
         let principal = token.principal.clone();
         let session_config = &state.config.session;
@@ -122,6 +126,7 @@ where
             member_of: HashMap::new(),
             expires_at: Instant::now(),
             revoked: CancellationToken::new(),
+            _user_slot: user_slot,
         };
         session.adopt_token(token);
         session

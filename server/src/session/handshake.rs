@@ -8,6 +8,7 @@ use super::connection::Session;
 use super::socket::Socket;
 use crate::app::AppState;
 use crate::auth::VerifiedToken;
+use crate::domain::PersonKey;
 use crate::service::identity;
 use axum::extract::ws::Message;
 use consult_protocol::{
@@ -160,6 +161,21 @@ where
 
     async fn welcome(mut self, token: VerifiedToken) -> Option<Session<S>> {
         let principal = &token.principal;
+        let Some(user_slot) = self
+            .state
+            .connection_slots
+            .take_user(&PersonKey::of(principal))
+        else {
+            self.refuse(
+                None,
+                ErrorCode::TooManyConnections,
+                "this user holds as many connections to this node as it may; close one",
+            )
+            .await;
+            tracing::warn!(user = %principal.user, "hello refused: too many connections for the user");
+            self.socket.close(CloseCode::TooManyConnections).await;
+            return None;
+        };
         let session_config = &self.state.config.session;
         let frame = ServerFrame::Welcome {
             protocol: PROTOCOL_VERSION,
@@ -177,6 +193,6 @@ where
             return None;
         }
         tracing::info!(user = %principal.user, role = %principal.role, "authenticated");
-        Some(Session::start(self.socket, self.state, &token, self.conn_id).await)
+        Some(Session::start(self.socket, self.state, &token, self.conn_id, user_slot).await)
     }
 }

@@ -389,3 +389,36 @@ async fn a_history_page_larger_than_the_write_ceiling_is_cut_not_dropped() {
     provider.ping().await.expect("still connected");
     an_honest_client_is_served(&hub, "history").await;
 }
+
+/// One user may hold only so many connections on a node (a stolen token
+/// cannot open thousands): past the cap its `hello` gets
+/// `too_many_connections` and close 4007, other users are served, and a
+/// closed connection frees its place.
+#[tokio::test]
+async fn past_the_per_user_cap_hello_gets_too_many_connections_and_4007() {
+    let hub = TestHub::start_with(|config| config.http.max_connections_per_user = 2).await;
+    let token = hub.token("dr-a", Role::Provider, CLINIC);
+    let first = RawSocket::authenticated(&hub.ws_url(), &token).await;
+    let _second = RawSocket::authenticated(&hub.ws_url(), &token).await;
+    let mut third = RawSocket::connect(&hub.ws_url()).await;
+    let answer = third.hello(&token).await;
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(answer["code"], "too_many_connections", "{answer}");
+    assert_eq!(third.recv_close().await, Some(4007));
+    an_honest_client_is_served(&hub, "per-user").await;
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = RawSocket::connect(&hub.ws_url()).await;
+        let answer = again.hello(&token).await;
+        if answer["type"] == "welcome" {
+            break;
+        }
+        assert_eq!(answer["code"], "too_many_connections", "{answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
