@@ -207,8 +207,11 @@ pub enum CommandResult {
     },
     /// Answer to `list_notifications`, oldest first.
     Notifications {
-        /// The notifications.
+        /// The notifications: the newest, as many as fit.
         notifications: Vec<NotificationView>,
+        /// Older notifications were left out.
+        #[serde(default)]
+        has_more: bool,
     },
 }
 

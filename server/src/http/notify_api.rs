@@ -10,7 +10,7 @@ use crate::domain::escalation::Policy;
 use crate::notify::providers::verify_inbound_signature;
 use crate::service::{contacts as contact_service, reach, templates};
 use crate::store::audit::{self, AuditEntry};
-use crate::store::{inbound_sms, outbox, participants, policies};
+use crate::store::{inbound_sms, participants, policies};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -253,6 +253,8 @@ async fn put_sms_consent(
 #[derive(Debug, Serialize)]
 struct NotificationList {
     notifications: Vec<NotificationView>,
+    /// Older notifications were left out.
+    has_more: bool,
 }
 
 async fn list_notifications(
@@ -261,9 +263,13 @@ async fn list_notifications(
     ApiPath(id): ApiPath<ConsultationId>,
 ) -> Result<Json<NotificationList>, ApiError> {
     find_consultation(&state, &id).await?;
-    let rows = outbox::for_consultation(state.store.connection(), &id).await?;
+    let budget =
+        crate::service::messaging::history_budget(state.config.session.write_ceiling_bytes());
+    let (notifications, has_more) =
+        crate::service::notifications::listed(&state, &id, budget).await?;
     Ok(Json(NotificationList {
-        notifications: rows.iter().map(|row| row.view()).collect(),
+        notifications,
+        has_more,
     }))
 }
 

@@ -6,7 +6,7 @@ use super::commands::{CommandError, CommandOutcome};
 use super::connection::Session;
 use crate::domain::PersonKey;
 use crate::service::messaging::Sent;
-use crate::service::{ServiceError, alerts, contacts, quick, templates};
+use crate::service::{alerts, contacts, quick, templates};
 use axum::extract::ws::Message;
 use consult_protocol::{ClientFrame, CommandResult, ErrorCode};
 use futures_util::{Sink, Stream};
@@ -120,14 +120,15 @@ where
                         .into());
                 }
                 self.authorize(&consultation_id).await?;
-                let rows = crate::store::outbox::for_consultation(
-                    self.state.store.connection(),
-                    &consultation_id,
-                )
-                .await
-                .map_err(ServiceError::from)?;
+                let budget = crate::service::messaging::history_budget(
+                    self.state.config.session.write_ceiling_bytes(),
+                );
+                let (notifications, has_more) =
+                    crate::service::notifications::listed(&self.state, &consultation_id, budget)
+                        .await?;
                 Ok(Some(CommandResult::Notifications {
-                    notifications: rows.iter().map(|row| row.view()).collect(),
+                    notifications,
+                    has_more,
                 }))
             }
             other => Err(CommandError::from((

@@ -414,24 +414,31 @@ pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<OutboxRo
         .transpose()
 }
 
-/// A consultation's notifications, oldest first.
+/// The consultation's newest `limit` notifications, oldest first, and
+/// whether older ones remain.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
-pub async fn for_consultation(
+pub async fn latest_for_consultation(
     db: &impl ConnectionTrait,
     consultation: &ConsultationId,
-) -> Result<Vec<OutboxRow>, StoreError> {
-    outbox::Entity::find()
+    limit: u64,
+) -> Result<(Vec<OutboxRow>, bool), StoreError> {
+    let mut rows = outbox::Entity::find()
         .filter(outbox::Column::ConsultationId.eq(consultation.to_string()))
-        .order_by_asc(outbox::Column::CreatedAt)
-        .order_by_asc(outbox::Column::IdempotencyKey)
+        .order_by_desc(outbox::Column::CreatedAt)
+        .order_by_desc(outbox::Column::IdempotencyKey)
+        .limit(limit.saturating_add(1))
         .all(db)
-        .await?
-        .into_iter()
-        .map(from_row)
-        .collect()
+        .await?;
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    rows.reverse();
+    Ok((
+        rows.into_iter().map(from_row).collect::<Result<_, _>>()?,
+        more,
+    ))
 }
 
 /// Notifications of `reason` on `channel` queued for the consultation since

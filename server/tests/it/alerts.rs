@@ -608,3 +608,59 @@ async fn shutdown_cuts_slow_sends_short_and_the_next_start_sends_them_at_once() 
         assert_eq!(after.attempts, expected, "{after:?}");
     }
 }
+
+/// A consultation's notification list is bounded by bytes as well as count,
+/// over WebSocket and REST: the newest rows that fit, oldest first, with
+/// `has_more` when older ones were left out (before, every row came back,
+/// whatever the size, and a long list could overflow the socket).
+#[tokio::test]
+async fn a_long_notification_list_keeps_its_newest_rows_and_says_more_remain() {
+    let alerting = Alerting::reachable(|config| {
+        config.session.max_message_bytes = 4096;
+        config.session.hard_message_bytes = 4096;
+        config.notify.alert_push_limit = RateLimit {
+            max: 10,
+            window_secs: 600,
+        };
+    })
+    .await;
+    for index in 2..=10 {
+        alerting
+            .patient
+            .register_device(DevicePlatform::Fcm, format!("fcm-pat-a-{index}"), true)
+            .await
+            .unwrap();
+    }
+    let mut queued = Vec::new();
+    for round in 0..4 {
+        let sent = alerting
+            .alert(CLEAN, &[AlertChannel::Push], &format!("many-{round}"))
+            .await
+            .unwrap();
+        queued.extend(sent.notifications.into_iter().map(|row| row.id));
+    }
+    assert_eq!(queued.len(), 40);
+    // Half the write ceiling (4 × 4096 bytes) is 8 KiB: fewer than 40 rows.
+    let (status, body) = alerting
+        .hub
+        .api_get(&format!("/v1/consultations/{}/notifications", alerting.id))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["has_more"], true, "{body}");
+    let listed: Vec<NotificationView> =
+        serde_json::from_value(body["notifications"].clone()).unwrap();
+    assert!(!listed.is_empty() && listed.len() < 40, "{}", listed.len());
+    assert!(serde_json::to_vec(&listed).unwrap().len() <= 8 * 1024);
+    let newest: Vec<&String> = queued[40 - listed.len()..].iter().collect();
+    let mut got: Vec<&String> = listed.iter().map(|row| &row.id).collect();
+    let mut expected = newest.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "the newest rows are the ones kept");
+    let over_socket = alerting
+        .provider
+        .list_notifications(&alerting.id)
+        .await
+        .unwrap();
+    assert_eq!(over_socket.len(), listed.len());
+}

@@ -160,7 +160,7 @@ impl Client {
             consultation_id: consultation.clone(),
         };
         match self.request(frame).await? {
-            Some(CommandResult::Notifications { notifications }) => Ok(notifications),
+            Some(CommandResult::Notifications { notifications, .. }) => Ok(notifications),
             other => Err(unexpected("notifications", other)),
         }
     }
