@@ -186,7 +186,8 @@ pub async fn listed(
     let mut used = 0_usize;
     let mut first_kept = views.len();
     for (index, view) in views.iter().enumerate().rev() {
-        let size = serde_json::to_vec(view).map_or(usize::MAX, |encoded| encoded.len());
+        // Its encoding and the comma that separates it from the next.
+        let size = serde_json::to_vec(view).map_or(usize::MAX, |encoded| encoded.len() + 1);
         if first_kept < views.len() && used.saturating_add(size) > budget {
             break;
         }
