@@ -41,6 +41,32 @@ fn build_hub() -> PathBuf {
     target_dir.join("debug").join("consult-hub")
 }
 
+/// Runs `consult-load fanout` against a spawned debug hub with `args`,
+/// writing its results under `dir`; the results JSON and what it printed.
+/// A test helper: a run that cannot start or write its results fails the
+/// test.
+#[allow(clippy::unwrap_used)]
+fn fanout(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
+    let out = dir.join("results.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
+        .arg("fanout")
+        .arg("--spawn-hub")
+        .arg(hub_binary())
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "consult-load failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    (json, String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
 // A test helper: a hub that cannot start fails the test.
 #[allow(clippy::expect_used)]
 async fn spawned_hub() -> Target {
@@ -56,13 +82,11 @@ async fn spawned_hub() -> Target {
 #[test]
 fn fanout_delivers_every_message_and_writes_its_results() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results.json");
     let report = dir.path().join("report");
-    let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
-        .arg("fanout")
-        .arg("--spawn-hub")
-        .arg(hub_binary())
-        .args([
+    let report_arg = report.to_str().unwrap().to_owned();
+    let (json, _) = fanout(
+        dir.path(),
+        &[
             "--rooms",
             "2",
             "--members",
@@ -71,22 +95,10 @@ fn fanout_delivers_every_message_and_writes_its_results() {
             "50",
             "--rate",
             "200",
-        ])
-        .arg("--out")
-        .arg(&out)
-        .arg("--report-dir")
-        .arg(&report)
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "consult-load failed: {}",
-        String::from_utf8_lossy(&run.stderr)
+            "--report-dir",
+            &report_arg,
+        ],
     );
-
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let result = &json["result"];
     assert_eq!(json["scenario"], "fanout");
     assert_eq!(result["sent"]["ok"], 50);
@@ -108,25 +120,18 @@ fn fanout_delivers_every_message_and_writes_its_results() {
 #[test]
 fn fanout_with_patients_sending_delivers_every_message_to_the_providers() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("results.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
-        .arg("fanout")
-        .arg("--spawn-hub")
-        .arg(hub_binary())
-        .args(["--rooms", "3", "--messages", "30", "--rate", "200"])
-        .arg("--patients-send")
-        .arg("--out")
-        .arg(&out)
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "consult-load failed: {}",
-        String::from_utf8_lossy(&run.stderr)
+    let (json, stdout) = fanout(
+        dir.path(),
+        &[
+            "--rooms",
+            "3",
+            "--messages",
+            "30",
+            "--rate",
+            "200",
+            "--patients-send",
+        ],
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let result = &json["result"];
     assert_eq!(result["options"]["members"], 1);
     assert_eq!(result["options"]["senders_join"], true);
@@ -134,7 +139,6 @@ fn fanout_with_patients_sending_delivers_every_message_to_the_providers() {
     assert_eq!(result["sent"]["ok"], 30);
     assert_eq!(result["delivered"], 30);
     assert_eq!(result["lost"], 0);
-    let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("patients send (joined)"), "{stdout}");
 }
 

@@ -464,6 +464,13 @@ impl SessionConfig {
     pub fn write_ceiling_bytes(&self) -> usize {
         self.hard_message_bytes.saturating_mul(4)
     }
+
+    /// The most one listing answer (a `history` page, a notification list)
+    /// carries: half the write ceiling (512 KiB by default).
+    #[must_use]
+    pub fn answer_budget_bytes(&self) -> usize {
+        self.write_ceiling_bytes() / 2
+    }
 }
 
 impl DatabaseConfig {

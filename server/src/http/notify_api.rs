@@ -263,10 +263,7 @@ async fn list_notifications(
     ApiPath(id): ApiPath<ConsultationId>,
 ) -> Result<Json<NotificationList>, ApiError> {
     find_consultation(&state, &id).await?;
-    let budget =
-        crate::service::messaging::history_budget(state.config.session.write_ceiling_bytes());
-    let (notifications, has_more) =
-        crate::service::notifications::listed(&state, &id, budget).await?;
+    let (notifications, has_more) = crate::service::notifications::listed(&state, &id).await?;
     Ok(Json(NotificationList {
         notifications,
         has_more,

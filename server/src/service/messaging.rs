@@ -202,14 +202,6 @@ fn sent(message: ChatMessage, duplicate: bool) -> Sent {
     }
 }
 
-/// The bytes of messages a history page holds at most, for a connection
-/// whose writes are capped at `write_ceiling` bytes: half of it, so that a
-/// page of long messages never overflows the socket (it would be dropped).
-#[must_use]
-pub fn history_budget(write_ceiling: usize) -> usize {
-    write_ceiling / 2
-}
-
 /// An upper bound of a message's encoded size: every body byte may be
 /// escaped (`\n`, `\"`), plus the other fields.
 fn encoded_size_bound(message: &ChatMessage) -> usize {
@@ -221,26 +213,9 @@ fn encoded_size_bound(message: &ChatMessage) -> usize {
         + message.client_msg_id.as_ref().map_or(0, String::len)
 }
 
-/// Keeps the newest messages of `page` (oldest first) that fit in
-/// `budget` bytes, at least one; true when some were dropped.
-fn trim_to_budget(page: &mut Vec<ChatMessage>, budget: usize) -> bool {
-    let mut kept = 0_usize;
-    let mut first_kept = page.len();
-    for (index, message) in page.iter().enumerate().rev() {
-        let size = encoded_size_bound(message);
-        if first_kept < page.len() && kept + size > budget {
-            break;
-        }
-        kept += size;
-        first_kept = index;
-    }
-    page.drain(..first_kept);
-    first_kept > 0
-}
-
 /// A page of history, oldest first, and whether older messages remain. The
-/// page holds the newest `limit` messages before `before` that fit in
-/// [`history_budget`] of the connection's write ceiling; `has_more` is true
+/// page holds the newest `limit` messages before `before` that fit in the
+/// answer budget (`SessionConfig::answer_budget_bytes`); `has_more` is true
 /// when older ones remain, whichever bound cut the page.
 ///
 /// # Errors
@@ -266,8 +241,11 @@ pub async fn history(
         u64::from(limit),
     )
     .await?;
-    let budget = history_budget(state.config.session.write_ceiling_bytes());
-    let trimmed = trim_to_budget(&mut page, budget);
+    let trimmed = super::answer_size::keep_newest_within(
+        &mut page,
+        state.config.session.answer_budget_bytes(),
+        encoded_size_bound,
+    );
     Ok((page, has_more || trimmed))
 }
 
@@ -353,26 +331,6 @@ mod tests {
             client_msg_id: Some(format!("m{seq}")),
             sent_at: chrono::Utc::now(),
         }
-    }
-
-    #[test]
-    fn a_page_keeps_its_newest_messages_within_the_budget() {
-        let mut page: Vec<ChatMessage> = (1..=10).map(|seq| message(seq, 1000)).collect();
-        let one = encoded_size_bound(&page[0]);
-        assert!(trim_to_budget(&mut page, 3 * one + 10));
-        let seqs: Vec<u64> = page.iter().map(|m| m.seq.get()).collect();
-        assert_eq!(seqs, [8, 9, 10]);
-    }
-
-    #[test]
-    fn a_page_within_the_budget_is_untouched_and_one_message_always_stays() {
-        let mut page: Vec<ChatMessage> = (1..=3).map(|seq| message(seq, 10)).collect();
-        assert!(!trim_to_budget(&mut page, 1 << 20));
-        assert_eq!(page.len(), 3);
-        let mut huge = vec![message(1, 5000), message(2, 5000)];
-        assert!(trim_to_budget(&mut huge, 10));
-        assert_eq!(huge.len(), 1);
-        assert_eq!(huge[0].seq.get(), 2);
     }
 
     #[test]

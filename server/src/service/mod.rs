@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod answer_size;
 pub mod contacts;
 pub mod dashboard;
 pub mod events;

@@ -165,8 +165,9 @@ pub fn announce_queued(state: &AppState, consultation: &Consultation, rows: &[Ou
 pub const MAX_LISTED: u64 = 500;
 
 /// The consultation's newest notifications, oldest first: at most
-/// [`MAX_LISTED`], and no more than fit in `budget` bytes encoded (at least
-/// one); true when older ones were left out.
+/// [`MAX_LISTED`], and no more than fit in the answer budget
+/// (`SessionConfig::answer_budget_bytes`), at least one; true when older
+/// ones were left out.
 ///
 /// # Errors
 ///
@@ -174,31 +175,21 @@ pub const MAX_LISTED: u64 = 500;
 pub async fn listed(
     state: &AppState,
     consultation: &consult_protocol::ConsultationId,
-    budget: usize,
 ) -> Result<(Vec<consult_protocol::NotificationView>, bool), ServiceError> {
-    let (rows, mut more) = crate::store::outbox::latest_for_consultation(
+    let (rows, more) = crate::store::outbox::latest_for_consultation(
         state.store.connection(),
         consultation,
         MAX_LISTED,
     )
     .await?;
     let mut views: Vec<_> = rows.iter().map(OutboxRow::view).collect();
-    let mut used = 0_usize;
-    let mut first_kept = views.len();
-    for (index, view) in views.iter().enumerate().rev() {
-        // Its encoding and the comma that separates it from the next.
-        let size = serde_json::to_vec(view).map_or(usize::MAX, |encoded| encoded.len() + 1);
-        if first_kept < views.len() && used.saturating_add(size) > budget {
-            break;
-        }
-        used = used.saturating_add(size);
-        first_kept = index;
-    }
-    if first_kept > 0 {
-        views.drain(..first_kept);
-        more = true;
-    }
-    Ok((views, more))
+    // Each row's encoding and the comma that separates it from the next.
+    let cut = super::answer_size::keep_newest_within(
+        &mut views,
+        state.config.session.answer_budget_bytes(),
+        |view| serde_json::to_vec(view).map_or(usize::MAX, |encoded| encoded.len() + 1),
+    );
+    Ok((views, more || cut))
 }
 
 /// True when the patient can be reached on `channel` now.

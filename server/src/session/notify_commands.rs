@@ -120,12 +120,8 @@ where
                         .into());
                 }
                 self.authorize(&consultation_id).await?;
-                let budget = crate::service::messaging::history_budget(
-                    self.state.config.session.write_ceiling_bytes(),
-                );
                 let (notifications, has_more) =
-                    crate::service::notifications::listed(&self.state, &consultation_id, budget)
-                        .await?;
+                    crate::service::notifications::listed(&self.state, &consultation_id).await?;
                 Ok(Some(CommandResult::Notifications {
                     notifications,
                     has_more,

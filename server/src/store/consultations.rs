@@ -228,8 +228,26 @@ pub async fn dashboard_entry_of(
     } else {
         "?"
     };
-    let sql = format!(
-        "SELECT c.*, p.display_name AS patient_name, \
+    let sql = dashboard_row_sql(placeholder);
+    let statement = Statement::from_sql_and_values(backend, sql, [id.to_string().into()]);
+    let Some(row) = db.query_one(statement).await? else {
+        return Ok(None);
+    };
+    let consultation = from_row(consultation::Model::from_query_result(&row, "")?)?;
+    let name: String = row.try_get("", "patient_name")?;
+    let unread: i64 = row.try_get("", "unread")?;
+    let entry = entry(&consultation, name, to_u64(unread));
+    Ok(Some((consultation, entry)))
+}
+
+/// The query of a consultation's dashboard row, the consultation's id bound
+/// at `placeholder`: every `consultations` column, `patient_name` (the
+/// patient's display name, its id if unregistered) and `unread` (the
+/// patient's messages after the provider's read receipt). The pool and the
+/// SQLite writer both read the row with it.
+pub(super) fn dashboard_row_sql(placeholder: &str) -> String {
+    format!(
+        "SELECT c.*, COALESCE(p.display_name, c.patient_id) AS patient_name, \
            (SELECT count(*) FROM messages m WHERE m.consultation_id = c.id \
               AND m.sender_role = '{patient}' \
               AND m.seq > COALESCE((SELECT r.read_seq FROM receipts r \
@@ -237,20 +255,16 @@ pub async fn dashboard_entry_of(
          FROM consultations c LEFT JOIN participants p ON p.id = c.patient_id \
          WHERE c.id = {placeholder}",
         patient = Role::Patient.as_str(),
-    );
-    let statement = Statement::from_sql_and_values(backend, sql, [id.to_string().into()]);
-    let Some(row) = db.query_one(statement).await? else {
-        return Ok(None);
-    };
-    let consultation = from_row(consultation::Model::from_query_result(&row, "")?)?;
-    let name: Option<String> = row.try_get("", "patient_name")?;
-    let unread: i64 = row.try_get("", "unread")?;
-    let name = name.unwrap_or_else(|| consultation.patient_id.to_string());
-    let entry = entry(&consultation, name, to_u64(unread));
-    Ok(Some((consultation, entry)))
+    )
 }
 
-fn entry(consultation: &Consultation, patient_name: String, unread: u64) -> DashboardEntry {
+/// A consultation's dashboard row from the consultation and what the row
+/// query adds to it.
+pub(super) fn entry(
+    consultation: &Consultation,
+    patient_name: String,
+    unread: u64,
+) -> DashboardEntry {
     DashboardEntry {
         consultation_id: consultation.id.clone(),
         provider_id: consultation.provider_id.clone(),

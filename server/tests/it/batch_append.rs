@@ -34,6 +34,13 @@ fn stored_seq(outcome: &AppendOutcome) -> u64 {
     }
 }
 
+/// A consultation's dashboard revision, as the REST API reports it.
+async fn rev(hub: &TestHub, id: &ConsultationId) -> u64 {
+    let (status, view) = hub.api_get(&format!("/v1/consultations/{id}")).await;
+    assert_eq!(status, 200, "{view}");
+    view["rev"].as_u64().unwrap()
+}
+
 #[derive(Clone, Copy)]
 enum Writer {
     Pool,
@@ -176,8 +183,7 @@ async fn two_writers_appending_to_the_same_rooms_never_collide() {
         .consultation("dr-a", "pat-b", "waiting_for_patient")
         .await
         .id;
-    let (_, before) = hub.api_get(&format!("/v1/consultations/{a}")).await;
-    let rev_before = before["rev"].as_u64().unwrap();
+    let rev_before = rev(&hub, &a).await;
     let batches = |node: &str| -> Vec<Vec<NewMessage>> {
         (0..20)
             .map(|round| {
@@ -231,8 +237,7 @@ async fn two_writers_appending_to_the_same_rooms_never_collide() {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=expected).collect::<Vec<_>>(), "room {room}");
     }
-    let (_, after) = hub.api_get(&format!("/v1/consultations/{a}")).await;
-    assert_eq!(after["rev"].as_u64().unwrap(), rev_before + 80, "{after}");
+    assert_eq!(rev(&hub, &a).await, rev_before + 80);
 }
 
 /// On a SQLite file the writer reads a patient message's dashboard row in
@@ -246,8 +251,7 @@ async fn the_sqlite_writer_reads_the_dashboard_row_with_a_patients_message() {
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await
         .id;
-    let (_, before) = hub.api_get(&format!("/v1/consultations/{a}")).await;
-    let rev_before = before["rev"].as_u64().unwrap();
+    let rev_before = rev(&hub, &a).await;
     let batch = [
         message(&a, "pat-a", Role::Patient, Some("p1"), "hello"),
         message(&a, "dr-a", Role::Provider, Some("d1"), "hi"),
@@ -281,7 +285,11 @@ async fn the_sqlite_writer_reads_the_dashboard_row_with_a_patients_message() {
         (first.entry.rev, second.entry.rev),
         (rev_before + 1, rev_before + 2)
     );
+    assert_eq!(rev(&hub, &a).await, second.entry.rev);
     let (_, after) = hub.api_get(&format!("/v1/consultations/{a}")).await;
-    assert_eq!(after["rev"].as_u64().unwrap(), second.entry.rev);
     assert_eq!(after["status"], "waiting_for_patient");
+    assert_eq!(
+        second.entry.status,
+        consult_protocol::ConsultationStatus::WaitingForPatient
+    );
 }

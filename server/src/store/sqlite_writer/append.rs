@@ -3,14 +3,14 @@
 //! [`messages::append`](super::super::messages::append), without a thread
 //! hop per statement.
 
-use super::super::entities::{message, outbox};
+use super::super::consultations;
+use super::super::entities::{consultation, message, outbox};
 use super::super::messages::{AppendOutcome, DashboardRow, NewMessage, StoredMessage, from_row};
 use super::super::{StoreError, outbox as outbox_store, to_u64};
 use chrono::{DateTime, SecondsFormat, Utc};
-use consult_protocol::{
-    ClinicId, ConsultationId, ConsultationStatus, DashboardEntry, Role, UserId,
-};
+use consult_protocol::{ClinicId, ConsultationId, ConsultationStatus, Role};
 use rusqlite::{OptionalExtension, Transaction, params};
+use std::sync::LazyLock;
 
 const FIND_SENT: &str = "SELECT id, consultation_id, seq, sender_id, sender_role, kind, body, \
      client_msg_id, created_at FROM messages \
@@ -36,14 +36,8 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
       ?19, ?20, ?21)";
 
-/// A consultation's dashboard row (`?1` the consultation, `?2` the patient
-/// role): the same columns `consultations::dashboard_entry_of` reads.
-const DASHBOARD_ROW: &str = "SELECT c.clinic_id, c.provider_id, c.patient_id, c.status, \
-     c.scheduled_at, c.waiting_since, c.rev, COALESCE(p.display_name, c.patient_id), \
-     (SELECT count(*) FROM messages m WHERE m.consultation_id = c.id AND m.sender_role = ?2 \
-        AND m.seq > COALESCE((SELECT r.read_seq FROM receipts r \
-          WHERE r.consultation_id = c.id AND r.user_id = c.provider_id), 0)) \
-     FROM consultations c LEFT JOIN participants p ON p.id = c.patient_id WHERE c.id = ?1";
+/// A consultation's dashboard row, the consultation at `?1`.
+static DASHBOARD_ROW: LazyLock<String> = LazyLock::new(|| consultations::dashboard_row_sql("?1"));
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      (at, actor_id, actor_role, action, consultation_id, detail) \
@@ -185,44 +179,42 @@ fn dashboard_row(
     consultation: &ConsultationId,
 ) -> Result<Option<DashboardRow>, StoreError> {
     let row = txn
-        .prepare_cached(DASHBOARD_ROW)?
-        .query_row(
-            params![consultation.as_str(), Role::Patient.as_str()],
-            |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, Option<String>>(5)?,
-                    row.get::<_, i64>(6)?,
-                    row.get::<_, String>(7)?,
-                    row.get::<_, i64>(8)?,
-                ))
-            },
-        )
+        .prepare_cached(&DASHBOARD_ROW)?
+        .query_row(params![consultation.as_str()], |row| {
+            // Timestamps are text here, parsed below; `created_at` and
+            // `updated_at` are not part of a consultation's row.
+            Ok((
+                consultation::Model {
+                    id: row.get("id")?,
+                    clinic_id: row.get("clinic_id")?,
+                    provider_id: row.get("provider_id")?,
+                    patient_id: row.get("patient_id")?,
+                    status: row.get("status")?,
+                    scheduled_at: DateTime::UNIX_EPOCH,
+                    waiting_since: None,
+                    staff_messaged_first: row.get("staff_messaged_first")?,
+                    last_seq: row.get("last_seq")?,
+                    rev: row.get("rev")?,
+                    created_at: DateTime::UNIX_EPOCH,
+                    updated_at: DateTime::UNIX_EPOCH,
+                },
+                row.get::<_, String>("scheduled_at")?,
+                row.get::<_, Option<String>>("waiting_since")?,
+                row.get::<_, String>("patient_name")?,
+                row.get::<_, i64>("unread")?,
+            ))
+        })
         .optional()?;
-    let Some((clinic, provider, patient, status, scheduled, waiting, rev, name, unread)) = row
-    else {
+    let Some((mut model, scheduled, waiting, name, unread)) = row else {
         return Ok(None);
     };
-    let status: ConsultationStatus = status
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("consultation status {status}")))?;
+    model.scheduled_at = parse_timestamp(&scheduled)?;
+    model.waiting_since = waiting.as_deref().map(parse_timestamp).transpose()?;
+    let clinic_id = ClinicId(model.clinic_id.clone());
+    let consultation = consultations::from_row(model)?;
     Ok(Some(DashboardRow {
-        clinic_id: ClinicId(clinic),
-        entry: DashboardEntry {
-            consultation_id: consultation.clone(),
-            provider_id: UserId(provider),
-            patient_id: UserId(patient),
-            patient_name: name,
-            status,
-            scheduled_at: parse_timestamp(&scheduled)?,
-            waiting_since: waiting.as_deref().map(parse_timestamp).transpose()?,
-            unread: to_u64(unread),
-            rev: to_u64(rev),
-        },
+        clinic_id,
+        entry: consultations::entry(&consultation, name, to_u64(unread)),
     }))
 }
 
