@@ -59,6 +59,9 @@ pub enum ErrorCode {
     /// The hub cannot do it right now (shutting down, or a consultation
     /// changing too fast); retry later.
     Unavailable,
+    /// The answer would not fit in what the connection may buffer; ask for
+    /// less (a smaller page, a narrower list).
+    AnswerTooLarge,
     /// An unexpected failure inside the hub; details are in its logs.
     Internal,
 }
@@ -66,7 +69,7 @@ pub enum ErrorCode {
 impl ErrorCode {
     /// Every error code, in declaration order (a new variant goes here too;
     /// the tests check the list against the wire names).
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::InvalidJson,
         Self::UnknownType,
         Self::InvalidFrame,
@@ -90,6 +93,7 @@ impl ErrorCode {
         Self::ConsultationClosed,
         Self::ChannelUnavailable,
         Self::Unavailable,
+        Self::AnswerTooLarge,
         Self::Internal,
     ];
 
@@ -119,6 +123,7 @@ impl ErrorCode {
             Self::ConsultationClosed => "consultation_closed",
             Self::ChannelUnavailable => "channel_unavailable",
             Self::Unavailable => "unavailable",
+            Self::AnswerTooLarge => "answer_too_large",
             Self::Internal => "internal",
         }
     }

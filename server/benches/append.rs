@@ -119,9 +119,13 @@ fn append(c: &mut Criterion) {
             let mut backend = runtime.block_on(async {
                 match writer {
                     "pool" => Backend::Pool(fixture.store.connection().clone()),
-                    _ => Backend::for_store(&fixture.store, &DatabaseConfig::default())
-                        .await
-                        .unwrap(),
+                    _ => Backend::for_store(
+                        &fixture.store,
+                        &DatabaseConfig::default(),
+                        &consult_hub::supervisor::Workers::new(),
+                    )
+                    .await
+                    .unwrap(),
                 }
             });
             let mut next = 0;

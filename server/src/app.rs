@@ -20,6 +20,7 @@ use crate::service::publisher;
 use crate::service::reach::ReachCache;
 use crate::store::Store;
 use crate::store::appender::{self, Appender, WriterHandle};
+use crate::supervisor::{Worker, Workers};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub outbox_deadline: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The background workers, restarted when they fail.
+    pub workers: Arc<Workers>,
     /// Tracks sessions and background tasks.
     pub tracker: TaskTracker,
     /// Cancelled when sessions must close.
@@ -143,18 +146,20 @@ impl App {
         let auth = Authenticator::from_config(&config.auth)?;
         let notifier = Notifier::from_config(&config.notify)?;
         let hub = Arc::new(Hub::new());
+        let workers = Workers::new();
         let cluster_stop = CancellationToken::new();
         auth.start_jwks(
             Duration::from_secs(config.auth.jwks_refresh_secs),
             cluster_stop.clone(),
         )
         .await;
-        let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop)?;
+        let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop, &workers)?;
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
         let (appender, writer) = appender::start(
-            appender::Backend::for_store(&store, &config.database).await?,
+            appender::Backend::for_store(&store, &config.database, &workers).await?,
             config.database.append_batch_max,
             publisher::on_commit(broker.clone(), dashboards_tx),
+            &workers,
         )?;
         let descriptors = rlimit::getrlimit(rlimit::Resource::NOFILE)
             .map(|(soft, _)| soft)
@@ -185,6 +190,7 @@ impl App {
             outbox_wakeup: tokio::sync::Notify::new(),
             outbox_deadline: tokio::sync::watch::Sender::new(None),
             metrics: crate::metrics::install(),
+            workers,
             tracker: TaskTracker::new(),
             sessions_shutdown: CancellationToken::new(),
             ready: AtomicBool::new(true),
@@ -200,9 +206,22 @@ impl App {
             state.clone(),
             cluster_stop.clone(),
         ));
-        let dashboards = tokio::spawn(publisher::refresh_dashboards(state.clone(), dashboards_rx));
+        let dashboards = {
+            // A failed run's lock is released with it: the next run takes
+            // over the queue.
+            let queue = Arc::new(tokio::sync::Mutex::new(dashboards_rx));
+            let state = state.clone();
+            state.workers.clone().spawn(Worker::Dashboards, move || {
+                publisher::refresh_dashboards(state.clone(), Arc::clone(&queue))
+            })
+        };
         let outbox_stop = CancellationToken::new();
-        let outbox = tokio::spawn(OutboxWorker::new(state.clone()).run(outbox_stop.clone()));
+        let outbox = {
+            let (state, stop) = (state.clone(), outbox_stop.clone());
+            state.workers.clone().spawn(Worker::Outbox, move || {
+                OutboxWorker::new(state.clone()).run(stop.clone())
+            })
+        };
         Ok(Self {
             state,
             writer,
@@ -295,6 +314,7 @@ fn cluster_parts(
     config: &Config,
     hub: &Arc<Hub>,
     stop: &CancellationToken,
+    workers: &Arc<Workers>,
 ) -> Result<(Broker, Presence), BuildError> {
     match (config.broker.kind, &config.broker.redis_url) {
         (BrokerKind::Redis, Some(_)) => {
@@ -317,11 +337,13 @@ fn cluster_parts(
                 keys,
                 hub.clone(),
                 stop.clone(),
+                workers,
             )?;
             let ttl = Duration::from_millis(config.broker.presence_ttl_ms);
             let remote_cache = Duration::from_millis(config.broker.presence_cache_ms);
-            let presence = RedisPresence::start(client, &node_id, ttl, remote_cache, stop.clone())
-                .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
+            let presence =
+                RedisPresence::start(client, &node_id, ttl, remote_cache, stop.clone(), workers)
+                    .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
             Ok((Broker::Redis(broker), Presence::Redis(presence)))
         }
         _ => Ok((

@@ -471,6 +471,16 @@ impl SessionConfig {
     pub fn answer_budget_bytes(&self) -> usize {
         self.write_ceiling_bytes() / 2
     }
+
+    /// The largest answer the hub sends at all: the write ceiling less one
+    /// hard frame limit (768 KiB by default), leaving room for the events
+    /// written with it. A larger one is replaced by an `answer_too_large`
+    /// error.
+    #[must_use]
+    pub fn answer_ceiling_bytes(&self) -> usize {
+        self.write_ceiling_bytes()
+            .saturating_sub(self.hard_message_bytes)
+    }
 }
 
 impl DatabaseConfig {

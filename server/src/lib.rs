@@ -20,6 +20,7 @@
 //! - [`store`]: sea-orm entities, migrations, repositories, group commit.
 //! - [`demo`]: demo data for the embedded default.
 //! - [`metrics`]: the Prometheus recorder.
+//! - [`supervisor`]: restarts failed background workers; readiness sees them.
 
 pub mod app;
 pub mod auth;
@@ -37,6 +38,7 @@ mod secrets;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 
 pub use app::{App, AppState, shutdown_signal};

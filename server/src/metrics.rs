@@ -54,6 +54,14 @@ fn describe() {
         "consult_http_header_timeouts_total",
         "Connections closed for sending no request within the header read timeout."
     );
+    metrics::describe_counter!(
+        "consult_worker_restarts_total",
+        "Background workers restarted after a failure, by worker."
+    );
+    metrics::describe_gauge!(
+        "consult_worker_up",
+        "1 while a background worker runs, 0 while it waits to be restarted."
+    );
     metrics::describe_counter!("consult_messages_stored_total", "Messages persisted.");
     metrics::describe_counter!(
         "consult_frames_fanned_out_total",
@@ -165,6 +173,7 @@ fn register_zeros() {
         metrics::counter!(*name).absolute(0);
     }
     metrics::gauge!("consult_connections_active").set(0.0);
+    crate::supervisor::register_metrics();
     metrics::gauge!("consult_connection_slots_open").set(0.0);
     for code in ["too_many_connections", "too_many_connections_from_address"] {
         metrics::counter!("consult_connections_refused_total", "code" => code).absolute(0);

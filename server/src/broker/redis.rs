@@ -26,6 +26,7 @@
 
 use super::envelope::{self, ClusterKeys};
 use super::{BrokerError, BrokerHealth, Event, EventSink, Topic};
+use crate::supervisor::{Worker, Workers};
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
@@ -162,6 +163,7 @@ impl RedisBroker {
         keys: ClusterKeys,
         sink: Arc<dyn EventSink>,
         stop: CancellationToken,
+        workers: &Arc<Workers>,
     ) -> Result<Self, BrokerError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -180,13 +182,29 @@ impl RedisBroker {
             owed: Mutex::new(HashSet::new()),
         });
         let (publish_tx, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
-        tokio::spawn(run_publisher(
-            publisher,
-            publish_rx,
-            shared.clone(),
-            stop.clone(),
-        ));
-        tokio::spawn(run_subscriber(client, shared.clone(), stop));
+        // A failed run's lock is released with it: the next run takes over
+        // the queue.
+        let publishing = Arc::new(tokio::sync::Mutex::new((publisher, publish_rx)));
+        let (for_publisher, stop_publisher) = (shared.clone(), stop.clone());
+        workers.spawn(Worker::BrokerPublisher, move || {
+            run_publisher(
+                Arc::clone(&publishing),
+                Arc::clone(&for_publisher),
+                stop_publisher.clone(),
+            )
+        });
+        // Every run after the first has missed events: it resyncs.
+        let runs = Arc::new(AtomicU64::new(0));
+        let for_subscriber = shared.clone();
+        workers.spawn(Worker::BrokerSubscriber, move || {
+            let restarted = runs.fetch_add(1, Ordering::Relaxed) > 0;
+            run_subscriber(
+                client.clone(),
+                Arc::clone(&for_subscriber),
+                stop.clone(),
+                restarted,
+            )
+        });
         Ok(Self { shared, publish_tx })
     }
 
@@ -269,12 +287,12 @@ impl RedisBroker {
     }
 }
 
-async fn run_publisher(
-    mut connection: ConnectionManager,
-    mut publish_rx: mpsc::Receiver<Queued>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) {
+/// What the publisher keeps across a restart.
+type Publishing = Arc<tokio::sync::Mutex<(ConnectionManager, mpsc::Receiver<Queued>)>>;
+
+async fn run_publisher(publishing: Publishing, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut held = publishing.lock().await;
+    let (connection, publish_rx) = &mut *held;
     let mut retry = tokio::time::interval(RESYNC_RETRY);
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -282,7 +300,7 @@ async fn run_publisher(
         let first = tokio::select! {
             item = publish_rx.recv() => item,
             _ = retry.tick(), if owes_resync => {
-                publish_owed_resyncs(&shared, &mut connection).await;
+                publish_owed_resyncs(&shared, connection).await;
                 continue;
             }
             () = stop.cancelled() => None,
@@ -305,10 +323,10 @@ async fn run_publisher(
                 .arg(&payload[..])
                 .ignore();
         }
-        match query_with_one_retry(&pipeline, &mut connection).await {
+        match query_with_one_retry(&pipeline, connection).await {
             Ok(()) => {
                 if owes_resync {
-                    publish_owed_resyncs(&shared, &mut connection).await;
+                    publish_owed_resyncs(&shared, connection).await;
                 }
             }
             Err(error) => {
@@ -370,9 +388,17 @@ async fn publish_owed_resyncs(shared: &Shared, connection: &mut ConnectionManage
     }
 }
 
-async fn run_subscriber(client: redis::Client, shared: Arc<Shared>, stop: CancellationToken) {
+/// Receives the other nodes' events; `restarted` after a failed run (which
+/// may have missed some: the first connection resyncs every room).
+async fn run_subscriber(
+    client: redis::Client,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    restarted: bool,
+) {
+    shared.healthy.store(false, Ordering::Release);
     let mut backoff = Duration::from_millis(50);
-    let mut connected_before = false;
+    let mut connected_before = restarted;
     loop {
         let pubsub = tokio::select! {
             result = client.get_async_pubsub() => result,

@@ -21,6 +21,11 @@ pub const OUTBOX_LEASE_SECS: u64 = 60;
 pub const REACH_CACHE_MS: u64 = 5_000;
 
 /// How push notifications are sent.
+/// The most `notify.max_devices_per_patient` may be: one message queues a
+/// push per device, and staff get a frame (and the sender an `ok`) listing
+/// them all.
+pub(super) const MAX_DEVICES_PER_PATIENT: u32 = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PushRoute {
@@ -181,8 +186,10 @@ impl NotifyConfig {
         if notify.poll_interval_ms == 0 {
             problems.push("notify.poll_interval_ms must be at least 1".into());
         }
-        if notify.max_devices_per_patient == 0 {
-            problems.push("notify.max_devices_per_patient must be at least 1".into());
+        if !(1..=MAX_DEVICES_PER_PATIENT).contains(&notify.max_devices_per_patient) {
+            problems.push(format!(
+                "notify.max_devices_per_patient must be between 1 and {MAX_DEVICES_PER_PATIENT}"
+            ));
         }
         for (name, limit) in [
             ("alert_push_limit", notify.alert_push_limit),

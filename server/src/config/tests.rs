@@ -218,3 +218,16 @@ fn short_secrets_and_api_keys_are_refused_and_an_empty_secret_is_unset() {
     config.auth.jwt_secret = Some(SecretString::from("s".repeat(MIN_SECRET_BYTES)));
     config.validate().unwrap();
 }
+
+#[test]
+fn devices_per_patient_are_bounded_so_one_message_queues_a_bounded_list() {
+    for (devices, valid) in [(0, false), (1, true), (100, true), (101, false)] {
+        let mut config = Config::default();
+        config.notify.max_devices_per_patient = devices;
+        let result = config.validate();
+        assert_eq!(result.is_ok(), valid, "{devices}: {result:?}");
+        if let Err(error) = result {
+            assert!(error.to_string().contains("between 1 and 100"), "{error}");
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 use crate::app::AppState;
 use crate::broker::BrokerHealth;
+use crate::supervisor::WorkerState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -14,8 +15,10 @@ pub(super) async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 503 while shutting down or when the database is unreachable. A degraded
-/// broker is reported but stays 200: local rooms are still served.
+/// 503 while shutting down, when the database is unreachable, or while a
+/// background worker waits to be restarted (`workers` names each worker's
+/// state). A degraded broker is reported but stays 200: local rooms are
+/// still served.
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let accepting = state.is_ready();
     let database = state.store.ping().await;
@@ -23,7 +26,20 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
         BrokerHealth::Healthy => "healthy",
         BrokerHealth::Degraded => "degraded",
     };
-    let ready = accepting && database;
+    let workers: serde_json::Map<String, serde_json::Value> = state
+        .workers
+        .states()
+        .into_iter()
+        .map(|(worker, worker_state)| {
+            let shown = match worker_state {
+                WorkerState::Running => "running",
+                WorkerState::Restarting => "restarting",
+            };
+            (worker.name().to_owned(), shown.into())
+        })
+        .collect();
+    let workers_running = state.workers.all_running();
+    let ready = accepting && database && workers_running;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -33,6 +49,7 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
         "status": if ready { "ready" } else if accepting { "unavailable" } else { "draining" },
         "database": if database { "ok" } else { "down" },
         "broker": broker,
+        "workers": workers,
     });
     (status, Json(body))
 }

@@ -24,6 +24,7 @@
 use super::{LocalPresence, PresenceStatus};
 use crate::domain::PersonKey;
 use crate::hub::topics;
+use crate::supervisor::{Worker, Workers};
 use dashmap::DashMap;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -87,6 +88,7 @@ impl RedisPresence {
         ttl: Duration,
         remote_cache: Duration,
         stop: CancellationToken,
+        workers: &Arc<Workers>,
     ) -> redis::RedisResult<Self> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -101,7 +103,10 @@ impl RedisPresence {
             remote: Arc::new(DashMap::new()),
             remote_cache,
         };
-        tokio::spawn(presence.clone().heartbeat(stop));
+        let heartbeat = presence.clone();
+        workers.spawn(Worker::Presence, move || {
+            heartbeat.clone().heartbeat(stop.clone())
+        });
         Ok(presence)
     }
 
@@ -278,6 +283,7 @@ mod tests {
             Duration::from_secs(3),
             Duration::from_millis(500),
             stop.clone(),
+            &Workers::new(),
         )
         .unwrap();
         let user = PersonKey::new(&"riverside".into(), &"pat".into());

@@ -79,7 +79,9 @@ impl ServiceError {
     pub fn client_message(&self) -> String {
         match self {
             Self::Refused { message, .. } => message.clone(),
-            Self::Store(StoreError::WriterStopped) => "the hub is shutting down; retry".to_owned(),
+            Self::Store(StoreError::WriterStopped) => {
+                "the message writer is not running (shutdown or restart); retry".to_owned()
+            }
             Self::Store(_) => "internal error; it has been logged".to_owned(),
         }
     }

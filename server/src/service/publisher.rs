@@ -45,10 +45,13 @@ pub fn on_commit(broker: Broker, dashboards: mpsc::UnboundedSender<ConsultationI
 
 /// Publishes the dashboard row of each consultation that arrives, until the
 /// writer (and with it the sending side) is gone.
+/// The queue is held by the run in progress, so that a restarted run (see
+/// [`crate::supervisor`]) takes it over.
 pub async fn refresh_dashboards(
     state: Arc<AppState>,
-    mut consultations: mpsc::UnboundedReceiver<ConsultationId>,
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ConsultationId>>>,
 ) {
+    let mut consultations = queue.lock().await;
     while let Some(consultation) = consultations.recv().await {
         dashboard::spawn_publish_entry(Arc::clone(&state), consultation);
     }

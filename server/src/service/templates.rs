@@ -12,6 +12,50 @@ use consult_protocol::{ErrorCode, QuickTemplate, Role, UserId};
 /// Most templates one provider (or the clinic) may have.
 pub const MAX_TEMPLATES: usize = 50;
 
+/// The most text (titles and bodies, as JSON encodes them) one owner's
+/// templates may hold: a quarter of the answer budget
+/// (`SessionConfig::answer_budget_bytes`, so 128 KiB by default). A
+/// `list_templates` answer carries the clinic's and one provider's, so it
+/// always fits in one answer.
+pub fn owner_text_budget(state: &AppState) -> usize {
+    state.config.session.answer_budget_bytes() / 4
+}
+
+/// A template's title and body as JSON encodes them.
+fn encoded_text_size(template: &QuickTemplate) -> usize {
+    [&template.title, &template.body]
+        .into_iter()
+        .map(|text| serde_json::to_string(text).map_or(usize::MAX, |encoded| encoded.len()))
+        .fold(0, usize::saturating_add)
+}
+
+/// Refuses `template` when its owner's templates, it included, would hold
+/// more text than [`owner_text_budget`].
+async fn check_owner_text(state: &AppState, template: &QuickTemplate) -> Result<(), ServiceError> {
+    let siblings = stored::list(
+        state.store.connection(),
+        &template.clinic_id,
+        template.provider_id.as_ref(),
+    )
+    .await?;
+    let used = siblings
+        .iter()
+        .filter(|other| other.provider_id == template.provider_id && other.id != template.id)
+        .map(encoded_text_size)
+        .fold(encoded_text_size(template), usize::saturating_add);
+    let budget = owner_text_budget(state);
+    if used > budget {
+        return Err(ServiceError::refused(
+            ErrorCode::InvalidValue,
+            format!(
+                "one owner's templates may hold at most {} KiB of text; shorten or delete some",
+                budget / 1024
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The templates `principal` can use: clinic defaults plus the provider's
 /// own (for an admin, those of `provider` if named).
 ///
@@ -129,6 +173,7 @@ pub async fn save(
             }
         }
     };
+    check_owner_text(state, &template).await?;
     stored::save(db, &template).await?;
     audit::record(
         db,

@@ -240,10 +240,18 @@ where
     /// queued before its `ok` is ready (the writer publishes, then answers),
     /// so the two leave in one write, the `ok` first as the protocol
     /// promises.
+    ///
+    /// An answer larger than the session's answer ceiling would overflow
+    /// what the connection may buffer (and lose the connection): an
+    /// `answer_too_large` error for the same command goes in its place.
     pub(crate) async fn answer(&mut self, frame: &ServerFrame) -> Flow {
+        let encoded = match self.encode_within_ceiling(frame) {
+            Ok(encoded) => encoded,
+            Err(id) => return self.refuse_too_large(id).await,
+        };
         let written = async {
             self.socket
-                .feed(Message::Text(Utf8Bytes::from(frame.to_json())))
+                .feed(Message::Text(Utf8Bytes::from(encoded)))
                 .await?;
             self.feed_queued(1).await?;
             self.socket.flush().await
@@ -423,9 +431,46 @@ where
             .await
     }
 
-    /// Sends a frame; a failed write ends the session.
+    /// `frame` encoded; or, when it is larger than the session's answer
+    /// ceiling (it would overflow what the connection may buffer, and lose
+    /// the connection), the id of the command it answers.
+    fn encode_within_ceiling(&self, frame: &ServerFrame) -> Result<String, Option<CommandId>> {
+        let encoded = frame.to_json();
+        if encoded.len() <= self.state.config.session.answer_ceiling_bytes() {
+            return Ok(encoded);
+        }
+        tracing::warn!(bytes = encoded.len(), "answer too large for the connection");
+        Err(match frame {
+            ServerFrame::Ok { id, .. } | ServerFrame::Error { id: Some(id), .. } => {
+                Some(id.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// Answers command `id` with `answer_too_large` in place of an answer
+    /// that does not fit.
+    async fn refuse_too_large(&mut self, id: Option<CommandId>) -> Flow {
+        self.send_error(
+            id,
+            ErrorCode::AnswerTooLarge,
+            "the answer is larger than this connection may buffer; ask for less",
+        )
+        .await
+    }
+
+    /// Sends a frame (an answer too large for the connection is refused
+    /// instead); a failed write ends the session.
     pub(crate) async fn send_frame(&mut self, frame: &ServerFrame) -> Flow {
-        match self.socket.send_frame(frame).await {
+        let encoded = match self.encode_within_ceiling(frame) {
+            Ok(encoded) => encoded,
+            Err(id) => return Box::pin(self.refuse_too_large(id)).await,
+        };
+        match self
+            .socket
+            .send(Message::Text(Utf8Bytes::from(encoded)))
+            .await
+        {
             Ok(()) => Flow::Continue,
             Err(error) => {
                 tracing::info!(error = %error, "write failed");

@@ -20,7 +20,9 @@ use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use super::sqlite_writer::{self, SqliteBatchWriter};
 use super::{Store, StoreError};
 use crate::config::DatabaseConfig;
+use crate::supervisor::{Worker, Workers};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -109,17 +111,23 @@ pub enum Backend {
 
 impl Backend {
     /// The writer's own connection for a SQLite file (checkpointed at most
-    /// every `checkpoint_interval` while written), else the pool.
+    /// every `checkpoint_interval` while written), else the pool. The
+    /// checkpoint thread is supervised by `workers`.
     ///
     /// # Errors
     ///
     /// [`StoreError`] when the database cannot be asked or the file opened.
-    pub async fn for_store(store: &Store, config: &DatabaseConfig) -> Result<Self, StoreError> {
+    pub async fn for_store(
+        store: &Store,
+        config: &DatabaseConfig,
+        workers: &Arc<Workers>,
+    ) -> Result<Self, StoreError> {
         Ok(match store.sqlite_file().await? {
             Some(path) => Self::Sqlite(SqliteBatchWriter::open(
                 &path,
                 config.sqlite_checkpoint_interval(),
                 config.sqlite_synchronous,
+                workers,
             )?),
             None => Self::Pool(store.connection().clone()),
         })
@@ -137,7 +145,8 @@ impl Backend {
     }
 }
 
-/// Starts the writer on `backend`; stored messages go to `on_commit`.
+/// Starts the writer on `backend`, supervised by `workers`; stored
+/// messages go to `on_commit`.
 ///
 /// # Errors
 ///
@@ -146,6 +155,7 @@ pub fn start(
     backend: Backend,
     batch_max: usize,
     on_commit: OnCommit,
+    workers: &Arc<Workers>,
 ) -> Result<(Appender, WriterHandle), StoreError> {
     let (requests, incoming) = mpsc::channel(JOB_QUEUE_CAPACITY);
     let queue = Queue {
@@ -154,9 +164,21 @@ pub fn start(
         stopping: None,
     };
     match backend {
-        Backend::Sqlite(writer) => sqlite_writer::spawn(writer, queue, on_commit)?,
+        Backend::Sqlite(writer) => {
+            sqlite_writer::spawn(writer, queue, on_commit, Arc::clone(workers))?;
+        }
         Backend::Pool(db) => {
-            tokio::spawn(write_through_pool(db, queue, on_commit));
+            // A failed run's lock is released with it: the next run takes
+            // over the same queue.
+            let writer = Arc::new(tokio::sync::Mutex::new((queue, on_commit)));
+            let workers_for_runs = Arc::clone(workers);
+            workers.spawn(Worker::Writer, move || {
+                write_through_pool(
+                    db.clone(),
+                    Arc::clone(&writer),
+                    Arc::clone(&workers_for_runs),
+                )
+            });
         }
     }
     Ok((
@@ -218,8 +240,8 @@ impl Queue {
     }
 
     /// Tells whoever asked the writer to stop that it has.
-    pub(super) fn stopped(self) {
-        if let Some(done) = self.stopping {
+    pub(super) fn stopped(&mut self) {
+        if let Some(done) = self.stopping.take() {
             let _gone = done.send(());
         }
         tracing::debug!("message writer stopped");
@@ -266,11 +288,17 @@ pub(super) fn only(outcomes: Vec<AppendOutcome>) -> Result<AppendOutcome, StoreE
         .ok_or_else(|| StoreError::Corrupt("a one-message batch gave no outcome".to_owned()))
 }
 
-async fn write_through_pool(db: DatabaseConnection, mut queue: Queue, on_commit: OnCommit) {
+/// The pool writer's queue and publisher, held by the run in progress.
+type PoolWriter = Arc<tokio::sync::Mutex<(Queue, OnCommit)>>;
+
+async fn write_through_pool(db: DatabaseConnection, writer: PoolWriter, workers: Arc<Workers>) {
+    let mut held = writer.lock().await;
+    let (queue, on_commit) = &mut *held;
     while let Some(batch) = queue.next_batch().await {
         let (messages, replies) = split(batch);
+        workers.fail_if_asked(Worker::Writer);
         let results = append_through_pool(&db, &messages).await;
-        finish(&on_commit, replies, results);
+        finish(on_commit, replies, results);
     }
     queue.stopped();
 }

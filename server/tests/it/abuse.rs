@@ -422,3 +422,84 @@ async fn past_the_per_user_cap_hello_gets_too_many_connections_and_4007() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A provider's templates are bounded in text as well as in number, so that
+/// `list_templates` always fits in one answer: past 128 KiB the next save is
+/// `invalid_value`, and the list still arrives on an open connection.
+#[tokio::test]
+async fn templates_are_bounded_in_text_so_the_list_always_arrives() {
+    let hub = TestHub::start_with(|config| {
+        config.session.rate_limit_per_sec = 1000;
+        config.session.rate_limit_burst = 1000;
+    })
+    .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    // 16,000 bytes of JSON each: 8 fit in 128 KiB.
+    let body = "😀".repeat(4000);
+    let mut saved = 0;
+    let refusal = loop {
+        match provider
+            .save_template(None, None, format!("Long {saved}"), body.clone(), None)
+            .await
+        {
+            Ok(_) => saved += 1,
+            Err(error) => break error,
+        }
+        assert!(saved <= 50, "the count limit was reached first");
+    };
+    assert_eq!(saved, 8, "128 KiB of 16 KB templates");
+    match refusal {
+        ClientError::Command { code, message } => {
+            assert_eq!(code, ErrorCode::InvalidValue);
+            assert!(message.contains("128 KiB"), "{message}");
+        }
+        other => panic!("expected invalid_value, got {other:?}"),
+    }
+    // Shorter text still fits beside them.
+    provider
+        .save_template(None, None, "Short", "Running 5 minutes late.", None)
+        .await
+        .unwrap();
+    let templates = provider
+        .list_templates(None)
+        .await
+        .expect("the list arrives and the connection stays open");
+    assert_eq!(
+        templates
+            .iter()
+            .filter(|template| template.provider_id.is_some())
+            .count(),
+        9
+    );
+    an_honest_client_is_served(&hub, "templates").await;
+}
+
+/// An answer that still would not fit in what the connection may buffer is
+/// refused with `answer_too_large` for that command; the connection stays
+/// open and the next command is answered.
+#[tokio::test]
+async fn an_answer_larger_than_the_connection_may_buffer_is_refused_not_dropped() {
+    // A 4 KiB frame limit: the connection buffers at most 16 KiB and an
+    // answer may hold 12 KiB.
+    let hub = TestHub::start_with(|config| {
+        config.session.hard_message_bytes = 4096;
+        config.session.max_message_bytes = 4096;
+    })
+    .await;
+    for i in 0..60 {
+        hub.consultation("dr-a", &format!("pat-{i}"), "waiting_for_patient")
+            .await;
+    }
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    match provider.list_consultations(false).await {
+        Err(ClientError::Command { code, .. }) => assert_eq!(code, ErrorCode::AnswerTooLarge),
+        other => panic!("expected answer_too_large, got {other:?}"),
+    }
+    provider.ping().await.expect("still connected");
+    assert!(
+        hub.metric("consult_client_errors_total{code=\"answer_too_large\"}")
+            .await
+            >= 1.0
+    );
+    an_honest_client_is_served(&hub, "answer-too-large").await;
+}

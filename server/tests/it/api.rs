@@ -550,10 +550,16 @@ async fn health_and_readiness_answer_200_with_their_checks() {
     assert_eq!(health.0, 200, "{}", health.1);
     let ready = parts(hub.http.get(hub.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(ready.0, 200, "{}", ready.1);
+    let mut checks = ready.1.clone();
+    let workers = checks
+        .as_object_mut()
+        .and_then(|body| body.remove("workers"))
+        .expect("the workers' states");
     assert_eq!(
-        ready.1,
+        checks,
         json!({ "status": "ready", "database": "ok", "broker": "healthy" })
     );
+    assert_eq!(workers["writer"], "running", "{workers}");
 }
 
 #[tokio::test]

@@ -47,15 +47,20 @@ async fn writer_with_batches_of(batch_max: usize) -> Fixture {
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await
         .id;
-    let backend = Backend::for_store(&hub.state.store, &hub.state.config.database)
-        .await
-        .unwrap();
+    let backend = Backend::for_store(
+        &hub.state.store,
+        &hub.state.config.database,
+        &hub.state.workers,
+    )
+    .await
+    .unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let on_commit: OnCommit = Box::new(move |stored| {
         sink.lock().unwrap().push(stored.message.seq.get());
     });
-    let (appender, writer) = appender::start(backend, batch_max, on_commit).unwrap();
+    let (appender, writer) =
+        appender::start(backend, batch_max, on_commit, &hub.state.workers).unwrap();
     Fixture {
         _hub: hub,
         room,

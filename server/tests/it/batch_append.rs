@@ -55,14 +55,18 @@ async fn append(hub: &TestHub, writer: Writer, batch: &[NewMessage]) -> Vec<Appe
                 .await
                 .unwrap()
         }
-        Writer::Store => Backend::for_store(&hub.state.store, &hub.state.config.database)
-            .await
-            .unwrap()
-            .append(batch)
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect(),
+        Writer::Store => Backend::for_store(
+            &hub.state.store,
+            &hub.state.config.database,
+            &hub.state.workers,
+        )
+        .await
+        .unwrap()
+        .append(batch)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect(),
     }
 }
 
@@ -203,9 +207,13 @@ async fn two_writers_appending_to_the_same_rooms_never_collide() {
     };
     let mut writers = Vec::new();
     for node in ["n1", "n2"] {
-        let mut backend = Backend::for_store(&hub.state.store, &hub.state.config.database)
-            .await
-            .unwrap();
+        let mut backend = Backend::for_store(
+            &hub.state.store,
+            &hub.state.config.database,
+            &hub.state.workers,
+        )
+        .await
+        .unwrap();
         let batches = batches(node);
         writers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use consult_hub::broker::{
     Broker, BrokerHealth, Event, EventSink, LocalBroker, REDIS_CHANNEL_PREFIX, RedisBroker, Topic,
 };
+use consult_hub::supervisor::Workers;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -87,6 +88,7 @@ impl Node {
             cluster_keys(),
             sink.clone(),
             stop.clone(),
+            &Workers::new(),
         )
         .expect("a connection manager");
         let node = Self {
@@ -520,6 +522,7 @@ async fn redis_a_node_started_while_redis_is_down_subscribes_and_resyncs_once_it
             cluster_keys(),
             sink.clone(),
             stop,
+            &Workers::new(),
         )
         .unwrap(),
     );

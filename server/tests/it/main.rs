@@ -30,5 +30,6 @@ mod redis_security;
 mod revocation;
 mod rooms;
 mod status;
+mod supervision;
 mod tenant_isolation;
 mod token_life;

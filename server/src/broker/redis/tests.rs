@@ -75,6 +75,7 @@ async fn a_topic_stays_wanted_until_every_subscribe_is_matched_by_an_unsubscribe
         ClusterKeys::insecure_none(),
         Arc::new(RecordingSink::default()),
         stop.clone(),
+        &crate::supervisor::Workers::new(),
     )
     .unwrap();
     let topic = Topic::from("room:a");

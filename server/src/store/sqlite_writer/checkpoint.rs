@@ -22,6 +22,7 @@
 //! (docs/benchmarks.md, "Checkpoints every 25 ms").
 
 use super::StoreError;
+use crate::supervisor::{Worker, Workers};
 use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,12 +73,22 @@ impl Drop for Checkpoints {
 
 /// Starts the checkpoint thread on `connection`, checkpointing at most every
 /// `interval` while the writer commits, and sleeping while it does not.
-pub(super) fn start(connection: Connection, interval: Duration) -> Result<Checkpoints, StoreError> {
+/// A panic restarts the loop on the same connection (supervised).
+pub(super) fn start(
+    connection: Connection,
+    interval: Duration,
+    workers: &Arc<Workers>,
+) -> Result<Checkpoints, StoreError> {
     let flags = Arc::new(Flags::default());
     let shared = flags.clone();
+    let workers = Arc::clone(workers);
     let handle = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(&connection, interval, &shared))
+        .spawn(move || {
+            workers.run_thread(Worker::Checkpoint, || {
+                run(&connection, interval, &shared, &workers);
+            });
+        })
         .map_err(|error| StoreError::Thread("sqlite-checkpoint", error))?;
     Ok(Checkpoints {
         flags,
@@ -85,8 +96,9 @@ pub(super) fn start(connection: Connection, interval: Duration) -> Result<Checkp
     })
 }
 
-fn run(connection: &Connection, interval: Duration, flags: &Flags) {
-    // Written since the log was last rewound.
+fn run(connection: &Connection, interval: Duration, flags: &Flags, workers: &Workers) {
+    // Written since the log was last rewound (after a restart, the next
+    // commit's checkpoint finds out).
     let mut unrewound = false;
     loop {
         if unrewound {
@@ -94,6 +106,7 @@ fn run(connection: &Connection, interval: Duration, flags: &Flags) {
         } else {
             sleep_until_written(flags, interval);
         }
+        workers.fail_if_asked(Worker::Checkpoint);
         let stopping = flags.stop.load(Ordering::SeqCst);
         if flags.dirty.swap(false, Ordering::SeqCst) {
             unrewound = !copy_and_rewind_if_large(connection);

@@ -23,8 +23,10 @@ use super::StoreError;
 use super::appender::{self, BatchOutcomes, OnCommit, Queue};
 use super::messages::{AppendOutcome, NewMessage};
 use crate::config::SqliteSync;
+use crate::supervisor::{Worker, Workers};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Commits at least this long are logged at debug level.
@@ -60,6 +62,7 @@ impl SqliteBatchWriter {
         path: &Path,
         checkpoint_interval: Duration,
         synchronous: SqliteSync,
+        workers: &Arc<Workers>,
     ) -> Result<Self, StoreError> {
         let connection = open(path, synchronous)?;
         // A batch dirties a page per message and index in the worst case
@@ -67,7 +70,8 @@ impl SqliteBatchWriter {
         // batch's pages keeps SQLite from spilling them to the log mid-batch.
         connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoints = checkpoint::start(open(path, synchronous)?, checkpoint_interval)?;
+        let checkpoints =
+            checkpoint::start(open(path, synchronous)?, checkpoint_interval, workers)?;
         Ok(Self {
             connection,
             checkpoints,
@@ -110,20 +114,26 @@ impl SqliteBatchWriter {
 }
 
 /// Starts the writer thread: it writes what `queue` brings until the queue
-/// stops, passing stored messages to `on_commit`.
+/// stops, passing stored messages to `on_commit`. A panic fails the batch
+/// in hand (its senders hear that the writer stopped; its transaction rolls
+/// back) and the loop starts again on the same connection and queue.
 pub(super) fn spawn(
     mut writer: SqliteBatchWriter,
     mut queue: Queue,
     on_commit: OnCommit,
+    workers: Arc<Workers>,
 ) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            while let Some(batch) = queue.next_batch_blocking() {
-                let (messages, replies) = appender::split(batch);
-                let results = writer.append(&messages);
-                appender::finish(&on_commit, replies, results);
-            }
+            workers.run_thread(Worker::Writer, || {
+                while let Some(batch) = queue.next_batch_blocking() {
+                    let (messages, replies) = appender::split(batch);
+                    workers.fail_if_asked(Worker::Writer);
+                    let results = writer.append(&messages);
+                    appender::finish(&on_commit, replies, results);
+                }
+            });
             queue.stopped();
         })
         .map(drop)
@@ -204,7 +214,9 @@ mod tests {
             .unwrap()
             .unwrap();
         let pool: i32 = row.try_get_by_index(0).unwrap();
-        let writer = SqliteBatchWriter::open(&path, Duration::from_millis(25), setting).unwrap();
+        let writer =
+            SqliteBatchWriter::open(&path, Duration::from_millis(25), setting, &Workers::new())
+                .unwrap();
         let own: i64 = writer
             .connection
             .pragma_query_value(None, "synchronous", |row| row.get(0))
