@@ -123,6 +123,13 @@ pub enum ServerFrame {
         /// The notification as it is now.
         notification: NotificationView,
     },
+    /// The notifications one message queued (status `pending`), in one
+    /// frame however many devices the patient has; sent to the same staff
+    /// as `Notification`, which then reports each one's send attempts.
+    Notifications {
+        /// The queued notifications, all of one consultation.
+        notifications: Vec<NotificationView>,
+    },
 }
 
 /// The payload of an `ok`, tagged by `kind`.

@@ -120,6 +120,9 @@ pub enum BuildError {
     /// The broker or presence could not be set up.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// Another running node uses this node's `broker.node_id`.
+    #[error(transparent)]
+    NodeId(#[from] crate::broker::NodeIdInUse),
 }
 
 /// A built hub, ready to [`run`](App::run).
@@ -154,6 +157,9 @@ impl App {
         )
         .await;
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop, &workers)?;
+        if let Presence::Redis(presence) = &presence {
+            presence.claim_node_id().await?;
+        }
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
         let (appender, writer) = appender::start(
             appender::Backend::for_store(&store, &config.database, &workers).await?,
@@ -299,6 +305,9 @@ impl App {
         }
         if let Err(error) = OutboxWorker::new(state.clone()).step().await {
             tracing::warn!(error = %error, "final outbox pass failed");
+        }
+        if let Presence::Redis(presence) = &state.presence {
+            presence.release_node_id().await;
         }
         self.cluster_stop.cancel();
         if let Err(error) = state.store.clone().close().await {

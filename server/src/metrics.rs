@@ -55,6 +55,10 @@ fn describe() {
         "Connections closed for sending no request within the header read timeout."
     );
     metrics::describe_counter!(
+        "consult_node_id_conflicts_total",
+        "Times the presence heartbeat found another node holding this node's broker.node_id."
+    );
+    metrics::describe_counter!(
         "consult_worker_restarts_total",
         "Background workers restarted after a failure, by worker."
     );
@@ -160,6 +164,7 @@ const UNLABELLED_COUNTERS: &[&str] = &[
     "consult_events_not_in_database_total",
     "consult_revocations_unreadable_total",
     "consult_accept_errors_total",
+    "consult_node_id_conflicts_total",
     "consult_http_header_timeouts_total",
 ];
 

@@ -52,6 +52,7 @@ const EVENT_TYPES = new Set([
   'status',
   'dashboard',
   'notification',
+  'notifications',
 ]);
 
 /** A refusal from the hub (`code` is the protocol's error code) or from the SDK
@@ -313,7 +314,7 @@ export class ConsultClient {
    *
    * Events: `state` ({state, code?, reason?, delayMs?, attempt?}), `welcome`,
    * `message`, `receipt`, `typing`, `presence`, `status`, `dashboard`,
-   * `notification` (the hub's frames), `dashboard_snapshot` ({entries,
+   * `notification`, `notifications` (the hub's frames), `dashboard_snapshot` ({entries,
    * resumed}), `joined` ({consultation_id, result, resumed}), `room_reset`
    * ({consultation_id}), `error` (an `error` frame answering no command),
    * `auth_failed` (a ConsultError), `token_refreshed` ({expires_at}),

@@ -218,6 +218,32 @@ describe('alerts and notifications', () => {
   });
 });
 
+describe('closes', () => {
+  test('a client still sending when rate limited gets every answer, then close 4004', async () => {
+    const { providerToken } = await hub.consultation();
+    // No reconnect: the test reads what this one connection was told.
+    const c = client(providerToken, { reconnect: { delayMs: () => 60000 } });
+    const states = collect(c, 'state');
+    await c.connect();
+    // Far past the hub's burst (40) and its refusals in a row (50).
+    const settled = await Promise.allSettled(Array.from({ length: 150 }, () => c.ping()));
+    const answers = settled.map((s) =>
+      s.status === 'fulfilled' ? s.value.kind : s.reason instanceof ConsultError ? s.reason.code : 'other',
+    );
+    const hubAnswers = answers.filter((a) => a === 'pong' || a === 'rate_limited');
+    // Every command the hub read before closing was answered, in order:
+    // pongs first, then refusals; the rest never reached a live session.
+    assert.ok(answers.filter((a) => a === 'pong').length >= 40, answers.join(','));
+    assert.ok(answers.filter((a) => a === 'rate_limited').length >= 50, answers.join(','));
+    assert.deepEqual(answers.slice(0, hubAnswers.length), hubAnswers, answers.join(','));
+    assert.ok(
+      answers.slice(hubAnswers.length).every((a) => a === 'disconnected'),
+      answers.join(','),
+    );
+    await eventually(() => states.find((s) => s.code === 4004), 'close 4004');
+  });
+});
+
 describe('reconnect against a restarting hub', () => {
   for (const [signal, code] of [
     ['SIGTERM', 1001],

@@ -161,6 +161,7 @@ async function start(token) {
     if (app.current?.id === entry.consultation_id) updateCurrentStatus(entry.status);
   });
   client.on('notification', ({ notification }) => upsertNotification(notification));
+  client.on('notifications', ({ notifications }) => notifications.forEach(upsertNotification));
   client.on('message', ({ message }) => onMessage(message));
   client.on('receipt', (frame) => onReceipt(frame));
   client.on('typing', (frame) => onTyping(frame));

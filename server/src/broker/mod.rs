@@ -12,7 +12,7 @@ pub mod envelope;
 mod local;
 mod redis;
 
-pub use self::redis::{REDIS_CHANNEL_PREFIX, RedisBroker, redis_client};
+pub use self::redis::{NodeClaim, NodeIdInUse, REDIS_CHANNEL_PREFIX, RedisBroker, redis_client};
 pub use local::LocalBroker;
 
 use bytes::Bytes;

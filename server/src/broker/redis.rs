@@ -38,8 +38,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 mod connect;
+mod node_claim;
 
 pub use connect::redis_client;
+pub use node_claim::{NodeClaim, NodeIdInUse};
 
 /// What every channel the hub publishes or subscribes to on Redis starts
 /// with.

@@ -98,6 +98,9 @@ pub struct NotifyConfig {
     pub device_registration_limit: RateLimit,
     /// Outbox poll interval (milliseconds).
     pub poll_interval_ms: u64,
+    /// Consultations whose notifications the outbox worker sends at once
+    /// (each consultation's in order).
+    pub send_concurrency: usize,
     /// Send attempts before failing.
     pub max_attempts: u32,
     /// First retry delay, doubling (milliseconds).
@@ -141,6 +144,7 @@ impl Default for NotifyConfig {
                 window_secs: 600,
             },
             poll_interval_ms: OUTBOX_POLL_MS,
+            send_concurrency: 8,
             max_attempts: OUTBOX_MAX_ATTEMPTS,
             retry_base_ms: OUTBOX_RETRY_BASE_MS,
             lease_secs: OUTBOX_LEASE_SECS,
@@ -185,6 +189,9 @@ impl NotifyConfig {
         }
         if notify.poll_interval_ms == 0 {
             problems.push("notify.poll_interval_ms must be at least 1".into());
+        }
+        if !(1..=256).contains(&notify.send_concurrency) {
+            problems.push("notify.send_concurrency must be between 1 and 256".into());
         }
         if !(1..=MAX_DEVICES_PER_PATIENT).contains(&notify.max_devices_per_patient) {
             problems.push(format!(

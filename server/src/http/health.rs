@@ -15,9 +15,9 @@ pub(super) async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 503 while shutting down, when the database is unreachable, or while a
+/// 503 while shutting down, when the database is unreachable, while a
 /// background worker waits to be restarted (`workers` names each worker's
-/// state). A degraded broker is reported but stays 200: local rooms are
+/// state), or while another running node uses this node's id. A degraded broker is reported but stays 200: local rooms are
 /// still served.
 pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let accepting = state.is_ready();
@@ -39,7 +39,8 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
         })
         .collect();
     let workers_running = state.workers.all_running();
-    let ready = accepting && database && workers_running;
+    let node_id_shared = state.presence.node_id_in_use_elsewhere();
+    let ready = accepting && database && workers_running && !node_id_shared;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -49,6 +50,7 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoRespo
         "status": if ready { "ready" } else if accepting { "unavailable" } else { "draining" },
         "database": if database { "ok" } else { "down" },
         "broker": broker,
+        "node_id": if node_id_shared { "duplicate" } else { "ok" },
         "workers": workers,
     });
     (status, Json(body))

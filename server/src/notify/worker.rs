@@ -13,8 +13,11 @@ use crate::store::audit::{self, Actor, AuditEntry};
 use crate::store::outbox::{self, Finish, OutboxRow};
 use crate::store::{StoreError, consultations, contacts, receipts};
 use chrono::Utc;
+use consult_protocol::ConsultationId;
 use consult_protocol::{AlertChannel, NotificationStatus, ServerFrame};
+use futures_util::StreamExt;
 use sea_orm::TransactionTrait;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +38,11 @@ fn row_action(finish: &Finish) -> &'static str {
     }
 }
 
-/// Rows claimed per pass at most.
-const BATCH: u64 = 32;
+/// Consultations served per pass at most.
+const CONSULTATIONS_PER_PASS: u64 = 32;
+/// Rows of one consultation sent per pass at most: a consultation with a
+/// backlog gets no more of a pass than any other.
+const ROWS_PER_CONSULTATION: u64 = 4;
 /// Longest retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
 
@@ -51,12 +57,32 @@ pub struct StepOutcome {
     pub retried: usize,
     /// Given up.
     pub failed: usize,
+    /// The pass took as much as one pass takes: more may be due now.
+    pub full: bool,
 }
 
 impl StepOutcome {
     /// Rows handled in the pass.
     pub fn handled(&self) -> usize {
         self.sent + self.cancelled + self.retried + self.failed
+    }
+
+    fn count(&mut self, status: NotificationStatus) {
+        match status {
+            NotificationStatus::Sent => self.sent += 1,
+            NotificationStatus::Cancelled => self.cancelled += 1,
+            NotificationStatus::Failed => self.failed += 1,
+            NotificationStatus::Pending | NotificationStatus::Sending => self.retried += 1,
+        }
+    }
+
+    fn add(mut self, other: Self) -> Self {
+        self.sent += other.sent;
+        self.cancelled += other.cancelled;
+        self.retried += other.retried;
+        self.failed += other.failed;
+        self.full |= other.full;
+        self
     }
 }
 
@@ -73,20 +99,74 @@ impl OutboxWorker {
     }
 
     /// Runs passes until `stop` is cancelled.
+    ///
+    /// Sends in `notify.send_concurrency` lanes, one consultation per lane
+    /// (its rows in order, at most [`ROWS_PER_CONSULTATION`] at a time), and
+    /// looks for due rows whenever a lane is free: a consultation with a
+    /// backlog, or a slow provider, holds one lane, never the others. On
+    /// stop, the lanes finish what they hold (cut short at shutdown's
+    /// deadline) before it returns.
     pub async fn run(self, stop: CancellationToken) {
         let poll = Duration::from_millis(self.state.config.notify.poll_interval_ms);
+        let lanes = self.state.config.notify.send_concurrency.max(1);
+        let mut sending = futures_util::stream::FuturesUnordered::new();
+        let mut busy: HashSet<ConsultationId> = HashSet::new();
+        let worker = &self;
         loop {
-            match self.step().await {
-                Ok(outcome) if outcome.handled() as u64 >= BATCH => continue,
-                Ok(_) => {}
-                Err(error) => tracing::error!(error = %error, "outbox pass failed"),
+            // Fill the free lanes; wait only as long as nothing is due.
+            let mut wait = poll;
+            if sending.len() < lanes {
+                match outbox::due_by_consultation(
+                    self.state.store.connection(),
+                    Utc::now(),
+                    CONSULTATIONS_PER_PASS,
+                    ROWS_PER_CONSULTATION,
+                )
+                .await
+                {
+                    Ok(due) => {
+                        let waiting = due.len();
+                        let mut started = 0;
+                        for rows in due {
+                            let Some(consultation) =
+                                rows.first().map(|row| row.consultation_id.clone())
+                            else {
+                                continue;
+                            };
+                            if sending.len() >= lanes || !busy.insert(consultation.clone()) {
+                                continue;
+                            }
+                            started += 1;
+                            sending.push(async move {
+                                let _outcome = worker.process_in_order(rows).await;
+                                consultation
+                            });
+                        }
+                        if waiting == 0 {
+                            wait = self.time_to_next_due(poll).await;
+                        } else if started == 0 && sending.is_empty() {
+                            // Due rows another worker is sending; look
+                            // again after the poll interval.
+                            wait = poll;
+                        } else if started > 0 && sending.len() < lanes {
+                            // Some consultation may have more rows due.
+                            continue;
+                        }
+                    }
+                    Err(error) => tracing::error!(error = %error, "outbox pass failed"),
+                }
             }
-            let wait = self.time_to_next_due(poll).await;
             tokio::select! {
+                Some(done) = sending.next(), if !sending.is_empty() => {
+                    busy.remove(&done);
+                }
                 () = stop.cancelled() => break,
                 () = self.state.outbox_wakeup.notified() => {}
                 () = tokio::time::sleep(wait) => {}
             }
+        }
+        while let Some(done) = sending.next().await {
+            busy.remove(&done);
         }
         tracing::debug!("outbox worker stopped");
     }
@@ -111,28 +191,49 @@ impl OutboxWorker {
     ///
     /// A store failure reading the due rows; failures on single rows are
     /// logged and left for the next pass.
+    ///
+    /// A pass takes the due rows fairly across consultations (at most
+    /// [`ROWS_PER_CONSULTATION`] of each of [`CONSULTATIONS_PER_PASS`]) and
+    /// sends `notify.send_concurrency` consultations' rows at once, each
+    /// consultation's in order: a patient with many notifications due
+    /// delays neither another patient's alert nor the rest of the pass.
     pub async fn step(&self) -> Result<StepOutcome, StoreError> {
-        let now = Utc::now();
-        let due = outbox::due(self.state.store.connection(), now, BATCH).await?;
+        let due = outbox::due_by_consultation(
+            self.state.store.connection(),
+            Utc::now(),
+            CONSULTATIONS_PER_PASS,
+            ROWS_PER_CONSULTATION,
+        )
+        .await?;
+        let full = due.len() as u64 >= CONSULTATIONS_PER_PASS
+            || due
+                .iter()
+                .any(|rows| rows.len() as u64 >= ROWS_PER_CONSULTATION);
+        let concurrency = self.state.config.notify.send_concurrency.max(1);
+        let outcome = futures_util::stream::iter(due)
+            .map(|rows| self.process_in_order(rows))
+            .buffer_unordered(concurrency)
+            .fold(StepOutcome::default(), |total, one| async move {
+                total.add(one)
+            })
+            .await;
+        Ok(StepOutcome { full, ..outcome })
+    }
+
+    /// Processes one consultation's due rows, one after another.
+    async fn process_in_order(&self, rows: Vec<OutboxRow>) -> StepOutcome {
         let mut outcome = StepOutcome::default();
-        for row in due {
+        for row in rows {
             if self.past_deadline() {
                 break;
             }
             match self.process(row).await {
-                Ok(Some(status)) => match status {
-                    NotificationStatus::Sent => outcome.sent += 1,
-                    NotificationStatus::Cancelled => outcome.cancelled += 1,
-                    NotificationStatus::Failed => outcome.failed += 1,
-                    NotificationStatus::Pending | NotificationStatus::Sending => {
-                        outcome.retried += 1;
-                    }
-                },
+                Ok(Some(status)) => outcome.count(status),
                 Ok(None) => {}
                 Err(error) => tracing::error!(error = %error, "outbox row failed"),
             }
         }
-        Ok(outcome)
+        outcome
     }
 
     /// Claims, checks, sends and records one row. `None` when another worker

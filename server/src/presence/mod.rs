@@ -42,6 +42,15 @@ pub enum Presence {
 }
 
 impl Presence {
+    /// True while another running node uses this node's `broker.node_id`
+    /// (Redis only; see [`crate::broker::NodeClaim`]).
+    pub fn node_id_in_use_elsewhere(&self) -> bool {
+        match self {
+            Self::Local(_) => false,
+            Self::Redis(presence) => presence.node_id_in_use_elsewhere(),
+        }
+    }
+
     /// Records a new authenticated connection of `user`, in the foreground
     /// or not.
     pub async fn connected(&self, user: &PersonKey, foreground: bool) {

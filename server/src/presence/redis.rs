@@ -22,6 +22,7 @@
 //! back.
 
 use super::{LocalPresence, PresenceStatus};
+use crate::broker::{NodeClaim, NodeIdInUse};
 use crate::domain::PersonKey;
 use crate::hub::topics;
 use crate::supervisor::{Worker, Workers};
@@ -49,6 +50,8 @@ pub struct RedisPresence {
     remote: Arc<DashMap<PersonKey, (PresenceStatus, Instant)>>,
     /// How long an entry of `remote` is used (zero: never).
     remote_cache: Duration,
+    /// This node's hold on its id, renewed by the heartbeat once taken.
+    node_claim: Arc<std::sync::OnceLock<NodeClaim>>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -102,6 +105,7 @@ impl RedisPresence {
             backoff_until: Arc::new(Mutex::new(None)),
             remote: Arc::new(DashMap::new()),
             remote_cache,
+            node_claim: Arc::default(),
         };
         let heartbeat = presence.clone();
         workers.spawn(Worker::Presence, move || {
@@ -128,12 +132,42 @@ impl RedisPresence {
         *until = result.is_err().then(|| Instant::now() + FAILURE_BACKOFF);
     }
 
+    /// Takes this node's id in Redis (see [`NodeClaim`]); the heartbeat
+    /// renews it from then on.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeIdInUse`] when a live node holds the id.
+    pub async fn claim_node_id(&self) -> Result<(), NodeIdInUse> {
+        let claim = NodeClaim::acquire(&self.connection, &self.node_id, self.ttl).await?;
+        // Set once, by the one caller at start.
+        let _already = self.node_claim.set(claim);
+        Ok(())
+    }
+
+    /// True while another running node was last seen using this node's id.
+    pub fn node_id_in_use_elsewhere(&self) -> bool {
+        self.node_claim.get().is_some_and(NodeClaim::is_lost)
+    }
+
+    /// Gives this node's id back (at shutdown).
+    pub async fn release_node_id(&self) {
+        if let Some(claim) = self.node_claim.get() {
+            claim.release(&self.connection).await;
+        }
+    }
+
     async fn heartbeat(self, stop: CancellationToken) {
         let every = (self.ttl / 3).max(Duration::from_millis(100));
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(every) => {}
+            }
+            if let Some(claim) = self.node_claim.get() {
+                if let Err(error) = claim.renew(&self.connection).await {
+                    tracing::debug!(error = %error, "node id not renewed");
+                }
             }
             self.remote
                 .retain(|_, (_, read_at)| read_at.elapsed() < self.remote_cache);

@@ -145,19 +145,18 @@ fn to_row(
     }
 }
 
-/// Tells staff watching the consultation's dashboards what was queued, and
-/// wakes the outbox worker.
+/// Tells staff watching the consultation's dashboards what was queued, in
+/// one `notifications` frame (one per message, however many devices the
+/// patient has), and wakes the outbox worker.
 pub fn announce_queued(state: &AppState, consultation: &Consultation, rows: &[OutboxRow]) {
     if rows.is_empty() {
         return;
     }
-    for row in rows {
-        let frame = ServerFrame::Notification {
-            notification: row.view(),
-        };
-        dashboard::publish_to_staff(state, consultation, &frame);
-    }
-    // Woken after the `pending` frames are out, so staff see them first.
+    let frame = ServerFrame::Notifications {
+        notifications: rows.iter().map(OutboxRow::view).collect(),
+    };
+    dashboard::publish_to_staff(state, consultation, &frame);
+    // Woken after the `pending` frame is out, so staff see it first.
     state.outbox_wakeup.notify_one();
 }
 

@@ -11,10 +11,10 @@ use consult_protocol::{
     AlertChannel, ConsultationId, NotificationReason, NotificationStatus, NotificationView, Seq,
     UserId,
 };
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use std::time::Duration;
 
@@ -192,36 +192,68 @@ pub(super) fn new_rows(
 
 /// Rows ready to send at `now`: pending and due, or stuck in `sending` past
 /// their lease (their sender died).
+fn ready_at(now: DateTime<Utc>) -> Condition {
+    Condition::any()
+        .add(
+            Condition::all()
+                .add(outbox::Column::Status.eq(NotificationStatus::Pending.as_str()))
+                .add(outbox::Column::NextAttemptAt.lte(now)),
+        )
+        .add(
+            Condition::all()
+                .add(outbox::Column::Status.eq(NotificationStatus::Sending.as_str()))
+                .add(outbox::Column::LeaseUntil.lt(now)),
+        )
+}
+
+/// Rows ready to send at `now` (see [`ready_at`]), fairly across
+/// consultations: of the `consultations` consultations whose oldest ready
+/// row is oldest, at most `per_consultation` rows each, oldest first, one
+/// list per consultation. A consultation with a long backlog gets no more
+/// of a pass than any other.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
-pub async fn due(
+pub async fn due_by_consultation(
     db: &impl ConnectionTrait,
     now: DateTime<Utc>,
-    limit: u64,
-) -> Result<Vec<OutboxRow>, StoreError> {
-    outbox::Entity::find()
-        .filter(
-            Condition::any()
-                .add(
-                    Condition::all()
-                        .add(outbox::Column::Status.eq(NotificationStatus::Pending.as_str()))
-                        .add(outbox::Column::NextAttemptAt.lte(now)),
-                )
-                .add(
-                    Condition::all()
-                        .add(outbox::Column::Status.eq(NotificationStatus::Sending.as_str()))
-                        .add(outbox::Column::LeaseUntil.lt(now)),
-                ),
+    consultations: u64,
+    per_consultation: u64,
+) -> Result<Vec<Vec<OutboxRow>>, StoreError> {
+    let ids: Vec<String> = outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::ConsultationId)
+        .filter(ready_at(now))
+        .group_by(outbox::Column::ConsultationId)
+        .order_by(
+            sea_orm::sea_query::SimpleExpr::from(Func::min(Expr::col(
+                outbox::Column::NextAttemptAt,
+            ))),
+            Order::Asc,
         )
-        .order_by_asc(outbox::Column::NextAttemptAt)
-        .limit(limit)
+        .limit(consultations)
+        .into_tuple()
         .all(db)
-        .await?
-        .into_iter()
-        .map(from_row)
-        .collect()
+        .await?;
+    let mut due = Vec::with_capacity(ids.len());
+    for id in ids {
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::ConsultationId.eq(id))
+            .filter(ready_at(now))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .order_by_asc(outbox::Column::Id)
+            .limit(per_consultation)
+            .all(db)
+            .await?
+            .into_iter()
+            .map(from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        if !rows.is_empty() {
+            due.push(rows);
+        }
+    }
+    Ok(due)
 }
 
 /// When the next pending row falls due, if any.

@@ -1,7 +1,7 @@
 //! Attack tests: a hostile or buggy client against the real hub. Each test
 //! states the guarantee it holds.
 
-use crate::harness::providers::FakeProviders;
+use crate::harness::providers::{FakeProviders, register_device};
 use crate::harness::raw::RawSocket;
 use crate::harness::{CLINIC, TestHub};
 use consult_client::ClientError;
@@ -24,13 +24,22 @@ const PAD: &str = concat!(
 /// frame and the close code (`None` when the connection was reset instead of
 /// closed).
 async fn read_after_writing(socket: RawSocket) -> (Vec<Value>, Option<u16>) {
+    read_after_writing_commands(socket, |id| json!({"type": "ping", "id": id, "pad": PAD})).await
+}
+
+/// As [`read_after_writing`], writing `command(id)` each time (ids `w-1`,
+/// `w-2`, …).
+async fn read_after_writing_commands(
+    socket: RawSocket,
+    command: impl Fn(String) -> Value,
+) -> (Vec<Value>, Option<u16>) {
     let RawSocket { mut stream } = socket;
     let started = tokio::time::Instant::now();
     let mut i = 0;
     while started.elapsed() < WRITING {
         i += 1;
-        let ping = json!({"type": "ping", "id": format!("w-{i}"), "pad": PAD}).to_string();
-        if stream.send(Message::text(ping)).await.is_err() {
+        let frame = command(format!("w-{i}")).to_string();
+        if stream.send(Message::text(frame)).await.is_err() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -142,6 +151,76 @@ async fn a_client_still_writing_when_rate_limited_reads_every_answer_and_close_4
         assert_eq!(refusal["code"], "rate_limited", "{refusal}");
     }
     an_honest_client_is_served(&hub, "rate").await;
+}
+
+/// As above, with answers too large for the client's receive buffer: they
+/// are still on the hub's side when it closes, and only the close
+/// handshake (the hub reads on until the client's close frame) lets them
+/// through; closing the connection at once would reset it and lose them.
+#[tokio::test]
+async fn a_client_with_a_small_receive_buffer_still_writing_when_rate_limited_reads_every_large_answer()
+ {
+    let hub = TestHub::start_with(|config| {
+        config.session.rate_limit_per_sec = 1;
+        config.session.rate_limit_burst = 3;
+        config.session.rate_limit_strikes = 2;
+    })
+    .await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let sender = hub.connect("pat-a", Role::Patient).await;
+    // Within the test hub's burst of three commands.
+    for i in 0..3 {
+        sender
+            .send(&consultation.id, format!("long-{i}"), "😀".repeat(4000))
+            .await
+            .unwrap();
+    }
+    let mut socket = RawSocket::connect_with_receive_buffer(hub.addr, 4096).await;
+    let token = hub.token("dr-a", Role::Provider, CLINIC);
+    socket
+        .send_json(json!({"type": "hello", "token": token}))
+        .await;
+    assert_eq!(socket.recv_json().await["type"], "welcome");
+
+    // Each answer is a 48 KB history page.
+    let id = consultation.id.to_string();
+    let (frames, code) = read_after_writing_commands(
+        socket,
+        |command_id| json!({"type": "history", "id": command_id, "consultation_id": id}),
+    )
+    .await;
+
+    assert_eq!(
+        code,
+        Some(4004),
+        "{} answers before the close",
+        frames.len()
+    );
+    let answered: Vec<(&str, &str)> = frames
+        .iter()
+        .map(|f| {
+            (
+                f["type"].as_str().unwrap_or(""),
+                f["id"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [
+            ("ok", "w-1"),
+            ("ok", "w-2"),
+            ("ok", "w-3"),
+            ("error", "w-4"),
+            ("error", "w-5"),
+        ]
+    );
+    for page in &frames[..3] {
+        assert_eq!(page["result"]["messages"].as_array().map(Vec::len), Some(3));
+    }
+    an_honest_client_is_served(&hub, "rate-large").await;
 }
 
 #[tokio::test]
@@ -502,4 +581,61 @@ async fn an_answer_larger_than_the_connection_may_buffer_is_refused_not_dropped(
             >= 1.0
     );
     an_honest_client_is_served(&hub, "answer-too-large").await;
+}
+
+/// A patient with a backlog of notifications delays no other patient's
+/// alert: the outbox worker takes each consultation's share of a pass and
+/// sends several consultations at once, so another patient's single push
+/// goes out beside the backlog, not after it.
+#[tokio::test]
+async fn one_patients_backlog_of_pushes_does_not_delay_another_patients_alert() {
+    let fake = FakeProviders::start().await;
+    let hub = fake.hub(|_| {}).await;
+    let busy = hub
+        .consultation("dr-a", "pat-busy", "waiting_for_patient")
+        .await;
+    let other = hub
+        .consultation("dr-a", "pat-other", "waiting_for_patient")
+        .await;
+    for device in 0..10 {
+        register_device(&hub, "pat-busy", &format!("fcm-busy-{device}"), true).await;
+    }
+    register_device(&hub, "pat-other", "fcm-other", true).await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    // A slow provider: every one of the next 11 sends takes 400 ms.
+    fake.delay_next_sends(11, Duration::from_millis(400));
+    let text = "Please open the app now, your visit is about to start.";
+    provider
+        .alert(&busy.id, text, &[AlertChannel::Push], "busy-alert")
+        .await
+        .unwrap();
+    provider
+        .alert(&other.id, text, &[AlertChannel::Push], "other-alert")
+        .await
+        .unwrap();
+
+    let pushes = fake.wait_for_pushes(11).await;
+    let arrival = |token: &str| {
+        pushes
+            .iter()
+            .find(|push| push.token == token)
+            .map(|push| push.received_at)
+            .unwrap()
+    };
+    let mut busy_arrivals: Vec<_> = pushes
+        .iter()
+        .filter(|push| push.token.starts_with("fcm-busy-"))
+        .map(|push| push.received_at)
+        .collect();
+    busy_arrivals.sort_unstable();
+    assert_eq!(busy_arrivals.len(), 10);
+    // Sent one after another the backlog takes 4 s; the other patient's push
+    // must not wait behind more than its first row or two.
+    assert!(
+        arrival("fcm-other") < busy_arrivals[2],
+        "the other patient's push waited behind the backlog: {:?} against {:?}",
+        arrival("fcm-other"),
+        busy_arrivals
+    );
+    an_honest_client_is_served(&hub, "outbox-fairness").await;
 }

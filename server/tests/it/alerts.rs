@@ -420,13 +420,17 @@ async fn staff_dashboards_see_alert_notifications_go_from_pending_to_sent() {
         }
     }
     expect_no_event(&alerting.patient, Duration::from_millis(100), |event| {
-        matches!(event, ServerFrame::Notification { .. })
+        matches!(
+            event,
+            ServerFrame::Notification { .. } | ServerFrame::Notifications { .. }
+        )
     })
     .await;
 }
 
-/// Collects `notification` frames for `queued` until each has been seen
-/// sent.
+/// Collects the views in `notifications` and `notification` frames for
+/// `queued` until each has been seen sent; the `pending` views must all
+/// come in one `notifications` frame.
 async fn notification_frames_until_sent(
     watcher: &Client,
     queued: &[NotificationView],
@@ -439,16 +443,25 @@ async fn notification_frames_until_sent(
         seen.values()
             .all(|frames| frames.iter().any(|n| n.status == NotificationStatus::Sent))
     };
+    let mut queued_frames = 0;
     while !all_sent(&seen) {
-        let view = expect_event(watcher, |event| match event {
-            ServerFrame::Notification { notification } => Some(notification.clone()),
+        let (queued_together, views) = expect_event(watcher, |event| match event {
+            ServerFrame::Notification { notification } => Some((false, vec![notification.clone()])),
+            ServerFrame::Notifications { notifications } => Some((true, notifications.clone())),
             _ => None,
         })
         .await;
-        seen.get_mut(&view.id)
-            .unwrap_or_else(|| panic!("unexpected notification {view:?}"))
-            .push(view);
+        if queued_together {
+            queued_frames += 1;
+            assert_eq!(views.len(), queued.len(), "every queued row in one frame");
+        }
+        for view in views {
+            seen.get_mut(&view.id)
+                .unwrap_or_else(|| panic!("unexpected notification {view:?}"))
+                .push(view);
+        }
     }
+    assert_eq!(queued_frames, 1, "one frame for what one alert queued");
     seen
 }
 

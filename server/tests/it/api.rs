@@ -557,7 +557,7 @@ async fn health_and_readiness_answer_200_with_their_checks() {
         .expect("the workers' states");
     assert_eq!(
         checks,
-        json!({ "status": "ready", "database": "ok", "broker": "healthy" })
+        json!({ "status": "ready", "database": "ok", "broker": "healthy", "node_id": "ok" })
     );
     assert_eq!(workers["writer"], "running", "{workers}");
 }

@@ -530,3 +530,59 @@ async fn clients_of_a_killed_node_resume_on_another_without_loss() {
     assert_eq!(seen, one_to(TOTAL), "no gap, no duplicate");
     fence(&provider, &id, TOTAL + 1, &[&patient]).await;
 }
+
+/// Two nodes with one `broker.node_id` would drop each other's events: a
+/// node started with the id of a running node is refused, waiting first for
+/// a crashed run's claim to expire; once the holder stopped (and gave the id
+/// back) the id starts at once; and a running node that finds its id taken
+/// reports itself unready until it holds the id alone again.
+#[tokio::test]
+async fn a_node_id_in_use_by_a_running_node_is_refused_and_free_again_once_it_stops() {
+    let (cluster, [first]) = Cluster::start().await;
+    let started = Instant::now();
+    let refused = cluster.try_build("node-0").await;
+    let error = refused.expect_err("the id is in use").to_string();
+    assert!(
+        error.contains("broker.node_id \"node-0\" is held by another running node"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(PRESENCE_TTL_MS),
+        "a previous run's claim is waited out first"
+    );
+
+    // Someone else writes the key: the next heartbeat notices.
+    let redis = redis::Client::open(cluster.redis.url()).unwrap();
+    let mut connection = redis.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("consult:node:node-0")
+        .arg("another-instance")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    wait_until(
+        Duration::from_secs(3),
+        "readyz reports the duplicate",
+        || async {
+            let (status, body) = first.api_get("/readyz").await;
+            status == 503 && body["node_id"] == "duplicate"
+        },
+    )
+    .await;
+    assert!(first.metric("consult_node_id_conflicts_total").await >= 1.0);
+    wait_until(
+        Duration::from_secs(3),
+        "the id is held alone again",
+        || async { first.api_get("/readyz").await.0 == 200 },
+    )
+    .await;
+
+    first.shutdown().await;
+    let started = Instant::now();
+    let again = cluster.start_hub("node-0").await;
+    assert!(
+        started.elapsed() < Duration::from_millis(PRESENCE_TTL_MS),
+        "a stopped node gives its id back"
+    );
+    assert_eq!(again.api_get("/readyz").await.1["node_id"], "ok");
+}

@@ -28,8 +28,8 @@ const ADMIN_USER: &str = "admin";
 const ADMIN_PASSWORD: &str = "admin-password-0123456789";
 /// The hub user's rights, as docs/operations.md recommends them (after
 /// `user consult-hub on >PASSWORD`).
-const HUB_ACL_RULES: &str = "resetchannels &consult:* resetkeys ~presence:* -@all \
-     +publish +subscribe +unsubscribe +hset +hdel +hgetall +pexpire";
+const HUB_ACL_RULES: &str = "resetchannels &consult:* resetkeys ~presence:* ~consult:node:* \
+     -@all +publish +subscribe +unsubscribe +hset +hdel +hgetall +pexpire +set +get +del";
 /// A body no real message in these tests carries.
 const FORGED: &str = "FORGED: please call +1 555 0100 about your biopsy";
 
@@ -192,7 +192,12 @@ async fn a_cluster_runs_over_mutual_tls_as_a_limited_acl_user() {
         .await;
     assert!(refused.is_err(), "PUBLISH outside consult:* is refused");
     let refused: redis::RedisResult<Option<String>> = redis::cmd("GET")
-        .arg("presence:x")
+        .arg("elsewhere:x")
+        .query_async(&mut hub_user)
+        .await;
+    assert!(refused.is_err(), "keys beyond its own are refused");
+    let refused: redis::RedisResult<Vec<String>> = redis::cmd("KEYS")
+        .arg("presence:*")
         .query_async(&mut hub_user)
         .await;
     assert!(refused.is_err(), "commands beyond the list are refused");

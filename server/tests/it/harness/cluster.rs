@@ -105,6 +105,18 @@ impl Cluster {
         .await
     }
 
+    /// Builds (without running) a hub named `node` on the cluster: the
+    /// build's outcome, for start-up refusals.
+    pub(crate) async fn try_build(
+        &self,
+        node: &str,
+    ) -> Result<consult_hub::App, consult_hub::app::BuildError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::harness::test_config(self.database_url.clone(), dir.path());
+        join_cluster(&mut config, &self.redis.url(), node);
+        consult_hub::App::build(config).await
+    }
+
     /// Runs the real `consult-hub` binary as node `node`, configured only
     /// through `CONSULT_…` variables, and waits until it is ready with a
     /// healthy broker.

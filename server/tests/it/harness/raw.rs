@@ -24,6 +24,23 @@ impl RawSocket {
         Self { stream }
     }
 
+    /// Connects to `ws://address/v1/ws` with a TCP receive buffer of about
+    /// `bytes` (the kernel rounds it), so that what the hub writes while
+    /// this client does not read stays on the hub's side of the connection.
+    pub(crate) async fn connect_with_receive_buffer(
+        address: std::net::SocketAddr,
+        bytes: u32,
+    ) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket.connect(address).await.expect("tcp connects");
+        let url = format!("ws://{address}/v1/ws");
+        let (stream, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("ws connects");
+        Self { stream }
+    }
+
     /// Connects and completes hello with `token`, returning the welcome.
     pub(crate) async fn authenticated(url: &str, token: &str) -> Self {
         let mut socket = Self::connect(url).await;

@@ -72,6 +72,11 @@ pub(crate) fn frame_line(frame: &ServerFrame) -> Option<String> {
         }
         ServerFrame::Dashboard { entry } => format!("dashboard {}", dashboard_row(entry)),
         ServerFrame::Notification { notification } => notification_line(notification),
+        ServerFrame::Notifications { notifications } => notifications
+            .iter()
+            .map(notification_line)
+            .collect::<Vec<_>>()
+            .join("\n"),
         ServerFrame::Error { code, message, .. } => format!("hub error: {code}: {message}"),
         ServerFrame::Welcome { .. } | ServerFrame::Ok { .. } => return None,
     };
