@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 mod notify_api;
+mod presence_api;
 mod revocation_api;
 pub mod serve;
 mod ws;
@@ -31,6 +32,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1",
             api::routes()
                 .merge(notify_api::routes())
+                .merge(presence_api::routes())
                 .merge(revocation_api::routes()),
         );
     if let Some(dir) = &state.config.web.static_dir {

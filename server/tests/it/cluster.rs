@@ -586,3 +586,55 @@ async fn a_node_id_in_use_by_a_running_node_is_refused_and_free_again_once_it_st
     );
     assert_eq!(again.api_get("/readyz").await.1["node_id"], "ok");
 }
+
+/// The platform asks any node who is connected: a patient connected to
+/// another node reads online (in the foreground or not, as its app said),
+/// its provider offline; unknown ids are 404 with a JSON code.
+#[tokio::test]
+async fn rest_presence_answers_for_the_whole_cluster() {
+    let (_cluster, [hub_a, hub_b]) = Cluster::start().await;
+    let consultation = hub_a
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let path = format!("/v1/consultations/{}/presence", consultation.id);
+    let (status, before) = hub_a.api_get(&path).await;
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["members"][1]["user"], "pat-a");
+    assert_eq!(before["members"][1]["online"], false);
+
+    let patient = hub_b.connect("pat-a", Role::Patient).await;
+    patient.visibility(false).await.unwrap();
+    wait_until(
+        Duration::from_secs(3),
+        "node A sees the patient online",
+        || async { hub_a.api_get(&path).await.1["members"][1]["online"] == true },
+    )
+    .await;
+    let (_, now) = hub_a.api_get(&path).await;
+    assert_eq!(now["consultation_id"], consultation.id.to_string());
+    assert_eq!(now["members"][0]["user"], "dr-a");
+    assert_eq!(now["members"][0]["role"], "provider");
+    assert_eq!(now["members"][0]["online"], false);
+    assert_eq!(now["members"][1]["role"], "patient");
+    assert_eq!(now["members"][1]["foreground"], false);
+
+    let (status, participant) = hub_a.api_get("/v1/participants/pat-a/presence").await;
+    assert_eq!(status, 200, "{participant}");
+    assert_eq!(participant["online"], true);
+    assert_eq!(participant["clinic"], crate::harness::CLINIC);
+
+    let (status, missing) = hub_a.api_get("/v1/participants/nobody/presence").await;
+    assert_eq!(
+        (status, &missing["code"]),
+        (404, &serde_json::json!("not_found"))
+    );
+    let (status, missing) = hub_a
+        .api_get("/v1/consultations/no-such-consultation/presence")
+        .await;
+    assert_eq!(
+        (status, &missing["code"]),
+        (404, &serde_json::json!("not_found"))
+    );
+    let anonymous = hub_a.http.get(hub_a.url(&path)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
