@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 mod notify_api;
+mod platform_messages;
 mod presence_api;
 mod revocation_api;
 pub mod serve;
@@ -33,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             api::routes()
                 .merge(notify_api::routes())
                 .merge(presence_api::routes())
+                .merge(platform_messages::routes())
                 .merge(revocation_api::routes()),
         );
     if let Some(dir) = &state.config.web.static_dir {

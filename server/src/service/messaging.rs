@@ -86,7 +86,10 @@ pub async fn send(
     };
     // A closed consultation is refused by the writer, after its duplicate
     // check, so that a retry of a stored message still gets its `ok`.
-    if principal.role.is_staff() && outgoing.kind == MessageKind::Chat {
+    // Staff chat, and the platform's system messages, reach an absent
+    // patient by the same rules.
+    if principal.role.is_staff() && matches!(outgoing.kind, MessageKind::Chat | MessageKind::System)
+    {
         outgoing.notifications =
             notifications::plan(state, consultation, Trigger::Chat, &outgoing.body).await?;
     }

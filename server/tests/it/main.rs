@@ -25,6 +25,7 @@ mod listener;
 mod messages;
 mod migrations;
 mod notifications;
+mod platform_messages;
 mod quick_messages;
 mod redis_security;
 mod revocation;
