@@ -11,7 +11,8 @@
 #        and a patient each; see docs/benchmarks.md, first table),
 #        idle, fanout, fanout-wide, fanout-wide-tmpfs, fanout-2node,
 #        fanout-2node-wide, fanout-2node-pg, fanout-2node-pg-wide, persist,
-#        storm, dashboard, append (criterion, the store alone)
+#        storm, dashboard, abuse (the honest 1:1 load with and without
+#        attackers, three rounds), append (criterion, the store alone)
 #
 # Results go to load-tests/results/<name>.json, reports (Markdown + SVG) to
 # load-tests/results/<name>/. Knobs (environment): PG_URL for fanout-2node-pg
@@ -98,6 +99,9 @@ bench() {
 	pair-admin)
 		run pair-admin fanout --members 2 --rate 5000 --duration-secs 20
 		;;
+	abuse)
+		run abuse abuse --rounds 3
+		;;
 	pair-2node-pg)
 		ensure_pg_database
 		run pair-2node-pg fanout --nodes 2 --spawn-redis --database "$PG_URL" \
@@ -167,7 +171,7 @@ bench() {
 
 if [[ $# -eq 0 ]]; then
 	set -- pair pair-20k pair-patient pair-admin pair-2node-pg pair-2node-pg-20k idle fanout fanout-wide fanout-wide-tmpfs fanout-2node fanout-2node-wide \
-		fanout-2node-pg fanout-2node-pg-wide persist storm dashboard append
+		fanout-2node-pg fanout-2node-pg-wide persist storm dashboard abuse append
 fi
 for name in "$@"; do
 	bench "$name"

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use consult_load::hub_process::raise_open_file_limit;
 use consult_load::report::{self, Plot};
+use consult_load::scenario::abuse::{self, AbuseOptions};
 use consult_load::scenario::dashboard::{self, DashboardOptions};
 use consult_load::scenario::fanout::{self, FanoutOptions};
 use consult_load::scenario::idle::{self, IdleOptions};
@@ -90,6 +91,40 @@ enum Scenario {
         /// Hold the connections this long after measuring, seconds.
         #[arg(long, default_value_t = 10)]
         hold_secs: u64,
+    },
+    /// The honest 1:1 chat load alone, then beside attackers (handshake
+    /// floods, half-open HTTP, slow readers, device floods), in rounds:
+    /// what the attack costs honest users and what the hub refused.
+    Abuse {
+        #[command(flatten)]
+        common: Common,
+        /// Rooms of the honest load (a provider sends, the patient receives).
+        #[arg(long, default_value_t = 200)]
+        rooms: usize,
+        /// Honest messages per second, all rooms together.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Honest sending time per phase, seconds.
+        #[arg(long, default_value_t = 15)]
+        duration_secs: u64,
+        /// Rounds of (with, without) the attack.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// WebSocket upgrades per second that never say hello.
+        #[arg(long, default_value_t = 200.0)]
+        handshake_flood_per_sec: f64,
+        /// Half-sent HTTP requests held open.
+        #[arg(long, default_value_t = 200)]
+        half_open: usize,
+        /// Patients that never read, each in a room its provider fills.
+        #[arg(long, default_value_t = 20)]
+        slow_readers: usize,
+        /// Messages per second into each slow reader's room.
+        #[arg(long, default_value_t = 15.0)]
+        slow_reader_rate: f64,
+        /// Patients registering devices without pause.
+        #[arg(long, default_value_t = 5)]
+        device_floods: usize,
     },
     /// N followers drop their connections at once and resume while
     /// providers keep sending: time to resume, messages missed.
@@ -366,6 +401,63 @@ async fn run(scenario: Scenario) -> Result<()> {
                 result.summary_lines(),
                 result.plots(),
             )
+        }
+        Scenario::Abuse {
+            common,
+            rooms,
+            rate,
+            duration_secs,
+            rounds,
+            handshake_flood_per_sec,
+            half_open,
+            slow_readers,
+            slow_reader_rate,
+            device_floods,
+        } => {
+            if rate <= 0.0 || rooms == 0 {
+                bail!("--rate and --rooms must be positive");
+            }
+            let options = AbuseOptions {
+                honest: FanoutOptions {
+                    rooms,
+                    members: 1,
+                    rate,
+                    messages: (rate * duration_secs as f64) as u64,
+                    body_bytes: 64,
+                    max_in_flight: 20_000,
+                    drain_timeout_secs: 10,
+                    senders_join: true,
+                    patients_send: false,
+                },
+                rounds,
+                handshake_flood_per_sec,
+                half_open,
+                slow_readers,
+                slow_reader_rate,
+                device_floods,
+            };
+            // A started hub keeps the default command rate limit here (the
+            // other scenarios raise it out of the way): it is one of the
+            // defences under test. --hub-env still overrides it.
+            let mut spec = common.target_spec();
+            for (name, value) in abuse::DEFAULT_LIMITS {
+                spec.hub_env
+                    .insert(0, ((*name).to_owned(), (*value).to_owned()));
+            }
+            let target = Target::open(&spec).await?;
+            let result = abuse::run(&target, &options, common.quiet).await?;
+            finish(
+                &common,
+                &target,
+                "abuse",
+                &result,
+                result.summary_lines(),
+                Vec::new(),
+            )?;
+            if result.lost() > 0 {
+                bail!("{} honest messages lost", result.lost());
+            }
+            Ok(())
         }
         Scenario::Storm {
             common,

@@ -142,6 +142,70 @@ fn fanout_with_patients_sending_delivers_every_message_to_the_providers() {
     assert!(stdout.contains("patients send (joined)"), "{stdout}");
 }
 
+/// The honest load is delivered whole beside the attackers, and the hub's
+/// defences show in what they met: a flood connection closed for saying no
+/// `hello` (4000), a half-sent request closed, device registrations
+/// refused.
+#[test]
+#[allow(clippy::unwrap_used)]
+fn abuse_delivers_the_honest_load_and_reports_what_the_attackers_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("abuse.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
+        .arg("abuse")
+        .arg("--spawn-hub")
+        .arg(hub_binary())
+        .args(["--rooms", "5", "--rate", "50", "--duration-secs", "3"])
+        .args(["--handshake-flood-per-sec", "20", "--half-open", "3"])
+        .args(["--slow-readers", "1", "--device-floods", "1"])
+        .args(["--hub-env", "CONSULT_SESSION__HANDSHAKE_TIMEOUT_MS=300"])
+        .args(["--hub-env", "CONSULT_HTTP__HEADER_READ_TIMEOUT_SECS=1"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "consult-load failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let round = &json["result"]["rounds"][0];
+    for phase in ["calm", "attacked"] {
+        assert_eq!(round[phase]["delivered"], 150, "{phase}");
+        assert_eq!(round[phase]["lost"], 0, "{phase}");
+    }
+    let tally = &round["tally"];
+    assert!(
+        tally["flood_outcomes"]["close 4000"].as_u64().unwrap_or(0) >= 1,
+        "{tally}"
+    );
+    assert!(
+        tally["half_open_closed"].as_u64().unwrap_or(0) >= 1,
+        "{tally}"
+    );
+    assert!(
+        tally["device_answers"]["ok"].as_u64().unwrap_or(0) >= 1,
+        "{tally}"
+    );
+    assert!(
+        tally["device_answers"]["rate_limited"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "{tally}"
+    );
+    let slow: u64 = tally["slow_reader_outcomes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(slow, 1, "{tally}");
+}
+
 #[tokio::test]
 async fn idle_connections_in_worker_processes_are_counted_and_measured() {
     let target = spawned_hub().await;

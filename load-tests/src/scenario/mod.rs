@@ -3,11 +3,13 @@
 //! against one hub apart.
 //!
 //! - `fanout`: paced senders, many receivers per room; loss and latency.
+//! - `abuse`: the honest 1:1 load alone and beside attackers, in rounds.
 //! - `idle`: many joined, silent connections; memory and CPU per connection.
 //! - `storm`: every follower drops at once and resumes; time and misses.
 //! - `dashboard`: status cycles under dashboard watchers; delta latency.
 //! - `setup`: rooms, tokens and worker plumbing shared by `idle` and `storm`.
 
+pub mod abuse;
 pub mod dashboard;
 pub mod fanout;
 pub mod idle;
