@@ -285,7 +285,38 @@ impl ClientFrame {
         }
     }
 
-    /// The frame's `type` as sent on the wire, for logs and metrics.
+    /// Every `type` a client frame may have, as [`Self::kind`] names them.
+    pub const KINDS: [&'static str; 26] = [
+        "hello",
+        "ping",
+        "refresh",
+        "join",
+        "leave",
+        "send",
+        "typing",
+        "ack",
+        "history",
+        "open",
+        "ready",
+        "enter",
+        "end",
+        "cancel",
+        "watch_dashboard",
+        "unwatch_dashboard",
+        "quick_message",
+        "alert",
+        "list_templates",
+        "save_template",
+        "delete_template",
+        "register_device",
+        "set_sms_consent",
+        "visibility",
+        "list_consultations",
+        "list_notifications",
+    ];
+
+    /// The frame's `type` as sent on the wire, for logs and metrics (one of
+    /// [`Self::KINDS`]).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Hello { .. } => "hello",
@@ -387,34 +418,7 @@ fn classify(text: &str, first_error: serde_json::Error) -> DecodeError {
 }
 
 fn is_known_type(kind: &str) -> bool {
-    const KNOWN: &[&str] = &[
-        "hello",
-        "ping",
-        "join",
-        "leave",
-        "send",
-        "typing",
-        "ack",
-        "history",
-        "open",
-        "ready",
-        "enter",
-        "end",
-        "cancel",
-        "watch_dashboard",
-        "unwatch_dashboard",
-        "quick_message",
-        "alert",
-        "list_templates",
-        "save_template",
-        "delete_template",
-        "register_device",
-        "set_sms_consent",
-        "visibility",
-        "list_consultations",
-        "list_notifications",
-    ];
-    KNOWN.contains(&kind)
+    ClientFrame::KINDS.contains(&kind)
 }
 
 #[cfg(test)]

@@ -172,13 +172,27 @@ const UNLABELLED_COUNTERS: &[&str] = &[
 /// and `consult_build_info` at one, so a fresh hub's `/metrics` already
 /// lists what dashboards and alerts query: "no data" then means a broken
 /// scrape, not a quiet hub, and the first increment is not lost to
-/// `rate()`. Histograms appear with their first observation.
+/// `rate()`. Histograms are registered empty, with every label value.
 fn register_zeros() {
     for name in UNLABELLED_COUNTERS {
         metrics::counter!(*name).absolute(0);
     }
     metrics::gauge!("consult_connections_active").set(0.0);
     crate::supervisor::register_metrics();
+    // Histograms too, empty (`_count 0`), with every label value.
+    for name in [
+        "consult_append_batch_size",
+        "consult_append_queue_seconds",
+        "consult_sqlite_commit_seconds",
+    ] {
+        let _registered = metrics::histogram!(name);
+    }
+    for command in consult_protocol::ClientFrame::KINDS {
+        let _registered = metrics::histogram!("consult_command_seconds", "command" => command);
+    }
+    for mode in ["PASSIVE", "RESTART"] {
+        let _registered = metrics::histogram!("consult_sqlite_checkpoint_seconds", "mode" => mode);
+    }
     metrics::gauge!("consult_connection_slots_open").set(0.0);
     for code in ["too_many_connections", "too_many_connections_from_address"] {
         metrics::counter!("consult_connections_refused_total", "code" => code).absolute(0);

@@ -59,3 +59,16 @@ fn every_known_type_round_trips_through_kind() {
         assert_eq!(decode_client_frame(&text).unwrap(), frame);
     }
 }
+
+#[test]
+fn every_listed_kind_is_a_frame_type_the_decoder_knows() {
+    for kind in ClientFrame::KINDS {
+        // Known types without their fields are malformed, not unknown.
+        let refused = decode_client_frame(&format!("{{\"type\":\"{kind}\",\"id\":\"x\",\"x\":1}}"));
+        if let Err(error) = refused {
+            assert_ne!(error.code, crate::ErrorCode::UnknownType, "{kind}");
+        }
+    }
+    let unknown = decode_client_frame("{\"type\":\"nope\",\"id\":\"x\"}");
+    assert!(matches!(unknown, Err(ref e) if e.code == crate::ErrorCode::UnknownType));
+}

@@ -639,3 +639,32 @@ async fn one_patients_backlog_of_pushes_does_not_delay_another_patients_alert() 
     );
     an_honest_client_is_served(&hub, "outbox-fairness").await;
 }
+
+/// A kept-alive HTTP connection that sends no further request is closed
+/// after the header timeout too: idle keep-alive connections cannot pile up.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = TestHub::start_with(|config| config.http.header_read_timeout_secs = 1).await;
+    let address = hub.url("").trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0_u8; 1024];
+    let read = stream.read(&mut first).await.unwrap();
+    let answer = String::from_utf8_lossy(&first[..read]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let idle_since = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "the hub keeps an idle keep-alive connection open"
+    );
+    assert!(
+        idle_since.elapsed() >= Duration::from_millis(900),
+        "not before the timeout"
+    );
+}

@@ -664,6 +664,9 @@ async fn a_fresh_hub_lists_every_counter_family_at_zero_and_its_build() {
         "consult_connection_slots_open 0",
         "consult_connections_refused_total{code=\"too_many_connections\"} 0",
         "consult_http_header_timeouts_total 0",
+        "consult_append_queue_seconds_count 0",
+        "consult_command_seconds_count{command=\"send\"} 0",
+        "consult_sqlite_checkpoint_seconds_count{mode=\"RESTART\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
     }
