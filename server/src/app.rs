@@ -33,11 +33,17 @@ use tokio_util::task::TaskTracker;
 
 /// Binds the hub's listener with an explicit accept backlog
 /// ([`Config::listen_backlog`]); `TcpListener::bind` always asks for 128.
+/// A non-zero `send_buffer_bytes` (`http.socket_send_buffer_bytes`) is set
+/// on the listener, which every accepted connection inherits.
 ///
 /// # Errors
 ///
 /// Fails when the address cannot be bound.
-pub fn bind_listener(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+pub fn bind_listener(
+    address: SocketAddr,
+    backlog: u32,
+    send_buffer_bytes: u32,
+) -> std::io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -45,6 +51,9 @@ pub fn bind_listener(address: SocketAddr, backlog: u32) -> std::io::Result<TcpLi
     };
     // As `TcpListener::bind` does: a restarted hub can bind at once.
     socket.set_reuseaddr(true)?;
+    if send_buffer_bytes > 0 {
+        socket.set_send_buffer_size(send_buffer_bytes)?;
+    }
     socket.bind(address)?;
     socket.listen(backlog)
 }

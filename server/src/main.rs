@@ -120,8 +120,12 @@ async fn serve(mut config: Config, demo: bool) -> anyhow::Result<()> {
             config.web.sdk_dir = Some(bundled);
         }
     }
-    let listener = consult_hub::app::bind_listener(config.listen, config.listen_backlog)
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = consult_hub::app::bind_listener(
+        config.listen,
+        config.listen_backlog,
+        config.http.socket_send_buffer_bytes,
+    )
+    .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let app = App::build(config).await.context("starting the hub")?;
     if demo {

@@ -1,6 +1,6 @@
 //! The `[http]` section: how long a client may take to send a request's
-//! headers, and how many WebSocket connections the node keeps open (in all,
-//! and from one address).
+//! headers, how many WebSocket connections the node keeps open (in all, and
+//! from one address), and how much the kernel buffers towards each.
 
 use serde::Deserialize;
 
@@ -13,6 +13,11 @@ pub const MAX_CONNECTIONS_PER_USER: u64 = 20;
 /// derived from the open-file limit: for HTTP requests (health checks,
 /// metrics, the REST API), the database, Redis and logs.
 pub const DESCRIPTOR_RESERVE: u64 = 256;
+
+/// The kernel's send buffer per connection, bytes (Linux doubles it): a
+/// client that stops reading holds at most this much kernel memory before
+/// the hub's own bounds (its queue, the write timeout) notice it.
+pub const SOCKET_SEND_BUFFER_BYTES: u32 = 256 * 1024;
 
 /// HTTP serving limits.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +38,10 @@ pub struct HttpConfig {
     /// means no cap. Past it `hello` is answered `too_many_connections` and
     /// the connection closed with 4007.
     pub max_connections_per_user: u64,
+    /// The kernel send buffer of every accepted connection, bytes; 0
+    /// leaves the kernel's autotuning (up to `net.ipv4.tcp_wmem`'s maximum,
+    /// often 4 MiB per connection).
+    pub socket_send_buffer_bytes: u32,
 }
 
 impl Default for HttpConfig {
@@ -42,6 +51,7 @@ impl Default for HttpConfig {
             max_connections: 0,
             max_connections_per_ip: 0,
             max_connections_per_user: MAX_CONNECTIONS_PER_USER,
+            socket_send_buffer_bytes: SOCKET_SEND_BUFFER_BYTES,
         }
     }
 }

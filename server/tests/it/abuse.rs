@@ -668,3 +668,57 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         "not before the timeout"
     );
 }
+
+/// A patient that stops reading is closed once what the hub may hold for
+/// it is full: the kernel's send buffer per connection is bounded
+/// (`http.socket_send_buffer_bytes`), so the hub's writes block, its queue
+/// fills and it kicks the reader (4003), instead of the kernel soaking up
+/// megabytes per silent client.
+#[tokio::test]
+async fn a_patient_that_stops_reading_is_closed_once_its_buffers_are_full() {
+    let hub = TestHub::start_with(|config| {
+        config.http.socket_send_buffer_bytes = 16 * 1024;
+        config.session.outbound_queue_capacity = 16;
+        config.session.rate_limit_per_sec = 1000;
+        config.session.rate_limit_burst = 1000;
+    })
+    .await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let mut reader = RawSocket::connect_with_receive_buffer(hub.addr, 4096).await;
+    let token = hub.token("pat-a", Role::Patient, CLINIC);
+    reader
+        .send_json(json!({"type": "hello", "token": token}))
+        .await;
+    assert_eq!(reader.recv_json().await["type"], "welcome");
+    let id = consultation.id.to_string();
+    reader
+        .send_json(json!({"type": "join", "id": "j", "consultation_id": id}))
+        .await;
+    assert_eq!(reader.recv_json().await["type"], "ok");
+
+    // 100 messages of 3 KB: 300 KB, far less than the kernel would buffer
+    // unbounded, far more than 16 KiB of buffers and 16 queued events.
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    for i in 0..100 {
+        provider
+            .send(&consultation.id, format!("fill-{i}"), "x".repeat(3000))
+            .await
+            .unwrap();
+    }
+    let RawSocket { mut stream } = reader;
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the hub closes the reader");
+    assert_eq!(ended, Some(4003), "closed as a slow consumer");
+    an_honest_client_is_served(&hub, "slow-reader").await;
+}

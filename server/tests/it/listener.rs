@@ -27,7 +27,7 @@ async fn burst(address: SocketAddr) -> Vec<TcpStream> {
 
 #[tokio::test]
 async fn a_burst_larger_than_128_connects_at_once_with_the_configured_backlog() {
-    let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+    let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 1024, 0).unwrap();
     let connected = burst(listener.local_addr().unwrap()).await;
     assert_eq!(connected.len(), BURST, "every handshake completed");
     for _ in 0..BURST {
@@ -40,7 +40,7 @@ async fn a_burst_larger_than_128_connects_at_once_with_the_configured_backlog() 
 
 #[tokio::test]
 async fn a_small_backlog_leaves_most_of_the_burst_waiting() {
-    let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+    let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16, 0).unwrap();
     let connected = burst(listener.local_addr().unwrap()).await;
     assert!(
         connected.len() < BURST / 2,

@@ -81,9 +81,15 @@ impl TestHub {
     ) -> Self {
         let mut config = test_config(db.url.clone(), dir.path());
         adjust(&mut config);
+        // Bound as the binary binds it.
+        let listener = consult_hub::app::bind_listener(
+            config.listen,
+            config.listen_backlog,
+            config.http.socket_send_buffer_bytes,
+        )
+        .unwrap();
         let app = App::build(config).await.expect("hub builds");
         let state = app.state().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, shutdown_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(listener, async move {
