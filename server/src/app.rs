@@ -163,6 +163,7 @@ impl App {
         auth.start_jwks(
             Duration::from_secs(config.auth.jwks_refresh_secs),
             cluster_stop.clone(),
+            &workers,
         )
         .await;
         let (broker, presence) = cluster_parts(&config, &hub, &cluster_stop, &workers)?;
@@ -217,10 +218,15 @@ impl App {
             state.auth.leeway_secs(),
         )
         .await?;
-        tokio::spawn(crate::service::revocations::listen(
-            state.clone(),
-            cluster_stop.clone(),
-        ));
+        {
+            // One subscriber id for every run: a restarted listener takes
+            // the failed one's place on the control topic.
+            let (state, stop) = (state.clone(), cluster_stop.clone());
+            let conn_id = state.next_conn_id();
+            state.workers.clone().spawn(Worker::Revocations, move || {
+                crate::service::revocations::listen(state.clone(), stop.clone(), conn_id)
+            });
+        }
         let dashboards = {
             // A failed run's lock is released with it: the next run takes
             // over the queue.

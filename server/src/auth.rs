@@ -263,7 +263,12 @@ impl Authenticator {
     /// Fetches the JWKS (when configured) and keeps it fresh every `every`
     /// until `stop`. A failed first fetch is logged; the hub starts anyway
     /// and JWKS tokens are refused until a fetch succeeds.
-    pub async fn start_jwks(&self, every: std::time::Duration, stop: CancellationToken) {
+    pub async fn start_jwks(
+        &self,
+        every: std::time::Duration,
+        stop: CancellationToken,
+        workers: &std::sync::Arc<crate::supervisor::Workers>,
+    ) {
         let Some(jwks) = &self.jwks else {
             return;
         };
@@ -271,7 +276,7 @@ impl Authenticator {
             Ok(count) => tracing::info!(keys = count, "JWKS fetched"),
             Err(reason) => tracing::warn!(%reason, "JWKS not fetched at start; retrying"),
         }
-        jwks.clone().spawn_refresher(every, stop);
+        jwks.clone().spawn_refresher(every, stop, workers);
     }
 
     /// What a token is checked against: signature and algorithm, `exp` and

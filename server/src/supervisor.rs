@@ -1,6 +1,7 @@
 //! Supervision of the hub's background workers: the message writer, the
 //! SQLite checkpoint thread, the outbox worker, the dashboard refresher, the
-//! Redis broker's publisher and subscriber, and the presence heartbeat.
+//! Redis broker's publisher and subscriber, the presence heartbeat, the
+//! revocation listener and the JWKS refresher.
 //!
 //! A worker that panics (or, on a task, is aborted) is restarted after a
 //! back-off that doubles from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`] and
@@ -54,11 +55,15 @@ pub enum Worker {
     BrokerSubscriber,
     /// Refreshes this node's presence entries in Redis.
     Presence,
+    /// Applies revocations arriving on the control topic.
+    Revocations,
+    /// Refreshes the identity provider's key set (with `auth.jwks_url`).
+    Jwks,
 }
 
 impl Worker {
     /// Every worker, in the order `/readyz` lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Writer,
         Self::Checkpoint,
         Self::Outbox,
@@ -66,6 +71,8 @@ impl Worker {
         Self::BrokerPublisher,
         Self::BrokerSubscriber,
         Self::Presence,
+        Self::Revocations,
+        Self::Jwks,
     ];
 
     /// The name in `/readyz` and in metric labels.
@@ -78,6 +85,8 @@ impl Worker {
             Self::BrokerPublisher => "broker_publisher",
             Self::BrokerSubscriber => "broker_subscriber",
             Self::Presence => "presence",
+            Self::Revocations => "revocations",
+            Self::Jwks => "jwks",
         }
     }
 

@@ -131,19 +131,28 @@ impl JwksKeys {
         }
     }
 
-    /// Refreshes every `every` until `stop`.
-    pub fn spawn_refresher(self: Arc<Self>, every: Duration, stop: CancellationToken) {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
-                }
-                if let Err(reason) = self.refresh().await {
-                    tracing::warn!(%reason, "JWKS refresh failed; keeping the keys held");
-                }
-            }
+    /// Refreshes every `every` until `stop`, supervised by `workers`.
+    pub fn spawn_refresher(
+        self: Arc<Self>,
+        every: Duration,
+        stop: CancellationToken,
+        workers: &Arc<crate::supervisor::Workers>,
+    ) {
+        workers.spawn(crate::supervisor::Worker::Jwks, move || {
+            Arc::clone(&self).refresh_every(every, stop.clone())
         });
+    }
+
+    async fn refresh_every(self: Arc<Self>, every: Duration, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            if let Err(reason) = self.refresh().await {
+                tracing::warn!(%reason, "JWKS refresh failed; keeping the keys held");
+            }
+        }
     }
 }
 

@@ -135,10 +135,9 @@ pub async fn load(
     Ok(stored.len())
 }
 
-/// Subscribes this node to the control topic and applies what arrives until
-/// `stop` is cancelled.
-pub async fn listen(state: Arc<AppState>, stop: CancellationToken) {
-    let conn_id = state.next_conn_id();
+/// Subscribes this node to the control topic as subscriber `conn_id` and
+/// applies what arrives until `stop` is cancelled.
+pub async fn listen(state: Arc<AppState>, stop: CancellationToken, conn_id: u64) {
     loop {
         let (tx, mut rx) = mpsc::channel::<Arc<Event>>(LISTENER_QUEUE);
         let overflow = CancellationToken::new();

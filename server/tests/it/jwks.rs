@@ -153,3 +153,32 @@ async fn a_key_set_that_cannot_be_fetched_keeps_the_last_good_keys() {
             .is_ok()
     );
 }
+
+/// The key set's refresher is a supervised worker: made to fail, it is
+/// reported on `/readyz` and restarted.
+#[tokio::test]
+async fn the_key_set_refresher_is_supervised() {
+    let key = ProviderKey::generate("key-2026-11");
+    let url = key_server(Arc::new(Mutex::new(vec![key.jwk.clone()]))).await;
+    let hub = TestHub::start_with(|config| config.auth.jwks_url = Some(url)).await;
+    let worker = consult_hub::supervisor::Worker::Jwks;
+    let state_of = || async {
+        let (status, body) = hub.api_get("/readyz").await;
+        (status, body["workers"]["jwks"].as_str().map(str::to_owned))
+    };
+    assert_eq!(state_of().await, (200, Some("running".to_owned())));
+    hub.state.workers.fail(worker);
+    crate::harness::cluster::wait_until(
+        std::time::Duration::from_secs(3),
+        "readyz names the refresher",
+        || async { state_of().await == (503, Some("restarting".to_owned())) },
+    )
+    .await;
+    hub.state.workers.heal(worker);
+    crate::harness::cluster::wait_until(
+        std::time::Duration::from_secs(5),
+        "the refresher runs again",
+        || async { state_of().await == (200, Some("running".to_owned())) },
+    )
+    .await;
+}

@@ -69,7 +69,7 @@ async fn a_fresh_hub_reports_each_of_its_workers_running() {
     let workers = body["workers"].as_object().expect("a workers object");
     let mut names: Vec<&str> = workers.keys().map(String::as_str).collect();
     names.sort_unstable();
-    let mut expected = vec!["dashboards", "outbox", "writer"];
+    let mut expected = vec!["dashboards", "outbox", "revocations", "writer"];
     if hub.database_url().starts_with("sqlite") {
         expected.push("checkpoint");
     }
@@ -245,4 +245,30 @@ async fn failed_broker_publisher_and_presence_workers_are_reported_and_restarted
         fail_and_see_it_reported(&hub, worker).await;
         heal_and_see_it_back(&hub, worker).await;
     }
+}
+
+#[tokio::test]
+async fn a_restarted_revocation_listener_still_closes_sessions_another_node_disconnects() {
+    let (_cluster, [hub_a, hub_b]) = Cluster::start().await;
+    hub_a
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let patient = hub_b.connect("pat-a", Role::Patient).await;
+    fail_and_see_it_reported(&hub_b, Worker::Revocations).await;
+    heal_and_see_it_back(&hub_b, Worker::Revocations).await;
+
+    // Node A applies it locally and tells the others on the control topic,
+    // which only node B's listener reads.
+    let (status, answer) = hub_a
+        .api_post(
+            "/v1/disconnections",
+            serde_json::json!({"clinic": crate::harness::CLINIC, "user": "pat-a"}),
+        )
+        .await;
+    assert!(status < 300, "{status}: {answer}");
+    let closed = tokio::time::timeout(RECOVERY, async {
+        while patient.next_event().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the patient's session on node B is closed");
 }
