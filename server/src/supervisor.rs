@@ -220,9 +220,13 @@ impl Workers {
                 }
                 body();
             }));
-            let Err(payload) = outcome else { return };
+            if outcome.is_ok() {
+                return;
+            }
             let wait = backoff.after_run_of(started.elapsed());
-            self.went_down(worker, panic_cause(payload.as_ref()), wait);
+            // The kind only: a panic's message is not logged here (it may
+            // carry data; the panic hook reports it where panics go).
+            self.went_down(worker, "panic", wait);
             std::thread::sleep(wait);
             restarting = true;
         }
@@ -291,16 +295,6 @@ impl Workers {
             }
         }
     }
-}
-
-/// The panic message, when it is a string (worker panics carry no client
-/// data: they are bugs or the test hook).
-fn panic_cause(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("panic")
 }
 
 /// Doubling waits between restarts.
