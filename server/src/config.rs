@@ -72,6 +72,11 @@ pub const APPEND_BATCH_MAX: usize = 256;
 /// Spacing of SQLite passive checkpoints while messages are written
 /// (milliseconds); see docs/benchmarks.md for how it was chosen.
 pub const SQLITE_CHECKPOINT_INTERVAL_MS: u64 = 25;
+/// The spacing of SQLite checkpoints when commits wait for the disk
+/// (`synchronous = full`), milliseconds: there every commit syncs the log
+/// itself, and frequent checkpoints only add syncs it waits behind
+/// (docs/benchmarks.md, "Checkpoints in the durable mode").
+pub const SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS: u64 = 1000;
 /// The longest allowed spacing of SQLite checkpoints (milliseconds).
 pub const SQLITE_CHECKPOINT_INTERVAL_MAX_MS: u64 = 60_000;
 
@@ -117,9 +122,11 @@ pub struct DatabaseConfig {
     pub append_batch_max: usize,
     /// For a SQLite file: how often, at most, the log written since the last
     /// checkpoint is copied into the database file (a passive checkpoint,
-    /// two fsyncs). Shorter keeps each fsync small, and a message's commit
-    /// waits less on the disk behind it.
-    pub sqlite_checkpoint_interval_ms: u64,
+    /// two fsyncs). Unset: 25 ms with `synchronous = normal` (each fsync
+    /// stays small, and a commit waits less on the disk behind it), 1 s with
+    /// `full` (every commit syncs the log already; checkpoints only add
+    /// syncs to wait behind).
+    pub sqlite_checkpoint_interval_ms: Option<u64>,
     /// For a SQLite file: whether a commit waits for its log write to reach
     /// the disk (`full`, the default: an acknowledged message survives a
     /// power failure) or only for the write to the operating system
@@ -485,10 +492,16 @@ impl SessionConfig {
 }
 
 impl DatabaseConfig {
-    /// The spacing of SQLite checkpoints while messages are written.
+    /// The spacing of SQLite checkpoints while messages are written: the
+    /// setting, else the default for the durability mode.
     #[must_use]
     pub fn sqlite_checkpoint_interval(&self) -> Duration {
-        Duration::from_millis(self.sqlite_checkpoint_interval_ms)
+        Duration::from_millis(self.sqlite_checkpoint_interval_ms.unwrap_or(
+            match self.sqlite_synchronous {
+                SqliteSync::Full => SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS,
+                SqliteSync::Normal => SQLITE_CHECKPOINT_INTERVAL_MS,
+            },
+        ))
     }
 }
 
@@ -498,7 +511,7 @@ impl Default for DatabaseConfig {
             url: DEFAULT_DATABASE_URL.to_owned(),
             max_connections: 16,
             append_batch_max: APPEND_BATCH_MAX,
-            sqlite_checkpoint_interval_ms: SQLITE_CHECKPOINT_INTERVAL_MS,
+            sqlite_checkpoint_interval_ms: None,
             sqlite_synchronous: SqliteSync::default(),
         }
     }
@@ -669,8 +682,10 @@ impl Config {
         if self.database.append_batch_max == 0 {
             problems.push("database.append_batch_max must be at least 1".into());
         }
-        if !(1..=SQLITE_CHECKPOINT_INTERVAL_MAX_MS)
-            .contains(&self.database.sqlite_checkpoint_interval_ms)
+        if self
+            .database
+            .sqlite_checkpoint_interval_ms
+            .is_some_and(|ms| !(1..=SQLITE_CHECKPOINT_INTERVAL_MAX_MS).contains(&ms))
         {
             problems.push(format!(
                 "database.sqlite_checkpoint_interval_ms must be between 1 and \

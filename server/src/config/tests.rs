@@ -155,7 +155,7 @@ fn the_sqlite_checkpoint_interval_is_read_from_the_environment_and_bounded() {
     });
     for refused in [0, SQLITE_CHECKPOINT_INTERVAL_MAX_MS + 1] {
         let mut config = Config::default();
-        config.database.sqlite_checkpoint_interval_ms = refused;
+        config.database.sqlite_checkpoint_interval_ms = Some(refused);
         let error = config.validate().unwrap_err();
         assert!(
             error.to_string().contains("sqlite_checkpoint_interval_ms"),
@@ -230,4 +230,24 @@ fn devices_per_patient_are_bounded_so_one_message_queues_a_bounded_list() {
             assert!(error.to_string().contains("between 1 and 100"), "{error}");
         }
     }
+}
+
+#[test]
+fn unset_the_checkpoint_interval_follows_the_durability_mode() {
+    let mut config = Config::default();
+    assert_eq!(config.database.sqlite_synchronous, SqliteSync::Full);
+    assert_eq!(
+        config.database.sqlite_checkpoint_interval(),
+        Duration::from_millis(SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS)
+    );
+    config.database.sqlite_synchronous = SqliteSync::Normal;
+    assert_eq!(
+        config.database.sqlite_checkpoint_interval(),
+        Duration::from_millis(SQLITE_CHECKPOINT_INTERVAL_MS)
+    );
+    config.database.sqlite_checkpoint_interval_ms = Some(40);
+    assert_eq!(
+        config.database.sqlite_checkpoint_interval(),
+        Duration::from_millis(40)
+    );
 }
