@@ -22,8 +22,9 @@ pub use http::{
     SOCKET_SEND_BUFFER_BYTES,
 };
 pub use notify::{
-    NotifyConfig, OFFLINE_GRACE_MS, OUTBOX_LEASE_SECS, OUTBOX_MAX_ATTEMPTS, OUTBOX_POLL_MS,
-    OUTBOX_RETRY_BASE_MS, PUSH_AFTER_MS, PushRoute, REACH_CACHE_MS, RateLimit, SmsRoute,
+    MAX_DEVICES_PER_PATIENT, NotifyConfig, OFFLINE_GRACE_MS, OUTBOX_LEASE_SECS,
+    OUTBOX_MAX_ATTEMPTS, OUTBOX_POLL_MS, OUTBOX_RETRY_BASE_MS, PUSH_AFTER_MS, PushRoute,
+    REACH_CACHE_MS, RateLimit, SmsRoute,
 };
 
 /// Default listen address: loopback only, for the embedded default.

@@ -24,7 +24,7 @@ pub const REACH_CACHE_MS: u64 = 5_000;
 /// The most `notify.max_devices_per_patient` may be: one message queues a
 /// push per device, and staff get a frame (and the sender an `ok`) listing
 /// them all.
-pub(super) const MAX_DEVICES_PER_PATIENT: u32 = 100;
+pub const MAX_DEVICES_PER_PATIENT: u32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
