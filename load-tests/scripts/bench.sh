@@ -100,7 +100,7 @@ bench() {
 		run pair-admin fanout --members 2 --rate 5000 --duration-secs 20
 		;;
 	abuse)
-		run abuse abuse --rounds 3
+		run abuse abuse --rounds 3 --duration-secs 15
 		;;
 	pair-2node-pg)
 		ensure_pg_database

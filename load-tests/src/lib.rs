@@ -1,8 +1,8 @@
 //! Load-test harness for consult-hub.
 //!
-//! Four scenarios, each a subcommand of the `consult-load` binary and a
+//! Five scenarios, each a subcommand of the `consult-load` binary and a
 //! `run` function here (so tests can run them briefly in-process):
-//! `fanout`, `idle`, `storm` and `dashboard` (see [`scenario`]). Each sets
+//! `fanout`, `idle`, `storm`, `dashboard` and `abuse` (see [`scenario`]). Each sets
 //! up its data through the hub's REST API, drives WebSocket clients, and
 //! returns a serializable result with summary lines and SVG plots. The hub
 //! is either started here ([`hub_process`], `--spawn-hub`) or already
@@ -23,12 +23,14 @@
 //! - [`payload`]: message bodies stamped with their send time.
 //! - [`stats`]: histograms, timelines, `seq` tracking.
 //! - [`procstat`]: hub CPU and memory from `/proc`.
+//! - [`hub_metrics`]: the hub's own counts from its `/metrics` page.
 //! - [`report`], [`svg`]: JSON results, Markdown and SVG plots.
 //! - [`progress`]: progress bars.
-//! - [`scenario`]: the four scenarios.
+//! - [`scenario`]: the five scenarios.
 
 pub mod api;
 pub mod fleet;
+pub mod hub_metrics;
 pub mod hub_process;
 pub mod pacer;
 pub mod payload;

@@ -107,10 +107,11 @@ enum Scenario {
         /// Honest sending time per phase, seconds.
         #[arg(long, default_value_t = 15)]
         duration_secs: u64,
-        /// Rounds of (with, without) the attack.
+        /// Rounds of (without, with) the attack.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
-        /// WebSocket upgrades per second that never say hello.
+        /// WebSocket upgrades per second that never say hello (one in four
+        /// sends commands instead of nothing).
         #[arg(long, default_value_t = 200.0)]
         handshake_flood_per_sec: f64,
         /// Half-sent HTTP requests held open.
@@ -119,12 +120,17 @@ enum Scenario {
         /// Patients that never read, each in a room its provider fills.
         #[arg(long, default_value_t = 20)]
         slow_readers: usize,
-        /// Messages per second into each slow reader's room.
-        #[arg(long, default_value_t = 15.0)]
+        /// Messages per second into each slow reader's room (3,900 bytes
+        /// each; keep it under the command rate limit, 20/s by default).
+        #[arg(long, default_value_t = 19.0)]
         slow_reader_rate: f64,
         /// Patients registering devices without pause.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 1)]
         device_floods: usize,
+        /// Connections each of those patients floods over at once (past the
+        /// hub's 20 per user, the rest are refused with 4007).
+        #[arg(long, default_value_t = 24)]
+        device_flood_connections: usize,
     },
     /// N followers drop their connections at once and resume while
     /// providers keep sending: time to resume, messages missed.
@@ -361,6 +367,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 drain_timeout_secs,
                 senders_join,
                 patients_send,
+                connect_attempts: 1,
             };
             let target = Target::open(&common.target_spec()).await?;
             let result = fanout::run(&target, &options, common.quiet).await?;
@@ -413,6 +420,7 @@ async fn run(scenario: Scenario) -> Result<()> {
             slow_readers,
             slow_reader_rate,
             device_floods,
+            device_flood_connections,
         } => {
             if rate <= 0.0 || rooms == 0 {
                 bail!("--rate and --rooms must be positive");
@@ -428,6 +436,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                     drain_timeout_secs: 10,
                     senders_join: true,
                     patients_send: false,
+                    connect_attempts: abuse::HONEST_CONNECT_ATTEMPTS,
                 },
                 rounds,
                 handshake_flood_per_sec,
@@ -435,6 +444,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 slow_readers,
                 slow_reader_rate,
                 device_floods,
+                device_flood_connections,
             };
             // A started hub keeps the default command rate limit here (the
             // other scenarios raise it out of the way): it is one of the

@@ -142,10 +142,18 @@ fn fanout_with_patients_sending_delivers_every_message_to_the_providers() {
     assert!(stdout.contains("patients send (joined)"), "{stdout}");
 }
 
+/// A count from the JSON, 0 when absent.
+fn count_of(value: &serde_json::Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
 /// The honest load is delivered whole beside the attackers, and the hub's
-/// defences show in what they met: a flood connection closed for saying no
-/// `hello` (4000), a half-sent request closed, device registrations
-/// refused.
+/// defences show in what they met, as the attackers saw it and as the hub
+/// counted it: flood connections closed for saying no `hello` (4000) and
+/// for talking before it (4001), half-sent requests closed, the device
+/// flooder's connections past the per-user cap refused (4007) and its
+/// registrations past the limit refused, the slow reader dropped. The hub
+/// is started with small limits so that all of it happens within seconds.
 #[test]
 #[allow(clippy::unwrap_used)]
 fn abuse_delivers_the_honest_load_and_reports_what_the_attackers_met() {
@@ -157,53 +165,79 @@ fn abuse_delivers_the_honest_load_and_reports_what_the_attackers_met() {
         .arg(hub_binary())
         .args(["--rooms", "5", "--rate", "50", "--duration-secs", "3"])
         .args(["--handshake-flood-per-sec", "20", "--half-open", "3"])
-        .args(["--slow-readers", "1", "--device-floods", "1"])
+        .args(["--slow-readers", "1", "--slow-reader-rate", "18"])
+        .args(["--device-floods", "1", "--device-flood-connections", "3"])
         .args(["--hub-env", "CONSULT_SESSION__HANDSHAKE_TIMEOUT_MS=300"])
         .args(["--hub-env", "CONSULT_HTTP__HEADER_READ_TIMEOUT_SECS=1"])
+        .args(["--hub-env", "CONSULT_HTTP__MAX_CONNECTIONS_PER_USER=2"])
+        .args(["--hub-env", "CONSULT_HTTP__SOCKET_SEND_BUFFER_BYTES=4096"])
+        .args(["--hub-env", "CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY=8"])
+        .args(["--hub-env", "CONSULT_SESSION__WRITE_TIMEOUT_SECS=1"])
         .arg("--out")
         .arg(&out)
         .arg("--quiet")
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
-        "consult-load failed: {}",
+        "consult-load failed: {}\n{stdout}",
         String::from_utf8_lossy(&run.stderr)
     );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let round = &json["result"]["rounds"][0];
     for phase in ["calm", "attacked"] {
-        assert_eq!(round[phase]["delivered"], 150, "{phase}");
-        assert_eq!(round[phase]["lost"], 0, "{phase}");
+        let honest = &round[phase]["honest"];
+        assert_eq!(honest["sent"]["ok"], 150, "{phase}: {stdout}");
+        assert_eq!(honest["delivered"], 150, "{phase}: {stdout}");
+        assert_eq!(honest["lost"], 0, "{phase}: {stdout}");
+        assert_eq!(honest["connect_failures"], 0, "{phase}: {stdout}");
+        assert!(count_of(&honest["latency"]["p99_us"]) > 0, "{phase}");
+        assert!(honest["hub"]["cpu_us"].as_u64().is_some(), "{phase}");
     }
+    // Without attackers the hub closed and refused nothing.
+    let calm = &round["calm"]["hub_counts"];
+    for code in ["4000", "4001", "4003", "4007"] {
+        let key = format!("session_closes{{code=\"{code}\"}}");
+        assert_eq!(count_of(&calm[&key]), 0, "{calm}");
+    }
+    // With them, the hub counted what the attackers met.
+    let hub = &round["attacked"]["hub_counts"];
+    for code in ["4000", "4001", "4007"] {
+        let key = format!("session_closes{{code=\"{code}\"}}");
+        assert!(count_of(&hub[&key]) >= 1, "{key}: {hub}");
+    }
+    assert!(
+        count_of(&hub["client_errors{code=\"rate_limited\"}"]) >= 1,
+        "{hub}"
+    );
     let tally = &round["tally"];
     assert!(
-        tally["flood_outcomes"]["close 4000"].as_u64().unwrap_or(0) >= 1,
+        count_of(&tally["flood_outcomes"]["silent close 4000"]) >= 1,
         "{tally}"
     );
     assert!(
-        tally["half_open_closed"].as_u64().unwrap_or(0) >= 1,
+        count_of(&tally["flood_outcomes"]["chatty close 4001"]) >= 1,
         "{tally}"
     );
+    assert!(count_of(&tally["flood_held"]["peak"]) >= 1, "{tally}");
+    assert!(count_of(&tally["half_open_closed"]) >= 1, "{tally}");
+    let devices = &tally["device_answers"];
+    assert!(count_of(&devices["ok"]) >= 1, "{tally}");
+    assert!(count_of(&devices["rate_limited"]) >= 1, "{tally}");
+    assert!(count_of(&devices["close 4007"]) >= 1, "{tally}");
+    assert_eq!(count_of(&tally["device_held"]["peak"]), 2, "{tally}");
+    assert!(count_of(&tally["slow_reader_joined"]) >= 1, "{tally}");
+    let slow_dropped = tally["slow_reader_dropped_after_secs"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(slow_dropped >= 1, "{tally}");
+    assert!(count_of(&hub["slow_consumer_kicks"]) >= 1, "{hub}");
     assert!(
-        tally["device_answers"]["ok"].as_u64().unwrap_or(0) >= 1,
-        "{tally}"
+        stdout.contains("round 1 attacked: delivered 150/150 (lost 0)"),
+        "{stdout}"
     );
-    assert!(
-        tally["device_answers"]["rate_limited"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1,
-        "{tally}"
-    );
-    let slow: u64 = tally["slow_reader_outcomes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(serde_json::Value::as_u64)
-        .sum();
-    assert_eq!(slow, 1, "{tally}");
 }
 
 #[tokio::test]

@@ -32,8 +32,9 @@ use consult_client::{Client, ClientConfig};
 use consult_protocol::{ConsultationId, Role};
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +48,8 @@ const SENDER_EVENTS_CAPACITY: usize = 1 << 16;
 /// Members per 127.0.0.x source address towards a hub on the loopback: well
 /// under the ~28,000 ephemeral ports each address has.
 const MEMBERS_PER_SOURCE: usize = 10_000;
+/// Wait after a failed connection try, times the tries so far.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Parameters of a fanout run.
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +75,10 @@ pub struct FanoutOptions {
     /// Whether the patient sends and the provider receives (the first
     /// member), instead of the other way round.
     pub patients_send: bool,
+    /// Tries each connection (a member's connect and join, a provider's
+    /// connect and join) gets before the run fails, a little apart; every
+    /// failed try is counted. 1: the first failure ends the run.
+    pub connect_attempts: u32,
 }
 
 /// What a fanout run measured.
@@ -97,6 +104,11 @@ pub struct FanoutResult {
     pub members_with_loss: u64,
     /// Members whose connection closed during the run, with why (first 10).
     pub closed_members: Vec<String>,
+    /// Connection tries (members' and providers') that failed, each tried
+    /// again while [`FanoutOptions::connect_attempts`] allowed.
+    pub connect_failures: u64,
+    /// The first of those failures.
+    pub first_connect_error: Option<String>,
     /// Delivered messages per second, first send to last delivery.
     pub delivered_per_sec: f64,
     /// Median of the per-second delivery counts, without the first and last.
@@ -142,8 +154,9 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let tag = run_tag();
     let clinic = format!("load-fanout-{tag}");
     let (rooms, sender_tokens, member_tokens) = setup(&api, &clinic, &tag, options, quiet).await?;
-    let members = connect_members(target, &rooms, member_tokens, options.members).await?;
-    let senders = connect_senders(target, &rooms, sender_tokens, options.senders_join).await?;
+    let failures = ConnectFailures::default();
+    let members = connect_members(target, &rooms, member_tokens, options, &failures).await?;
+    let senders = connect_senders(target, &rooms, sender_tokens, options, &failures).await?;
 
     let watch = HubWatch::start(&target.hub_pids)?;
     let harness_watch = HubWatch::start(&[std::process::id()])?;
@@ -202,6 +215,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
         latency_recorder,
         started_unix_us,
     );
+    (result.connect_failures, result.first_connect_error) = failures.take();
     result.harness_cpu_percent_of_core = harness.map(|usage| usage.cpu_percent_of_core);
     result.redis_cpu_percent_of_core = broker.map(|usage| usage.cpu_percent_of_core);
     result.machine_cpu_percent_of_core = Some(machine);
@@ -270,44 +284,86 @@ async fn setup(
     Ok((rooms, tokens, member_tokens))
 }
 
+/// Failed connection tries, counted across members and providers.
+#[derive(Debug, Default)]
+struct ConnectFailures(Mutex<(u64, Option<String>)>);
+
+impl ConnectFailures {
+    fn record(&self, error: &anyhow::Error) {
+        let mut failures = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        failures.0 += 1;
+        failures.1.get_or_insert_with(|| format!("{error:#}"));
+    }
+
+    fn take(&self) -> (u64, Option<String>) {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Runs `attempt` up to `attempts` times (at least once) until it succeeds,
+/// waiting a little longer after each failure, and counts the failures.
+async fn retrying<T, F, Fut>(attempts: u32, failures: &ConnectFailures, attempt: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                failures.record(&error);
+                if tried >= attempts.max(1) {
+                    return Err(error);
+                }
+                tokio::time::sleep(RETRY_BACKOFF * tried).await;
+            }
+        }
+    }
+}
+
 async fn connect_members(
     target: &Target,
     rooms: &[ConsultationId],
     tokens: Vec<String>,
-    per_room: usize,
+    options: &FanoutOptions,
+    failures: &ConnectFailures,
 ) -> Result<Vec<Member>> {
+    let per_room = options.members.max(1);
     let loopback = loopback_sources(tokens.len().div_ceil(MEMBERS_PER_SOURCE));
     let joins = tokens.into_iter().enumerate().map(|(index, token)| {
-        let room = index / per_room.max(1);
+        let room = index / per_room;
         // The room's sender is on node `room`; its first member (the
         // patient) on the next one, so with two nodes every message to the
         // patient crosses the broker.
-        let url = target
-            .node_for(room + 1 + index % per_room.max(1))
-            .ws_url
-            .clone();
+        let url = target.node_for(room + 1 + index % per_room).ws_url.clone();
         let room_id = rooms[room].clone();
         let source = member_source(&url, index, &loopback);
         async move {
             let source = source?;
-            let mut connection = RawConnection::connect(&url, source, &token)
-                .await
-                .with_context(|| format!("member {index} connecting to {url} from {source}"))?;
-            connection
-                .send_join(&room_id, None)
-                .await
-                .with_context(|| format!("member {index} joining"))?;
-            // Nothing is sent before every member has joined, and nothing is
-            // replayed without `since`.
-            let (start_seq, _replayed) = connection
-                .joined(|_| {})
-                .await
-                .with_context(|| format!("member {index} joining"))?;
-            Ok::<_, anyhow::Error>(Member {
-                connection,
-                room,
-                start_seq,
+            let (url, token, room_id) = (&url, &token, &room_id);
+            retrying(options.connect_attempts, failures, || async move {
+                let mut connection = RawConnection::connect(url, source, token)
+                    .await
+                    .with_context(|| format!("member {index} connecting to {url} from {source}"))?;
+                connection
+                    .send_join(room_id, None)
+                    .await
+                    .with_context(|| format!("member {index} joining"))?;
+                // Nothing is sent before every member has joined, and nothing
+                // is replayed without `since`.
+                let (start_seq, _replayed) = connection
+                    .joined(|_| {})
+                    .await
+                    .with_context(|| format!("member {index} joining"))?;
+                Ok::<_, anyhow::Error>(Member {
+                    connection,
+                    room,
+                    start_seq,
+                })
             })
+            .await
         }
     });
     stream::iter(joins)
@@ -340,7 +396,8 @@ async fn connect_senders(
     target: &Target,
     rooms: &[ConsultationId],
     tokens: Vec<String>,
-    join: bool,
+    options: &FanoutOptions,
+    failures: &ConnectFailures,
 ) -> Result<Vec<pacer::Target>> {
     let config = ClientConfig {
         request_timeout: Duration::from_secs(30),
@@ -348,20 +405,28 @@ async fn connect_senders(
         events_capacity: SENDER_EVENTS_CAPACITY,
         ..ClientConfig::default()
     };
+    let join = options.senders_join;
     let connects = tokens.into_iter().enumerate().map(|(r, token)| {
         let url = target.node_for(r).ws_url.clone();
-        let config = config.clone();
+        let config = &config;
         let room = rooms[r].clone();
         async move {
-            let (client, _welcome) = Client::connect_with(&url, &token, config)
-                .await
-                .with_context(|| format!("provider {r} connecting to {url}"))?;
+            let (url, token, room_ref) = (&url, &token, &room);
+            let client = retrying(options.connect_attempts, failures, || async move {
+                let (client, _welcome) = Client::connect_with(url, token, config.clone())
+                    .await
+                    .with_context(|| format!("provider {r} connecting to {url}"))?;
+                if join {
+                    client
+                        .join(room_ref, None)
+                        .await
+                        .with_context(|| format!("provider {r} joining"))?;
+                }
+                Ok::<_, anyhow::Error>(client)
+            })
+            .await?;
             let client = Arc::new(client);
             if join {
-                client
-                    .join(&room, None)
-                    .await
-                    .with_context(|| format!("provider {r} joining"))?;
                 // Its own copies: read and dropped; the task ends when the
                 // connection is closed after sending.
                 let echoes = client.clone();
@@ -499,6 +564,8 @@ fn summarize(
         stale,
         members_with_loss: with_loss,
         closed_members,
+        connect_failures: 0,
+        first_connect_error: None,
         delivered_per_sec: delivered as f64 / window_secs.max(1e-3),
         delivered_per_sec_steady: delivered_timeline.steady_rate(),
         latency: latency_recorder.summary(),
@@ -581,6 +648,13 @@ impl FanoutResult {
         }
         if !self.closed_members.is_empty() {
             lines.push(format!("closed members: {:?}", self.closed_members));
+        }
+        if self.connect_failures > 0 {
+            lines.push(format!(
+                "connection tries failed and retried: {} (first: {})",
+                self.connect_failures,
+                self.first_connect_error.as_deref().unwrap_or("-")
+            ));
         }
         lines
     }
