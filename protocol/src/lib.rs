@@ -18,6 +18,8 @@ pub mod client;
 pub mod codes;
 pub mod ids;
 pub mod model;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod server;
 
 pub use client::{ClientFrame, DecodeError, decode_client_frame};

@@ -9,6 +9,7 @@ use std::str::FromStr;
 /// Who a principal is. Carried in the JWT `role` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     /// A patient: may act only on its own consultations.
     Patient,
@@ -70,6 +71,7 @@ impl std::error::Error for UnknownName {}
 /// Ready").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ConsultationStatus {
     /// Booked; not yet open.
     Scheduled,
@@ -137,6 +139,7 @@ impl FromStr for ConsultationStatus {
 /// What kind of message a chat entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum MessageKind {
     /// Typed by a participant.
     Chat,
@@ -177,6 +180,7 @@ impl FromStr for MessageKind {
 /// A delivery receipt sent by a client for a sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReceiptKind {
     /// The app received the message.
     Delivered,
@@ -186,6 +190,7 @@ pub enum ReceiptKind {
 
 /// One persisted chat entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     /// The consultation it belongs to.
     pub consultation_id: ConsultationId,
@@ -208,6 +213,7 @@ pub struct ChatMessage {
 
 /// A consultation as a member of its room sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsultationView {
     /// Its id.
     pub id: ConsultationId,
@@ -234,6 +240,7 @@ pub struct ConsultationView {
 
 /// One connected member of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// The member's user id.
     pub user: UserId,
@@ -269,6 +276,7 @@ pub struct DashboardEntry {
 /// notifications go out on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AlertChannel {
     /// Push notification to the patient's devices.
     Push,
@@ -301,6 +309,7 @@ impl FromStr for AlertChannel {
 /// A push platform a device registers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DevicePlatform {
     /// Firebase Cloud Messaging (Android, and iOS through Firebase).
     Fcm,
@@ -333,6 +342,7 @@ impl FromStr for DevicePlatform {
 /// A Quick Message template: a clinic default (`provider_id` absent) or one
 /// provider's own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuickTemplate {
     /// Its id.
     pub id: String,
@@ -354,6 +364,7 @@ pub struct QuickTemplate {
 /// Why a notification was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NotificationReason {
     /// The patient had no live connection.
     Offline,
@@ -398,6 +409,7 @@ impl FromStr for NotificationReason {
 /// Where a notification stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NotificationStatus {
     /// Waiting for its time, or for a retry.
     Pending,
@@ -442,6 +454,7 @@ impl FromStr for NotificationStatus {
 /// One push or SMS notification, as staff see it. Carries no text and no
 /// device token or phone number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NotificationView {
     /// Its id.
     pub id: String,

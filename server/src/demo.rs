@@ -99,6 +99,7 @@ pub async fn seed(state: &AppState) -> Result<DemoInfo, StoreError> {
     )
     .await?;
     let filter = ListFilter {
+        after: None,
         clinic_id: Some(clinic.clone()),
         limit: 100,
         ..ListFilter::default()

@@ -116,6 +116,12 @@ pub fn check(title: &str, body: &str, max_body_chars: usize) -> Result<(), (Erro
             format!("title must be 1 to {MAX_TITLE_CHARS} characters"),
         ));
     }
+    if title.chars().any(char::is_control) {
+        return Err((
+            ErrorCode::InvalidValue,
+            "title must not contain control characters".to_owned(),
+        ));
+    }
     super::text::check_body(body, max_body_chars)
 }
 

@@ -2,8 +2,9 @@
 //! participants, consultations (create, list, get, open, cancel), message
 //! history, the audit trail, and token issuing.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiKey, ApiPath, ApiQuery};
+use super::paging;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::status::StatusAction;
@@ -12,38 +13,33 @@ use crate::store::audit;
 use crate::store::consultations::{self, ListFilter, NewConsultation};
 use crate::store::participants::{self, Participant};
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
 use chrono::{DateTime, Utc};
 use consult_protocol::{
     ChatMessage, ClinicId, ConsultationId, ConsultationStatus, ConsultationView, Role, Seq, UserId,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest token lifetime the API issues: 24 hours.
 const MAX_TOKEN_TTL_SECS: u64 = 24 * 60 * 60;
 /// Most consultations one list call returns.
 const MAX_LIST_LIMIT: u64 = 500;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/participants/{id}",
-            put(put_participant).get(get_participant),
-        )
-        .route(
-            "/consultations",
-            post(create_consultation).get(list_consultations),
-        )
-        .route("/consultations/{id}", get(get_consultation))
-        .route("/consultations/{id}/open", post(open_consultation))
-        .route("/consultations/{id}/cancel", post(cancel_consultation))
-        .route("/consultations/{id}/messages", get(list_messages))
-        .route("/consultations/{id}/audit", get(list_audit))
-        .route("/tokens", post(issue_token))
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(put_participant, get_participant))
+        .routes(routes!(create_consultation, list_consultations))
+        .routes(routes!(get_consultation))
+        .routes(routes!(open_consultation))
+        .routes(routes!(cancel_consultation))
+        .routes(routes!(list_messages))
+        .routes(routes!(list_audit))
+        .routes(routes!(issue_token))
 }
 
 /// The platform acting through the API, as recorded in the audit log.
@@ -55,18 +51,29 @@ pub(super) fn platform(clinic: &ClinicId) -> Principal {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ParticipantBody {
     clinic_id: ClinicId,
     role: Role,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     display_name: String,
     #[serde(default)]
+    #[schema(pattern = r"^\+[0-9]{8,15}$")]
     phone: Option<String>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     preferred_name: Option<String>,
 }
 
+/// Creates or updates a participant (patient, provider or clinic admin).
+#[utoipa::path(put, path = "/participants/{id}", tag = "participants", operation_id = "put_participant",
+    params(("id" = UserId, Path, description = "The user id, as the host platform knows it")),
+    request_body = ParticipantBody,
+    responses(
+        (status = 200, description = "The participant as stored", body = Participant),
+        (status = 409, description = "The id is registered in another clinic (`clinic_mismatch`)", body = ErrorBody),
+    ))]
 async fn put_participant(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -110,9 +117,24 @@ async fn register(state: &AppState, person: &Participant) -> Result<(), ApiError
     }
 }
 
+/// Refuses a name or label holding control characters (which no name
+/// has, and which some stores cannot keep).
+pub(super) fn check_printable(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_participant(person: &Participant) -> Result<(), ApiError> {
     ApiError::check_id("id", person.id.as_str())?;
     ApiError::check_id("clinic_id", person.clinic_id.as_str())?;
+    check_printable("display_name", &person.display_name)?;
+    if let Some(name) = &person.preferred_name {
+        check_printable("preferred_name", name)?;
+    }
     if person.display_name.trim().is_empty() || person.display_name.chars().count() > 200 {
         return Err(ApiError::invalid(
             "display_name must be 1 to 200 characters",
@@ -136,6 +158,13 @@ fn validate_participant(person: &Participant) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Reads a participant.
+#[utoipa::path(get, path = "/participants/{id}", tag = "participants", operation_id = "get_participant",
+    params(("id" = UserId, Path, description = "The user id")),
+    responses(
+        (status = 200, description = "The participant", body = Participant),
+        (status = 404, description = "No such participant (`not_found`)", body = ErrorBody),
+    ))]
 async fn get_participant(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -147,22 +176,26 @@ async fn get_participant(
         .ok_or_else(|| ApiError::not_found("no such participant"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PersonBody {
     id: UserId,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     display_name: String,
     #[serde(default)]
+    #[schema(pattern = r"^\+[0-9]{8,15}$")]
     phone: Option<String>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     preferred_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateConsultationBody {
     clinic_id: ClinicId,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     clinic_name: Option<String>,
     provider: PersonBody,
     patient: PersonBody,
@@ -172,6 +205,13 @@ struct CreateConsultationBody {
     status: Option<ConsultationStatus>,
 }
 
+/// Creates a consultation, and its clinic, provider and patient.
+#[utoipa::path(post, path = "/consultations", tag = "consultations", operation_id = "create_consultation",
+    request_body = CreateConsultationBody,
+    responses(
+        (status = 201, description = "The new consultation", body = ConsultationView),
+        (status = 409, description = "A person's id is registered in another clinic (`clinic_mismatch`)", body = ErrorBody),
+    ))]
 async fn create_consultation(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -200,6 +240,14 @@ async fn create_consultation(
     });
     for person in &people {
         validate_participant(person)?;
+    }
+    if let Some(name) = &body.clinic_name {
+        check_printable("clinic_name", name)?;
+        if name.trim().is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::invalid(
+                "clinic_name must be 1 to 200 characters when given",
+            ));
+        }
     }
     for person in &people {
         ensure_in_clinic(&state, &person.id, &body.clinic_id).await?;
@@ -237,8 +285,9 @@ async fn create_consultation(
     Ok((StatusCode::CREATED, Json(created.view())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     #[serde(default)]
     clinic_id: Option<ClinicId>,
@@ -249,15 +298,29 @@ struct ListQuery {
     /// Comma-separated statuses.
     #[serde(default)]
     status: Option<String>,
+    /// At most this many (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
+    /// Where to go on: the previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ConsultationList {
     consultations: Vec<ConsultationView>,
+    /// Present when more follow: pass it as `cursor` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
+/// Lists consultations, by scheduled time then id.
+#[utoipa::path(get, path = "/consultations", tag = "consultations", operation_id = "list_consultations",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of consultations", body = ConsultationList),
+    ))]
 async fn list_consultations(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -274,23 +337,40 @@ async fn list_consultations(
             })
             .collect::<Result<_, _>>()?,
     };
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIST_LIMIT {
-        return Err(ApiError::invalid(format!(
-            "limit must be 1 to {MAX_LIST_LIMIT}"
-        )));
-    }
+    let limit = paging::limit(query.limit, 100, MAX_LIST_LIMIT)?;
+    let after = match &query.cursor {
+        None => None,
+        Some(cursor) => {
+            let [scheduled_at, id] = paging::decode(cursor)?;
+            let scheduled_at = DateTime::parse_from_rfc3339(&scheduled_at)
+                .map_err(|_| {
+                    ApiError::invalid("cursor is not one this hub gave; start without it")
+                })?
+                .with_timezone(&Utc);
+            Some((scheduled_at, ConsultationId(id)))
+        }
+    };
     let filter = ListFilter {
         clinic_id: query.clinic_id,
         provider_id: query.provider_id,
         patient_id: query.patient_id,
         statuses,
         updated_since: None,
-        limit,
+        after,
+        limit: limit + 1,
     };
-    let list = consultations::list(state.store.connection(), &filter).await?;
+    let mut list = consultations::list(state.store.connection(), &filter).await?;
+    let more = list.len() as u64 > limit;
+    list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more.then(|| list.last()).flatten().map(|last| {
+        let scheduled_at = last
+            .scheduled_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        paging::encode([scheduled_at.as_str(), last.id.as_str()])
+    });
     Ok(Json(ConsultationList {
         consultations: list.iter().map(|c| c.view()).collect(),
+        next_cursor,
     }))
 }
 
@@ -303,6 +383,13 @@ pub(super) async fn find_consultation(
         .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
 }
 
+/// Reads a consultation.
+#[utoipa::path(get, path = "/consultations/{id}", tag = "consultations", operation_id = "get_consultation",
+    params(("id" = ConsultationId, Path, description = "The consultation")),
+    responses(
+        (status = 200, description = "The consultation", body = ConsultationView),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+    ))]
 async fn get_consultation(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -311,6 +398,14 @@ async fn get_consultation(
     Ok(Json(find_consultation(&state, &id).await?.view()))
 }
 
+/// Opens a scheduled consultation: `scheduled` → `waiting_for_patient`.
+#[utoipa::path(post, path = "/consultations/{id}/open", tag = "consultations", operation_id = "open_consultation",
+    params(("id" = ConsultationId, Path, description = "The consultation")),
+    responses(
+        (status = 200, description = "The consultation after the change", body = ConsultationView),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The status does not allow it (`invalid_transition`, `consultation_closed`)", body = ErrorBody),
+    ))]
 async fn open_consultation(
     key: ApiKey,
     state: State<Arc<AppState>>,
@@ -319,6 +414,14 @@ async fn open_consultation(
     apply_action(key, state, path, StatusAction::Open).await
 }
 
+/// Cancels a consultation that has not ended.
+#[utoipa::path(post, path = "/consultations/{id}/cancel", tag = "consultations", operation_id = "cancel_consultation",
+    params(("id" = ConsultationId, Path, description = "The consultation")),
+    responses(
+        (status = 200, description = "The consultation after the change", body = ConsultationView),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The status does not allow it (`invalid_transition`, `consultation_closed`)", body = ErrorBody),
+    ))]
 async fn cancel_consultation(
     key: ApiKey,
     state: State<Arc<AppState>>,
@@ -339,59 +442,138 @@ async fn apply_action(
     Ok(Json(updated.view()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MessagesQuery {
+    /// Only messages before this `seq` (the same as a `cursor`).
     #[serde(default)]
     before: Option<u64>,
+    /// At most this many (default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// Where to go on: the previous page's `next_cursor` (older messages).
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct MessagePage {
     messages: Vec<ChatMessage>,
+    /// Older messages remain.
     has_more: bool,
+    /// Present when older messages remain: pass it as `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
+/// A page of the consultation's message history, newest first.
+#[utoipa::path(get, path = "/consultations/{id}/messages", tag = "messages", operation_id = "list_messages",
+    params(("id" = ConsultationId, Path, description = "The consultation"), MessagesQuery),
+    responses(
+        (status = 200, description = "A page of messages, in `seq` order", body = MessagePage),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+    ))]
 async fn list_messages(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<ConsultationId>,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> Result<Json<MessagePage>, ApiError> {
+    let before = match (&query.cursor, query.before) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("give before or cursor, not both"));
+        }
+        (Some(cursor), None) => {
+            let [seq] = paging::decode(cursor)?;
+            let seq = seq.parse().map_err(|_| {
+                ApiError::invalid("cursor is not one this hub gave; start without it")
+            })?;
+            Some(Seq(seq))
+        }
+        (None, before) => before.map(Seq),
+    };
     find_consultation(&state, &id).await?;
-    let (messages, has_more) =
-        messaging::history(&state, &id, query.before.map(Seq), query.limit).await?;
-    Ok(Json(MessagePage { messages, has_more }))
+    let (messages, has_more) = messaging::history(&state, &id, before, query.limit).await?;
+    let next_cursor = has_more
+        .then(|| messages.first())
+        .flatten()
+        .map(|oldest| paging::encode([oldest.seq.get().to_string().as_str()]));
+    Ok(Json(MessagePage {
+        messages,
+        has_more,
+        next_cursor,
+    }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditQuery {
+    /// At most this many (default 100).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+    /// Where to go on: the previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 struct AuditTrail {
     entries: Vec<audit::AuditRecord>,
+    /// Present when more follow: pass it as `cursor` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
+/// The consultation's audit trail, oldest first.
+#[utoipa::path(get, path = "/consultations/{id}/audit", tag = "consultations", operation_id = "list_audit",
+    params(("id" = ConsultationId, Path, description = "The consultation"), AuditQuery),
+    responses(
+        (status = 200, description = "The audit entries", body = AuditTrail),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+    ))]
 async fn list_audit(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<ConsultationId>,
+    ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditTrail>, ApiError> {
+    let limit = paging::limit(query.limit, 100, MAX_LIST_LIMIT)?;
+    let after = match &query.cursor {
+        None => None,
+        Some(cursor) => {
+            let [position] = paging::decode(cursor)?;
+            Some(position.parse().map_err(|_| {
+                ApiError::invalid("cursor is not one this hub gave; start without it")
+            })?)
+        }
+    };
     find_consultation(&state, &id).await?;
-    let entries = audit::for_consultation(state.store.connection(), &id).await?;
-    Ok(Json(AuditTrail { entries }))
+    let (entries, last) =
+        audit::for_consultation(state.store.connection(), &id, after, limit).await?;
+    let next_cursor = last.map(|position| paging::encode([position.to_string().as_str()]));
+    Ok(Json(AuditTrail {
+        entries,
+        next_cursor,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     user: UserId,
     role: Role,
     clinic: ClinicId,
+    /// Lifetime in seconds (default 3600), at most `auth.max_token_lifetime_secs` and a day.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     ttl_secs: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct TokenResponse {
     token: String,
     expires_at: DateTime<Utc>,
@@ -399,6 +581,13 @@ struct TokenResponse {
     jti: Option<String>,
 }
 
+/// Issues a WebSocket token for a user.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", operation_id = "issue_token",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, description = "The token", body = TokenResponse),
+        (status = 409, description = "The user is registered in another clinic (`clinic_mismatch`)", body = ErrorBody),
+    ))]
 async fn issue_token(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,

@@ -7,6 +7,9 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 /// An HTTP error with a snake_case code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +21,55 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
 }
+
+/// Codes only the HTTP API gives; the others are [`ErrorCode`]s
+/// shared with the WebSocket protocol.
+///
+/// [`ErrorCode`]: consult_protocol::ErrorCode
+pub(super) const HTTP_ONLY_CODES: [&str; 6] = [
+    "unsupported_media_type",
+    "invalid_path",
+    "invalid_query",
+    "unauthorized",
+    "clinic_mismatch",
+    "method_not_allowed",
+];
+
+/// The JSON body of every error, as the OpenAPI document describes it: a
+/// `code` from a closed list and a human-readable `message`.
+pub(super) struct ErrorBody;
+
+impl PartialSchema for ErrorBody {
+    fn schema() -> RefOr<Schema> {
+        let codes = consult_protocol::ErrorCode::ALL
+            .iter()
+            .map(|code| code.as_str())
+            .chain(HTTP_ONLY_CODES);
+        let code = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(codes))
+            .description(Some(
+                "Machine-readable reason (docs/http-api.md lists each)",
+            ));
+        let message = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "Human-readable explanation; never echoes names or numbers",
+            ));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("code", code)
+            .property("message", message)
+            .required("code")
+            .required("message")
+            .examples([
+                serde_json::json!({"code": "invalid_value", "message": "limit must be 1 to 500"}),
+            ])
+            .into()
+    }
+}
+
+impl ToSchema for ErrorBody {}
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -156,6 +208,15 @@ impl From<QueryRejection> for ApiError {
             rejection.body_text(),
         )
     }
+}
+
+/// The answer to a known path asked with another method.
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method",
+    )
 }
 
 /// The fallback for unknown routes.

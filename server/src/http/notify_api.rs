@@ -3,8 +3,9 @@
 //! notification outcomes, and inbound SMS (STOP/START).
 
 use super::api::{find_consultation, platform};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiKey, ApiPath, ApiQuery, check_api_key};
+use super::paging;
 use crate::app::AppState;
 use crate::domain::escalation::Policy;
 use crate::notify::providers::verify_inbound_signature;
@@ -12,11 +13,9 @@ use crate::service::{contacts as contact_service, reach, templates};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::{inbound_sms, participants, policies};
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use consult_protocol::{
     ClinicId, ConsultationId, DevicePlatform, NotificationView, QuickTemplate, Role, UserId,
 };
@@ -24,60 +23,132 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest escalation time a policy may set: one day.
 const MAX_POLICY_MS: u64 = 24 * 60 * 60 * 1000;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/clinics/{clinic}/templates",
-            get(list_templates).post(create_template),
-        )
-        .route(
-            "/clinics/{clinic}/templates/{id}",
-            put(update_template).delete(delete_template),
-        )
-        .route("/clinics/{clinic}/policy", get(get_policy).put(put_policy))
-        .route("/participants/{id}/devices", post(register_device))
-        .route("/participants/{id}/sms-consent", put(put_sms_consent))
-        .route("/consultations/{id}/notifications", get(list_notifications))
-        .route("/sms/inbound", post(inbound_sms))
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_templates, create_template))
+        .routes(routes!(update_template, delete_template))
+        .routes(routes!(get_policy, put_policy))
+        .routes(routes!(register_device))
+        .routes(routes!(put_sms_consent))
+        .routes(routes!(list_notifications))
+        .routes(routes!(inbound_sms))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TemplateQuery {
+    /// Also this provider's own templates.
     #[serde(default)]
     provider_id: Option<UserId>,
+    /// At most this many (default and most 500).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+    /// Where to go on: the previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// Templates a page holds at most (more than one owner may save).
+const MAX_TEMPLATE_PAGE: u64 = 500;
+
+#[derive(Debug, Serialize, ToSchema)]
 struct TemplateList {
     templates: Vec<QuickTemplate>,
+    /// Present when more follow: pass it as `cursor` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
+/// Lists the clinic's Quick Message templates: its defaults, and a
+/// provider's own when `provider_id` is given.
+#[utoipa::path(get, path = "/clinics/{clinic}/templates", tag = "templates", operation_id = "list_templates",
+    params(("clinic" = ClinicId, Path, description = "The clinic"), TemplateQuery),
+    responses((status = 200, description = "The templates, by position", body = TemplateList)))]
 async fn list_templates(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
     ApiPath(clinic): ApiPath<ClinicId>,
     ApiQuery(query): ApiQuery<TemplateQuery>,
 ) -> Result<Json<TemplateList>, ApiError> {
-    let templates = templates::list(&state, &platform(&clinic), query.provider_id).await?;
-    Ok(Json(TemplateList { templates }))
+    ApiError::check_id("clinic", clinic.as_str())?;
+    let limit = paging::limit(query.limit, MAX_TEMPLATE_PAGE, MAX_TEMPLATE_PAGE)?;
+    let after = match &query.cursor {
+        None => None,
+        Some(cursor) => {
+            let [group, position, title, id] = paging::decode(cursor)?;
+            let refused = || ApiError::invalid("cursor is not one this hub gave; start without it");
+            let default = match group.as_str() {
+                "own" => false,
+                "default" => true,
+                _ => return Err(refused()),
+            };
+            let position: i32 = position.parse().map_err(|_| refused())?;
+            Some((default, position, title, id))
+        }
+    };
+    let mut templates = templates::list(&state, &platform(&clinic), query.provider_id).await?;
+    // The listing's order (a provider's own before the clinic defaults, each
+    // by position, then title), with the id to break ties.
+    let key = |t: &QuickTemplate| {
+        (
+            t.provider_id.is_none(),
+            t.position,
+            t.title.clone(),
+            t.id.clone(),
+        )
+    };
+    templates.sort_by_key(key);
+    if let Some(after) = after {
+        templates.retain(|template| key(template) > after);
+    }
+    let more = templates.len() as u64 > limit;
+    templates.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more.then(|| templates.last()).flatten().map(|last| {
+        let group = if last.provider_id.is_none() {
+            "default"
+        } else {
+            "own"
+        };
+        let position = last.position.to_string();
+        paging::encode([group, position.as_str(), &last.title, &last.id])
+    });
+    Ok(Json(TemplateList {
+        templates,
+        next_cursor,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TemplateBody {
     #[serde(default)]
     provider_id: Option<UserId>,
+    /// Short label for the drop-down (1 to 80 characters).
+    #[schema(min_length = 1, max_length = 80, pattern = r"\S")]
     title: String,
+    /// The text, with `{variable}` placeholders (at most `session.max_body_chars` characters).
+    #[schema(min_length = 1, pattern = r"\S")]
     body: String,
     #[serde(default)]
     position: Option<i32>,
 }
 
+/// Creates a template: a clinic default, or a provider's own.
+#[utoipa::path(post, path = "/clinics/{clinic}/templates", tag = "templates", operation_id = "create_template",
+    params(("clinic" = ClinicId, Path, description = "The clinic")), request_body = TemplateBody,
+    responses(
+        (status = 201, description = "The new template", body = QuickTemplate),
+        (status = 404, description = "No such provider in the clinic (`not_found`)", body = ErrorBody),
+    ))]
 async fn create_template(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -96,12 +167,20 @@ async fn create_template(
     Ok((StatusCode::CREATED, Json(template)))
 }
 
+/// Replaces a template's title, body and position.
+#[utoipa::path(put, path = "/clinics/{clinic}/templates/{id}", tag = "templates", operation_id = "update_template",
+    params(("clinic" = ClinicId, Path, description = "The clinic"), ("id" = String, Path, description = "The template")), request_body = TemplateBody,
+    responses(
+        (status = 200, description = "The template after the change", body = QuickTemplate),
+        (status = 404, description = "No such template (`not_found`)", body = ErrorBody),
+    ))]
 async fn update_template(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
     ApiPath((clinic, id)): ApiPath<(ClinicId, String)>,
     ApiJson(body): ApiJson<TemplateBody>,
 ) -> Result<Json<QuickTemplate>, ApiError> {
+    ApiError::check_id("clinic", clinic.as_str())?;
     let input = templates::TemplateInput {
         template_id: Some(id),
         provider_id: body.provider_id,
@@ -114,16 +193,24 @@ async fn update_template(
     ))
 }
 
+/// Deletes a template.
+#[utoipa::path(delete, path = "/clinics/{clinic}/templates/{id}", tag = "templates", operation_id = "delete_template",
+    params(("clinic" = ClinicId, Path, description = "The clinic"), ("id" = String, Path, description = "The template")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such template (`not_found`)", body = ErrorBody),
+    ))]
 async fn delete_template(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
     ApiPath((clinic, id)): ApiPath<(ClinicId, String)>,
 ) -> Result<StatusCode, ApiError> {
+    ApiError::check_id("clinic", clinic.as_str())?;
     templates::delete(&state, &platform(&clinic), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PolicyBody {
     push_after_ms: u64,
@@ -146,14 +233,24 @@ impl From<Policy> for PolicyBody {
     }
 }
 
+/// Reads the clinic's escalation policy (the configured default when it
+/// set none).
+#[utoipa::path(get, path = "/clinics/{clinic}/policy", tag = "notifications", operation_id = "get_policy",
+    params(("clinic" = ClinicId, Path, description = "The clinic")),
+    responses((status = 200, description = "The policy", body = PolicyBody)))]
 async fn get_policy(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
     ApiPath(clinic): ApiPath<ClinicId>,
 ) -> Result<Json<PolicyBody>, ApiError> {
+    ApiError::check_id("clinic", clinic.as_str())?;
     Ok(Json(reach::policy(&state, &clinic).await?.into()))
 }
 
+/// Sets the clinic's escalation policy.
+#[utoipa::path(put, path = "/clinics/{clinic}/policy", tag = "notifications", operation_id = "put_policy",
+    params(("clinic" = ClinicId, Path, description = "The clinic")), request_body = PolicyBody,
+    responses((status = 200, description = "The policy as stored", body = PolicyBody)))]
 async fn put_policy(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -207,14 +304,24 @@ async fn patient(state: &AppState, id: &UserId) -> Result<crate::auth::Principal
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DeviceBody {
     platform: DevicePlatform,
+    /// The push token the platform gave the app (1 to 512 visible ASCII characters).
+    #[schema(pattern = r"^[!-~]{1,512}$")]
     token: String,
     notifications_enabled: bool,
 }
 
+/// Registers a patient's push device.
+#[utoipa::path(post, path = "/participants/{id}/devices", tag = "notifications", operation_id = "register_device",
+    params(("id" = UserId, Path, description = "The patient")), request_body = DeviceBody,
+    responses(
+        (status = 204, description = "Registered"),
+        (status = 404, description = "No such patient (`not_found`)", body = ErrorBody),
+        (status = 429, description = "Too many registrations for this patient lately (`rate_limited`)", body = ErrorBody),
+    ))]
 async fn register_device(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -233,12 +340,16 @@ async fn register_device(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ConsentBody {
     consent: bool,
 }
 
+/// Records whether a patient agreed to receive SMS.
+#[utoipa::path(put, path = "/participants/{id}/sms-consent", tag = "notifications", operation_id = "put_sms_consent",
+    params(("id" = UserId, Path, description = "The patient")), request_body = ConsentBody,
+    responses((status = 204, description = "Recorded"), (status = 404, description = "No such patient (`not_found`)", body = ErrorBody)))]
 async fn put_sms_consent(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -250,29 +361,77 @@ async fn put_sms_consent(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct NotificationsQuery {
+    /// At most this many (default and most 500).
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+    /// Where to go on: the previous page's `next_cursor` (older ones).
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 struct NotificationList {
     notifications: Vec<NotificationView>,
     /// Older notifications were left out.
     has_more: bool,
+    /// Present when older ones remain: pass it as `cursor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
+/// The consultation's push and SMS notifications, newest first; no text,
+/// device token or phone number.
+#[utoipa::path(get, path = "/consultations/{id}/notifications", tag = "notifications", operation_id = "list_notifications",
+    params(("id" = ConsultationId, Path, description = "The consultation"), NotificationsQuery),
+    responses(
+        (status = 200, description = "The notifications", body = NotificationList),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+    ))]
 async fn list_notifications(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<ConsultationId>,
+    ApiQuery(query): ApiQuery<NotificationsQuery>,
 ) -> Result<Json<NotificationList>, ApiError> {
+    use crate::service::notifications::{MAX_LISTED, page};
+    let limit = paging::limit(query.limit, MAX_LISTED, MAX_LISTED)?;
+    let before = match &query.cursor {
+        None => None,
+        Some(cursor) => {
+            let [created_at, key] = paging::decode(cursor)?;
+            let created_at = chrono::DateTime::parse_from_rfc3339(&created_at)
+                .map_err(|_| {
+                    ApiError::invalid("cursor is not one this hub gave; start without it")
+                })?
+                .with_timezone(&chrono::Utc);
+            Some((created_at, key))
+        }
+    };
     find_consultation(&state, &id).await?;
-    let (notifications, has_more) = crate::service::notifications::listed(&state, &id).await?;
+    let page = page(&state, &id, before.as_ref(), limit).await?;
+    let next_cursor = page.older.as_ref().map(|(created_at, key)| {
+        let created_at = created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        paging::encode([created_at.as_str(), key.as_str()])
+    });
     Ok(Json(NotificationList {
-        notifications,
-        has_more,
+        notifications: page.rows.iter().map(|row| row.view()).collect(),
+        has_more: page.older.is_some(),
+        next_cursor,
     }))
 }
 
 /// Inbound SMS. With Twilio configured, Twilio posts here and the request
 /// must carry a valid `X-Twilio-Signature`; otherwise the host platform
 /// relays inbound SMS with its API key. Only STOP/START keywords act.
+#[utoipa::path(post, path = "/sms/inbound", tag = "notifications", operation_id = "inbound_sms",
+    security(("api_key" = []), ("twilio_signature" = [])),
+    request_body(content = InboundSms, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Taken (an empty TwiML answer)", content_type = "text/xml", body = String)))]
 async fn inbound_sms(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -310,6 +469,19 @@ async fn inbound_sms(
         tracing::info!(?keyword, matched, "inbound SMS keyword applied");
     }
     Ok(answer.into_response())
+}
+
+/// The form fields of an inbound SMS that the hub reads (Twilio sends
+/// more; they are ignored).
+#[derive(ToSchema)]
+#[allow(dead_code, non_snake_case)]
+struct InboundSms {
+    /// The sender's number, E.164.
+    From: String,
+    /// The text; only STOP and START keywords act.
+    Body: Option<String>,
+    /// Twilio's message id (required when signed by Twilio).
+    MessageSid: Option<String>,
 }
 
 /// Authenticates an inbound SMS: by Twilio's signature when Twilio is

@@ -9,30 +9,35 @@
 //! chat message sent on the provider's behalf.
 
 use super::api::{find_consultation, platform};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiKey, ApiPath};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::service::messaging::{self, Outgoing};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use consult_protocol::{ConsultationId, MessageKind, NotificationView, Role, Seq, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/consultations/{id}/messages", post(post_message))
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new().routes(routes!(post_message))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PlatformMessage {
     /// The platform's idempotency key: a retry with the same key and body
     /// answers the stored message.
+    #[schema(pattern = r"^[!-~]{1,128}$")]
     client_msg_id: String,
+    /// The text (at most `session.max_body_chars` characters, 4,000 by default).
+    #[schema(min_length = 1, pattern = r"\S")]
     body: String,
     /// Send on behalf of the consultation's provider (a chat message);
     /// absent: a system message from the platform.
@@ -40,7 +45,7 @@ struct PlatformMessage {
     sender_id: Option<UserId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Posted {
     consultation_id: ConsultationId,
     seq: Seq,
@@ -50,6 +55,17 @@ struct Posted {
     notifications: Vec<NotificationView>,
 }
 
+/// Posts a message from the platform: a system message, or a chat
+/// message on the provider's behalf. Idempotent by `client_msg_id`.
+#[utoipa::path(post, path = "/consultations/{id}/messages", tag = "messages", operation_id = "post_message",
+    params(("id" = ConsultationId, Path, description = "The consultation")),
+    request_body = PlatformMessage,
+    responses(
+        (status = 201, description = "Stored and delivered live", body = Posted),
+        (status = 200, description = "A retry of a stored message (`duplicate`: true)", body = Posted),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The consultation is closed (`consultation_closed`), or the key was used with another body (`duplicate_client_msg_id`)", body = ErrorBody),
+    ))]
 async fn post_message(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,

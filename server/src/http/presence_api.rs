@@ -6,26 +6,28 @@
 //! nodes' connections).
 
 use super::api::find_consultation;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiKey, ApiPath};
 use crate::app::AppState;
 use crate::domain::PersonKey;
 use crate::store::participants;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use consult_protocol::{ClinicId, ConsultationId, Role, UserId};
 use serde::Serialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/consultations/{id}/presence", get(consultation_presence))
-        .route("/participants/{id}/presence", get(participant_presence))
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(consultation_presence))
+        .routes(routes!(participant_presence))
 }
 
 /// One person's presence.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct MemberPresence {
     user: UserId,
     role: Role,
@@ -35,13 +37,13 @@ struct MemberPresence {
     foreground: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ConsultationPresence {
     consultation_id: ConsultationId,
     members: Vec<MemberPresence>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ParticipantPresence {
     user: UserId,
     clinic: ClinicId,
@@ -59,6 +61,14 @@ async fn member(state: &AppState, clinic: &ClinicId, user: &UserId, role: Role) 
     }
 }
 
+/// Whether the consultation's provider and patient are connected, on any
+/// node.
+#[utoipa::path(get, path = "/consultations/{id}/presence", tag = "presence", operation_id = "consultation_presence",
+    params(("id" = ConsultationId, Path, description = "The consultation")),
+    responses(
+        (status = 200, description = "The provider's and the patient's presence", body = ConsultationPresence),
+        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
+    ))]
 async fn consultation_presence(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -76,6 +86,13 @@ async fn consultation_presence(
     }))
 }
 
+/// Whether a participant is connected, on any node.
+#[utoipa::path(get, path = "/participants/{id}/presence", tag = "presence", operation_id = "participant_presence",
+    params(("id" = UserId, Path, description = "The participant")),
+    responses(
+        (status = 200, description = "The participant's presence", body = ParticipantPresence),
+        (status = 404, description = "No such participant (`not_found`)", body = ErrorBody),
+    ))]
 async fn participant_presence(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,

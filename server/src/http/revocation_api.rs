@@ -8,13 +8,15 @@ use crate::app::AppState;
 use crate::auth::revocation::Revocation;
 use crate::service::revocations;
 use crate::store::audit::Actor;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use consult_protocol::{ClinicId, UserId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Longest accepted token id.
 const MAX_JTI_LEN: usize = 128;
@@ -25,23 +27,25 @@ const PLATFORM: Actor<'static> = Actor {
     role: "admin",
 };
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/revocations/tokens", post(revoke_token))
-        .route("/revocations/users", post(revoke_user))
-        .route("/disconnections", post(disconnect_user))
+pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(revoke_token))
+        .routes(routes!(revoke_user))
+        .routes(routes!(disconnect_user))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeToken {
+    /// The token's id (its `jti` claim).
+    #[schema(min_length = 1, max_length = 128)]
     jti: String,
     /// The token's expiry, when known: the revocation is forgotten after it.
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevokeUser {
     clinic: ClinicId,
@@ -51,7 +55,7 @@ struct RevokeUser {
     issued_before: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Disconnect {
     clinic: ClinicId,
@@ -59,12 +63,16 @@ struct Disconnect {
 }
 
 /// What a revocation did on the node that took it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Revoked {
     /// Sessions this node closed; other nodes close theirs within a second.
     closed_here: usize,
 }
 
+/// Revokes one token by its `jti`, on every node.
+#[utoipa::path(post, path = "/revocations/tokens", tag = "tokens", operation_id = "revoke_token",
+    request_body = RevokeToken,
+    responses((status = 200, description = "Revoked; its connections closed", body = Revoked)))]
 async fn revoke_token(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -86,6 +94,10 @@ async fn revoke_token(
     Ok(Json(Revoked { closed_here }))
 }
 
+/// Revokes every token of a user in a clinic issued up to a time.
+#[utoipa::path(post, path = "/revocations/users", tag = "tokens", operation_id = "revoke_user",
+    request_body = RevokeUser,
+    responses((status = 200, description = "Revoked; the user's connections closed", body = Revoked)))]
 async fn revoke_user(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -104,6 +116,10 @@ async fn revoke_user(
     Ok(Json(Revoked { closed_here }))
 }
 
+/// Closes a user's live connections now, on every node, without revoking.
+#[utoipa::path(post, path = "/disconnections", tag = "tokens", operation_id = "disconnect_user",
+    request_body = Disconnect,
+    responses((status = 200, description = "The connections closed here", body = Revoked)))]
 async fn disconnect_user(
     _key: ApiKey,
     State(state): State<Arc<AppState>>,
@@ -119,8 +135,7 @@ async fn disconnect_user(
 }
 
 fn require_ids(clinic: &ClinicId, user: &UserId) -> Result<(), ApiError> {
-    if clinic.as_str().is_empty() || user.as_str().is_empty() {
-        return Err(ApiError::invalid("clinic and user must not be empty"));
-    }
+    ApiError::check_id("clinic", clinic.as_str())?;
+    ApiError::check_id("user", user.as_str())?;
     Ok(())
 }

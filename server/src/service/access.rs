@@ -50,6 +50,7 @@ pub async fn consultations_of(
     include_closed: bool,
 ) -> Result<Vec<Consultation>, ServiceError> {
     let mut filter = ListFilter {
+        after: None,
         clinic_id: Some(principal.clinic.clone()),
         limit: MAX_LISTED,
         ..ListFilter::default()

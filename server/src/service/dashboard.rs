@@ -104,6 +104,7 @@ async fn rows(
 ) -> Result<Vec<DashboardEntry>, ServiceError> {
     let db = state.store.connection();
     let filter = consultations::ListFilter {
+        after: None,
         clinic_id: Some(principal.clinic.clone()),
         provider_id: match feed {
             Feed::Provider(provider) => Some(provider.clone()),

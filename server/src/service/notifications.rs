@@ -175,20 +175,53 @@ pub async fn listed(
     state: &AppState,
     consultation: &consult_protocol::ConsultationId,
 ) -> Result<(Vec<consult_protocol::NotificationView>, bool), ServiceError> {
-    let (rows, more) = crate::store::outbox::latest_for_consultation(
+    let page = page(state, consultation, None, MAX_LISTED).await?;
+    let more = page.older.is_some();
+    Ok((page.rows.iter().map(OutboxRow::view).collect(), more))
+}
+
+/// A page of a consultation's notifications, newest first from `before`.
+#[derive(Debug)]
+pub struct NotificationPage {
+    /// The rows, oldest first.
+    pub rows: Vec<OutboxRow>,
+    /// Where the next (older) page starts, when older rows remain: the
+    /// oldest row's creation time and idempotency key.
+    pub older: Option<(chrono::DateTime<chrono::Utc>, String)>,
+}
+
+/// The consultation's newest `limit` notifications older than `before`
+/// (at most [`MAX_LISTED`], and no more than fit in the answer budget).
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn page(
+    state: &AppState,
+    consultation: &consult_protocol::ConsultationId,
+    before: Option<&(chrono::DateTime<chrono::Utc>, String)>,
+    limit: u64,
+) -> Result<NotificationPage, ServiceError> {
+    let (mut rows, more) = crate::store::outbox::latest_for_consultation(
         state.store.connection(),
         consultation,
-        MAX_LISTED,
+        before,
+        limit.min(MAX_LISTED),
     )
     .await?;
-    let mut views: Vec<_> = rows.iter().map(OutboxRow::view).collect();
     // Each row's encoding and the comma that separates it from the next.
     let cut = super::answer_size::keep_newest_within(
-        &mut views,
+        &mut rows,
         state.config.session.answer_budget_bytes(),
-        |view| serde_json::to_vec(view).map_or(usize::MAX, |encoded| encoded.len() + 1),
+        |row| serde_json::to_vec(&row.view()).map_or(usize::MAX, |encoded| encoded.len() + 1),
     );
-    Ok((views, more || cut))
+    let older = (more || cut)
+        .then(|| {
+            rows.first()
+                .map(|row| (row.created_at, row.idempotency_key.clone()))
+        })
+        .flatten();
+    Ok(NotificationPage { rows, older })
 }
 
 /// True when the patient can be reached on `channel` now.

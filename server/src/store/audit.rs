@@ -7,7 +7,8 @@ use crate::auth::Principal;
 use chrono::{DateTime, Utc};
 use consult_protocol::ConsultationId;
 use sea_orm::{
-    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveValue::NotSet, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::Serialize;
 
@@ -86,7 +87,7 @@ impl MessageAudit {
 }
 
 /// A stored audit row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// When.
     pub at: DateTime<Utc>,
@@ -123,7 +124,9 @@ pub async fn record(db: &impl ConnectionTrait, entry: AuditEntry<'_>) -> Result<
     Ok(())
 }
 
-/// The audit trail of one consultation, oldest first.
+/// A page of the audit trail of one consultation, oldest first: at most
+/// `limit` entries after the entry `after`, and the last entry's position
+/// when more follow.
 ///
 /// # Errors
 ///
@@ -131,21 +134,34 @@ pub async fn record(db: &impl ConnectionTrait, entry: AuditEntry<'_>) -> Result<
 pub async fn for_consultation(
     db: &impl ConnectionTrait,
     consultation: &ConsultationId,
-) -> Result<Vec<AuditRecord>, StoreError> {
-    let rows = audit_log::Entity::find()
-        .filter(audit_log::Column::ConsultationId.eq(consultation.to_string()))
+    after: Option<i64>,
+    limit: u64,
+) -> Result<(Vec<AuditRecord>, Option<i64>), StoreError> {
+    let mut condition =
+        Condition::all().add(audit_log::Column::ConsultationId.eq(consultation.to_string()));
+    if let Some(after) = after {
+        condition = condition.add(audit_log::Column::Id.gt(after));
+    }
+    let mut rows = audit_log::Entity::find()
+        .filter(condition)
         .order_by_asc(audit_log::Column::Id)
+        .limit(limit.saturating_add(1))
         .all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| AuditRecord {
-            at: row.at,
-            actor_id: row.actor_id,
-            actor_role: row.actor_role,
-            action: row.action,
-            consultation_id: row.consultation_id,
-            detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
-        })
-        .collect())
+    let more = rows.len() as u64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let last = more.then(|| rows.last().map(|row| row.id)).flatten();
+    Ok((
+        rows.into_iter()
+            .map(|row| AuditRecord {
+                at: row.at,
+                actor_id: row.actor_id,
+                actor_role: row.actor_role,
+                action: row.action,
+                consultation_id: row.consultation_id,
+                detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
+            })
+            .collect(),
+        last,
+    ))
 }

@@ -42,6 +42,9 @@ pub struct ListFilter {
     pub statuses: Vec<ConsultationStatus>,
     /// Only those changed since.
     pub updated_since: Option<DateTime<Utc>>,
+    /// Only those after this one in the listing's order (scheduled time,
+    /// then id): where the previous page ended.
+    pub after: Option<(DateTime<Utc>, ConsultationId)>,
     /// At most this many.
     pub limit: u64,
 }
@@ -118,6 +121,17 @@ pub async fn list(
     }
     if let Some(since) = filter.updated_since {
         condition = condition.add(consultation::Column::UpdatedAt.gte(since));
+    }
+    if let Some((scheduled_at, id)) = &filter.after {
+        condition = condition.add(
+            Condition::any()
+                .add(consultation::Column::ScheduledAt.gt(*scheduled_at))
+                .add(
+                    Condition::all()
+                        .add(consultation::Column::ScheduledAt.eq(*scheduled_at))
+                        .add(consultation::Column::Id.gt(id.to_string())),
+                ),
+        );
     }
     consultation::Entity::find()
         .filter(condition)

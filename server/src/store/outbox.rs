@@ -76,6 +76,9 @@ pub struct OutboxRow {
     pub due_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// When it was queued (with the idempotency key, its place in a
+    /// consultation's listing).
+    pub created_at: DateTime<Utc>,
     /// Last failure code.
     pub last_error: Option<String>,
 }
@@ -446,7 +449,8 @@ pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<OutboxRo
         .transpose()
 }
 
-/// The consultation's newest `limit` notifications, oldest first, and
+/// The consultation's newest `limit` notifications (older than `before`, a
+/// row's creation time and idempotency key, when given), oldest first, and
 /// whether older ones remain.
 ///
 /// # Errors
@@ -455,10 +459,24 @@ pub async fn find(db: &impl ConnectionTrait, id: &str) -> Result<Option<OutboxRo
 pub async fn latest_for_consultation(
     db: &impl ConnectionTrait,
     consultation: &ConsultationId,
+    before: Option<&(DateTime<Utc>, String)>,
     limit: u64,
 ) -> Result<(Vec<OutboxRow>, bool), StoreError> {
+    let mut condition =
+        Condition::all().add(outbox::Column::ConsultationId.eq(consultation.to_string()));
+    if let Some((created_at, key)) = before {
+        condition = condition.add(
+            Condition::any()
+                .add(outbox::Column::CreatedAt.lt(*created_at))
+                .add(
+                    Condition::all()
+                        .add(outbox::Column::CreatedAt.eq(*created_at))
+                        .add(outbox::Column::IdempotencyKey.lt(key.as_str())),
+                ),
+        );
+    }
     let mut rows = outbox::Entity::find()
-        .filter(outbox::Column::ConsultationId.eq(consultation.to_string()))
+        .filter(condition)
         .order_by_desc(outbox::Column::CreatedAt)
         .order_by_desc(outbox::Column::IdempotencyKey)
         .limit(limit.saturating_add(1))
@@ -528,6 +546,7 @@ pub(super) fn from_row(row: outbox::Model) -> Result<OutboxRow, StoreError> {
         attempts: u32::try_from(row.attempts).unwrap_or(0),
         due_at: row.due_at,
         updated_at: row.updated_at,
+        created_at: row.created_at,
         last_error: row.last_error,
     })
 }

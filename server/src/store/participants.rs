@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// A participant as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Participant {
     /// The user id.
     pub id: UserId,
@@ -25,6 +25,7 @@ pub struct Participant {
     pub display_name: String,
     /// Phone number for SMS, E.164.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^\+[0-9]{8,15}$")]
     pub phone: Option<String>,
     /// The name the patient goes by, when the host platform gives one
     /// (refused by the privacy check like the display name).

@@ -10,6 +10,7 @@ mod m20261204_000003_clinic_scoped_contacts;
 mod m20261204_000004_inbound_sms;
 mod m20261204_000005_preferred_name;
 mod m20261204_000006_revocations;
+mod m20261205_000007_template_ids;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000004_inbound_sms::Migration),
             Box::new(m20261204_000005_preferred_name::Migration),
             Box::new(m20261204_000006_revocations::Migration),
+            Box::new(m20261205_000007_template_ids::Migration),
         ]
     }
 }
