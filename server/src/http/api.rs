@@ -1,6 +1,5 @@
 //! The REST API for the host platform's back end, behind an API key:
-//! participants, consultations (create, list, get, open, cancel), message
-//! history, the audit trail, and token issuing.
+//! participants and consultations (create, list, get, open, cancel).
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiKey, ApiPath, ApiQuery};
@@ -8,7 +7,7 @@ use super::paging;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::status::StatusAction;
-use crate::service::{messaging, status};
+use crate::service::status;
 use crate::store::audit;
 use crate::store::consultations::{self, ListFilter, NewConsultation};
 use crate::store::participants::{self, Participant};
@@ -17,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use consult_protocol::{
-    ChatMessage, ClinicId, ConsultationId, ConsultationStatus, ConsultationView, Role, Seq, UserId,
+    ClinicId, ConsultationId, ConsultationStatus, ConsultationView, Role, UserId,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -25,10 +24,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Longest token lifetime the API issues: 24 hours.
-const MAX_TOKEN_TTL_SECS: u64 = 24 * 60 * 60;
-/// Most consultations one list call returns.
-const MAX_LIST_LIMIT: u64 = 500;
+/// Most rows one page of a list returns.
+pub(super) const MAX_LIST_LIMIT: u64 = 500;
 
 pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -37,9 +34,6 @@ pub(super) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(get_consultation))
         .routes(routes!(open_consultation))
         .routes(routes!(cancel_consultation))
-        .routes(routes!(list_messages))
-        .routes(routes!(list_audit))
-        .routes(routes!(issue_token))
 }
 
 /// The platform acting through the API, as recorded in the audit log.
@@ -342,12 +336,7 @@ async fn list_consultations(
         None => None,
         Some(cursor) => {
             let [scheduled_at, id] = paging::decode(cursor)?;
-            let scheduled_at = DateTime::parse_from_rfc3339(&scheduled_at)
-                .map_err(|_| {
-                    ApiError::invalid("cursor is not one this hub gave; start without it")
-                })?
-                .with_timezone(&Utc);
-            Some((scheduled_at, ConsultationId(id)))
+            Some((paging::time(&scheduled_at)?, ConsultationId(id)))
         }
     };
     let filter = ListFilter {
@@ -363,9 +352,7 @@ async fn list_consultations(
     let more = list.len() as u64 > limit;
     list.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     let next_cursor = more.then(|| list.last()).flatten().map(|last| {
-        let scheduled_at = last
-            .scheduled_at
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+        let scheduled_at = paging::time_part(last.scheduled_at);
         paging::encode([scheduled_at.as_str(), last.id.as_str()])
     });
     Ok(Json(ConsultationList {
@@ -440,186 +427,4 @@ async fn apply_action(
     let actor = platform(&consultation.clinic_id);
     let updated = status::apply(&state, &actor, &id, action).await?;
     Ok(Json(updated.view()))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct MessagesQuery {
-    /// Only messages before this `seq` (the same as a `cursor`).
-    #[serde(default)]
-    before: Option<u64>,
-    /// At most this many (default 50).
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// Where to go on: the previous page's `next_cursor` (older messages).
-    #[serde(default)]
-    cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct MessagePage {
-    messages: Vec<ChatMessage>,
-    /// Older messages remain.
-    has_more: bool,
-    /// Present when older messages remain: pass it as `cursor`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<String>,
-}
-
-/// A page of the consultation's message history, newest first.
-#[utoipa::path(get, path = "/consultations/{id}/messages", tag = "messages", operation_id = "list_messages",
-    params(("id" = ConsultationId, Path, description = "The consultation"), MessagesQuery),
-    responses(
-        (status = 200, description = "A page of messages, in `seq` order", body = MessagePage),
-        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
-    ))]
-async fn list_messages(
-    _key: ApiKey,
-    State(state): State<Arc<AppState>>,
-    ApiPath(id): ApiPath<ConsultationId>,
-    ApiQuery(query): ApiQuery<MessagesQuery>,
-) -> Result<Json<MessagePage>, ApiError> {
-    let before = match (&query.cursor, query.before) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid("give before or cursor, not both"));
-        }
-        (Some(cursor), None) => {
-            let [seq] = paging::decode(cursor)?;
-            let seq = seq.parse().map_err(|_| {
-                ApiError::invalid("cursor is not one this hub gave; start without it")
-            })?;
-            Some(Seq(seq))
-        }
-        (None, before) => before.map(Seq),
-    };
-    find_consultation(&state, &id).await?;
-    let (messages, has_more) = messaging::history(&state, &id, before, query.limit).await?;
-    let next_cursor = has_more
-        .then(|| messages.first())
-        .flatten()
-        .map(|oldest| paging::encode([oldest.seq.get().to_string().as_str()]));
-    Ok(Json(MessagePage {
-        messages,
-        has_more,
-        next_cursor,
-    }))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct AuditQuery {
-    /// At most this many (default 100).
-    #[serde(default)]
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<u64>,
-    /// Where to go on: the previous page's `next_cursor`.
-    #[serde(default)]
-    cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct AuditTrail {
-    entries: Vec<audit::AuditRecord>,
-    /// Present when more follow: pass it as `cursor` for the next page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_cursor: Option<String>,
-}
-
-/// The consultation's audit trail, oldest first.
-#[utoipa::path(get, path = "/consultations/{id}/audit", tag = "consultations", operation_id = "list_audit",
-    params(("id" = ConsultationId, Path, description = "The consultation"), AuditQuery),
-    responses(
-        (status = 200, description = "The audit entries", body = AuditTrail),
-        (status = 404, description = "No such consultation (`not_found`)", body = ErrorBody),
-    ))]
-async fn list_audit(
-    _key: ApiKey,
-    State(state): State<Arc<AppState>>,
-    ApiPath(id): ApiPath<ConsultationId>,
-    ApiQuery(query): ApiQuery<AuditQuery>,
-) -> Result<Json<AuditTrail>, ApiError> {
-    let limit = paging::limit(query.limit, 100, MAX_LIST_LIMIT)?;
-    let after = match &query.cursor {
-        None => None,
-        Some(cursor) => {
-            let [position] = paging::decode(cursor)?;
-            Some(position.parse().map_err(|_| {
-                ApiError::invalid("cursor is not one this hub gave; start without it")
-            })?)
-        }
-    };
-    find_consultation(&state, &id).await?;
-    let (entries, last) =
-        audit::for_consultation(state.store.connection(), &id, after, limit).await?;
-    let next_cursor = last.map(|position| paging::encode([position.to_string().as_str()]));
-    Ok(Json(AuditTrail {
-        entries,
-        next_cursor,
-    }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct TokenRequest {
-    user: UserId,
-    role: Role,
-    clinic: ClinicId,
-    /// Lifetime in seconds (default 3600), at most `auth.max_token_lifetime_secs` and a day.
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 86400)]
-    ttl_secs: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct TokenResponse {
-    token: String,
-    expires_at: DateTime<Utc>,
-    /// The token's id, for `POST /v1/revocations/tokens`.
-    jti: Option<String>,
-}
-
-/// Issues a WebSocket token for a user.
-#[utoipa::path(post, path = "/tokens", tag = "tokens", operation_id = "issue_token",
-    request_body = TokenRequest,
-    responses(
-        (status = 200, description = "The token", body = TokenResponse),
-        (status = 409, description = "The user is registered in another clinic (`clinic_mismatch`)", body = ErrorBody),
-    ))]
-async fn issue_token(
-    _key: ApiKey,
-    State(state): State<Arc<AppState>>,
-    ApiJson(body): ApiJson<TokenRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
-    let ttl = body.ttl_secs.unwrap_or(3600);
-    let max_ttl = MAX_TOKEN_TTL_SECS.min(state.config.auth.max_token_lifetime_secs);
-    if ttl == 0 || ttl > max_ttl {
-        return Err(ApiError::invalid(format!(
-            "ttl_secs must be 1 to {max_ttl}"
-        )));
-    }
-    ApiError::check_id("user", body.user.as_str())?;
-    ApiError::check_id("clinic", body.clinic.as_str())?;
-    ensure_in_clinic(&state, &body.user, &body.clinic).await?;
-    let principal = Principal {
-        user: body.user,
-        role: body.role,
-        clinic: body.clinic,
-    };
-    let issued = state
-        .auth
-        .issue_token(&principal, ttl)
-        .map_err(|error| ApiError::internal(&error))?;
-    crate::service::revocations::audit_issued(&state, &issued.claims).await?;
-    let expires_at = i64::try_from(issued.claims.exp)
-        .ok()
-        .and_then(|exp| DateTime::from_timestamp(exp, 0))
-        .unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(3600));
-    Ok(Json(TokenResponse {
-        token: issued.token,
-        expires_at,
-        jti: issued.claims.jti,
-    }))
 }

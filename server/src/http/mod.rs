@@ -6,6 +6,7 @@ mod api;
 mod error;
 mod extract;
 mod health;
+mod history_api;
 mod notify_api;
 mod openapi;
 mod paging;
@@ -13,6 +14,8 @@ mod platform_messages;
 mod presence_api;
 mod revocation_api;
 pub mod serve;
+mod templates_api;
+mod token_api;
 mod ws;
 
 pub use error::ApiError;
@@ -56,6 +59,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// document.
 fn documented_routes() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
     let v1 = api::routes()
+        .merge(history_api::routes())
+        .merge(token_api::routes())
+        .merge(templates_api::routes())
         .merge(notify_api::routes())
         .merge(presence_api::routes())
         .merge(platform_messages::routes())

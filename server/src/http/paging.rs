@@ -9,6 +9,8 @@
 use super::error::ApiError;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::str::FromStr;
 
 /// Longest cursor accepted, in characters.
 const MAX_CURSOR_CHARS: usize = 1024;
@@ -25,13 +27,42 @@ pub(super) fn encode<const N: usize>(position: [&str; N]) -> String {
 ///
 /// 400 `invalid_value` when it is not a cursor of this shape.
 pub(super) fn decode<const N: usize>(cursor: &str) -> Result<[String; N], ApiError> {
-    let refused = || ApiError::invalid("cursor is not one this hub gave; start without it");
     if cursor.len() > MAX_CURSOR_CHARS {
         return Err(refused());
     }
     let json = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| refused())?;
     let parts: Vec<String> = serde_json::from_slice(&json).map_err(|_| refused())?;
     parts.try_into().map_err(|_| refused())
+}
+
+/// 400 `invalid_value` for a cursor this hub did not give.
+pub(super) fn refused() -> ApiError {
+    ApiError::invalid("cursor is not one this hub gave; start without it")
+}
+
+/// A time as a cursor part: RFC 3339 with every digit the store keeps.
+pub(super) fn time_part(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A cursor part written by [`time_part`].
+///
+/// # Errors
+///
+/// [`refused`] when it is not one.
+pub(super) fn time(part: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(part)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| refused())
+}
+
+/// A number as a cursor part.
+///
+/// # Errors
+///
+/// [`refused`] when it is not one.
+pub(super) fn number<T: FromStr>(part: &str) -> Result<T, ApiError> {
+    part.parse().map_err(|_| refused())
 }
 
 /// `limit`, or `default` when absent.

@@ -18,6 +18,7 @@ mod client_refresh;
 mod client_resume;
 mod cluster;
 mod dashboard;
+mod edge_values;
 mod handshake;
 mod jwks;
 mod lifecycle;

@@ -168,6 +168,20 @@ impl TestHub {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// PUTs JSON to the API with the key; returns status and body.
+    pub(crate) async fn api_put(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .put(self.url(path))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs from the API with the key; returns status and body.
     pub(crate) async fn api_get(&self, path: &str) -> (u16, Value) {
         let response = self
