@@ -4,6 +4,7 @@
 //! local implementation counts this node's connections; a cluster
 //! implementation answers for every node.
 
+mod live_nodes;
 mod local;
 mod redis;
 

@@ -1,10 +1,17 @@
-//! Cluster presence in Redis: each node keeps its own counts (as the local
-//! registry does) and publishes them per user as a hash field
-//! `presence:<clinic>:<user>` → `<node>` = `<connections>,<foreground>,<expires ms>`.
-//! Every heartbeat refreshes the fields of every user connected here and the
-//! keys' TTL; a dead node's fields expire within the TTL, so "is this patient
-//! connected anywhere?" is answered correctly within seconds of a node's
-//! death. A change is written at once as well.
+//! Cluster presence in Redis, written on change only: each node keeps its
+//! own counts (as the local registry does) and writes a user's entry when
+//! they change (a connection opens or closes, an app moves to the
+//! foreground or back): a hash `presence:<clinic>:<user>` whose field per
+//! node run (see [`LiveNodes`]) holds `<connections>,<foreground>`. A
+//! heartbeat keeps this run in the set of live nodes, one command whatever
+//! the number of users, so Redis work follows churn, not population. A
+//! reader counts only the fields of live runs; a dead node's fields are
+//! ignored once its run expires from the set (within the TTL and one
+//! heartbeat), and pruned by the next reader that meets them. A run that
+//! finds itself missing from the live set (Redis lost its data, or this
+//! node was cut off past its TTL) writes every entry of its users again.
+//! A user's hash expires after [`ENTRY_TTL`] without a write, so entries
+//! nobody reads again do not pile up.
 //!
 //! The other nodes' part of an answer is kept for `remote_cache` (the
 //! `broker.presence_cache_ms` setting): every staff message to a patient
@@ -17,10 +24,11 @@
 //! After a failed Redis call, presence answers from this node's view alone
 //! for [`FAILURE_BACKOFF`] instead of asking Redis again: while Redis is
 //! down (or unreachable, which costs a whole connect timeout) every staff
-//! message asks presence, and must not wait on Redis each time. The
-//! heartbeat keeps trying, and rewrites this node's entries once Redis is
-//! back.
+//! message asks presence, and must not wait on Redis each time. A change
+//! made meanwhile is marked, and the heartbeat writes every entry again
+//! once Redis answers.
 
+use super::live_nodes::{Beat, LiveNodes};
 use super::{LocalPresence, PresenceStatus};
 use crate::broker::{NodeClaim, NodeIdInUse};
 use crate::domain::PersonKey;
@@ -29,6 +37,7 @@ use crate::supervisor::{Worker, Workers};
 use dashmap::DashMap;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -36,6 +45,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long presence stops asking Redis after a failed call.
 const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a user's entry lives in Redis after its last write: a day, so
+/// that the fields of users who never come back expire.
+const ENTRY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Cluster-wide presence over Redis.
 #[derive(Clone)]
@@ -52,6 +64,10 @@ pub struct RedisPresence {
     remote_cache: Duration,
     /// This node's hold on its id, renewed by the heartbeat once taken.
     node_claim: Arc<std::sync::OnceLock<NodeClaim>>,
+    /// This run and the live ones.
+    live: LiveNodes,
+    /// A change could not be written: the heartbeat writes every entry.
+    resync: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -68,19 +84,13 @@ fn key(person: &PersonKey) -> String {
     topics::join("presence", &[person.clinic.as_str(), person.user.as_str()])
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 impl RedisPresence {
     /// Connects lazily through `client` (made by
     /// [`crate::broker::redis_client`], so it shares the broker's TLS and
-    /// ACL settings) and starts the heartbeat, which refreshes
-    /// this node's entries every `ttl / 3`. Other nodes' entries read for a
-    /// user are used for `remote_cache` before Redis is asked again.
+    /// ACL settings) and starts the heartbeat, which keeps this run live
+    /// (expiring `ttl` after its last beat) every `ttl / 6`. Other nodes'
+    /// entries read for a user are used for `remote_cache` before Redis is
+    /// asked again.
     ///
     /// # Errors
     ///
@@ -106,6 +116,8 @@ impl RedisPresence {
             remote: Arc::new(DashMap::new()),
             remote_cache,
             node_claim: Arc::default(),
+            live: LiveNodes::new(node_id),
+            resync: Arc::new(AtomicBool::new(false)),
         };
         let heartbeat = presence.clone();
         workers.spawn(Worker::Presence, move || {
@@ -150,84 +162,114 @@ impl RedisPresence {
         self.node_claim.get().is_some_and(NodeClaim::is_lost)
     }
 
-    /// Gives this node's id back (at shutdown).
+    /// Gives this node's id back and leaves the live set (at shutdown): the
+    /// users still counted here read offline on the other nodes at once.
     pub async fn release_node_id(&self) {
+        self.live.leave(&self.connection).await;
         if let Some(claim) = self.node_claim.get() {
             claim.release(&self.connection).await;
         }
     }
 
     async fn heartbeat(self, stop: CancellationToken) {
-        let every = (self.ttl / 3).max(Duration::from_millis(100));
-        loop {
+        let every = (self.ttl / 6).max(Duration::from_millis(50));
+        for beat in 0_u64.. {
+            // The id claim lives as long as presence entries used to:
+            // renewed every third of the TTL, every other beat.
+            if beat % 2 == 0 {
+                if let Some(claim) = self.node_claim.get() {
+                    if let Err(error) = claim.renew(&self.connection).await {
+                        tracing::debug!(error = %error, "node id not renewed");
+                    }
+                }
+            }
+            self.beat().await;
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(every) => {}
             }
-            if let Some(claim) = self.node_claim.get() {
-                if let Err(error) = claim.renew(&self.connection).await {
-                    tracing::debug!(error = %error, "node id not renewed");
-                }
-            }
             self.remote
                 .retain(|_, (_, read_at)| read_at.elapsed() < self.remote_cache);
-            let users = self.local.users();
-            if users.is_empty() {
-                continue;
+        }
+    }
+
+    /// Keeps this run live, and writes every entry again when it was
+    /// missing or a change could not be written.
+    async fn beat(&self) {
+        let result = self.live.beat(&self.connection, self.ttl).await;
+        self.record(&result);
+        match result {
+            Ok(Beat::Rejoined) => {
+                self.resync.store(true, Ordering::Relaxed);
             }
-            let mut pipeline = redis::pipe();
-            for (user, status) in &users {
-                self.add_refresh(&mut pipeline, user, *status);
-            }
-            let result = pipeline
-                .query_async::<()>(&mut self.connection.clone())
-                .await;
-            self.record(&result);
-            if let Err(error) = result {
+            Ok(Beat::Present) => {}
+            Err(error) => {
                 tracing::warn!(error = %error, "presence heartbeat failed");
+                self.resync.store(true, Ordering::Relaxed);
+                return;
             }
         }
-    }
-
-    fn add_refresh(
-        &self,
-        pipeline: &mut redis::Pipeline,
-        user: &PersonKey,
-        counts: (usize, usize),
-    ) {
-        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let value = format!(
-            "{},{},{}",
-            counts.0,
-            counts.1,
-            now_ms().saturating_add(ttl_ms)
-        );
-        pipeline
-            .hset(key(user), &*self.node_id, value)
-            .ignore()
-            .pexpire(key(user), i64::try_from(ttl_ms).unwrap_or(i64::MAX))
-            .ignore();
-    }
-
-    /// Writes `user`'s entry for this node now; while backing off, the
-    /// heartbeat writes it later (a removal then waits for the entry to
-    /// expire).
-    async fn publish(&self, user: &PersonKey) {
-        if self.backing_off() {
-            return;
+        if self.resync.swap(false, Ordering::Relaxed) {
+            self.write_all().await;
         }
-        let counts = self.local.counts(user);
+    }
+
+    /// Writes the entry of every user connected here.
+    async fn write_all(&self) {
+        let users = self.local.users();
         let mut pipeline = redis::pipe();
-        if counts.0 == 0 {
-            pipeline.hdel(key(user), &*self.node_id).ignore();
-        } else {
-            self.add_refresh(&mut pipeline, user, counts);
+        for (user, counts) in &users {
+            self.add_write(&mut pipeline, user, *counts);
+        }
+        if users.is_empty() {
+            return;
         }
         let result = pipeline
             .query_async::<()>(&mut self.connection.clone())
             .await;
         self.record(&result);
+        match result {
+            Ok(()) => tracing::info!(users = users.len(), "presence entries written again"),
+            Err(error) => {
+                tracing::warn!(error = %error, "presence entries not written; retrying at the next beat");
+                self.resync.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Adds the write of `user`'s entry for this run.
+    fn add_write(&self, pipeline: &mut redis::Pipeline, user: &PersonKey, counts: (usize, usize)) {
+        let key = key(user);
+        if counts.0 == 0 {
+            pipeline.hdel(&key, self.live.this_run()).ignore();
+            return;
+        }
+        let value = format!("{},{}", counts.0, counts.1);
+        let ttl_ms = i64::try_from(ENTRY_TTL.as_millis()).unwrap_or(i64::MAX);
+        pipeline
+            .hset(&key, self.live.this_run(), value)
+            .ignore()
+            .pexpire(&key, ttl_ms)
+            .ignore();
+    }
+
+    /// Writes `user`'s entry for this run now; while backing off, marks
+    /// the change for the heartbeat, which writes every entry once Redis
+    /// answers.
+    async fn publish(&self, user: &PersonKey) {
+        if self.backing_off() {
+            self.resync.store(true, Ordering::Relaxed);
+            return;
+        }
+        let counts = self.local.counts(user);
+        let mut pipeline = redis::pipe();
+        self.add_write(&mut pipeline, user, counts);
+        let result = pipeline
+            .query_async::<()>(&mut self.connection.clone())
+            .await;
+        self.record(&result);
         if let Err(error) = result {
+            self.resync.store(true, Ordering::Relaxed);
             tracing::warn!(error = %error, "presence update failed; the heartbeat will retry");
         }
     }
@@ -267,25 +309,55 @@ impl RedisPresence {
                 return local;
             }
         };
-        let now = now_ms();
-        let remote = entries
+        let others: Vec<(&String, &String)> = entries
             .iter()
-            .filter(|(node, _)| node.as_str() != &*self.node_id)
-            .filter_map(|(_, value)| parse(value))
-            .filter(|entry| entry.2 > now)
-            .fold(
-                PresenceStatus::default(),
-                |status, (connections, foreground, _)| {
-                    status.or(PresenceStatus {
-                        online: connections > 0,
-                        foreground: foreground > 0,
-                    })
-                },
-            );
+            .filter(|(run, _)| run.as_str() != self.live.this_run())
+            .collect();
+        let unknown: Vec<&str> = others
+            .iter()
+            .map(|(run, _)| run.as_str())
+            .filter(|run| !self.live.is_live(run))
+            .collect();
+        // A run the last beat did not see may have started since: ask.
+        let started = match self.live.still_live(&self.connection, &unknown).await {
+            Ok(started) => started,
+            Err(error) => {
+                self.record::<()>(&Err(error));
+                Vec::new()
+            }
+        };
+        let (live, dead): (Vec<_>, Vec<_>) = others
+            .into_iter()
+            .partition(|(run, _)| self.live.is_live(run) || started.contains(run));
+        let remote = live.iter().filter_map(|(_, value)| parse(value)).fold(
+            PresenceStatus::default(),
+            |status, (connections, foreground)| {
+                status.or(PresenceStatus {
+                    online: connections > 0,
+                    foreground: foreground > 0,
+                })
+            },
+        );
+        if !dead.is_empty() {
+            self.prune(user, dead.into_iter().map(|(run, _)| run.clone()).collect());
+        }
         if !self.remote_cache.is_zero() {
             self.remote.insert(user.clone(), (remote, Instant::now()));
         }
         local.or(remote)
+    }
+
+    /// Removes the fields of dead runs from `user`'s entry, in the
+    /// background (a reader does not wait for it).
+    fn prune(&self, user: &PersonKey, dead: Vec<String>) {
+        let mut connection = self.connection.clone();
+        let key = key(user);
+        tokio::spawn(async move {
+            let result: redis::RedisResult<()> = connection.hdel(key, dead).await;
+            if let Err(error) = result {
+                tracing::debug!(error = %error, "dead presence fields not pruned");
+            }
+        });
     }
 
     /// Other nodes' view of `user`, if read recently enough.
@@ -297,9 +369,11 @@ impl RedisPresence {
     }
 }
 
-fn parse(value: &str) -> Option<(u64, u64, u64)> {
+/// `<connections>,<foreground>`.
+fn parse(value: &str) -> Option<(u64, u64)> {
     let mut parts = value.split(',').map(|part| part.parse::<u64>().ok());
-    Some((parts.next()??, parts.next()??, parts.next()??))
+    let parsed = (parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(parsed)
 }
 
 #[cfg(test)]
@@ -336,8 +410,9 @@ mod tests {
 
     #[test]
     fn entries_parse_or_are_ignored() {
-        assert_eq!(parse("2,1,99"), Some((2, 1, 99)));
-        assert_eq!(parse("x,1,99"), None);
-        assert_eq!(parse("2,1"), None);
+        assert_eq!(parse("2,1"), Some((2, 1)));
+        assert_eq!(parse("x,1"), None);
+        assert_eq!(parse("2"), None);
+        assert_eq!(parse("2,1,99"), None);
     }
 }

@@ -17,6 +17,7 @@ mod broker_conformance;
 mod client_refresh;
 mod client_resume;
 mod cluster;
+mod cluster_presence;
 mod dashboard;
 mod edge_values;
 mod handshake;

@@ -29,7 +29,8 @@ const ADMIN_PASSWORD: &str = "admin-password-0123456789";
 /// The hub user's rights, as docs/operations.md recommends them (after
 /// `user consult-hub on >PASSWORD`).
 const HUB_ACL_RULES: &str = "resetchannels &consult:* resetkeys ~presence:* ~consult:node:* \
-     -@all +publish +subscribe +unsubscribe +hset +hdel +hgetall +pexpire +set +get +del";
+     ~consult:nodes -@all +publish +subscribe +unsubscribe +hset +hdel +hgetall +pexpire +set \
+     +get +del +zadd +zremrangebyscore +zrangebyscore +zmscore +zrem";
 /// A body no real message in these tests carries.
 const FORGED: &str = "FORGED: please call +1 555 0100 about your biopsy";
 
