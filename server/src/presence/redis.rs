@@ -24,9 +24,13 @@
 //! After a failed Redis call, presence answers from this node's view alone
 //! for [`FAILURE_BACKOFF`] instead of asking Redis again: while Redis is
 //! down (or unreachable, which costs a whole connect timeout) every staff
-//! message asks presence, and must not wait on Redis each time. A change
-//! made meanwhile is marked, and the heartbeat writes every entry again
-//! once Redis answers.
+//! message asks presence, and must not wait on Redis each time. A user
+//! whose change was not written meanwhile (skipped while backing off, or
+//! failed) is kept in a set of pending users, and the heartbeat writes
+//! their entries as they are now once Redis answers: the field of a user
+//! who left meanwhile is deleted, not left reading online. So is a user
+//! whose connections changed while their entry was being written (two
+//! writes of one user may reach Redis in either order).
 
 use super::live_nodes::{Beat, LiveNodes};
 use super::{LocalPresence, PresenceStatus};
@@ -37,6 +41,7 @@ use crate::supervisor::{Worker, Workers};
 use dashmap::DashMap;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -66,9 +71,16 @@ pub struct RedisPresence {
     node_claim: Arc<std::sync::OnceLock<NodeClaim>>,
     /// This run and the live ones.
     live: LiveNodes,
-    /// A change could not be written: the heartbeat writes every entry.
-    resync: Arc<AtomicBool>,
+    /// This run was missing from the live set: the heartbeat writes every
+    /// entry.
+    rewrite_all: Arc<AtomicBool>,
+    /// Users whose entry may not match this node's counts (a write skipped
+    /// or failed, or raced by a later change): the heartbeat writes them.
+    pending: Arc<Mutex<HashSet<PersonKey>>>,
 }
+
+/// Counts written for a user: `(connections, foreground)`.
+type Entry = (PersonKey, (usize, usize));
 
 impl std::fmt::Debug for RedisPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,7 +129,8 @@ impl RedisPresence {
             remote_cache,
             node_claim: Arc::default(),
             live: LiveNodes::new(node_id),
-            resync: Arc::new(AtomicBool::new(false)),
+            rewrite_all: Arc::new(AtomicBool::new(false)),
+            pending: Arc::default(),
         };
         let heartbeat = presence.clone();
         workers.spawn(Worker::Presence, move || {
@@ -193,47 +206,86 @@ impl RedisPresence {
         }
     }
 
-    /// Keeps this run live, and writes every entry again when it was
-    /// missing or a change could not be written.
+    /// Keeps this run live; writes every entry again when it was missing,
+    /// and the entries of pending users.
     async fn beat(&self) {
         let result = self.live.beat(&self.connection, self.ttl).await;
         self.record(&result);
         match result {
-            Ok(Beat::Rejoined) => {
-                self.resync.store(true, Ordering::Relaxed);
-            }
+            Ok(Beat::Rejoined) => self.rewrite_all.store(true, Ordering::Relaxed),
             Ok(Beat::Present) => {}
             Err(error) => {
+                // A run that expired meanwhile finds itself missing at the
+                // next beat that succeeds, and writes everything then.
                 tracing::warn!(error = %error, "presence heartbeat failed");
-                self.resync.store(true, Ordering::Relaxed);
                 return;
             }
         }
-        if self.resync.swap(false, Ordering::Relaxed) {
-            self.write_all().await;
+        self.write_pending().await;
+    }
+
+    /// Writes the entries the last writes left behind: every user's after
+    /// this run rejoined, else the pending users' (as they are now).
+    async fn write_pending(&self) {
+        let all = self.rewrite_all.swap(false, Ordering::Relaxed);
+        let pending = std::mem::take(&mut *self.pending_users());
+        let mut entries = if all { self.local.users() } else { Vec::new() };
+        let listed: HashSet<PersonKey> = entries.iter().map(|(user, _)| user.clone()).collect();
+        entries.extend(
+            pending
+                .into_iter()
+                .filter(|user| !listed.contains(user))
+                .map(|user| {
+                    let counts = self.local.counts(&user);
+                    (user, counts)
+                }),
+        );
+        if entries.is_empty() {
+            return;
+        }
+        match self.write(&entries).await {
+            Ok(()) => tracing::info!(users = entries.len(), "presence entries written again"),
+            Err(error) => {
+                tracing::warn!(error = %error, "presence entries not written; retrying at the next beat");
+                if all {
+                    self.rewrite_all.store(true, Ordering::Relaxed);
+                }
+                self.mark_pending(entries.into_iter().map(|(user, _)| user));
+            }
         }
     }
 
-    /// Writes the entry of every user connected here.
-    async fn write_all(&self) {
-        let users = self.local.users();
+    /// Writes `entries` in one round trip; afterwards marks pending every
+    /// user whose counts changed meanwhile (their own write may have
+    /// reached Redis first and been overwritten by this one).
+    async fn write(&self, entries: &[Entry]) -> redis::RedisResult<()> {
         let mut pipeline = redis::pipe();
-        for (user, counts) in &users {
+        for (user, counts) in entries {
             self.add_write(&mut pipeline, user, *counts);
-        }
-        if users.is_empty() {
-            return;
         }
         let result = pipeline
             .query_async::<()>(&mut self.connection.clone())
             .await;
         self.record(&result);
-        match result {
-            Ok(()) => tracing::info!(users = users.len(), "presence entries written again"),
-            Err(error) => {
-                tracing::warn!(error = %error, "presence entries not written; retrying at the next beat");
-                self.resync.store(true, Ordering::Relaxed);
-            }
+        if result.is_ok() {
+            self.mark_pending(
+                entries
+                    .iter()
+                    .filter(|(user, counts)| self.local.counts(user) != *counts)
+                    .map(|(user, _)| user.clone()),
+            );
+        }
+        result
+    }
+
+    fn pending_users(&self) -> std::sync::MutexGuard<'_, HashSet<PersonKey>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mark_pending(&self, users: impl IntoIterator<Item = PersonKey>) {
+        let mut users = users.into_iter().peekable();
+        if users.peek().is_some() {
+            self.pending_users().extend(users);
         }
     }
 
@@ -253,23 +305,16 @@ impl RedisPresence {
             .ignore();
     }
 
-    /// Writes `user`'s entry for this run now; while backing off, marks
-    /// the change for the heartbeat, which writes every entry once Redis
-    /// answers.
+    /// Writes `user`'s entry for this run now; while backing off, or when
+    /// the write fails, leaves `user` pending for the heartbeat.
     async fn publish(&self, user: &PersonKey) {
         if self.backing_off() {
-            self.resync.store(true, Ordering::Relaxed);
+            self.mark_pending([user.clone()]);
             return;
         }
-        let counts = self.local.counts(user);
-        let mut pipeline = redis::pipe();
-        self.add_write(&mut pipeline, user, counts);
-        let result = pipeline
-            .query_async::<()>(&mut self.connection.clone())
-            .await;
-        self.record(&result);
-        if let Err(error) = result {
-            self.resync.store(true, Ordering::Relaxed);
+        let entry = (user.clone(), self.local.counts(user));
+        if let Err(error) = self.write(std::slice::from_ref(&entry)).await {
+            self.mark_pending([entry.0]);
             tracing::warn!(error = %error, "presence update failed; the heartbeat will retry");
         }
     }

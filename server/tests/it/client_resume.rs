@@ -6,6 +6,7 @@
 //! and sends retried across the drop are stored once. A token the hub
 //! refuses on reconnect ends it for good.
 
+use crate::harness::proxy::TcpProxy;
 use crate::harness::{CLINIC, TestHub};
 use consult_client::{
     Backoff, ClientError, ClosedBy, ConnectionState, ResilientClient, ResilientConfig,
@@ -13,79 +14,17 @@ use consult_client::{
 };
 use consult_hub::Config;
 use consult_protocol::{ConsultationId, Role, Seq, ServerFrame};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinSet;
+use tokio::sync::Notify;
 use tokio::time::timeout;
 
 /// Messages the provider sends in each test.
 const TOTAL: u64 = 40;
 
-/// A TCP proxy between clients and a hub that can cut every connection
-/// open now (a network drop) and be pointed at a restarted hub.
-struct Proxy {
-    addr: SocketAddr,
-    target: Arc<Mutex<SocketAddr>>,
-    cut_tx: watch::Sender<u64>,
-    accept_task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let target = Arc::new(Mutex::new(target));
-        let (cut_tx, _) = watch::channel(0);
-        let accept_task = tokio::spawn(accept(listener, target.clone(), cut_tx.clone()));
-        Self {
-            addr,
-            target,
-            cut_tx,
-            accept_task,
-        }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}/v1/ws", self.addr)
-    }
-
-    /// Drops every connection open now, without a close frame.
-    fn cut(&self) {
-        self.cut_tx.send_modify(|generation| *generation += 1);
-    }
-
-    fn retarget(&self, target: SocketAddr) {
-        *self.target.lock().unwrap() = target;
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        // Aborting the accept loop drops its JoinSet, which ends every pipe.
-        self.accept_task.abort();
-    }
-}
-
-async fn accept(listener: TcpListener, target: Arc<Mutex<SocketAddr>>, cut_tx: watch::Sender<u64>) {
-    let mut pipes = JoinSet::new();
-    while let Ok((mut inbound, _)) = listener.accept().await {
-        let upstream_addr = *target.lock().unwrap();
-        let mut cut_rx = cut_tx.subscribe();
-        pipes.spawn(async move {
-            // Nothing listening upstream: dropping `inbound` fails the upgrade.
-            let Ok(mut upstream) = TcpStream::connect(upstream_addr).await else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream) => {}
-                _ = cut_rx.changed() => {}
-            }
-        });
-        while pipes.try_join_next().is_some() {}
-    }
+/// The hub's WebSocket URL through `proxy`.
+fn ws_url(proxy: &TcpProxy) -> String {
+    format!("ws://{}/v1/ws", proxy.addr())
 }
 
 /// Quick reconnects, so the tests spend their time on the hub.
@@ -106,9 +45,9 @@ fn generous_limits(config: &mut Config) {
     config.session.rate_limit_burst = 10_000;
 }
 
-async fn connect(hub: &TestHub, proxy: &Proxy, user: &str, role: Role) -> ResilientClient {
+async fn connect(hub: &TestHub, proxy: &TcpProxy, user: &str, role: Role) -> ResilientClient {
     let token = hub.token(user, role, CLINIC);
-    ResilientClient::connect(proxy.ws_url(), token, resilient_config())
+    ResilientClient::connect(ws_url(proxy), token, resilient_config())
         .await
         .expect("connects")
         .0
@@ -195,7 +134,7 @@ async fn a_network_drop_is_resumed_with_no_gap_and_no_duplicate() {
     let consultation = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await;
-    let proxy = Proxy::start(hub.addr).await;
+    let proxy = TcpProxy::start(hub.addr).await;
     let provider = connect(&hub, &proxy, "dr-a", Role::Provider).await;
     let patient = connect(&hub, &proxy, "pat-a", Role::Patient).await;
     patient.join(&consultation.id, Some(Seq(0))).await.unwrap();
@@ -227,7 +166,7 @@ async fn a_graceful_restart_is_followed_to_the_new_hub_and_resumed() {
     let consultation = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await;
-    let proxy = Proxy::start(hub.addr).await;
+    let proxy = TcpProxy::start(hub.addr).await;
     let provider = connect(&hub, &proxy, "dr-a", Role::Provider).await;
     let patient = connect(&hub, &proxy, "pat-a", Role::Patient).await;
     patient.join(&consultation.id, None).await.unwrap();
@@ -277,7 +216,7 @@ async fn a_graceful_restart_is_followed_to_the_new_hub_and_resumed() {
 #[tokio::test]
 async fn a_token_refused_on_reconnect_ends_the_client_for_good() {
     let hub = TestHub::start().await;
-    let proxy = Proxy::start(hub.addr).await;
+    let proxy = TcpProxy::start(hub.addr).await;
     let good = hub.token("pat-a", Role::Patient, CLINIC);
     let calls = Arc::new(Mutex::new(0u32));
     let counted = calls.clone();
@@ -294,7 +233,7 @@ async fn a_token_refused_on_reconnect_ends_the_client_for_good() {
         };
         async move { Ok::<_, ClientError>(token) }
     };
-    let (patient, _) = ResilientClient::connect(proxy.ws_url(), tokens, resilient_config())
+    let (patient, _) = ResilientClient::connect(ws_url(&proxy), tokens, resilient_config())
         .await
         .unwrap();
 

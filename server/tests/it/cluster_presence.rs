@@ -1,12 +1,19 @@
 //! Cluster presence costs Redis by churn, not by population: at steady
 //! state a node writes no user's entry, only its own liveness; after Redis
 //! loses its data every node writes its users' entries again; a dead
-//! node's fields are pruned by the readers that meet them.
+//! node's fields are pruned by the readers that meet them; a change made
+//! while a node's link to Redis is down is written once it is back, a
+//! departure included.
 
 use crate::harness::cluster::{Cluster, PRESENCE_TTL_MS, connect_to, wait_until};
+use crate::harness::proxy::TcpProxy;
+use crate::harness::redis::RedisServer;
 use consult_hub::domain::PersonKey;
+use consult_hub::presence::{Presence, RedisPresence};
+use consult_hub::supervisor::Workers;
 use consult_protocol::{Role, UserId};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 fn patient(user: &str) -> PersonKey {
     PersonKey::new(&crate::harness::CLINIC.into(), &UserId::from(user))
@@ -139,4 +146,83 @@ async fn a_dead_nodes_field_is_pruned_by_the_reader_that_meets_it() {
         || async { fields().await == 0 },
     )
     .await;
+}
+
+/// Cluster presence for `node` through `redis_url`, its TTL the cluster
+/// tests' and no cache of other nodes' view.
+fn presence_via(redis_url: &str, node: &str, stop: &CancellationToken) -> Presence {
+    Presence::Redis(
+        RedisPresence::start(
+            redis::Client::open(redis_url).unwrap(),
+            node,
+            Duration::from_millis(PRESENCE_TTL_MS),
+            Duration::ZERO,
+            stop.clone(),
+            &Workers::new(),
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_departure_while_the_link_to_redis_is_down_is_written_once_it_is_back() {
+    let redis = RedisServer::start().await;
+    let redis_addr = redis
+        .url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let proxy = TcpProxy::start(redis_addr).await;
+    let stop = CancellationToken::new();
+    let node_a = presence_via(&format!("redis://{}/", proxy.addr()), "node-a", &stop);
+    let node_b = presence_via(&redis.url(), "node-b", &stop);
+    let (leaving, staying, arriving) = (
+        patient("pat-leaving"),
+        patient("pat-staying"),
+        patient("pat-arriving"),
+    );
+    node_a.connected(&leaving, true).await;
+    node_a.connected(&staying, true).await;
+    wait_until(
+        Duration::from_secs(3),
+        "node B sees both patients",
+        || async { node_b.is_online(&leaving).await && node_b.is_online(&staying).await },
+    )
+    .await;
+
+    // Shorter than the TTL, so node A's run stays live meanwhile, and
+    // longer than the TTL: both must end with Redis matching node A.
+    for outage in [PRESENCE_TTL_MS / 3, 3 * PRESENCE_TTL_MS] {
+        proxy.down();
+        node_a.disconnected(&leaving, true).await;
+        node_a.connected(&arriving, true).await;
+        tokio::time::sleep(Duration::from_millis(outage)).await;
+        proxy.up();
+        wait_until(
+            Duration::from_millis(3 * PRESENCE_TTL_MS + 3000),
+            "node B sees the departure and the arrival made during the outage",
+            || async {
+                !node_b.is_online(&leaving).await
+                    && node_b.is_online(&arriving).await
+                    && node_b.is_online(&staying).await
+            },
+        )
+        .await;
+        // And it stays so: the entries are written, not a passing view.
+        tokio::time::sleep(Duration::from_millis(2 * PRESENCE_TTL_MS)).await;
+        assert!(!node_b.is_online(&leaving).await, "outage {outage} ms");
+        assert!(node_b.is_online(&arriving).await, "outage {outage} ms");
+        assert!(node_b.is_online(&staying).await, "outage {outage} ms");
+        // Back to the start for the next outage.
+        node_a.connected(&leaving, true).await;
+        node_a.disconnected(&arriving, true).await;
+        wait_until(
+            Duration::from_secs(3),
+            "node B is back to the start",
+            || async { node_b.is_online(&leaving).await && !node_b.is_online(&arriving).await },
+        )
+        .await;
+    }
+    stop.cancel();
 }

@@ -4,6 +4,7 @@
 pub(crate) mod cluster;
 pub(crate) mod db;
 pub(crate) mod providers;
+pub(crate) mod proxy;
 pub(crate) mod raw;
 pub(crate) mod redis;
 pub(crate) mod tls;
