@@ -188,7 +188,14 @@ impl Drop for SpawnedHub {
     }
 }
 
-fn hub_env(spec: &HubSpawn, port: u16, database_url: &str, dir: &Path) -> Vec<(String, String)> {
+/// The `CONSULT_…` settings a started hub gets: its port, database, the
+/// load-test keys, the broker when `spec` names Redis, then `spec`'s own.
+pub fn hub_env(
+    spec: &HubSpawn,
+    port: u16,
+    database_url: &str,
+    dir: &Path,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("CONSULT_LISTEN", format!("127.0.0.1:{port}")),
         ("CONSULT_DATABASE__URL", database_url.to_owned()),
@@ -281,12 +288,17 @@ impl Drop for SpawnedRedis {
 }
 
 /// A TCP port on 127.0.0.1 that nobody listens on right now.
-fn free_port() -> Result<u16> {
+///
+/// # Errors
+///
+/// When no socket can be bound.
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr().context("finding a free port")?.port())
 }
 
-fn log_tail(path: &Path) -> String {
+/// The last 30 lines of a log file (empty when it cannot be read).
+pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")

@@ -27,8 +27,11 @@
 //! - [`report`], [`svg`]: JSON results, Markdown and SVG plots.
 //! - [`progress`]: progress bars.
 //! - [`scenario`]: the five scenarios.
+//! - [`chaos`]: the fault campaign (`consult-load chaos`): three nodes,
+//!   PostgreSQL and Redis under seeded faults, and a checker.
 
 pub mod api;
+pub mod chaos;
 pub mod fleet;
 pub mod hub_metrics;
 pub mod hub_process;

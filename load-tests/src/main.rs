@@ -181,6 +181,10 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         drain_timeout_secs: u64,
     },
+    /// The fault campaign: three nodes, PostgreSQL, Redis and a provider
+    /// under seeded faults while a mixed workload runs; checks that nothing
+    /// acknowledged is lost or sent twice. Exits non-zero on any anomaly.
+    Chaos(consult_load::chaos::ChaosOptions),
     /// Internal: one fleet shard, driven over stdin/stdout by a parent run.
     #[command(hide = true)]
     Worker {
@@ -533,8 +537,41 @@ async fn run(scenario: Scenario) -> Result<()> {
                 result.plots(),
             )
         }
+        Scenario::Chaos(options) => chaos(&options).await,
         Scenario::Worker { .. } => unreachable_worker(),
     }
+}
+
+/// Runs the fault campaign, prints its summary, writes its files, and
+/// fails when it found an anomaly.
+async fn chaos(options: &consult_load::chaos::ChaosOptions) -> Result<()> {
+    let hub = match &options.hub {
+        Some(hub) => hub.clone(),
+        None => consult_load::hub_process::locate_hub_binary("release")
+            .or_else(|| consult_load::hub_process::locate_hub_binary("debug"))
+            .context("no consult-hub binary found; build it or give --hub PATH")?,
+    };
+    let seed = consult_load::chaos::seed_or_clock(options.seed);
+    println!("chaos: seed {seed}");
+    let (result, journal) = consult_load::chaos::run(options, hub, seed).await?;
+    for line in result.summary_lines() {
+        println!("{line}");
+    }
+    for anomaly in result.anomalies.iter().take(20) {
+        println!("  {}: {}", anomaly.kind, anomaly.detail);
+    }
+    if let Some(out) = &options.out {
+        report::write_json(out, &result)?;
+        println!("results: {}", out.display());
+    }
+    if let Some(path) = &options.journal {
+        report::write_json(path, &*journal.lock())?;
+        println!("journal: {}", path.display());
+    }
+    if result.anomalies_total > 0 {
+        bail!("{} anomalies (seed {seed})", result.anomalies_total);
+    }
+    Ok(())
 }
 
 fn unreachable_worker() -> Result<()> {
