@@ -1,6 +1,13 @@
 //! This node's registry: which local connections subscribe to which topic
 //! (consultation rooms and dashboard feeds), and local fan-out.
 //!
+//! A subscriber may be admitted later than it subscribes: a connection
+//! joining a room subscribes before it reads the room (so nothing committed
+//! after that read can pass it by) and is admitted once the read says it is
+//! a member. Until then it receives the topic's events (its session drops
+//! them if the join fails) but does not count as a member: it is not listed
+//! in [`Hub::members`] nor counted by [`Hub::connections_of`].
+//!
 //! The hub never talks to other nodes (that is the broker's job) and never
 //! awaits: delivery is a `try_send` of the same encoded bytes into each
 //! subscriber's bounded queue. A full queue marks a slow consumer, which is
@@ -29,6 +36,8 @@ pub struct Subscriber {
     pub outbound_tx: mpsc::Sender<Arc<Event>>,
     /// Cancelled to close the connection as a slow consumer.
     pub slow_consumer: CancellationToken,
+    /// Counts as a member of the topic (see [`Hub::admit`]).
+    pub admitted: bool,
 }
 
 /// Counts from one delivery, for metrics and tests.
@@ -62,6 +71,18 @@ impl Hub {
         first
     }
 
+    /// Makes connection `conn_id`'s subscription to `topic` count as a
+    /// member's.
+    pub fn admit(&self, topic: &str, conn_id: u64) {
+        if let Some(mut subscribers) = self.topics.get_mut(topic) {
+            for subscriber in subscribers.iter_mut() {
+                if subscriber.conn_id == conn_id {
+                    subscriber.admitted = true;
+                }
+            }
+        }
+    }
+
     /// Removes connection `conn_id` from `topic`. Returns true when the topic
     /// has no subscribers left on this node.
     pub fn unsubscribe(&self, topic: &str, conn_id: u64) -> bool {
@@ -74,7 +95,7 @@ impl Hub {
             .is_some()
     }
 
-    /// The distinct users subscribed to `topic` on this node.
+    /// The distinct admitted users subscribed to `topic` on this node.
     pub fn members(&self, topic: &str) -> Vec<Member> {
         let mut members: Vec<Member> = self
             .topics
@@ -82,6 +103,7 @@ impl Hub {
             .map(|subscribers| {
                 subscribers
                     .iter()
+                    .filter(|s| s.admitted)
                     .map(|s| Member {
                         user: s.user.clone(),
                         role: s.role,
@@ -94,11 +116,17 @@ impl Hub {
         members
     }
 
-    /// Number of connections `user` has subscribed to `topic` on this node.
+    /// Number of admitted connections `user` has subscribed to `topic` on
+    /// this node.
     pub fn connections_of(&self, topic: &str, user: &UserId) -> usize {
         self.topics
             .get(topic)
-            .map(|subscribers| subscribers.iter().filter(|s| &s.user == user).count())
+            .map(|subscribers| {
+                subscribers
+                    .iter()
+                    .filter(|s| s.admitted && &s.user == user)
+                    .count()
+            })
             .unwrap_or(0)
     }
 

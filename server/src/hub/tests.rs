@@ -14,6 +14,7 @@ fn subscriber(
             role: Role::Patient,
             outbound_tx,
             slow_consumer: CancellationToken::new(),
+            admitted: true,
         },
         outbound_rx,
     )
@@ -95,4 +96,28 @@ fn events_for_other_topics_go_nowhere() {
     hub.subscribe("room:1".into(), a);
     assert_eq!(hub.fan_out(&event("room:2", 1)).queued, 0);
     assert!(a_rx.try_recv().is_err());
+}
+
+#[test]
+fn a_subscriber_not_yet_admitted_gets_events_but_is_no_member() {
+    let hub = Hub::new();
+    let (member, _member_rx) = subscriber(1, "dr", 4);
+    let (mut joining, mut joining_rx) = subscriber(2, "pat", 4);
+    joining.admitted = false;
+    hub.subscribe("room:1".into(), member);
+    hub.subscribe("room:1".into(), joining);
+    assert_eq!(hub.fan_out(&event("room:1", 1)).queued, 2);
+    assert_eq!(joining_rx.try_recv().unwrap().seq, Some(1));
+    let users = |hub: &Hub| -> Vec<String> {
+        hub.members("room:1")
+            .into_iter()
+            .map(|member| member.user.to_string())
+            .collect()
+    };
+    assert_eq!(users(&hub), ["dr"]);
+    assert_eq!(hub.connections_of("room:1", &UserId::from("pat")), 0);
+
+    hub.admit("room:1", 2);
+    assert_eq!(users(&hub), ["dr", "pat"]);
+    assert_eq!(hub.connections_of("room:1", &UserId::from("pat")), 1);
 }

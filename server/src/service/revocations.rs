@@ -147,6 +147,7 @@ pub async fn listen(state: Arc<AppState>, stop: CancellationToken, conn_id: u64)
             role: Role::Admin,
             outbound_tx: tx,
             slow_consumer: overflow.clone(),
+            admitted: true,
         };
         if state.hub.subscribe(control_topic(), subscriber) {
             if let Err(error) = state.broker.subscribe(&control_topic()).await {

@@ -132,14 +132,16 @@ where
         session
     }
 
-    /// This connection as a hub subscriber.
-    pub(crate) fn subscriber(&self) -> Subscriber {
+    /// This connection as a hub subscriber, admitted as a member or not
+    /// yet (see [`crate::hub`]).
+    pub(crate) fn subscriber(&self, admitted: bool) -> Subscriber {
         Subscriber {
             conn_id: self.conn_id,
             user: self.principal.user.clone(),
             role: self.principal.role,
             outbound_tx: self.outbound_tx.clone(),
             slow_consumer: self.slow_consumer.clone(),
+            admitted,
         }
     }
 
@@ -277,6 +279,16 @@ where
     /// moves a cursor past the next expected `seq`, so a bogus `seq` cannot
     /// make the next real message look like a duplicate.
     async fn feed_event(&mut self, event: &Event) -> Result<bool, WriteError> {
+        // A room this connection subscribed to but was refused (see
+        // `join`), or left, may still have events queued here.
+        if !self.rooms.contains_key(&event.topic)
+            && self
+                .dashboard
+                .as_ref()
+                .is_none_or(|(topic, _)| *topic != event.topic)
+        {
+            return Ok(false);
+        }
         if event.is_resync() {
             Box::pin(self.catch_up(&event.topic)).await?;
             return Ok(true);

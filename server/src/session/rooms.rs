@@ -5,7 +5,10 @@
 use super::commands::CommandError;
 use super::connection::{JoinedRoom, Session};
 use super::socket::WriteError;
+use crate::app::AppState;
+use crate::auth::Principal;
 use crate::broker::Topic;
+use crate::domain::Consultation;
 use crate::hub::topics;
 use crate::service::{ServiceError, access, dashboard, events};
 use crate::store::messages as stored_messages;
@@ -46,37 +49,44 @@ where
         Ok(())
     }
 
-    /// Subscribes first, then replays from the store, then goes live; the
-    /// cursor drops live duplicates of replayed messages.
+    /// Subscribes first, then reads the room (checking membership), then
+    /// replays from the store, then goes live; the cursor drops live
+    /// duplicates of replayed messages. A first join without `since`
+    /// starts at the room's last message as read: the subscription was
+    /// confirmed before that read, so whatever is committed after it
+    /// arrives live, and nothing needs replaying.
     pub(super) async fn join(
         &mut self,
         consultation_id: ConsultationId,
         since: Option<Seq>,
     ) -> Result<CommandResult, CommandError> {
-        let consultation =
-            access::authorized_consultation(&self.state, &self.principal, &consultation_id).await?;
-        if let Some(since) = since {
-            if since.get() > consultation.last_seq {
-                return Err((
-                    ErrorCode::InvalidValue,
-                    format!(
-                        "since {since} is beyond the last message ({})",
-                        consultation.last_seq
-                    ),
-                )
-                    .into());
-            }
-        }
         let topic = topics::room(&consultation_id);
         let newly_joined = !self.rooms.contains_key(&topic);
         if newly_joined {
-            self.enter_topic(topic.clone()).await;
+            self.enter_topic(topic.clone(), false).await;
+        }
+        let consultation =
+            match room_to_join(&self.state, &self.principal, &consultation_id, since).await {
+                Ok(consultation) => consultation,
+                Err(error) => {
+                    if newly_joined {
+                        self.leave_topic(&topic, None).await;
+                    }
+                    return Err(error);
+                }
+            };
+        if newly_joined {
+            self.state.hub.admit(&topic, self.conn_id);
         }
         let mut cursor = since.map_or(consultation.last_seq, Seq::get);
         if let Some(room) = self.rooms.get(&topic) {
             cursor = cursor.max(room.cursor);
         }
-        let replayed = self.replay(&consultation_id, &mut cursor).await?;
+        let replayed = if newly_joined && since.is_none() {
+            0
+        } else {
+            self.replay(&consultation_id, &mut cursor).await?
+        };
         self.rooms.insert(
             topic.clone(),
             JoinedRoom {
@@ -198,15 +208,21 @@ where
             if let Some((previous, _)) = self.dashboard.take() {
                 self.leave_topic(&previous, None).await;
             }
-            self.enter_topic(topic.clone()).await;
+            self.enter_topic(topic.clone(), true).await;
             self.dashboard = Some((topic, feed.clone()));
         }
         let entries = dashboard::snapshot(&self.state, &self.principal, &feed).await?;
         Ok(CommandResult::DashboardSnapshot { entries })
     }
 
-    async fn enter_topic(&mut self, topic: Topic) {
-        let result = if self.state.hub.subscribe(topic.clone(), self.subscriber()) {
+    /// Subscribes to `topic` here and, for its first local subscriber, on
+    /// the broker, waiting for the broker's confirmation either way.
+    async fn enter_topic(&mut self, topic: Topic, admitted: bool) {
+        let result = if self
+            .state
+            .hub
+            .subscribe(topic.clone(), self.subscriber(admitted))
+        {
             self.state.broker.subscribe(&topic).await
         } else {
             self.state.broker.await_subscribed(&topic).await
@@ -239,4 +255,28 @@ where
         };
         events::publish(&self.state, topics::room(consultation), None, &frame);
     }
+}
+
+/// The consultation `principal` asks to join, if a member may and `since`
+/// is not beyond its last message.
+async fn room_to_join(
+    state: &AppState,
+    principal: &Principal,
+    consultation_id: &ConsultationId,
+    since: Option<Seq>,
+) -> Result<Consultation, CommandError> {
+    let consultation = access::authorized_consultation(state, principal, consultation_id).await?;
+    if let Some(since) = since {
+        if since.get() > consultation.last_seq {
+            return Err((
+                ErrorCode::InvalidValue,
+                format!(
+                    "since {since} is beyond the last message ({})",
+                    consultation.last_seq
+                ),
+            )
+                .into());
+        }
+    }
+    Ok(consultation)
 }

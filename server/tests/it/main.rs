@@ -21,6 +21,7 @@ mod cluster_presence;
 mod dashboard;
 mod edge_values;
 mod handshake;
+mod join_race;
 mod jwks;
 mod lifecycle;
 mod listener;
