@@ -147,6 +147,18 @@ fn describe() {
         "consult_notifications_total",
         "Notification outcomes, by channel and status."
     );
+    metrics::describe_counter!(
+        "consult_sms_keywords_total",
+        "Inbound SMS carrier keywords applied (STOP, START), by keyword."
+    );
+    metrics::describe_gauge!(
+        "consult_outbox_due_rows",
+        "Pending notification rows due now and not yet claimed, deployment-wide."
+    );
+    metrics::describe_gauge!(
+        "consult_outbox_oldest_due_seconds",
+        "How long the oldest due pending notification row has waited, deployment-wide."
+    );
 }
 
 /// Counters without labels, registered at zero on start.
@@ -217,6 +229,11 @@ fn register_zeros() {
     for outcome in ["accepted", "replayed"] {
         metrics::counter!("consult_sms_inbound_total", "outcome" => outcome).absolute(0);
     }
+    for keyword in ["stop", "start"] {
+        metrics::counter!("consult_sms_keywords_total", "keyword" => keyword).absolute(0);
+    }
+    metrics::gauge!("consult_outbox_due_rows").set(0.0);
+    metrics::gauge!("consult_outbox_oldest_due_seconds").set(0.0);
     for status in [
         ConsultationStatus::WaitingForPatient,
         ConsultationStatus::PatientReady,

@@ -45,6 +45,8 @@ const CONSULTATIONS_PER_PASS: u64 = 32;
 const ROWS_PER_CONSULTATION: u64 = 4;
 /// Longest retry delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
+/// How often the backlog gauges are measured.
+const BACKLOG_EVERY: Duration = Duration::from_secs(15);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +114,8 @@ impl OutboxWorker {
         let mut sending = futures_util::stream::FuturesUnordered::new();
         let mut busy: HashSet<ConsultationId> = HashSet::new();
         let worker = &self;
+        let mut backlog_tick = tokio::time::interval(BACKLOG_EVERY);
+        backlog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Fill the free lanes; wait only as long as nothing is due.
             let mut wait = poll;
@@ -163,12 +167,30 @@ impl OutboxWorker {
                 () = stop.cancelled() => break,
                 () = self.state.outbox_wakeup.notified() => {}
                 () = tokio::time::sleep(wait) => {}
+                _ = backlog_tick.tick() => self.measure_backlog().await,
             }
         }
         while let Some(done) = sending.next().await {
             busy.remove(&done);
         }
         tracing::debug!("outbox worker stopped");
+    }
+
+    /// Sets `consult_outbox_due_rows` and `consult_outbox_oldest_due_seconds`
+    /// from the database (the whole deployment's outbox, as every node sees
+    /// it).
+    async fn measure_backlog(&self) {
+        let now = Utc::now();
+        match outbox::backlog(self.state.store.connection(), now).await {
+            Ok((rows, oldest)) => {
+                let age = oldest.map_or(0.0, |oldest| {
+                    (now - oldest).to_std().unwrap_or_default().as_secs_f64()
+                });
+                metrics::gauge!("consult_outbox_due_rows").set(rows as f64);
+                metrics::gauge!("consult_outbox_oldest_due_seconds").set(age);
+            }
+            Err(error) => tracing::warn!(error = %error, "outbox backlog not measured"),
+        }
     }
 
     async fn time_to_next_due(&self, poll: Duration) -> Duration {

@@ -109,6 +109,16 @@ pub enum Keyword {
     Start,
 }
 
+impl Keyword {
+    /// The `keyword` label of `consult_sms_keywords_total`.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+        }
+    }
+}
+
 /// Reads the carrier keywords of an inbound SMS body.
 pub fn keyword(body: &str) -> Option<Keyword> {
     match body.trim().to_ascii_uppercase().as_str() {
@@ -132,6 +142,7 @@ pub async fn apply_keyword(
     let db = state.store.connection();
     let matched = contacts::set_opt_out_by_phone(db, phone, keyword == Keyword::Stop).await?;
     state.reach.forget_all_users();
+    metrics::counter!("consult_sms_keywords_total", "keyword" => keyword.as_label()).increment(1);
     audit::record(
         db,
         AuditEntry {

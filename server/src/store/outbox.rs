@@ -13,8 +13,8 @@ use consult_protocol::{
 };
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, Order, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use std::time::Duration;
 
@@ -271,6 +271,28 @@ pub async fn next_due_at(db: &impl ConnectionTrait) -> Result<Option<DateTime<Ut
         .one(db)
         .await?
         .map(|row| row.next_attempt_at))
+}
+
+/// The backlog: pending rows due by `now` (none of them claimed), and when
+/// the oldest of them fell due.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn backlog(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+) -> Result<(u64, Option<DateTime<Utc>>), StoreError> {
+    let due = outbox::Entity::find()
+        .filter(outbox::Column::Status.eq(NotificationStatus::Pending.as_str()))
+        .filter(outbox::Column::NextAttemptAt.lte(now));
+    let count = due.clone().count(db).await?;
+    let oldest = due
+        .order_by_asc(outbox::Column::NextAttemptAt)
+        .one(db)
+        .await?
+        .map(|row| row.next_attempt_at);
+    Ok((count, oldest))
 }
 
 /// A worker's claim on one row: the row and the attempt it counted. Every

@@ -29,6 +29,7 @@ mod messages;
 mod migrations;
 mod notifications;
 mod openapi;
+mod ops_files;
 mod paging;
 mod platform_messages;
 mod quick_messages;

@@ -338,6 +338,31 @@ async fn one_sms_row(
 }
 
 #[tokio::test]
+async fn the_backlog_counts_due_rows_nobody_claimed_and_dates_the_oldest() {
+    let fake = FakeProviders::start().await;
+    let (hub, rows) = sms_rows(&fake, 3, |_| {}).await;
+    let db = hub.state.store.connection();
+    let now = chrono::Utc::now();
+    let (due, oldest) = outbox::backlog(db, now).await.unwrap();
+    assert_eq!(due, 3);
+    let oldest = oldest.unwrap();
+    assert!(oldest <= now, "{oldest} is after {now}");
+    assert!(now - oldest < chrono::Duration::seconds(30), "{oldest}");
+    // A claimed row is no longer waiting; nothing is due an hour ago.
+    outbox::claim(db, &rows[0], now, now + chrono::Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outbox::backlog(db, now).await.unwrap().0, 2);
+    assert_eq!(
+        outbox::backlog(db, now - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        (0, None)
+    );
+}
+
+#[tokio::test]
 async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_lease() {
     let fake = FakeProviders::start().await;
     let (hub, rows) = sms_rows(&fake, 2, |_| {}).await;
@@ -856,6 +881,17 @@ async fn a_replayed_signed_stop_is_acknowledged_and_ignored() {
             .await,
         1.0
     );
+    // The replay applied nothing: one STOP, one START.
+    for keyword in ["stop", "start"] {
+        assert_eq!(
+            hub.metric(&format!(
+                "consult_sms_keywords_total{{keyword=\"{keyword}\"}}"
+            ))
+            .await,
+            1.0,
+            "{keyword}"
+        );
+    }
     // A signed request without a MessageSid cannot be told from a replay.
     let without_sid = [
         ("From", PATIENT_PHONE),
