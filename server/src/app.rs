@@ -81,6 +81,8 @@ pub struct AppState {
     pub notifier: Notifier,
     /// Cached contacts and clinic policies.
     pub reach: ReachCache,
+    /// The clinic each registered user id belongs to, as `hello` checks it.
+    pub registered_clinics: crate::service::registered_clinics::RegisteredClinics,
     /// Open WebSocket connections against their caps.
     pub connection_slots: Arc<crate::connection_slots::ConnectionSlots>,
     /// Device registrations per patient on this node.
@@ -201,6 +203,7 @@ impl App {
             revocations: crate::auth::revocation::Revocations::new(),
             notifier,
             reach: ReachCache::default(),
+            registered_clinics: crate::service::registered_clinics::RegisteredClinics::default(),
             connection_slots,
             device_registrations: Default::default(),
             outbox_wakeup: tokio::sync::Notify::new(),

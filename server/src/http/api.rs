@@ -7,6 +7,7 @@ use super::paging;
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::status::StatusAction;
+use crate::service::registered_clinics::registered_clinic;
 use crate::service::status;
 use crate::store::audit;
 use crate::store::consultations::{self, ListFilter, NewConsultation};
@@ -96,7 +97,7 @@ pub(super) async fn ensure_in_clinic(
     user: &UserId,
     clinic: &ClinicId,
 ) -> Result<(), ApiError> {
-    match participants::clinic_of(state.store.connection(), user).await? {
+    match registered_clinic(state, user).await? {
         Some(registered) if registered != *clinic => Err(ApiError::clinic_mismatch(user)),
         _ => Ok(()),
     }
@@ -106,7 +107,12 @@ pub(super) async fn ensure_in_clinic(
 /// id first (the store's conditional update decides a race).
 async fn register(state: &AppState, person: &Participant) -> Result<(), ApiError> {
     match participants::upsert(state.store.connection(), person).await? {
-        participants::Upserted::Written => Ok(()),
+        participants::Upserted::Written => {
+            state
+                .registered_clinics
+                .remember(&person.id, &person.clinic_id);
+            Ok(())
+        }
         participants::Upserted::OtherClinic => Err(ApiError::clinic_mismatch(&person.id)),
     }
 }

@@ -9,9 +9,9 @@
 //! (every per-person record is keyed by clinic).
 
 use super::ServiceError;
+use super::registered_clinics::registered_clinic;
 use crate::app::AppState;
 use crate::auth::{AuthError, Principal, VerifiedToken};
-use crate::store::participants;
 use consult_protocol::ErrorCode;
 
 /// Verifies `token`, checks its clinic against the registered participant
@@ -48,7 +48,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<VerifiedToken
 ///
 /// `invalid_token`; a store failure.
 pub async fn check_clinic(state: &AppState, principal: &Principal) -> Result<(), ServiceError> {
-    match participants::clinic_of(state.store.connection(), &principal.user).await? {
+    match registered_clinic(state, &principal.user).await? {
         Some(registered) if registered != principal.clinic => Err(ServiceError::refused(
             ErrorCode::InvalidToken,
             "invalid token: the user is registered in another clinic than the token names",

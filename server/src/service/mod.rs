@@ -17,6 +17,7 @@ pub mod notifications;
 pub mod publisher;
 pub mod quick;
 pub mod reach;
+pub mod registered_clinics;
 pub mod registrations;
 pub mod revocations;
 pub mod status;

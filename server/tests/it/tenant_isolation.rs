@@ -85,6 +85,29 @@ async fn a_token_naming_another_clinic_for_a_registered_user_is_refused_at_hello
 }
 
 #[tokio::test]
+async fn a_user_unknown_at_one_hello_and_registered_since_is_checked_again_at_the_next() {
+    let hub = TestHub::start().await;
+    // Nobody registered pat-new yet: a token of any clinic may speak for it
+    // (it reaches only that clinic's records).
+    let early = hub.connect_in("pat-new", Role::Patient, "other").await;
+    early.ping().await.unwrap();
+    // The platform registers it in this clinic; from then on another
+    // clinic's token is refused, however often it was accepted before.
+    hub.consultation("dr-a", "pat-new", "waiting_for_patient")
+        .await;
+    for _ in 0..2 {
+        let (code, message) =
+            refused_hello(&hub, &hub.token("pat-new", Role::Patient, "other")).await;
+        assert_eq!(code, ErrorCode::InvalidToken, "{message}");
+    }
+    hub.connect("pat-new", Role::Patient)
+        .await
+        .ping()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_user_id_registered_in_one_clinic_cannot_be_registered_or_overwritten_by_another() {
     let hub = TestHub::start().await;
     hub.consultation("dr-a", "pat-jo", "waiting_for_patient")
