@@ -4,18 +4,23 @@
 //! `CONSULT_…` environment variables with `__` for nesting
 //! (`CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY=512`), then CLI flags, which
 //! `main.rs` applies to the loaded struct. [`Config::validate`] reports every
-//! problem at once. Secrets are [`SecretString`]s so they never print.
+//! problem at once. Secrets are [`SecretString`]s so they never print, and
+//! serialize as set or unset, never as their value. [`defaults_toml`] prints
+//! every setting with its default and the help of [`reference`](mod@reference).
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod http;
 mod notify;
+mod print;
+mod redact;
+pub mod reference;
 
 pub use http::{
     DESCRIPTOR_RESERVE, HEADER_READ_TIMEOUT_SECS, HttpConfig, MAX_CONNECTIONS_PER_USER,
@@ -26,6 +31,9 @@ pub use notify::{
     OUTBOX_MAX_ATTEMPTS, OUTBOX_POLL_MS, OUTBOX_RETRY_BASE_MS, PUSH_AFTER_MS, PushRoute,
     REACH_CACHE_MS, RateLimit, SmsRoute,
 };
+pub use print::defaults_toml;
+pub use redact::REDACTED;
+pub use reference::ReferenceError;
 
 /// Default listen address: loopback only, for the embedded default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -82,7 +90,7 @@ pub const SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS: u64 = 1000;
 pub const SQLITE_CHECKPOINT_INTERVAL_MAX_MS: u64 = 60_000;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP and WebSocket server binds.
@@ -112,7 +120,7 @@ pub struct Config {
 }
 
 /// Database settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://FILE?mode=rwc` or `postgres://USER@HOST:PORT/DB`.
@@ -136,7 +144,7 @@ pub struct DatabaseConfig {
 }
 
 /// How a SQLite commit waits for the disk (`PRAGMA synchronous`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SqliteSync {
     /// `fsync` of the log at every commit: durable across power loss.
@@ -158,15 +166,17 @@ impl SqliteSync {
 }
 
 /// Token and API-key settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// HS256 secret. When unset, one is generated into `key_file`.
+    #[serde(serialize_with = "redact::hidden")]
     pub jwt_secret: Option<SecretString>,
     /// PEM public keys also accepted for RS256/ES256 tokens.
     pub public_keys: Vec<PublicKeyConfig>,
     /// API keys for the host platform's back end. When empty, one is
     /// generated into `key_file`.
+    #[serde(serialize_with = "redact::hidden_each")]
     pub api_keys: Vec<SecretString>,
     /// Where generated secrets are kept (mode 0600).
     pub key_file: PathBuf,
@@ -187,7 +197,7 @@ pub struct AuthConfig {
 }
 
 /// A public key for verifying asymmetric tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicKeyConfig {
     /// `RS256` or `ES256`.
@@ -197,7 +207,7 @@ pub struct PublicKeyConfig {
 }
 
 /// Per-connection limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     /// Time to send `hello`, in milliseconds.
@@ -229,7 +239,7 @@ pub struct SessionConfig {
 }
 
 /// Which broker carries events between nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BrokerKind {
     /// In-process: one node.
@@ -239,7 +249,7 @@ pub enum BrokerKind {
 }
 
 /// Cross-node event transport.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// `local` or `redis`.
@@ -250,6 +260,7 @@ pub struct BrokerConfig {
     /// Redis ACL user; wins over one in the URL.
     pub redis_username: Option<String>,
     /// Password of the Redis user; wins over one in the URL.
+    #[serde(serialize_with = "redact::hidden")]
     pub redis_password: Option<SecretString>,
     /// PEM file of the CA that signed the Redis server's certificate
     /// (`rediss://`); unset: the system's roots.
@@ -262,9 +273,11 @@ pub struct BrokerConfig {
     /// The cluster key: signs every envelope this node publishes and checks
     /// every one it receives. Required with `kind = "redis"`; the same on
     /// every node; at least 32 bytes.
+    #[serde(serialize_with = "redact::hidden")]
     pub cluster_key: Option<SecretString>,
     /// A second key accepted (never used to sign) while the cluster key is
     /// rotated.
+    #[serde(serialize_with = "redact::hidden")]
     pub cluster_key_secondary: Option<SecretString>,
     /// Runs a Redis cluster without a cluster key: events from Redis are
     /// then not authenticated. Only where nothing but the hub can publish
@@ -408,7 +421,7 @@ impl AuthConfig {
 }
 
 /// Shutdown behaviour.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// Time sessions get to flush and close, in seconds.
@@ -419,7 +432,7 @@ pub struct ShutdownConfig {
 }
 
 /// Static web console.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
     /// Folder with `console/` and `patient/`; unset serves none.
@@ -429,7 +442,7 @@ pub struct WebConfig {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -439,7 +452,7 @@ pub enum LogFormat {
 }
 
 /// Logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` or `json`.

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use consult_hub::auth::{Authenticator, Principal};
 use consult_hub::{App, Config, demo, telemetry};
 use consult_protocol::{ClinicId, Role, UserId};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -56,11 +57,36 @@ enum Command {
     },
     /// Seed demo data, print tokens, and exit.
     Demo,
+    /// Print the configuration reference, or check a configuration.
+    #[command(group(clap::ArgGroup::new("action").required(true)))]
+    Config {
+        /// Print every setting with its default and help, as TOML the hub
+        /// loads (reads no config file, environment or database).
+        #[arg(long, group = "action")]
+        print_defaults: bool,
+        /// Load and validate the configuration (`--config`, `CONSULT_…`
+        /// variables, `--database`), then exit; provider key files are read
+        /// only when the hub starts.
+        #[arg(long, group = "action")]
+        check: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Config {
+        print_defaults: true,
+        ..
+    }) = cli.command
+    {
+        let reference = consult_hub::config::defaults_toml()?;
+        std::io::stdout()
+            .lock()
+            .write_all(reference.as_bytes())
+            .context("writing the configuration reference")?;
+        return Ok(());
+    }
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(url) = cli.database {
         config.database.url = url;
@@ -101,6 +127,11 @@ async fn main() -> anyhow::Result<()> {
             let app = App::build(config).await?;
             let info = demo::seed(app.state()).await?;
             print_demo(&info, None);
+            Ok(())
+        }
+        Command::Config { .. } => {
+            config.validate()?;
+            println!("configuration is valid");
             Ok(())
         }
     }

@@ -1,6 +1,7 @@
 //! The real `consult-hub` binary, each test in its own temporary working
 //! directory (so the default SQLite file and key file land there): `token`,
-//! `serve`, `serve --demo`, `migrate`, SIGTERM and a bad configuration.
+//! `serve`, `serve --demo`, `migrate`, SIGTERM, a bad configuration and
+//! `config --print-defaults`.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,6 +20,8 @@ use tokio::time::{Instant, timeout};
 
 const BIN: &str = env!("CARGO_BIN_EXE_consult-hub");
 
+#[path = "cli/config_reference.rs"]
+mod config_reference;
 #[path = "cli/phi_in_logs.rs"]
 mod phi_in_logs;
 

@@ -2,7 +2,7 @@
 //! headers, how many WebSocket connections the node keeps open (in all, and
 //! from one address), and how much the kernel buffers towards each.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Time to send a request's headers, in seconds.
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
@@ -20,7 +20,7 @@ pub const DESCRIPTOR_RESERVE: u64 = 256;
 pub const SOCKET_SEND_BUFFER_BYTES: u32 = 256 * 1024;
 
 /// HTTP serving limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// A connection that has not sent a whole request's headers this long

@@ -3,7 +3,7 @@
 //! worker's timing.
 
 use crate::notify::providers::{ApnsConfig, FcmConfig, TwilioConfig, WebhookConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// No delivered receipt within this → push (milliseconds).
 pub const PUSH_AFTER_MS: u64 = 30_000;
@@ -20,13 +20,13 @@ pub const OUTBOX_LEASE_SECS: u64 = 60;
 /// How long a patient's devices and SMS consent are cached (milliseconds).
 pub const REACH_CACHE_MS: u64 = 5_000;
 
-/// How push notifications are sent.
 /// The most `notify.max_devices_per_patient` may be: one message queues a
 /// push per device, and staff get a frame (and the sender an `ok`) listing
 /// them all.
 pub const MAX_DEVICES_PER_PATIENT: u32 = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How push notifications are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PushRoute {
     /// Logged only (the embedded default); the outbox shows them.
@@ -38,7 +38,7 @@ pub enum PushRoute {
 }
 
 /// How SMS are sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SmsRoute {
     /// Logged only (the embedded default).
@@ -50,7 +50,7 @@ pub enum SmsRoute {
 }
 
 /// At most `max` per `window_secs` per consultation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// How many.
@@ -61,7 +61,7 @@ pub struct RateLimit {
 
 /// Push, SMS and escalation settings. Clinics may override the escalation
 /// times with their own policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// `log`, `native` or `webhook`.
@@ -69,12 +69,16 @@ pub struct NotifyConfig {
     /// `log`, `twilio` or `webhook`.
     pub sms: SmsRoute,
     /// FCM HTTP v1, for `push = "native"`.
+    #[serde(serialize_with = "super::redact::hidden")]
     pub fcm: Option<FcmConfig>,
     /// APNs, for `push = "native"`.
+    #[serde(serialize_with = "super::redact::hidden")]
     pub apns: Option<ApnsConfig>,
     /// Twilio, for `sms = "twilio"`.
+    #[serde(serialize_with = "super::redact::hidden")]
     pub twilio: Option<TwilioConfig>,
     /// The signed webhook, for either route.
+    #[serde(serialize_with = "super::redact::hidden")]
     pub webhook: Option<WebhookConfig>,
     /// Default: no delivered receipt within this → push (milliseconds).
     pub push_after_ms: u64,
