@@ -103,7 +103,7 @@ impl OutboxWorker {
     /// Runs passes until `stop` is cancelled.
     ///
     /// Sends in `notify.send_concurrency` lanes, one consultation per lane
-    /// (its rows in order, at most [`ROWS_PER_CONSULTATION`] at a time), and
+    /// (its rows in order, at most `ROWS_PER_CONSULTATION` at a time), and
     /// looks for due rows whenever a lane is free: a consultation with a
     /// backlog, or a slow provider, holds one lane, never the others. On
     /// stop, the lanes finish what they hold (cut short at shutdown's
@@ -215,7 +215,7 @@ impl OutboxWorker {
     /// logged and left for the next pass.
     ///
     /// A pass takes the due rows fairly across consultations (at most
-    /// [`ROWS_PER_CONSULTATION`] of each of [`CONSULTATIONS_PER_PASS`]) and
+    /// `ROWS_PER_CONSULTATION` of each of `CONSULTATIONS_PER_PASS`) and
     /// sends `notify.send_concurrency` consultations' rows at once, each
     /// consultation's in order: a patient with many notifications due
     /// delays neither another patient's alert nor the rest of the pass.

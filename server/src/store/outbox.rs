@@ -209,7 +209,7 @@ fn ready_at(now: DateTime<Utc>) -> Condition {
         )
 }
 
-/// Rows ready to send at `now` (see [`ready_at`]), fairly across
+/// Rows ready to send at `now` (see `ready_at`), fairly across
 /// consultations: of the `consultations` consultations whose oldest ready
 /// row is oldest, at most `per_consultation` rows each, oldest first, one
 /// list per consultation. A consultation with a long backlog gets no more

@@ -11,7 +11,7 @@
 //! its connection never checkpoints (`wal_autocheckpoint = 0`); a second
 //! thread runs passive checkpoints, which never block writers. A lock held by
 //! another node on the same file is waited for in short steps
-//! ([`busy_wait`]) rather than SQLite's default back-off of up to 100 ms.
+//! (`busy_wait`) rather than SQLite's default back-off of up to 100 ms.
 //!
 //! Used for file databases; in-memory SQLite and PostgreSQL keep the pool
 //! writer ([`batch_append`](super::batch_append)).
