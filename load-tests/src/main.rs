@@ -72,6 +72,11 @@ enum Scenario {
         /// The patient of each room sends and its provider receives.
         #[arg(long)]
         patients_send: bool,
+        /// Members acknowledge every message they receive, as the patient
+        /// app does: a `delivered` receipt each, and a `read` one for every
+        /// fourth; the summary counts them and the hub's receipt writes.
+        #[arg(long)]
+        receipts: bool,
     },
     /// N joined, silent connections: hub memory per connection, CPU per connect.
     Idle {
@@ -357,6 +362,7 @@ async fn run(scenario: Scenario) -> Result<()> {
             drain_timeout_secs,
             senders_join,
             patients_send,
+            receipts,
         } => {
             if rate <= 0.0 || rooms == 0 || members == 0 {
                 bail!("--rate, --rooms and --members must be positive");
@@ -372,6 +378,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 senders_join,
                 patients_send,
                 connect_attempts: 1,
+                receipts,
             };
             let target = Target::open(&common.target_spec()).await?;
             let result = fanout::run(&target, &options, common.quiet).await?;
@@ -441,6 +448,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                     senders_join: true,
                     patients_send: false,
                     connect_attempts: abuse::HONEST_CONNECT_ATTEMPTS,
+                    receipts: false,
                 },
                 rounds,
                 handshake_flood_per_sec,

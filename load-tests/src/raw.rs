@@ -7,13 +7,13 @@
 //! machine the harness must choose the source address (one 127.0.0.x per
 //! slice of connections, so ephemeral ports do not run out) and keep
 //! per-connection memory small, so this client binds the socket itself,
-//! speaks only `hello` and `join`, and leaves reading to its caller: the
+//! speaks only `hello`, `join` and `ack`, and leaves reading to its caller: the
 //! task that reads it is woken once per frame, where the typed client costs
 //! two wake-ups and a queue, which matters when the harness shares a small
 //! machine with the hub. Frames are still the protocol crate's types.
 
 use anyhow::{Context, Result, anyhow, bail};
-use consult_protocol::{ClientFrame, CommandId, ConsultationId, Seq, ServerFrame};
+use consult_protocol::{ClientFrame, CommandId, ConsultationId, ReceiptKind, Seq, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -54,6 +54,8 @@ pub enum Inbound {
         /// Messages replayed before it.
         replayed: u32,
     },
+    /// An `ok` without a result (the answer to an `ack`).
+    Answered,
     /// An `error` frame.
     Refused(String),
     /// Anything else (presence, receipts, pings, ...).
@@ -130,6 +132,29 @@ impl RawConnection {
         self.write(&frame).await
     }
 
+    /// Sends an `ack` (a `delivered` or `read` receipt) for every message up
+    /// to `seq`; its answer arrives through [`Self::next`] as
+    /// [`Inbound::Answered`] or [`Inbound::Refused`].
+    ///
+    /// # Errors
+    ///
+    /// When the frame cannot be written.
+    pub async fn send_ack(
+        &mut self,
+        room: &ConsultationId,
+        seq: u64,
+        receipt: ReceiptKind,
+    ) -> Result<()> {
+        self.next_command += 1;
+        let frame = ClientFrame::Ack {
+            id: CommandId::new(format!("a{}", self.next_command)),
+            consultation_id: room.clone(),
+            seq: Seq(seq),
+            receipt,
+        };
+        self.write(&frame).await
+    }
+
     /// Reads up to the answer to the `join` just sent, handing any message
     /// replayed before it to `replayed`; the room's `last_seq` and how many
     /// were replayed.
@@ -152,7 +177,7 @@ impl RawConnection {
                 Inbound::Refused(why) => bail!("join refused: {why}"),
                 Inbound::Closed(why) => bail!("closed during join: {why}"),
                 message @ Inbound::Message { .. } => replayed(message),
-                Inbound::Other => {}
+                Inbound::Answered | Inbound::Other => {}
             }
         }
     }
@@ -232,6 +257,7 @@ fn classify(frame: ServerFrame) -> Inbound {
             last_seq: consultation.last_seq.get(),
             replayed,
         },
+        ServerFrame::Ok { result: None, .. } => Inbound::Answered,
         ServerFrame::Error { code, message, .. } => Inbound::Refused(format!("{code}: {message}")),
         _ => Inbound::Other,
     }

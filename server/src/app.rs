@@ -2,11 +2,13 @@
 //!
 //! [`App::build`] opens the store, runs migrations, wires the hub, broker and
 //! presence, and starts the group-commit writer (which publishes what it
-//! stores).
+//! stores) and the receipt batcher (which publishes the receipts that
+//! moved).
 //! [`App::run`] serves HTTP and WebSocket on a listener until the shutdown
 //! future resolves, then shuts down in order: readiness goes 503 and the
 //! listener stops accepting; sessions are told to reconnect and flush; the
-//! writer drains; the outbox sends what is due; the database closes.
+//! receipt batcher and the writer drain; the outbox sends what is due; the
+//! database closes.
 
 use crate::auth::Authenticator;
 use crate::broker::envelope::ClusterKeys;
@@ -20,6 +22,7 @@ use crate::service::publisher;
 use crate::service::reach::ReachCache;
 use crate::store::Store;
 use crate::store::appender::{self, Appender, WriterHandle};
+use crate::store::receipt_batch::{self, ReceiptBatcher, ReceiptBatcherHandle};
 use crate::supervisor::{Worker, Workers};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -67,6 +70,8 @@ pub struct AppState {
     pub store: Store,
     /// The group-commit message writer.
     pub appender: Appender,
+    /// Writes delivered and read receipts, many per transaction.
+    pub receipts: ReceiptBatcher,
     /// This node's registry.
     pub hub: Arc<Hub>,
     /// Cross-node transport.
@@ -141,6 +146,7 @@ pub enum BuildError {
 pub struct App {
     state: Arc<AppState>,
     writer: WriterHandle,
+    receipts: ReceiptBatcherHandle,
     dashboards: tokio::task::JoinHandle<()>,
     outbox_stop: CancellationToken,
     outbox: tokio::task::JoinHandle<()>,
@@ -173,6 +179,11 @@ impl App {
             presence.claim_node_id().await?;
         }
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (receipts, receipts_handle) = receipt_batch::start(
+            store.connection().clone(),
+            publisher::on_receipt_commit(broker.clone(), dashboards_tx.clone()),
+            &workers,
+        );
         let (appender, writer) = appender::start(
             appender::Backend::for_store(&store, &config.database, &workers).await?,
             config.database.append_batch_max,
@@ -196,6 +207,7 @@ impl App {
             config,
             store,
             appender,
+            receipts,
             hub,
             broker,
             presence,
@@ -249,6 +261,7 @@ impl App {
         Ok(Self {
             state,
             writer,
+            receipts: receipts_handle,
             dashboards,
             outbox_stop,
             outbox,
@@ -311,6 +324,9 @@ impl App {
             Ok(Ok(())) | Err(_) => Ok(()),
             Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
         };
+        // Receipts still queued are written (and published) before the
+        // dashboard refresher, which they may feed, ends.
+        self.receipts.stop().await;
         self.writer.stop().await;
         if let Err(error) = self.dashboards.await {
             tracing::error!(error = %error, "dashboard refresher panicked");

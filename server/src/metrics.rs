@@ -68,6 +68,14 @@ fn describe() {
     );
     metrics::describe_counter!("consult_messages_stored_total", "Messages persisted.");
     metrics::describe_counter!(
+        "consult_receipts_total",
+        "Delivered and read receipts recorded (answered after their flush committed)."
+    );
+    metrics::describe_counter!(
+        "consult_receipt_flushes_total",
+        "Receipt write transactions committed (one per flush of the receipt batcher)."
+    );
+    metrics::describe_counter!(
         "consult_frames_fanned_out_total",
         "Frames queued to local subscribers."
     );
@@ -165,6 +173,8 @@ fn describe() {
 const UNLABELLED_COUNTERS: &[&str] = &[
     "consult_connections_total",
     "consult_messages_stored_total",
+    "consult_receipts_total",
+    "consult_receipt_flushes_total",
     "consult_frames_fanned_out_total",
     "consult_slow_consumer_kicks_total",
     "consult_broker_publish_failures_total",

@@ -1,7 +1,7 @@
 //! Supervision of the hub's background workers: the message writer, the
-//! SQLite checkpoint thread, the outbox worker, the dashboard refresher, the
-//! Redis broker's publisher and subscriber, the presence heartbeat, the
-//! revocation listener and the JWKS refresher.
+//! SQLite checkpoint thread, the receipt batcher, the outbox worker, the
+//! dashboard refresher, the Redis broker's publisher and subscriber, the
+//! presence heartbeat, the revocation listener and the JWKS refresher.
 //!
 //! A worker that panics (or, on a task, is aborted) is restarted after a
 //! back-off that doubles from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`] and
@@ -45,6 +45,8 @@ pub enum Worker {
     Writer,
     /// The SQLite checkpoint thread.
     Checkpoint,
+    /// Writes delivered and read receipts, many per transaction.
+    Receipts,
     /// The notification outbox worker.
     Outbox,
     /// Publishes dashboard rows that the writer could not read itself.
@@ -63,9 +65,10 @@ pub enum Worker {
 
 impl Worker {
     /// Every worker, in the order `/readyz` lists them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Writer,
         Self::Checkpoint,
+        Self::Receipts,
         Self::Outbox,
         Self::Dashboards,
         Self::BrokerPublisher,
@@ -80,6 +83,7 @@ impl Worker {
         match self {
             Self::Writer => "writer",
             Self::Checkpoint => "checkpoint",
+            Self::Receipts => "receipts",
             Self::Outbox => "outbox",
             Self::Dashboards => "dashboards",
             Self::BrokerPublisher => "broker_publisher",

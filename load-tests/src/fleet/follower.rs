@@ -188,7 +188,7 @@ impl Follower {
                 tracing::debug!(%why, "follower connection ended");
                 self.connection = None;
             }
-            Inbound::Joined { .. } | Inbound::Refused(_) | Inbound::Other => {}
+            Inbound::Joined { .. } | Inbound::Answered | Inbound::Refused(_) | Inbound::Other => {}
         }
     }
 

@@ -8,6 +8,13 @@
 //! robin, so with two nodes the patient (the first member) is always on the
 //! other node and every message to it crosses the broker.
 //!
+//! With `--receipts` every member acknowledges what it receives as the
+//! patient app does: a `delivered` receipt for each message and a `read`
+//! one for every [`READ_EVERY`]th; the run then reports the receipts sent,
+//! answered and refused, and what the hub counted for them (receipts
+//! recorded, receipt write transactions, message writer commits), read
+//! from its `/metrics` before and after.
+//!
 //! The harness shares the machine with the hub, so members cost it as
 //! little as it can: each is a [`RawConnection`] read by one task, which
 //! decodes the frame and counts it with nothing queued between the socket
@@ -29,7 +36,7 @@ use crate::stats::{
 use crate::target::Target;
 use anyhow::{Context, Result};
 use consult_client::{Client, ClientConfig};
-use consult_protocol::{ConsultationId, Role};
+use consult_protocol::{ConsultationId, ReceiptKind, Role};
 use futures_util::{StreamExt, stream};
 use serde::Serialize;
 use std::future::Future;
@@ -50,6 +57,10 @@ const SENDER_EVENTS_CAPACITY: usize = 1 << 16;
 const MEMBERS_PER_SOURCE: usize = 10_000;
 /// Wait after a failed connection try, times the tries so far.
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+/// With receipts, every this many messages (by `seq`) also get a `read`.
+pub const READ_EVERY: u64 = 4;
+/// How long one read of a hub's `/metrics` may take.
+const METRICS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parameters of a fanout run.
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +90,48 @@ pub struct FanoutOptions {
     /// connect and join) gets before the run fails, a little apart; every
     /// failed try is counted. 1: the first failure ends the run.
     pub connect_attempts: u32,
+    /// Members acknowledge each message received (`delivered`, and `read`
+    /// for every [`READ_EVERY`]th), as the patient app does.
+    pub receipts: bool,
+}
+
+/// The receipts members sent and how the hub answered them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReceiptStats {
+    /// `ack` commands sent.
+    pub sent: u64,
+    /// Answered `ok`.
+    pub ok: u64,
+    /// Answered with an error.
+    pub refused: u64,
+    /// The first error.
+    pub first_refusal: Option<String>,
+    /// What the hubs counted over the run (their `/metrics`, all nodes).
+    pub hub: HubReceiptCounts,
+    /// Receipt write transactions per receipt answered `ok`, when the hubs
+    /// count them.
+    pub writes_per_receipt: Option<f64>,
+}
+
+/// Counters read from the hubs' `/metrics` before and after the run: each
+/// the growth over the run, `None` when a hub does not export it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HubReceiptCounts {
+    /// `consult_receipts_total`.
+    pub receipts_recorded: Option<u64>,
+    /// `consult_receipt_flushes_total`: receipt write transactions.
+    pub receipt_flushes: Option<u64>,
+    /// `consult_sqlite_commit_seconds_count`: the SQLite message writer's
+    /// commits.
+    pub message_commits: Option<u64>,
+}
+
+/// The counters of [`HubReceiptCounts`] at one moment, summed over nodes.
+#[derive(Debug, Clone, Copy, Default)]
+struct HubCountsAt {
+    receipts_recorded: Option<f64>,
+    receipt_flushes: Option<f64>,
+    message_commits: Option<f64>,
 }
 
 /// What a fanout run measured.
@@ -109,6 +162,8 @@ pub struct FanoutResult {
     pub connect_failures: u64,
     /// The first of those failures.
     pub first_connect_error: Option<String>,
+    /// Receipts, when members sent them.
+    pub receipts: Option<ReceiptStats>,
     /// Delivered messages per second, first send to last delivery.
     pub delivered_per_sec: f64,
     /// Median of the per-second delivery counts, without the first and last.
@@ -140,6 +195,7 @@ pub struct FanoutResult {
 struct Member {
     connection: RawConnection,
     room: usize,
+    room_id: ConsultationId,
     start_seq: u64,
 }
 
@@ -158,6 +214,12 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let members = connect_members(target, &rooms, member_tokens, options, &failures).await?;
     let senders = connect_senders(target, &rooms, sender_tokens, options, &failures).await?;
 
+    let http = reqwest::Client::new();
+    let counts_before = if options.receipts {
+        Some(hub_counts(&http, target).await)
+    } else {
+        None
+    };
     let watch = HubWatch::start(&target.hub_pids)?;
     let harness_watch = HubWatch::start(&[std::process::id()])?;
     let broker_watch = HubWatch::start(&target.broker_pids())?;
@@ -176,6 +238,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
                 final_rx.clone(),
                 started_unix_us,
                 drain,
+                options.receipts,
             ))
         })
         .collect();
@@ -219,7 +282,73 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     result.harness_cpu_percent_of_core = harness.map(|usage| usage.cpu_percent_of_core);
     result.redis_cpu_percent_of_core = broker.map(|usage| usage.cpu_percent_of_core);
     result.machine_cpu_percent_of_core = Some(machine);
+    if let Some(before) = counts_before {
+        let after = hub_counts(&http, target).await;
+        let mut receipts = ReceiptStats::default();
+        for outcome in &outcomes {
+            receipts.sent += outcome.receipts.sent;
+            receipts.ok += outcome.receipts.ok;
+            receipts.refused += outcome.receipts.refused;
+            if receipts.first_refusal.is_none() {
+                receipts
+                    .first_refusal
+                    .clone_from(&outcome.receipts.first_refusal);
+            }
+        }
+        let grown = |before: Option<f64>, after: Option<f64>| {
+            Some((after? - before.unwrap_or(0.0)).max(0.0).round() as u64)
+        };
+        receipts.hub = HubReceiptCounts {
+            receipts_recorded: grown(before.receipts_recorded, after.receipts_recorded),
+            receipt_flushes: grown(before.receipt_flushes, after.receipt_flushes),
+            message_commits: grown(before.message_commits, after.message_commits),
+        };
+        receipts.writes_per_receipt = receipts
+            .hub
+            .receipt_flushes
+            .and_then(|flushes| per(flushes as f64, receipts.ok));
+        result.receipts = Some(receipts);
+    }
     Ok(result)
+}
+
+/// The receipt counters of every node now; a node that cannot be read, or
+/// does not export a counter, adds nothing to it.
+async fn hub_counts(http: &reqwest::Client, target: &Target) -> HubCountsAt {
+    let mut counts = HubCountsAt::default();
+    for node in &target.nodes {
+        let url = format!("{}/metrics", node.http_base.trim_end_matches('/'));
+        let text = match http.get(&url).timeout(METRICS_TIMEOUT).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(%url, %error, "cannot read the hub's metrics");
+                continue;
+            }
+        };
+        let add = |total: &mut Option<f64>, name: &str| {
+            if let Some(value) = sample(&text, name) {
+                *total = Some(total.unwrap_or(0.0) + value);
+            }
+        };
+        add(&mut counts.receipts_recorded, "consult_receipts_total");
+        add(&mut counts.receipt_flushes, "consult_receipt_flushes_total");
+        add(
+            &mut counts.message_commits,
+            "consult_sqlite_commit_seconds_count",
+        );
+    }
+    counts
+}
+
+/// The value of the unlabelled sample `name` in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 type Setup = (Vec<ConsultationId>, Vec<String>, Vec<String>);
@@ -360,6 +489,7 @@ async fn connect_members(
                 Ok::<_, anyhow::Error>(Member {
                     connection,
                     room,
+                    room_id: room_id.clone(),
                     start_seq,
                 })
             })
@@ -451,30 +581,49 @@ struct MemberOutcome {
     tracker: SeqTracker,
     timeline: Timeline,
     closed: Option<String>,
+    receipts: MemberReceipts,
 }
 
-/// Reads a member's frames until it has its room's final `seq`, its
-/// connection ends, or the drain time after the final `seq` is known runs
-/// out; then closes the connection.
+/// One member's receipts.
+#[derive(Debug, Default)]
+struct MemberReceipts {
+    sent: u64,
+    ok: u64,
+    refused: u64,
+    first_refusal: Option<String>,
+}
+
+impl MemberReceipts {
+    fn unanswered(&self) -> u64 {
+        self.sent.saturating_sub(self.ok + self.refused)
+    }
+}
+
+/// Reads a member's frames until it has its room's final `seq` (and, with
+/// `receipts`, every receipt it sent is answered), its connection ends, or
+/// the drain time after the final `seq` is known runs out; then closes the
+/// connection. With `receipts` it acknowledges each message as it arrives.
 async fn receive(
     mut member: Member,
     mut latency: LatencyBatch,
     mut final_rx: watch::Receiver<Option<Arc<Vec<u64>>>>,
     started_unix_us: u64,
     drain: Duration,
+    receipts: bool,
 ) -> MemberOutcome {
     let mut tracker = SeqTracker::starting_at(member.start_seq);
     let mut timeline = Timeline::new(started_unix_us, 1000);
     let mut closed = None;
     let mut deadline = None;
     let mut last_delivery_unix_us = 0;
+    let mut acks = MemberReceipts::default();
     loop {
         let target = final_rx
             .borrow()
             .as_ref()
             .and_then(|seqs| seqs.get(member.room).copied());
         if let Some(target) = target {
-            if tracker.last >= target {
+            if tracker.last >= target && acks.unanswered() == 0 {
                 break;
             }
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + drain);
@@ -492,12 +641,23 @@ async fn receive(
                     if let Some(sent) = payload::sent_at(&body) {
                         latency.record(now.saturating_sub(sent));
                     }
+                    if receipts {
+                        if let Err(error) = acknowledge(&mut member, seq, &mut acks).await {
+                            closed = Some(format!("{error:#}"));
+                            break;
+                        }
+                    }
+                }
+                Inbound::Answered => acks.ok += 1,
+                Inbound::Refused(why) => {
+                    acks.refused += 1;
+                    acks.first_refusal.get_or_insert(why);
                 }
                 Inbound::Closed(why) => {
                     closed = Some(why);
                     break;
                 }
-                Inbound::Joined { .. } | Inbound::Refused(_) | Inbound::Other => {}
+                Inbound::Joined { .. } | Inbound::Other => {}
             },
             changed = final_rx.changed(), if deadline.is_none() => {
                 if changed.is_err() {
@@ -516,7 +676,26 @@ async fn receive(
         tracker,
         timeline,
         closed,
+        receipts: acks,
     }
+}
+
+/// Sends the receipts for message `seq`: `delivered`, and `read` for every
+/// [`READ_EVERY`]th.
+async fn acknowledge(member: &mut Member, seq: u64, acks: &mut MemberReceipts) -> Result<()> {
+    member
+        .connection
+        .send_ack(&member.room_id, seq, ReceiptKind::Delivered)
+        .await?;
+    acks.sent += 1;
+    if seq % READ_EVERY == 0 {
+        member
+            .connection
+            .send_ack(&member.room_id, seq, ReceiptKind::Read)
+            .await?;
+        acks.sent += 1;
+    }
+    Ok(())
 }
 
 fn far_future() -> tokio::time::Instant {
@@ -568,6 +747,7 @@ fn summarize(
         first_connect_error: None,
         delivered_per_sec: delivered as f64 / window_secs.max(1e-3),
         delivered_per_sec_steady: delivered_timeline.steady_rate(),
+        receipts: None,
         latency: latency_recorder.summary(),
         hub_cpu_us_per_delivered: cpu.and_then(|cpu| per(cpu, delivered)),
         hub_cpu_us_per_sent: cpu.and_then(|cpu| per(cpu, sent.ok)),
@@ -587,7 +767,7 @@ impl FanoutResult {
         let o = &self.options;
         let mut lines = vec![
             format!(
-                "{} rooms x {} members on {} node(s){}; {} messages offered at {}/s, {} ok, {} failed{}",
+                "{} rooms x {} members on {} node(s){}{}; {} messages offered at {}/s, {} ok, {} failed{}",
                 o.rooms,
                 o.members,
                 self.nodes,
@@ -596,6 +776,11 @@ impl FanoutResult {
                     (false, false) => ", providers send (not joined)",
                     (true, true) => ", patients send (joined)",
                     (false, true) => ", patients send (not joined)",
+                },
+                if o.receipts {
+                    ", members acknowledge"
+                } else {
+                    ""
                 },
                 self.sent.issued,
                 o.rate,
@@ -624,6 +809,27 @@ impl FanoutResult {
             latency_line("send->ok latency", &self.sent.ack_latency),
             latency_line("pacing lag", &self.sent.pacing_lag),
         ];
+        if let Some(receipts) = &self.receipts {
+            let count =
+                |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            lines.push(format!(
+                "receipts sent {}, ok {}, refused {}{}; hub: {} recorded, {} receipt write transactions ({} per receipt), {} message writer commits",
+                receipts.sent,
+                receipts.ok,
+                receipts.refused,
+                receipts
+                    .first_refusal
+                    .as_ref()
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default(),
+                count(receipts.hub.receipts_recorded),
+                count(receipts.hub.receipt_flushes),
+                receipts
+                    .writes_per_receipt
+                    .map_or_else(|| "-".to_owned(), |w| format!("{w:.3}")),
+                count(receipts.hub.message_commits),
+            ));
+        }
         if let Some(hub) = &self.hub {
             lines.push(format!(
                 "hub CPU {:.1} us/delivered, {:.1} us/sent, {:.0}% of one core; RSS {} -> {} KiB (peak {})",

@@ -1,6 +1,6 @@
 //! Sending, reading and acknowledging messages, and typing indicators.
 
-use super::{ServiceError, access, dashboard, events, notifications};
+use super::{ServiceError, access, events, notifications};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::Consultation;
@@ -8,15 +8,15 @@ use crate::domain::escalation::Trigger;
 use crate::domain::text;
 use crate::hub::topics;
 use crate::store::audit::MessageAudit;
+use crate::store::messages;
 use crate::store::messages::{AppendOutcome, NewMessage, StoredMessage};
 use crate::store::outbox::NewNotification;
-use crate::store::{consultations, messages, receipts};
+use crate::store::receipt_batch::{NewReceipt, ReceiptOutcome};
 use chrono::{DateTime, Utc};
 use consult_protocol::{
     ChatMessage, ConsultationId, ErrorCode, MessageKind, NotificationView, ReceiptKind, Role, Seq,
     ServerFrame,
 };
-use std::sync::Arc;
 
 /// Largest history page.
 pub const MAX_HISTORY_LIMIT: u32 = 200;
@@ -252,54 +252,53 @@ pub async fn history(
     Ok((page, has_more || trimmed))
 }
 
-/// Records a receipt and tells the room; a provider's read receipt also
-/// updates the unread count on the dashboards.
+/// Records a receipt through the receipt batcher and answers once its flush
+/// committed. The batcher publishes a `receipt` frame to the room when the
+/// member's stored position moved, and a provider's read that moved also
+/// bumps the consultation's `rev` and updates the dashboards' unread count.
+///
+/// `consultation` is the consultation the caller found `principal` a member
+/// of (a joined room, or a membership look-up); `delivered_up_to` is the
+/// highest `seq` the connection was sent, 0 if none. A `seq` up to either
+/// that or the consultation's `last_seq` as the caller saw it is known to be
+/// stored; only a higher one is checked against the database.
 ///
 /// # Errors
 ///
 /// `invalid_value` for a sequence number beyond the last message, or a store
-/// failure.
+/// failure (`unavailable` while the batcher is stopped or restarting).
 pub async fn acknowledge(
-    state: &Arc<AppState>,
+    state: &AppState,
     principal: &Principal,
-    consultation: &ConsultationId,
+    consultation: &Consultation,
+    delivered_up_to: u64,
     seq: Seq,
     receipt: ReceiptKind,
 ) -> Result<(), ServiceError> {
-    let db = state.store.connection();
-    let current = consultations::find(db, consultation)
-        .await?
-        .ok_or_else(|| ServiceError::refused(ErrorCode::NotFound, "no such consultation"))?;
-    if seq.get() > current.last_seq {
-        return Err(ServiceError::refused(
+    let outcome = state
+        .receipts
+        .record(NewReceipt {
+            consultation_id: consultation.id.clone(),
+            user: principal.user.clone(),
+            role: principal.role,
+            kind: receipt,
+            seq: seq.get(),
+            known_stored: consultation.last_seq.max(delivered_up_to),
+            bumps_rev: principal.role == Role::Provider
+                && principal.user == consultation.provider_id,
+        })
+        .await?;
+    match outcome {
+        ReceiptOutcome::Recorded => Ok(()),
+        ReceiptOutcome::BeyondLastMessage(last_seq) => Err(ServiceError::refused(
             ErrorCode::InvalidValue,
-            format!(
-                "seq {seq} is beyond the last message ({})",
-                current.last_seq
-            ),
-        ));
+            format!("seq {seq} is beyond the last message ({last_seq})"),
+        )),
+        ReceiptOutcome::NotFound => Err(ServiceError::refused(
+            ErrorCode::NotFound,
+            "no such consultation",
+        )),
     }
-    let (_, moved) =
-        receipts::record(db, consultation, &principal.user, receipt, seq.get()).await?;
-    if !moved {
-        return Ok(());
-    }
-    let frame = ServerFrame::Receipt {
-        consultation_id: consultation.clone(),
-        user: principal.user.clone(),
-        role: principal.role,
-        seq,
-        receipt,
-    };
-    events::publish(state, topics::room(consultation), None, &frame);
-    if principal.role == Role::Provider
-        && receipt == ReceiptKind::Read
-        && principal.user == current.provider_id
-    {
-        consultations::bump_rev(db, consultation).await?;
-        dashboard::spawn_publish_entry(Arc::clone(state), consultation.clone());
-    }
-    Ok(())
 }
 
 /// Tells the room that `principal` started or stopped typing.

@@ -71,7 +71,9 @@ impl ServiceError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Refused { code, .. } => *code,
-            Self::Store(StoreError::WriterStopped) => ErrorCode::Unavailable,
+            Self::Store(StoreError::WriterStopped | StoreError::ReceiptsStopped) => {
+                ErrorCode::Unavailable
+            }
             Self::Store(_) => ErrorCode::Internal,
         }
     }
@@ -82,6 +84,9 @@ impl ServiceError {
             Self::Refused { message, .. } => message.clone(),
             Self::Store(StoreError::WriterStopped) => {
                 "the message writer is not running (shutdown or restart); retry".to_owned()
+            }
+            Self::Store(StoreError::ReceiptsStopped) => {
+                "the receipt writer is not running (shutdown or restart); retry".to_owned()
             }
             Self::Store(_) => "internal error; it has been logged".to_owned(),
         }

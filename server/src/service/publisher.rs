@@ -6,6 +6,11 @@
 //! (its unread count): the SQLite writer reads that row in the message's
 //! transaction and it is published here, after the message; other writers
 //! leave it to [`refresh_dashboards`], a task that reads it.
+//!
+//! Receipts take the same way: the receipt batcher hands over each position
+//! that moved, in commit order, and [`on_receipt_commit`] publishes its
+//! `receipt` frame to the room; a provider's read (the unread count
+//! changed) sends the consultation to [`refresh_dashboards`].
 
 use super::{dashboard, events};
 use crate::app::AppState;
@@ -13,7 +18,8 @@ use crate::broker::Broker;
 use crate::hub::topics;
 use crate::store::appender::OnCommit;
 use crate::store::messages::StoredMessage;
-use consult_protocol::{ConsultationId, Role, ServerFrame};
+use crate::store::receipt_batch::{MovedReceipt, OnReceiptCommit};
+use consult_protocol::{ConsultationId, Role, Seq, ServerFrame};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -43,8 +49,31 @@ pub fn on_commit(broker: Broker, dashboards: mpsc::UnboundedSender<ConsultationI
     })
 }
 
+/// Publishes each moved receipt position through `broker` as a `receipt`
+/// frame to its room, and sends the consultations whose `rev` a provider's
+/// read bumped to `dashboards`.
+pub fn on_receipt_commit(
+    broker: Broker,
+    dashboards: mpsc::UnboundedSender<ConsultationId>,
+) -> OnReceiptCommit {
+    Box::new(move |moved: &MovedReceipt| {
+        let frame = ServerFrame::Receipt {
+            consultation_id: moved.consultation_id.clone(),
+            user: moved.user.clone(),
+            role: moved.role,
+            seq: Seq(moved.seq),
+            receipt: moved.kind,
+        };
+        events::publish_through(&broker, topics::room(&moved.consultation_id), None, &frame);
+        if moved.rev_bumped && dashboards.send(moved.consultation_id.clone()).is_err() {
+            tracing::debug!("dashboard refresher stopped; delta skipped");
+        }
+    })
+}
+
 /// Publishes the dashboard row of each consultation that arrives, until the
-/// writer (and with it the sending side) is gone.
+/// writer and the receipt batcher (and with them the sending sides) are
+/// gone.
 /// The queue is held by the run in progress, so that a restarted run (see
 /// [`crate::supervisor`]) takes it over.
 pub async fn refresh_dashboards(

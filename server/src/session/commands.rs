@@ -117,11 +117,18 @@ where
                 receipt,
                 ..
             } => {
-                self.authorize(&consultation_id).await?;
+                // A joined room holds the consultation, and its cursor is a
+                // `seq` known to be stored: a receipt up to it needs no read.
+                let (known, delivered_up_to) = match self.rooms.get(&topics::room(&consultation_id))
+                {
+                    Some(room) => (room.consultation.clone(), room.cursor),
+                    None => (self.membership(&consultation_id).await?, 0),
+                };
                 messaging::acknowledge(
                     &self.state,
                     &self.principal,
-                    &consultation_id,
+                    &known,
+                    delivered_up_to,
                     seq,
                     receipt,
                 )

@@ -180,23 +180,6 @@ pub async fn transition(
     find(db, id).await
 }
 
-/// Bumps the dashboard revision (after a change in unread count).
-///
-/// # Errors
-///
-/// [`StoreError::Db`] on database failure.
-pub async fn bump_rev(db: &impl ConnectionTrait, id: &ConsultationId) -> Result<(), StoreError> {
-    consultation::Entity::update_many()
-        .col_expr(
-            consultation::Column::Rev,
-            Expr::col(consultation::Column::Rev).add(1),
-        )
-        .filter(consultation::Column::Id.eq(id.to_string()))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 /// Builds the dashboard row of one consultation.
 ///
 /// # Errors

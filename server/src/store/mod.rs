@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod participants;
 pub mod pg_batch_append;
 pub mod policies;
+pub mod receipt_batch;
 pub mod receipts;
 pub mod revocations;
 pub mod sqlite_writer;
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// The group-commit writer is gone (shutting down).
     #[error("message writer stopped")]
     WriterStopped,
+    /// The receipt batcher is gone (shutting down), or failed with the
+    /// receipt in hand.
+    #[error("receipt batcher stopped")]
+    ReceiptsStopped,
 }
 
 /// A handle on the database pool.

@@ -33,6 +33,7 @@ mod ops_files;
 mod paging;
 mod platform_messages;
 mod quick_messages;
+mod receipts;
 mod redis_security;
 mod revocation;
 mod rooms;

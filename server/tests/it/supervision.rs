@@ -8,7 +8,9 @@ use crate::harness::providers::FakeProviders;
 use crate::harness::{TestHub, metric};
 use consult_client::ClientError;
 use consult_hub::supervisor::Worker;
-use consult_protocol::{AlertChannel, DevicePlatform, ErrorCode, Role, ServerFrame};
+use consult_protocol::{
+    AlertChannel, DevicePlatform, ErrorCode, ReceiptKind, Role, Seq, ServerFrame,
+};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +71,7 @@ async fn a_fresh_hub_reports_each_of_its_workers_running() {
     let workers = body["workers"].as_object().expect("a workers object");
     let mut names: Vec<&str> = workers.keys().map(String::as_str).collect();
     names.sort_unstable();
-    let mut expected = vec!["dashboards", "outbox", "revocations", "writer"];
+    let mut expected = vec!["dashboards", "outbox", "receipts", "revocations", "writer"];
     if hub.database_url().starts_with("sqlite") {
         expected.push("checkpoint");
     }
@@ -194,6 +196,63 @@ async fn an_alert_queued_while_the_outbox_worker_is_down_is_sent_once_it_is_back
     heal_and_see_it_back(&hub, Worker::Outbox).await;
     let pushes = fake.wait_for_pushes(1).await;
     assert_eq!(pushes.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_receipt_batcher_fails_the_receipts_in_hand_and_writes_those_queued_meanwhile() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let id = consultation.id.clone();
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&id, None).await.unwrap();
+    for i in 1..=3 {
+        provider
+            .send(&id, format!("m-{i}"), format!("message {i}"))
+            .await
+            .unwrap();
+    }
+    let patient = Arc::new(hub.connect("pat-a", Role::Patient).await);
+    patient.join(&id, None).await.unwrap();
+
+    // A receipt the batcher holds when it fails is answered `unavailable`
+    // (or, had its flush already committed, `ok`): never left waiting.
+    let in_hand = {
+        let (patient, id) = (patient.clone(), id.clone());
+        tokio::spawn(async move { patient.ack(&id, Seq(1), ReceiptKind::Delivered).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    fail_and_see_it_reported(&hub, Worker::Receipts).await;
+    match tokio::time::timeout(RECOVERY, in_hand).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(ClientError::Command { code, .. }))) => {
+            assert_eq!(code, ErrorCode::Unavailable);
+        }
+        other => panic!("expected ok or unavailable, got {other:?}"),
+    }
+
+    // Receipts sent while it is down wait in its queue.
+    let queued = {
+        let (patient, id) = (patient.clone(), id.clone());
+        tokio::spawn(async move { patient.ack(&id, Seq(3), ReceiptKind::Read).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!queued.is_finished(), "nothing is written while it is down");
+    heal_and_see_it_back(&hub, Worker::Receipts).await;
+    tokio::time::timeout(RECOVERY, queued)
+        .await
+        .expect("written once it is back")
+        .unwrap()
+        .unwrap();
+    let stored = consult_hub::store::receipts::find(
+        hub.state.store.connection(),
+        &id,
+        &consult_protocol::UserId::from("pat-a"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((stored.delivered, stored.read), (3, 3));
 }
 
 #[tokio::test]
