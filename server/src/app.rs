@@ -251,6 +251,25 @@ impl App {
                 publisher::refresh_dashboards(state.clone(), Arc::clone(&queue))
             })
         };
+        if state.config.is_postgres() {
+            // The current month's partition and the next ones exist before
+            // the first message; the worker keeps them ahead.
+            crate::service::partitions::pass(
+                &state.store,
+                state.config.database.partition_months_ahead,
+            )
+            .await?;
+            let (state, stop) = (state.clone(), cluster_stop.clone());
+            state.workers.clone().spawn(Worker::Partitions, move || {
+                crate::service::partitions::run(state.clone(), stop.clone())
+            });
+        }
+        {
+            let (state, stop) = (state.clone(), cluster_stop.clone());
+            state.workers.clone().spawn(Worker::Retention, move || {
+                crate::service::retention::run(state.clone(), stop.clone())
+            });
+        }
         let outbox_stop = CancellationToken::new();
         let outbox = {
             let (state, stop) = (state.clone(), outbox_stop.clone());

@@ -21,6 +21,7 @@ mod notify;
 mod print;
 mod redact;
 pub mod reference;
+mod retention;
 
 pub use http::{
     DESCRIPTOR_RESERVE, HEADER_READ_TIMEOUT_SECS, HttpConfig, MAX_CONNECTIONS_PER_USER,
@@ -34,6 +35,7 @@ pub use notify::{
 pub use print::defaults_toml;
 pub use redact::REDACTED;
 pub use reference::ReferenceError;
+pub use retention::{RETENTION_INTERVAL_SECS, RetentionConfig};
 
 /// Default listen address: loopback only, for the embedded default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -88,6 +90,13 @@ pub const SQLITE_CHECKPOINT_INTERVAL_MS: u64 = 25;
 pub const SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS: u64 = 1000;
 /// The longest allowed spacing of SQLite checkpoints (milliseconds).
 pub const SQLITE_CHECKPOINT_INTERVAL_MAX_MS: u64 = 60_000;
+/// PostgreSQL: months of message partitions kept created after the current
+/// one.
+pub const PARTITION_MONTHS_AHEAD: u32 = 3;
+/// The most months of message partitions that may be created ahead.
+pub const PARTITION_MONTHS_AHEAD_MAX: u32 = 24;
+/// PostgreSQL: seconds between two checks of the message partitions.
+pub const PARTITION_INTERVAL_SECS: u64 = 86_400;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,6 +126,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// HTTP serving limits.
     pub http: HttpConfig,
+    /// Message retention.
+    pub retention: RetentionConfig,
 }
 
 /// Database settings.
@@ -141,6 +152,12 @@ pub struct DatabaseConfig {
     /// power failure) or only for the write to the operating system
     /// (`normal`: survives a crash of the process, not of the machine).
     pub sqlite_synchronous: SqliteSync,
+    /// For PostgreSQL: months of message partitions created after the
+    /// current one, at start and by the `partitions` worker.
+    pub partition_months_ahead: u32,
+    /// For PostgreSQL: seconds between two checks of the message partitions
+    /// by the `partitions` worker.
+    pub partition_interval_secs: u64,
 }
 
 /// How a SQLite commit waits for the disk (`PRAGMA synchronous`).
@@ -475,6 +492,7 @@ impl Default for Config {
             log: LogConfig::default(),
             notify: NotifyConfig::default(),
             http: HttpConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -527,6 +545,8 @@ impl Default for DatabaseConfig {
             append_batch_max: APPEND_BATCH_MAX,
             sqlite_checkpoint_interval_ms: None,
             sqlite_synchronous: SqliteSync::default(),
+            partition_months_ahead: PARTITION_MONTHS_AHEAD,
+            partition_interval_secs: PARTITION_INTERVAL_SECS,
         }
     }
 }
@@ -627,6 +647,7 @@ const SECTIONS: &[&str] = &[
     "log",
     "notify",
     "http",
+    "retention",
 ];
 
 fn is_section(key: &str) -> bool {
@@ -748,6 +769,15 @@ impl Config {
             }
         }
         self.notify.validate(&mut problems);
+        self.retention.validate(&mut problems);
+        if self.database.partition_months_ahead > PARTITION_MONTHS_AHEAD_MAX {
+            problems.push(format!(
+                "database.partition_months_ahead must be at most {PARTITION_MONTHS_AHEAD_MAX}"
+            ));
+        }
+        if self.database.partition_interval_secs == 0 {
+            problems.push("database.partition_interval_secs must be at least 1".into());
+        }
         if problems.is_empty() {
             Ok(())
         } else {

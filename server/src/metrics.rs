@@ -27,6 +27,18 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     metrics::describe_gauge!(
+        "consult_messages_default_partition_rows",
+        "PostgreSQL: message rows in the default partition at the last partition pass (should be 0)."
+    );
+    metrics::describe_counter!(
+        "consult_retention_consultations_total",
+        "Consultations whose messages retention deleted."
+    );
+    metrics::describe_counter!(
+        "consult_retention_messages_deleted_total",
+        "Messages retention deleted."
+    );
+    metrics::describe_gauge!(
         "consult_build_info",
         "Always 1; the labels name the hub's version and the commit it was built from."
     );
@@ -188,6 +200,8 @@ const UNLABELLED_COUNTERS: &[&str] = &[
     "consult_accept_errors_total",
     "consult_node_id_conflicts_total",
     "consult_http_header_timeouts_total",
+    "consult_retention_consultations_total",
+    "consult_retention_messages_deleted_total",
 ];
 
 /// Every counter family (with its known label values) and gauge at zero,
@@ -200,6 +214,7 @@ fn register_zeros() {
         metrics::counter!(*name).absolute(0);
     }
     metrics::gauge!("consult_connections_active").set(0.0);
+    metrics::gauge!("consult_messages_default_partition_rows").set(0.0);
     crate::supervisor::register_metrics();
     // Histograms too, empty (`_count 0`), with every label value.
     for name in [

@@ -1,7 +1,8 @@
 //! Supervision of the hub's background workers: the message writer, the
 //! SQLite checkpoint thread, the receipt batcher, the outbox worker, the
 //! dashboard refresher, the Redis broker's publisher and subscriber, the
-//! presence heartbeat, the revocation listener and the JWKS refresher.
+//! presence heartbeat, the revocation listener, the JWKS refresher, the
+//! message partition worker and the retention worker.
 //!
 //! A worker that panics (or, on a task, is aborted) is restarted after a
 //! back-off that doubles from [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`] and
@@ -61,11 +62,16 @@ pub enum Worker {
     Revocations,
     /// Refreshes the identity provider's key set (with `auth.jwks_url`).
     Jwks,
+    /// Creates the monthly message partitions ahead (PostgreSQL only).
+    Partitions,
+    /// Deletes (and exports) the messages of consultations past their
+    /// clinic's retention.
+    Retention,
 }
 
 impl Worker {
     /// Every worker, in the order `/readyz` lists them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Writer,
         Self::Checkpoint,
         Self::Receipts,
@@ -76,6 +82,8 @@ impl Worker {
         Self::Presence,
         Self::Revocations,
         Self::Jwks,
+        Self::Partitions,
+        Self::Retention,
     ];
 
     /// The name in `/readyz` and in metric labels.
@@ -91,6 +99,8 @@ impl Worker {
             Self::Presence => "presence",
             Self::Revocations => "revocations",
             Self::Jwks => "jwks",
+            Self::Partitions => "partitions",
+            Self::Retention => "retention",
         }
     }
 

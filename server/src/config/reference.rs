@@ -119,6 +119,14 @@ pub const SETTINGS: &[Setting] = &[
         "database.sqlite_synchronous",
         "SQLite files only: \"full\" (a commit waits for the disk) or \"normal\" (survives a crash of the hub, not of the machine).",
     ),
+    set(
+        "database.partition_months_ahead",
+        "PostgreSQL only: months of message partitions created after the current one (0 to 24).",
+    ),
+    set(
+        "database.partition_interval_secs",
+        "PostgreSQL only: seconds between two checks of the message partitions.",
+    ),
     hidden(
         "auth.jwt_secret",
         "HS256 secret for tokens, at least 32 bytes; empty counts as unset.",
@@ -412,6 +420,16 @@ pub const SETTINGS: &[Setting] = &[
         "Public URL Twilio posts inbound SMS to (…/v1/sms/inbound); required with notify.twilio.",
         "\"https://hub.example.org/v1/sms/inbound\"",
         "",
+    ),
+    set(
+        "retention.interval_secs",
+        "Seconds between two passes of the message retention worker.",
+    ),
+    unset(
+        "retention.export_dir",
+        "Folder each consultation's messages are written to as JSON Lines before retention deletes them.",
+        "\"/var/lib/consult-hub/export\"",
+        "messages are deleted without export",
     ),
 ];
 

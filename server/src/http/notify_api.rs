@@ -46,16 +46,26 @@ struct PolicyBody {
     sms_after_unread_ms: Option<u64>,
     #[serde(default)]
     push_include_text: bool,
+    /// Days the messages of an ended (or cancelled) consultation are kept
+    /// before they are deleted (1 to 36 500); absent or `null`: kept forever
+    /// (and then absent from answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 36500)]
+    message_retention_days: Option<u32>,
 }
 
-impl From<Policy> for PolicyBody {
-    fn from(policy: Policy) -> Self {
+/// Longest message retention a clinic may set: a hundred years.
+const MAX_RETENTION_DAYS: u32 = 36_500;
+
+impl PolicyBody {
+    fn new(policy: Policy, message_retention_days: Option<u32>) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Self {
             push_after_ms: ms(policy.push_after),
             offline_grace_ms: ms(policy.offline_grace),
             sms_after_unread_ms: policy.sms_after_unread.map(ms),
             push_include_text: policy.push_include_text,
+            message_retention_days,
         }
     }
 }
@@ -71,7 +81,9 @@ async fn get_policy(
     ApiPath(clinic): ApiPath<ClinicId>,
 ) -> Result<Json<PolicyBody>, ApiError> {
     ApiError::check_id("clinic", clinic.as_str())?;
-    Ok(Json(reach::policy(&state, &clinic).await?.into()))
+    let policy = reach::policy(&state, &clinic).await?;
+    let retention = policies::retention_days(state.store.connection(), &clinic).await?;
+    Ok(Json(PolicyBody::new(policy, retention)))
 }
 
 /// Sets the clinic's escalation policy.
@@ -95,6 +107,14 @@ async fn put_policy(
             "escalation times must be at most {MAX_POLICY_MS} ms"
         )));
     }
+    if body
+        .message_retention_days
+        .is_some_and(|days| !(1..=MAX_RETENTION_DAYS).contains(&days))
+    {
+        return Err(ApiError::invalid(format!(
+            "message_retention_days must be 1 to {MAX_RETENTION_DAYS}, or null to keep messages"
+        )));
+    }
     let policy = Policy {
         push_after: Duration::from_millis(body.push_after_ms),
         offline_grace: Duration::from_millis(body.offline_grace_ms),
@@ -103,7 +123,7 @@ async fn put_policy(
     };
     let db = state.store.connection();
     participants::upsert_clinic(db, &clinic, None).await?;
-    policies::put(db, &clinic, &policy).await?;
+    policies::put(db, &clinic, &policy, body.message_retention_days).await?;
     state.reach.forget_clinic(&clinic);
     audit::record(
         db,

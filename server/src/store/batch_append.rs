@@ -5,14 +5,13 @@
 //! [`messages::append`](super::messages::append) applied in batch order.
 
 use super::entities::{consultation, message};
+use super::message_insert::{self, MessageRow, month_of};
 use super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
 use super::{StoreError, consultations, outbox, to_i64, to_u64};
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use consult_protocol::{ChatMessage, ConsultationId, ConsultationStatus, Role, Seq};
 use sea_orm::sea_query::{CaseStatement, Expr, Query};
-use sea_orm::{
-    ActiveValue::NotSet, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter};
 use std::collections::{BTreeMap, HashMap};
 
 /// (consultation, sender, client message id): what makes a send a retry.
@@ -41,6 +40,8 @@ struct Reserved {
     next: u64,
     patient_not_ready: bool,
     staff_messaged_first: bool,
+    /// The partition key of the consultation's messages (PostgreSQL).
+    consultation_month: NaiveDate,
 }
 
 /// Appends `batch` inside the caller's transaction.
@@ -89,16 +90,16 @@ pub async fn append_batch(
             consultations::mark_staff_messaged_first(db, &message.consultation_id).await?;
             position.staff_messaged_first = true;
         }
-        rows.push(message::ActiveModel {
-            id: NotSet,
-            consultation_id: Set(message.consultation_id.to_string()),
-            seq: Set(to_i64(seq)),
-            sender_id: Set(message.sender.to_string()),
-            sender_role: Set(message.sender_role.as_str().to_owned()),
-            kind: Set(message.kind.as_str().to_owned()),
-            body: Set(message.body.clone()),
-            client_msg_id: Set(message.client_msg_id.clone()),
-            created_at: Set(sent_at),
+        rows.push(MessageRow {
+            consultation_id: message.consultation_id.to_string(),
+            seq: to_i64(seq),
+            sender_id: message.sender.to_string(),
+            sender_role: message.sender_role.as_str().to_owned(),
+            kind: message.kind.as_str().to_owned(),
+            body: message.body.clone(),
+            client_msg_id: message.client_msg_id.clone(),
+            created_at: sent_at,
+            consultation_month: position.consultation_month,
         });
         let notifications =
             outbox::insert_for_message(db, &message.consultation_id, seq, &message.notifications)
@@ -118,11 +119,7 @@ pub async fn append_batch(
             dashboard: None,
         }));
     }
-    if !rows.is_empty() {
-        message::Entity::insert_many(rows)
-            .exec_without_returning(db)
-            .await?;
-    }
+    message_insert::insert(db, &rows).await?;
     for (index, first) in repeats {
         outcomes[index] = Some(match &outcomes[first] {
             Some(AppendOutcome::Stored(stored)) => retry_outcome(&stored.message, batch[index]),
@@ -223,9 +220,11 @@ async fn reserve(
             Column::LastSeq,
             Column::Status,
             Column::StaffMessagedFirst,
+            Column::CreatedAt,
         ]))
         .to_owned();
-    let statement = db.get_database_backend().build(&update);
+    let backend = db.get_database_backend();
+    let statement = backend.build(&update);
     let mut reserved = HashMap::new();
     for row in db.query_all(statement).await? {
         let id: String = row.try_get("", "id")?;
@@ -233,6 +232,12 @@ async fn reserve(
         let status: String = row.try_get("", "status")?;
         let staff_messaged_first: bool = row.try_get("", "staff_messaged_first")?;
         let count = counts.get(id.as_str()).map_or(0, |(messages, _)| *messages);
+        // Only PostgreSQL partitions messages.
+        let consultation_month = if backend == DatabaseBackend::Postgres {
+            month_of(row.try_get("", "created_at")?)
+        } else {
+            NaiveDate::MIN
+        };
         reserved.insert(
             id,
             Reserved {
@@ -240,6 +245,7 @@ async fn reserve(
                 patient_not_ready: status == ConsultationStatus::Scheduled.as_str()
                     || status == ConsultationStatus::WaitingForPatient.as_str(),
                 staff_messaged_first,
+                consultation_month,
             },
         );
     }

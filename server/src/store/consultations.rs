@@ -73,6 +73,8 @@ pub async fn create(
         rev: Set(1),
         created_at: Set(now),
         updated_at: Set(now),
+        ended_at: Set(None),
+        messages_purged_at: Set(None),
     };
     let inserted = consultation::Entity::insert(row)
         .exec_with_returning(db)
@@ -168,6 +170,10 @@ pub async fn transition(
         .col_expr(consultation::Column::UpdatedAt, Expr::value(now));
     if to == ConsultationStatus::WaitingForPatient {
         update = update.col_expr(consultation::Column::WaitingSince, Expr::value(now));
+    }
+    if to.is_terminal() {
+        // When message retention counts from.
+        update = update.col_expr(consultation::Column::EndedAt, Expr::value(now));
     }
     let result = update
         .filter(consultation::Column::Id.eq(id.to_string()))

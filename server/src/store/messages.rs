@@ -3,17 +3,18 @@
 
 use super::audit::{self, Actor, AuditEntry, MessageAudit};
 use super::entities::{consultation, message};
+use super::message_insert::{self, MessageRow, month_of};
 use super::outbox::{self, NewNotification, OutboxRow};
 use super::{StoreError, to_i64, to_u64};
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use consult_protocol::{
     ChatMessage, ClinicId, ConsultationId, ConsultationStatus, DashboardEntry, MessageKind, Role,
     Seq, UserId,
 };
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ActiveValue::NotSet, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 /// A message to append.
@@ -111,20 +112,21 @@ pub async fn append(
         super::consultations::mark_staff_messaged_first(db, &new.consultation_id).await?;
     }
     let sent_at = Utc::now();
-    let row = message::ActiveModel {
-        id: NotSet,
-        consultation_id: Set(new.consultation_id.to_string()),
-        seq: Set(to_i64(position.seq)),
-        sender_id: Set(new.sender.to_string()),
-        sender_role: Set(new.sender_role.as_str().to_owned()),
-        kind: Set(new.kind.as_str().to_owned()),
-        body: Set(new.body.clone()),
-        client_msg_id: Set(new.client_msg_id.clone()),
-        created_at: Set(sent_at),
-    };
-    message::Entity::insert(row)
-        .exec_without_returning(db)
-        .await?;
+    message_insert::insert(
+        db,
+        &[MessageRow {
+            consultation_id: new.consultation_id.to_string(),
+            seq: to_i64(position.seq),
+            sender_id: new.sender.to_string(),
+            sender_role: new.sender_role.as_str().to_owned(),
+            kind: new.kind.as_str().to_owned(),
+            body: new.body.clone(),
+            client_msg_id: new.client_msg_id.clone(),
+            created_at: sent_at,
+            consultation_month: position.consultation_month,
+        }],
+    )
+    .await?;
     let notifications =
         outbox::insert_for_message(db, &new.consultation_id, position.seq, &new.notifications)
             .await?;
@@ -167,6 +169,8 @@ struct Position {
     seq: u64,
     patient_not_ready: bool,
     staff_messaged_first: bool,
+    /// The partition key of the consultation's messages (PostgreSQL).
+    consultation_month: NaiveDate,
 }
 
 async fn next_seq(
@@ -188,11 +192,20 @@ async fn next_seq(
             Column::LastSeq,
             Column::Status,
             Column::StaffMessagedFirst,
+            Column::CreatedAt,
         ]))
         .to_owned();
-    let statement = db.get_database_backend().build(&update);
+    let backend = db.get_database_backend();
+    let statement = backend.build(&update);
     let Some(row) = db.query_one(statement).await? else {
         return Ok(None);
+    };
+    // Only PostgreSQL partitions messages; SQLite's text timestamps are
+    // not read for nothing.
+    let consultation_month = if backend == DatabaseBackend::Postgres {
+        month_of(row.try_get("", "created_at")?)
+    } else {
+        NaiveDate::MIN
     };
     let seq: i64 = row.try_get("", "last_seq")?;
     let status: String = row.try_get("", "status")?;
@@ -202,6 +215,7 @@ async fn next_seq(
         patient_not_ready: status == ConsultationStatus::Scheduled.as_str()
             || status == ConsultationStatus::WaitingForPatient.as_str(),
         staff_messaged_first,
+        consultation_month,
     }))
 }
 

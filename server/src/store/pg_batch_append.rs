@@ -6,7 +6,8 @@
 //! consultation in batch order and insert them. A single statement is its own
 //! transaction, so no `BEGIN`/`COMMIT` round trips either, and its text never
 //! changes with the batch's size, so the connection's prepared statement is
-//! reused.
+//! reused. The consultation row it updates also gives each message its
+//! partition key, `consultation_month` (see [`partitions`](super::partitions)).
 //!
 //! Outcomes are those of [`batch_append`](super::batch_append) (and of
 //! [`messages::append`](super::messages::append) in batch order). Messages
@@ -65,15 +66,18 @@ static STATEMENT: LazyLock<String> = LazyLock::new(|| {
            WHERE c.id = k.consultation_id \
              AND c.id = ANY(ARRAY(SELECT consultation_id FROM counts)) \
              AND c.status NOT IN ('{ended}', '{cancelled}') \
-           RETURNING c.id, c.last_seq - k.n AS base), \
+           RETURNING c.id, c.last_seq - k.n AS base, \
+             date_trunc('month', c.created_at AT TIME ZONE 'UTC')::date AS consultation_month), \
          numbered AS (\
            SELECT f.*, r.base + row_number() OVER (PARTITION BY f.consultation_id ORDER BY f.ord) \
-             AS seq \
+             AS seq, r.consultation_month \
            FROM fresh f JOIN reserved r ON r.id = f.consultation_id), \
          inserted AS (\
            INSERT INTO messages \
-             (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at) \
-           SELECT consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, $2 \
+             (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at, \
+              consultation_month) \
+           SELECT consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, $2, \
+             consultation_month \
            FROM numbered RETURNING 1) \
          SELECT 'stored' AS outcome, ord, NULL::bigint AS id, NULL AS consultation_id, seq, \
            NULL AS sender_id, NULL AS sender_role, NULL AS kind, NULL AS body, \

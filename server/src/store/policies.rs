@@ -1,4 +1,5 @@
-//! Clinic escalation policies, stored per clinic over the hub's defaults.
+//! Clinic escalation policies, stored per clinic over the hub's defaults,
+//! and each clinic's message retention.
 
 use super::StoreError;
 use super::entities::clinic_policy;
@@ -29,7 +30,24 @@ pub async fn find(
         }))
 }
 
-/// Stores the clinic's policy.
+/// The clinic's message retention in days; `None` keeps messages forever
+/// (the default, and a clinic without a policy).
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn retention_days(
+    db: &impl ConnectionTrait,
+    clinic: &ClinicId,
+) -> Result<Option<u32>, StoreError> {
+    Ok(clinic_policy::Entity::find_by_id(clinic.to_string())
+        .one(db)
+        .await?
+        .and_then(|row| row.message_retention_days)
+        .and_then(|days| u32::try_from(days).ok()))
+}
+
+/// Stores the clinic's policy and its message retention (`None`: forever).
 ///
 /// # Errors
 ///
@@ -38,6 +56,7 @@ pub async fn put(
     db: &impl ConnectionTrait,
     clinic: &ClinicId,
     policy: &Policy,
+    retention_days: Option<u32>,
 ) -> Result<(), StoreError> {
     let row = clinic_policy::ActiveModel {
         clinic_id: Set(clinic.to_string()),
@@ -46,6 +65,9 @@ pub async fn put(
         sms_after_unread_ms: Set(policy.sms_after_unread.map(whole_millis)),
         push_include_text: Set(policy.push_include_text),
         updated_at: Set(Utc::now()),
+        message_retention_days: Set(
+            retention_days.map(|days| i32::try_from(days).unwrap_or(i32::MAX))
+        ),
     };
     clinic_policy::Entity::insert(row)
         .on_conflict(
@@ -56,6 +78,7 @@ pub async fn put(
                     clinic_policy::Column::SmsAfterUnreadMs,
                     clinic_policy::Column::PushIncludeText,
                     clinic_policy::Column::UpdatedAt,
+                    clinic_policy::Column::MessageRetentionDays,
                 ])
                 .to_owned(),
         )

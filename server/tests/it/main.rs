@@ -35,6 +35,7 @@ mod platform_messages;
 mod quick_messages;
 mod receipts;
 mod redis_security;
+mod retention;
 mod revocation;
 mod rooms;
 mod schemathesis;

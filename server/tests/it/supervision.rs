@@ -71,9 +71,18 @@ async fn a_fresh_hub_reports_each_of_its_workers_running() {
     let workers = body["workers"].as_object().expect("a workers object");
     let mut names: Vec<&str> = workers.keys().map(String::as_str).collect();
     names.sort_unstable();
-    let mut expected = vec!["dashboards", "outbox", "receipts", "revocations", "writer"];
+    let mut expected = vec![
+        "dashboards",
+        "outbox",
+        "receipts",
+        "retention",
+        "revocations",
+        "writer",
+    ];
     if hub.database_url().starts_with("sqlite") {
         expected.push("checkpoint");
+    } else {
+        expected.push("partitions");
     }
     expected.sort_unstable();
     assert_eq!(names, expected);

@@ -13,6 +13,7 @@ pub struct Model {
     pub sms_after_unread_ms: Option<i64>,
     pub push_include_text: bool,
     pub updated_at: ChronoDateTimeUtc,
+    pub message_retention_days: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -19,6 +19,8 @@ pub struct Model {
     pub rev: i64,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
+    pub ended_at: Option<ChronoDateTimeUtc>,
+    pub messages_purged_at: Option<ChronoDateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,8 @@ mod m20261204_000004_inbound_sms;
 mod m20261204_000005_preferred_name;
 mod m20261204_000006_revocations;
 mod m20261205_000007_template_ids;
+mod m20261205_000008_retention;
+mod m20261205_000009_message_partitions;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000005_preferred_name::Migration),
             Box::new(m20261204_000006_revocations::Migration),
             Box::new(m20261205_000007_template_ids::Migration),
+            Box::new(m20261205_000008_retention::Migration),
+            Box::new(m20261205_000009_message_partitions::Migration),
         ]
     }
 }

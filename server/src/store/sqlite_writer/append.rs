@@ -181,8 +181,9 @@ fn dashboard_row(
     let row = txn
         .prepare_cached(&DASHBOARD_ROW)?
         .query_row(params![consultation.as_str()], |row| {
-            // Timestamps are text here, parsed below; `created_at` and
-            // `updated_at` are not part of a consultation's row.
+            // Timestamps are text here, parsed below; `created_at`,
+            // `updated_at`, `ended_at` and `messages_purged_at` are not
+            // part of a consultation's row.
             Ok((
                 consultation::Model {
                     id: row.get("id")?,
@@ -197,6 +198,8 @@ fn dashboard_row(
                     rev: row.get("rev")?,
                     created_at: DateTime::UNIX_EPOCH,
                     updated_at: DateTime::UNIX_EPOCH,
+                    ended_at: None,
+                    messages_purged_at: None,
                 },
                 row.get::<_, String>("scheduled_at")?,
                 row.get::<_, Option<String>>("waiting_since")?,
