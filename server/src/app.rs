@@ -12,7 +12,10 @@
 
 use crate::auth::Authenticator;
 use crate::broker::envelope::ClusterKeys;
-use crate::broker::{Broker, BrokerError, LocalBroker, RedisBroker, redis_client};
+use crate::broker::{
+    Broker, BrokerError, LocalBroker, RedisBroker, RedisConnection, redis_client,
+    redis_cluster_clients,
+};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::notify::Notifier;
@@ -378,41 +381,66 @@ fn cluster_parts(
     stop: &CancellationToken,
     workers: &Arc<Workers>,
 ) -> Result<(Broker, Presence), BuildError> {
-    match (config.broker.kind, &config.broker.redis_url) {
-        (BrokerKind::Redis, Some(_)) => {
-            let node_id = config
-                .broker
-                .node_id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-            tracing::info!(node = %node_id, "joining the cluster through redis");
-            let keys = ClusterKeys::from_config(&config.broker)?;
-            if !keys.is_enabled() {
-                tracing::warn!(
-                    "broker.insecure_no_cluster_key: events from redis are not authenticated"
-                );
-            }
-            let client = redis_client(&config.broker)?;
-            let broker = RedisBroker::start(
-                client.clone(),
-                node_id.clone(),
-                keys,
-                hub.clone(),
-                stop.clone(),
-                workers,
-            )?;
-            let ttl = Duration::from_millis(config.broker.presence_ttl_ms);
-            let remote_cache = Duration::from_millis(config.broker.presence_cache_ms);
-            let presence =
-                RedisPresence::start(client, &node_id, ttl, remote_cache, stop.clone(), workers)
-                    .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
-            Ok((Broker::Redis(broker), Presence::Redis(presence)))
-        }
-        _ => Ok((
+    if !config.broker.kind.is_redis() {
+        return Ok((
             Broker::Local(LocalBroker::new(hub.clone())),
             Presence::Local(LocalPresence::new()),
-        )),
+        ));
     }
+    let node_id = config
+        .broker
+        .node_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let keys = ClusterKeys::from_config(&config.broker)?;
+    if !keys.is_enabled() {
+        tracing::warn!("broker.insecure_no_cluster_key: events from redis are not authenticated");
+    }
+    let unavailable = |error: redis::RedisError| BrokerError::Unavailable(error.to_string());
+    let (broker, connection) = if config.broker.kind == BrokerKind::RedisCluster {
+        tracing::info!(node = %node_id, "joining the cluster through a redis cluster");
+        let clients = redis_cluster_clients(&config.broker)?;
+        let connection = RedisConnection::Cluster(
+            clients
+                .commands
+                .get_pending_async_connection_with_config(Default::default()),
+        );
+        let broker = RedisBroker::start_cluster(
+            clients,
+            node_id.clone(),
+            keys,
+            hub.clone(),
+            stop.clone(),
+            workers,
+        );
+        (broker, connection)
+    } else {
+        tracing::info!(node = %node_id, "joining the cluster through redis");
+        let client = redis_client(&config.broker)?;
+        let broker = RedisBroker::start(
+            client.clone(),
+            node_id.clone(),
+            keys,
+            hub.clone(),
+            stop.clone(),
+            workers,
+        )?;
+        (
+            broker,
+            RedisConnection::single(client, 1).map_err(unavailable)?,
+        )
+    };
+    let ttl = Duration::from_millis(config.broker.presence_ttl_ms);
+    let remote_cache = Duration::from_millis(config.broker.presence_cache_ms);
+    let presence = RedisPresence::start(
+        connection,
+        &node_id,
+        ttl,
+        remote_cache,
+        stop.clone(),
+        workers,
+    );
+    Ok((Broker::Redis(broker), Presence::Redis(presence)))
 }
 
 /// Resolves on ctrl-c or SIGTERM.

@@ -263,17 +263,32 @@ pub enum BrokerKind {
     Local,
     /// Redis pub/sub: many nodes.
     Redis,
+    /// Redis Cluster with sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`): many
+    /// nodes.
+    #[serde(rename = "redis-cluster")]
+    RedisCluster,
+}
+
+impl BrokerKind {
+    /// True for either Redis kind.
+    pub fn is_redis(self) -> bool {
+        matches!(self, Self::Redis | Self::RedisCluster)
+    }
 }
 
 /// Cross-node event transport.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// `local` or `redis`.
+    /// `local`, `redis` or `redis-cluster`.
     pub kind: BrokerKind,
     /// `redis://HOST:PORT` or, over TLS, `rediss://HOST:PORT` when
     /// `kind = "redis"`; may carry `USER:PASSWORD@`.
     pub redis_url: Option<String>,
+    /// Nodes of the Redis Cluster when `kind = "redis-cluster"`, each
+    /// `redis://HOST:PORT` or `rediss://HOST:PORT` (one is enough; the
+    /// others are discovered).
+    pub cluster_urls: Vec<String>,
     /// Redis ACL user; wins over one in the URL.
     pub redis_username: Option<String>,
     /// Password of the Redis user; wins over one in the URL.
@@ -311,6 +326,44 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Adds what is wrong with `cluster_urls` (for `kind = "redis-cluster"`)
+    /// to `problems`; `files`: TLS files are set.
+    fn validate_cluster_urls(&self, files: bool, problems: &mut Vec<String>) {
+        if self.redis_url.is_some() {
+            problems.push(
+                "broker.redis_url is for broker.kind = \"redis\"; \
+                 broker.kind = \"redis-cluster\" uses broker.cluster_urls"
+                    .into(),
+            );
+        }
+        if self.cluster_urls.is_empty() {
+            problems.push(
+                "broker.cluster_urls is required when broker.kind = \"redis-cluster\" \
+                 (at least one node of the cluster)"
+                    .into(),
+            );
+            return;
+        }
+        let tls: Vec<bool> = self
+            .cluster_urls
+            .iter()
+            .map(|url| url.starts_with("rediss://"))
+            .collect();
+        if self
+            .cluster_urls
+            .iter()
+            .any(|url| !(url.starts_with("redis://") || url.starts_with("rediss://")))
+        {
+            problems.push("broker.cluster_urls must each start with redis:// or rediss://".into());
+        }
+        if tls.iter().any(|each| *each != tls[0]) {
+            problems.push("broker.cluster_urls mixes redis:// and rediss://".into());
+        }
+        if files && !tls[0] {
+            problems.push("broker.redis_tls_* files need rediss:// broker.cluster_urls".into());
+        }
+    }
+
     /// Adds what is wrong with the Redis settings to `problems`.
     fn validate(&self, problems: &mut Vec<String>) {
         use secrecy::ExposeSecret;
@@ -341,26 +394,42 @@ impl BrokerConfig {
                 "broker.insecure_no_cluster_key contradicts broker.cluster_key; unset one".into(),
             );
         }
-        if self.kind != BrokerKind::Redis {
-            return;
-        }
-        match self.redis_url.as_deref() {
-            None => {
-                problems.push("broker.redis_url is required when broker.kind = \"redis\"".into());
+        let kind = match self.kind {
+            BrokerKind::Local => return,
+            BrokerKind::Redis => "redis",
+            BrokerKind::RedisCluster => "redis-cluster",
+        };
+        let files = self.redis_tls_ca_file.is_some()
+            || self.redis_tls_cert_file.is_some()
+            || self.redis_tls_key_file.is_some();
+        if self.kind == BrokerKind::Redis {
+            if !self.cluster_urls.is_empty() {
+                problems.push(
+                    "broker.cluster_urls is for broker.kind = \"redis-cluster\"; \
+                     broker.kind = \"redis\" uses broker.redis_url"
+                        .into(),
+                );
             }
-            Some(url) => {
-                let tls = url.starts_with("rediss://");
-                if !(tls || url.starts_with("redis://")) {
-                    problems.push("broker.redis_url must start with redis:// or rediss://".into());
-                }
-                let files = self.redis_tls_ca_file.is_some()
-                    || self.redis_tls_cert_file.is_some()
-                    || self.redis_tls_key_file.is_some();
-                if files && !tls {
+            match self.redis_url.as_deref() {
+                None => {
                     problems
-                        .push("broker.redis_tls_* files need a rediss:// broker.redis_url".into());
+                        .push("broker.redis_url is required when broker.kind = \"redis\"".into());
+                }
+                Some(url) => {
+                    let tls = url.starts_with("rediss://");
+                    if !(tls || url.starts_with("redis://")) {
+                        problems
+                            .push("broker.redis_url must start with redis:// or rediss://".into());
+                    }
+                    if files && !tls {
+                        problems.push(
+                            "broker.redis_tls_* files need a rediss:// broker.redis_url".into(),
+                        );
+                    }
                 }
             }
+        } else {
+            self.validate_cluster_urls(files, problems);
         }
         if self.redis_tls_cert_file.is_some() != self.redis_tls_key_file.is_some() {
             problems.push(
@@ -369,7 +438,7 @@ impl BrokerConfig {
         }
         if primary.is_none() && !self.insecure_no_cluster_key {
             problems.push(format!(
-                "broker.cluster_key is required when broker.kind = \"redis\": the same secret of \
+                "broker.cluster_key is required when broker.kind = \"{kind}\": the same secret of \
                  at least {min} bytes on every node (e.g. `openssl rand -hex 32`), so that events \
                  from redis are authenticated; set broker.insecure_no_cluster_key = true only if \
                  nothing but the hub can publish on that redis"
@@ -593,6 +662,7 @@ impl Default for BrokerConfig {
         Self {
             kind: BrokerKind::Local,
             redis_url: None,
+            cluster_urls: Vec::new(),
             redis_username: None,
             redis_password: None,
             redis_tls_ca_file: None,

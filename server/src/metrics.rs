@@ -145,7 +145,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "consult_broker_disconnects_total",
-        "Times the Redis subscriber lost its connection."
+        "Times the Redis subscriber lost its connection (on a Redis Cluster: a node connection, or a subscription Redis dropped as its slot moved)."
     );
     metrics::describe_counter!(
         "consult_resyncs_total",

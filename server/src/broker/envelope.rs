@@ -135,7 +135,8 @@ impl ClusterKeys {
                 Ok(Self::insecure_none())
             }
             None => Err(BrokerError::Setup(
-                "broker.cluster_key is required with broker.kind = \"redis\"".to_owned(),
+                "broker.cluster_key is required with broker.kind = \"redis\" or \"redis-cluster\""
+                    .to_owned(),
             )),
         }
     }

@@ -6,13 +6,17 @@
 //! event to the [`EventSink`] of every node that has subscribers for the
 //! topic, this one included. The local broker hands it straight to this
 //! node's sink; the Redis broker delivers locally too, then carries it
-//! through Redis pub/sub to the other nodes.
+//! through Redis pub/sub to the other nodes (on a Redis Cluster, sharded
+//! pub/sub).
 
 pub mod envelope;
 mod local;
 mod redis;
 
-pub use self::redis::{NodeClaim, NodeIdInUse, REDIS_CHANNEL_PREFIX, RedisBroker, redis_client};
+pub use self::redis::{
+    ClusterClients, NodeClaim, NodeIdInUse, REDIS_CHANNEL_PREFIX, RedisBroker, RedisConnection,
+    by_slot, redis_client, redis_cluster_clients,
+};
 pub use local::LocalBroker;
 
 use bytes::Bytes;
@@ -86,7 +90,7 @@ pub enum BrokerHealth {
 pub enum Broker {
     /// In-process, one node.
     Local(LocalBroker),
-    /// Redis pub/sub, many nodes.
+    /// Redis pub/sub (or a Redis Cluster's sharded pub/sub), many nodes.
     Redis(RedisBroker),
 }
 

@@ -23,13 +23,18 @@
 //! delivered. A topic's channel on Redis is the topic behind
 //! [`REDIS_CHANNEL_PREFIX`], so that an ACL can confine the hub's user to
 //! its own channels.
+//!
+//! On a Redis Cluster (`broker.kind = "redis-cluster"`) the same broker
+//! publishes with SPUBLISH, in one pipeline per slot, and its subscriber
+//! ([`cluster`]) holds SSUBSCRIBEs on the primaries owning each channel's
+//! slot, so that a channel's traffic stays within its shard.
 
 use super::envelope::{self, ClusterKeys};
 use super::{BrokerError, BrokerHealth, Event, EventSink, Topic};
 use crate::supervisor::{Worker, Workers};
 use dashmap::DashMap;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::PubSubSink;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,10 +42,13 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+mod cluster;
+mod conn;
 mod connect;
 mod node_claim;
 
-pub use connect::redis_client;
+pub use conn::{RedisConnection, by_slot};
+pub use connect::{ClusterClients, redis_client, redis_cluster_clients};
 pub use node_claim::{NodeClaim, NodeIdInUse};
 
 /// What every channel the hub publishes or subscribes to on Redis starts
@@ -167,12 +175,50 @@ impl RedisBroker {
         stop: CancellationToken,
         workers: &Arc<Workers>,
     ) -> Result<Self, BrokerError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2);
-        let publisher = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        let publisher = RedisConnection::single(client.clone(), 2)
             .map_err(|error| BrokerError::Unavailable(error.to_string()))?;
+        let (broker, shared) =
+            Self::start_publisher(publisher, node_id, keys, sink, &stop, workers);
+        // Every run after the first has missed events: it resyncs.
+        let runs = Arc::new(AtomicU64::new(0));
+        workers.spawn(Worker::BrokerSubscriber, move || {
+            let restarted = runs.fetch_add(1, Ordering::Relaxed) > 0;
+            run_subscriber(client.clone(), Arc::clone(&shared), stop.clone(), restarted)
+        });
+        Ok(broker)
+    }
+
+    /// Starts the broker on a Redis Cluster: SPUBLISH through
+    /// `clients.commands`, SSUBSCRIBE through `clients.subscriber` (see
+    /// [`redis_cluster_clients`]). Redis need not be up yet.
+    pub fn start_cluster(
+        clients: ClusterClients,
+        node_id: String,
+        keys: ClusterKeys,
+        sink: Arc<dyn EventSink>,
+        stop: CancellationToken,
+        workers: &Arc<Workers>,
+    ) -> Self {
+        let connection = RedisConnection::Cluster(
+            clients
+                .commands
+                .get_pending_async_connection_with_config(Default::default()),
+        );
+        let (broker, shared) =
+            Self::start_publisher(connection, node_id, keys, sink, &stop, workers);
+        cluster::spawn_subscriber(clients.subscriber, clients.pushes, shared, stop, workers);
+        broker
+    }
+
+    /// The shared state and the supervised publisher task, on `publisher`.
+    fn start_publisher(
+        publisher: RedisConnection,
+        node_id: String,
+        keys: ClusterKeys,
+        sink: Arc<dyn EventSink>,
+        stop: &CancellationToken,
+        workers: &Arc<Workers>,
+    ) -> (Self, Arc<Shared>) {
         let shared = Arc::new(Shared {
             node_id,
             keys,
@@ -195,19 +241,13 @@ impl RedisBroker {
                 stop_publisher.clone(),
             )
         });
-        // Every run after the first has missed events: it resyncs.
-        let runs = Arc::new(AtomicU64::new(0));
-        let for_subscriber = shared.clone();
-        workers.spawn(Worker::BrokerSubscriber, move || {
-            let restarted = runs.fetch_add(1, Ordering::Relaxed) > 0;
-            run_subscriber(
-                client.clone(),
-                Arc::clone(&for_subscriber),
-                stop.clone(),
-                restarted,
-            )
-        });
-        Ok(Self { shared, publish_tx })
+        (
+            Self {
+                shared: shared.clone(),
+                publish_tx,
+            },
+            shared,
+        )
     }
 
     /// Delivers locally, then queues the event for Redis (the publisher
@@ -290,7 +330,7 @@ impl RedisBroker {
 }
 
 /// What the publisher keeps across a restart.
-type Publishing = Arc<tokio::sync::Mutex<(ConnectionManager, mpsc::Receiver<Queued>)>>;
+type Publishing = Arc<tokio::sync::Mutex<(RedisConnection, mpsc::Receiver<Queued>)>>;
 
 async fn run_publisher(publishing: Publishing, shared: Arc<Shared>, stop: CancellationToken) {
     let mut held = publishing.lock().await;
@@ -316,29 +356,80 @@ async fn run_publisher(publishing: Publishing, shared: Arc<Shared>, stop: Cancel
             }
         }
         let now = envelope::now_ms();
+        let payloads: Vec<(Topic, bytes::Bytes)> = batch
+            .into_iter()
+            .map(|(topic, seq, frame)| {
+                let payload =
+                    envelope::encode(&shared.keys, &topic, &shared.node_id, seq, &frame, now);
+                (topic, payload)
+            })
+            .collect();
+        let count = payloads.len();
+        let failed = publish_all(connection, payloads, true).await;
+        if failed.is_empty() {
+            if owes_resync {
+                publish_owed_resyncs(&shared, connection).await;
+            }
+        } else {
+            metrics::counter!("consult_broker_publish_failures_total")
+                .increment(failed.len() as u64);
+            tracing::warn!(
+                count = failed.len(),
+                of = count,
+                "PUBLISH failed; the other nodes will be told to resync"
+            );
+            shared.owe_resync(failed);
+        }
+    }
+}
+
+/// Publishes each `(topic, payload)` on its channel, in order: PUBLISH in
+/// one pipeline on a single Redis; on a cluster SPUBLISH, in one pipeline
+/// per slot (a topic's events stay in order within its slot's pipeline),
+/// the pipelines sent concurrently. With `retry`, a failed pipeline is sent
+/// once more. Returns the topics of the pipelines that still failed.
+async fn publish_all(
+    connection: &RedisConnection,
+    payloads: Vec<(Topic, bytes::Bytes)>,
+    retry: bool,
+) -> Vec<Topic> {
+    let cluster = connection.is_cluster();
+    let command = if cluster { "SPUBLISH" } else { "PUBLISH" };
+    let keyed: Vec<(String, Topic, bytes::Bytes)> = payloads
+        .into_iter()
+        .map(|(topic, payload)| (channel(&topic), topic, payload))
+        .collect();
+    let groups = by_slot(cluster, keyed, |(channel, ..)| channel.as_bytes());
+    let sends = groups.into_iter().map(|group| {
         let mut pipeline = redis::pipe();
-        for (topic, seq, frame) in &batch {
-            let payload = envelope::encode(&shared.keys, topic, &shared.node_id, *seq, frame, now);
+        for (channel, _, payload) in &group {
             pipeline
-                .cmd("PUBLISH")
-                .arg(channel(topic))
+                .cmd(command)
+                .arg(channel)
                 .arg(&payload[..])
                 .ignore();
         }
-        match query_with_one_retry(&pipeline, connection).await {
-            Ok(()) => {
-                if owes_resync {
-                    publish_owed_resyncs(&shared, connection).await;
+        let mut connection = connection.clone();
+        async move {
+            let result = if retry {
+                query_with_one_retry(&pipeline, &mut connection).await
+            } else {
+                pipeline.query_async::<()>(&mut connection).await
+            };
+            match result {
+                Ok(()) => Vec::new(),
+                Err(error) => {
+                    tracing::debug!(error = %error, "a publish pipeline failed");
+                    group.into_iter().map(|(_, topic, _)| topic).collect()
                 }
             }
-            Err(error) => {
-                metrics::counter!("consult_broker_publish_failures_total")
-                    .increment(batch.len() as u64);
-                tracing::warn!(error = %error, count = batch.len(), "PUBLISH failed; the other nodes will be told to resync");
-                shared.owe_resync(batch.into_iter().map(|(topic, ..)| topic));
-            }
         }
-    }
+    });
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Runs `pipeline`, and once more if it fails: the first command on a
@@ -347,7 +438,7 @@ async fn run_publisher(publishing: Publishing, shared: Arc<Shared>, stop: Cancel
 /// is published twice; subscribers drop duplicate messages by sequence.
 async fn query_with_one_retry(
     pipeline: &redis::Pipeline,
-    connection: &mut ConnectionManager,
+    connection: &mut RedisConnection,
 ) -> redis::RedisResult<()> {
     match pipeline.query_async::<()>(connection).await {
         Ok(()) => Ok(()),
@@ -360,33 +451,32 @@ async fn query_with_one_retry(
 
 /// Publishes a resync marker to every owed topic; they stay owed if Redis
 /// still refuses.
-async fn publish_owed_resyncs(shared: &Shared, connection: &mut ConnectionManager) {
+async fn publish_owed_resyncs(shared: &Shared, connection: &RedisConnection) {
     let owed = shared.take_owed();
     if owed.is_empty() {
         return;
     }
     let now = envelope::now_ms();
-    let mut pipeline = redis::pipe();
-    for topic in &owed {
-        let marker = envelope::encode(&shared.keys, topic, &shared.node_id, None, &[], now);
-        pipeline
-            .cmd("PUBLISH")
-            .arg(channel(topic))
-            .arg(&marker[..])
-            .ignore();
+    let markers: Vec<(Topic, bytes::Bytes)> = owed
+        .into_iter()
+        .map(|topic| {
+            let marker = envelope::encode(&shared.keys, &topic, &shared.node_id, None, &[], now);
+            (topic, marker)
+        })
+        .collect();
+    let count = markers.len();
+    let failed = publish_all(connection, markers, false).await;
+    let sent = count - failed.len();
+    if sent > 0 {
+        metrics::counter!("consult_broker_resync_markers_total").increment(sent as u64);
+        tracing::info!(
+            topics = sent,
+            "told the other nodes to resync topics whose events were lost"
+        );
     }
-    match pipeline.query_async::<()>(connection).await {
-        Ok(()) => {
-            metrics::counter!("consult_broker_resync_markers_total").increment(owed.len() as u64);
-            tracing::info!(
-                topics = owed.len(),
-                "told the other nodes to resync topics whose events were lost"
-            );
-        }
-        Err(error) => {
-            tracing::debug!(error = %error, "resync markers not published yet");
-            shared.owe_resync(owed);
-        }
+    if !failed.is_empty() {
+        tracing::debug!(topics = failed.len(), "resync markers not published yet");
+        shared.owe_resync(failed);
     }
 }
 
@@ -515,10 +605,19 @@ fn channel(topic: &Topic) -> String {
 /// Authenticates one message from Redis and hands it to the hub; drops and
 /// counts it if it is not an authentic envelope.
 fn deliver(shared: &Shared, message: &redis::Msg) {
-    let payload = bytes::Bytes::copy_from_slice(message.get_payload_bytes());
-    let opened = message
-        .get_channel_name()
-        .strip_prefix(REDIS_CHANNEL_PREFIX)
+    deliver_payload(
+        shared,
+        message.get_channel_name().as_bytes(),
+        message.get_payload_bytes(),
+    );
+}
+
+/// [`deliver`] for a message on `channel` carrying `payload`.
+fn deliver_payload(shared: &Shared, channel: &[u8], payload: &[u8]) {
+    let payload = bytes::Bytes::copy_from_slice(payload);
+    let opened = std::str::from_utf8(channel)
+        .ok()
+        .and_then(|channel| channel.strip_prefix(REDIS_CHANNEL_PREFIX))
         .ok_or(envelope::Rejection::Malformed)
         .and_then(|topic| {
             envelope::open(&shared.keys, topic, payload, envelope::now_ms())

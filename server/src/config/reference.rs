@@ -231,13 +231,17 @@ pub const SETTINGS: &[Setting] = &[
     ),
     set(
         "broker.kind",
-        "\"local\" (in-process, one node) or \"redis\" (several nodes).",
+        "\"local\" (in-process, one node), \"redis\" (several nodes, one Redis) or \"redis-cluster\" (several nodes, a Redis Cluster with sharded pub/sub).",
     ),
     unset(
         "broker.redis_url",
         "redis://HOST:PORT, or rediss://HOST:PORT for TLS; required with kind = \"redis\".",
         "\"redis://127.0.0.1:6379\"",
         "",
+    ),
+    set(
+        "broker.cluster_urls",
+        "Nodes of the Redis Cluster (redis:// or rediss://, one scheme for all; one node is enough, the rest are discovered); required with kind = \"redis-cluster\".",
     ),
     unset(
         "broker.redis_username",

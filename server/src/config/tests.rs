@@ -96,6 +96,64 @@ fn tls_files_need_a_rediss_url_and_cert_and_key_go_together() {
 }
 
 #[test]
+fn a_redis_cluster_broker_needs_its_node_urls_of_one_scheme_and_no_redis_url() {
+    let mut config = Config::default();
+    config.broker.kind = BrokerKind::RedisCluster;
+    config.broker.cluster_key = secret(KEY);
+    let error = config.validate().unwrap_err();
+    assert_eq!(error.problems.len(), 1, "{error}");
+    assert!(
+        error.problems[0].contains("broker.cluster_urls is required"),
+        "{error}"
+    );
+    config.broker.cluster_urls = vec![
+        "redis://10.0.0.1:6379".into(),
+        "redis://10.0.0.2:6379".into(),
+    ];
+    config.validate().unwrap();
+    config
+        .broker
+        .cluster_urls
+        .push("rediss://10.0.0.3:6380".into());
+    let error = config.validate().unwrap_err();
+    assert!(error.to_string().contains("mixes"), "{error}");
+    config.broker.cluster_urls = vec!["rediss://10.0.0.3:6380".into()];
+    config.broker.redis_tls_ca_file = Some("ca.pem".into());
+    config.validate().unwrap();
+    config.broker.cluster_urls = vec!["10.0.0.3:6380".into()];
+    let error = config.validate().unwrap_err();
+    assert!(error.to_string().contains("must each start"), "{error}");
+    config.broker.cluster_urls = vec!["redis://10.0.0.3:6379".into()];
+    config.broker.redis_url = Some("redis://10.0.0.9:6379".into());
+    let error = config.validate().unwrap_err();
+    assert_eq!(error.problems.len(), 2, "TLS files and redis_url: {error}");
+    config.broker.cluster_key = None;
+    let error = config.validate().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("kind = \"redis-cluster\": the same secret"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_redis_cluster_kind_is_spelled_with_a_hyphen() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("CONSULT_BROKER__KIND", "redis-cluster");
+        jail.set_env(
+            "CONSULT_BROKER__CLUSTER_URLS",
+            r#"["redis://10.0.0.1:6379"]"#,
+        );
+        jail.set_env("CONSULT_BROKER__CLUSTER_KEY", KEY);
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.broker.kind, BrokerKind::RedisCluster);
+        assert_eq!(config.broker.cluster_urls, ["redis://10.0.0.1:6379"]);
+        Ok(())
+    });
+}
+
+#[test]
 fn environment_overrides_nested_fields() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("CONSULT_SESSION__OUTBOUND_QUEUE_CAPACITY", "17");

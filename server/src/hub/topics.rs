@@ -39,6 +39,32 @@ pub fn join(kind: &str, parts: &[&str]) -> String {
     name
 }
 
+/// `kind:{part:part…}`: each part escaped as [`escape`] does and braces
+/// too (`{` is `%7B`, `}` is `%7D`), so the braces around the parts are a
+/// Redis Cluster hash tag that no id can end early, and different lists of
+/// parts still give different names. On a single Redis the braces are just
+/// characters of the key.
+pub fn hash_tagged(kind: &str, parts: &[&str]) -> String {
+    let mut name =
+        String::with_capacity(kind.len() + 3 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    name.push_str(kind);
+    name.push_str(":{");
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            name.push(':');
+        }
+        for c in escape(part).chars() {
+            match c {
+                '{' => name.push_str("%7B"),
+                '}' => name.push_str("%7D"),
+                other => name.push(other),
+            }
+        }
+    }
+    name.push('}');
+    name
+}
+
 /// The room of one consultation.
 pub fn room(consultation: &ConsultationId) -> Topic {
     join("room", &[consultation.as_str()]).into()
@@ -59,6 +85,22 @@ pub fn clinic_feed(clinic: &ClinicId) -> Topic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_tags_hold_every_part_and_no_id_closes_them_early() {
+        assert_eq!(
+            hash_tagged("presence", &["acme", "pat"]),
+            "presence:{acme:pat}"
+        );
+        assert_eq!(
+            hash_tagged("presence", &["a}c", "p{:%"]),
+            "presence:{a%7Dc:p%7B%3A%25}"
+        );
+        assert_ne!(
+            hash_tagged("presence", &["a:b", "c"]),
+            hash_tagged("presence", &["a", "b:c"])
+        );
+    }
 
     #[test]
     fn a_colon_in_a_clinic_or_provider_id_cannot_make_two_feeds_one() {

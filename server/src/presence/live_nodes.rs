@@ -10,8 +10,8 @@
 //! cut off longer than its TTL) knows it must write its users' entries
 //! again.
 
+use crate::broker::RedisConnection;
 use crate::hub::topics;
-use redis::aio::ConnectionManager;
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -78,7 +78,7 @@ impl LiveNodes {
     /// A failed Redis call; the last live set read is kept.
     pub(super) async fn beat(
         &self,
-        connection: &ConnectionManager,
+        connection: &RedisConnection,
         ttl: Duration,
     ) -> redis::RedisResult<Beat> {
         let now = now_ms();
@@ -107,7 +107,7 @@ impl LiveNodes {
     /// A failed Redis call.
     pub(super) async fn still_live(
         &self,
-        connection: &ConnectionManager,
+        connection: &RedisConnection,
         runs: &[&str],
     ) -> redis::RedisResult<Vec<String>> {
         if runs.is_empty() {
@@ -133,7 +133,7 @@ impl LiveNodes {
     }
 
     /// Removes this run at shutdown, so that its users read offline at once.
-    pub(super) async fn leave(&self, connection: &ConnectionManager) {
+    pub(super) async fn leave(&self, connection: &RedisConnection) {
         let result: redis::RedisResult<()> = redis::cmd("ZREM")
             .arg(set_key())
             .arg(&*self.this_run)

@@ -34,13 +34,12 @@
 
 use super::live_nodes::{Beat, LiveNodes};
 use super::{LocalPresence, PresenceStatus};
-use crate::broker::{NodeClaim, NodeIdInUse};
+use crate::broker::{NodeClaim, NodeIdInUse, RedisConnection, by_slot};
 use crate::domain::PersonKey;
 use crate::hub::topics;
 use crate::supervisor::{Worker, Workers};
 use dashmap::DashMap;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,7 +57,7 @@ const ENTRY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 #[derive(Clone)]
 pub struct RedisPresence {
     local: LocalPresence,
-    connection: ConnectionManager,
+    connection: RedisConnection,
     node_id: Arc<str>,
     ttl: Duration,
     /// Until when Redis is left alone after a failure.
@@ -91,37 +90,32 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
-/// `presence:<clinic>:<user>`, each part escaped ([`topics::escape`]).
+/// `presence:{<clinic>:<user>}`, each part escaped
+/// ([`topics::hash_tagged`]): the braces make the person the key's hash tag,
+/// so that on a Redis Cluster everything kept about one person lives in
+/// one slot, and no id can end the tag early.
 fn key(person: &PersonKey) -> String {
-    topics::join("presence", &[person.clinic.as_str(), person.user.as_str()])
+    topics::hash_tagged("presence", &[person.clinic.as_str(), person.user.as_str()])
 }
 
 impl RedisPresence {
-    /// Connects lazily through `client` (made by
-    /// [`crate::broker::redis_client`], so it shares the broker's TLS and
-    /// ACL settings) and starts the heartbeat, which keeps this run live
+    /// Works through `connection` (made from the same settings as the
+    /// broker's, so it shares its TLS and ACL settings; a single Redis or a
+    /// cluster) and starts the heartbeat, which keeps this run live
     /// (expiring `ttl` after its last beat) every `ttl / 6`. Other nodes'
     /// entries read for a user are used for `remote_cache` before Redis is
     /// asked again.
-    ///
-    /// # Errors
-    ///
-    /// When the connection manager cannot be made.
     pub fn start(
-        client: redis::Client,
+        connection: RedisConnection,
         node_id: &str,
         ttl: Duration,
         remote_cache: Duration,
         stop: CancellationToken,
         workers: &Arc<Workers>,
-    ) -> redis::RedisResult<Self> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1);
+    ) -> Self {
         let presence = Self {
             local: LocalPresence::new(),
-            connection: ConnectionManager::new_lazy_with_config(client, config)?,
+            connection,
             node_id: node_id.into(),
             ttl,
             backoff_until: Arc::new(Mutex::new(None)),
@@ -136,7 +130,7 @@ impl RedisPresence {
         workers.spawn(Worker::Presence, move || {
             heartbeat.clone().heartbeat(stop.clone())
         });
-        Ok(presence)
+        presence
     }
 
     /// True while Redis failed recently.
@@ -259,13 +253,26 @@ impl RedisPresence {
     /// user whose counts changed meanwhile (their own write may have
     /// reached Redis first and been overwritten by this one).
     async fn write(&self, entries: &[Entry]) -> redis::RedisResult<()> {
-        let mut pipeline = redis::pipe();
-        for (user, counts) in entries {
-            self.add_write(&mut pipeline, user, *counts);
-        }
-        let result = pipeline
-            .query_async::<()>(&mut self.connection.clone())
-            .await;
+        // One pipeline on a single Redis; on a cluster one per slot (a
+        // pipeline may not cross slots), sent concurrently.
+        let keyed: Vec<(String, &Entry)> =
+            entries.iter().map(|entry| (key(&entry.0), entry)).collect();
+        let groups = by_slot(self.connection.is_cluster(), keyed, |(key, _)| {
+            key.as_bytes()
+        });
+        let writes = groups.into_iter().map(|group| {
+            let mut pipeline = redis::pipe();
+            for (key, (_, counts)) in &group {
+                self.add_write(&mut pipeline, key, *counts);
+            }
+            let mut connection = self.connection.clone();
+            async move { pipeline.query_async::<()>(&mut connection).await }
+        });
+        let result = futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .collect::<redis::RedisResult<Vec<()>>>()
+            .map(|_| ());
         self.record(&result);
         if result.is_ok() {
             self.mark_pending(
@@ -289,19 +296,18 @@ impl RedisPresence {
         }
     }
 
-    /// Adds the write of `user`'s entry for this run.
-    fn add_write(&self, pipeline: &mut redis::Pipeline, user: &PersonKey, counts: (usize, usize)) {
-        let key = key(user);
+    /// Adds the write of this run's field of the entry at `key` (a user's).
+    fn add_write(&self, pipeline: &mut redis::Pipeline, key: &str, counts: (usize, usize)) {
         if counts.0 == 0 {
-            pipeline.hdel(&key, self.live.this_run()).ignore();
+            pipeline.hdel(key, self.live.this_run()).ignore();
             return;
         }
         let value = format!("{},{}", counts.0, counts.1);
         let ttl_ms = i64::try_from(ENTRY_TTL.as_millis()).unwrap_or(i64::MAX);
         pipeline
-            .hset(&key, self.live.this_run(), value)
+            .hset(key, self.live.this_run(), value)
             .ignore()
-            .pexpire(&key, ttl_ms)
+            .pexpire(key, ttl_ms)
             .ignore();
     }
 
@@ -431,14 +437,14 @@ mod tests {
         // connection manager's reconnect attempt.
         let stop = CancellationToken::new();
         let presence = RedisPresence::start(
-            redis::Client::open("redis://127.0.0.1:1/").unwrap(),
+            RedisConnection::single(redis::Client::open("redis://127.0.0.1:1/").unwrap(), 1)
+                .unwrap(),
             "node-a",
             Duration::from_secs(3),
             Duration::from_millis(500),
             stop.clone(),
             &Workers::new(),
-        )
-        .unwrap();
+        );
         let user = PersonKey::new(&"riverside".into(), &"pat".into());
         presence.connected(&user, false).await;
         let started = Instant::now();

@@ -1,8 +1,12 @@
 //! The broker conformance suite: the same scenarios against
-//! `Broker::Local` and `Broker::Redis` (one real redis-server), then what
-//! only a cluster transport must do — carry events to the other nodes that
-//! subscribe, in order, never back to their publisher, and recover after
-//! Redis comes back.
+//! `Broker::Local`, `Broker::Redis` on one real redis-server, and
+//! `Broker::Redis` on a real Redis Cluster (three primaries, three
+//! replicas; sharded pub/sub), then what only a cluster transport must do —
+//! carry events to the other nodes that subscribe, in order, never back to
+//! their publisher, and recover after Redis comes back (a single Redis
+//! restarted, or a cluster primary killed and replaced by its replica, or
+//! a slot moved to another primary); on a cluster, the documented ACL user
+//! is all a node needs.
 //!
 //! Each node's sink records what the broker hands it. A "settle" step proves
 //! that nothing more is on its way instead of sleeping: for Redis, a peer
@@ -13,10 +17,15 @@
 
 use crate::harness::cluster::cluster_keys;
 use crate::harness::redis::RedisServer;
+use crate::harness::redis_cluster::{RedisCluster, admin};
 use bytes::Bytes;
 use consult_hub::broker::{
-    Broker, BrokerHealth, Event, EventSink, LocalBroker, REDIS_CHANNEL_PREFIX, RedisBroker, Topic,
+    Broker, BrokerHealth, Event, EventSink, LocalBroker, REDIS_CHANNEL_PREFIX, RedisBroker,
+    RedisConnection, Topic, redis_cluster_clients,
 };
+use consult_hub::config::{BrokerConfig, BrokerKind};
+use consult_hub::domain::PersonKey;
+use consult_hub::presence::{Presence, RedisPresence};
 use consult_hub::supervisor::Workers;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,19 +87,12 @@ impl Node {
         }
     }
 
-    /// A Redis node named `name`, once its subscriber is connected.
-    async fn redis(server: &RedisServer, name: &str) -> Self {
+    /// A Redis node named `name` on `backend`, once its subscriber is
+    /// connected.
+    async fn redis(backend: &Backend, name: &str) -> Self {
         let (sink, events_rx) = sink();
         let stop = CancellationToken::new();
-        let broker = RedisBroker::start(
-            redis::Client::open(server.url()).unwrap(),
-            name.to_owned(),
-            cluster_keys(),
-            sink.clone(),
-            stop.clone(),
-            &Workers::new(),
-        )
-        .expect("a connection manager");
+        let broker = backend.broker(name, sink.clone(), stop.clone());
         let node = Self {
             broker: Broker::Redis(broker),
             sink,
@@ -133,6 +135,94 @@ impl Node {
     }
 }
 
+/// The Redis a test runs against: one server, or a cluster.
+enum Backend {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    async fn single() -> Self {
+        Self::Single(RedisServer::start().await)
+    }
+
+    async fn cluster() -> Self {
+        Self::Cluster(RedisCluster::start().await)
+    }
+
+    /// A broker on this backend, its events handed to `sink`.
+    fn broker(&self, name: &str, sink: Arc<RecordingSink>, stop: CancellationToken) -> RedisBroker {
+        match self {
+            Self::Single(server) => RedisBroker::start(
+                redis::Client::open(server.url()).unwrap(),
+                name.to_owned(),
+                cluster_keys(),
+                sink,
+                stop,
+                &Workers::new(),
+            )
+            .expect("a connection manager"),
+            Self::Cluster(cluster) => cluster_broker(&cluster.urls(), name, sink, stop),
+        }
+    }
+
+    /// Subscribers of `topic`'s channel: `PUBSUB NUMSUB` on a single Redis,
+    /// `PUBSUB SHARDNUMSUB` summed over the live nodes of a cluster.
+    async fn subscribers(&self, topic: &Topic) -> u64 {
+        let channel = format!("{REDIS_CHANNEL_PREFIX}{topic}");
+        let (urls, command) = match self {
+            Self::Single(server) => (vec![server.url()], "NUMSUB"),
+            Self::Cluster(cluster) => (cluster.urls(), "SHARDNUMSUB"),
+        };
+        let mut total = 0;
+        for url in urls {
+            if let Ok(counts) =
+                admin::<Vec<(String, u64)>>(&url, &["PUBSUB", command, &channel]).await
+            {
+                total += counts.first().map_or(0, |(_, count)| *count);
+            }
+        }
+        total
+    }
+}
+
+/// A broker on the Redis Cluster reached through `urls`.
+fn cluster_broker(
+    urls: &[String],
+    name: &str,
+    sink: Arc<RecordingSink>,
+    stop: CancellationToken,
+) -> RedisBroker {
+    cluster_broker_with(&cluster_config(urls), name, sink, stop)
+}
+
+/// The broker settings of a node of the Redis Cluster reached through
+/// `urls`.
+fn cluster_config(urls: &[String]) -> BrokerConfig {
+    BrokerConfig {
+        kind: BrokerKind::RedisCluster,
+        cluster_urls: urls.to_vec(),
+        ..BrokerConfig::default()
+    }
+}
+
+/// A broker on the Redis Cluster `config` names.
+fn cluster_broker_with(
+    config: &BrokerConfig,
+    name: &str,
+    sink: Arc<RecordingSink>,
+    stop: CancellationToken,
+) -> RedisBroker {
+    RedisBroker::start_cluster(
+        redis_cluster_clients(config).unwrap(),
+        name.to_owned(),
+        cluster_keys(),
+        sink,
+        stop,
+        &Workers::new(),
+    )
+}
+
 fn topic(name: &str) -> Topic {
     Topic::from(name)
 }
@@ -147,11 +237,11 @@ fn event(topic: &Topic, seq: Option<u64>, body: &str) -> Event {
     }
 }
 
-/// A node under test and, for Redis, a peer node on the same server.
+/// A node under test and, for Redis, a peer node on the same backend.
 struct Fixture {
     node: Node,
     peer: Option<Node>,
-    _server: Option<RedisServer>,
+    _backend: Option<Backend>,
 }
 
 impl Fixture {
@@ -159,16 +249,15 @@ impl Fixture {
         Self {
             node: Node::local(),
             peer: None,
-            _server: None,
+            _backend: None,
         }
     }
 
-    async fn redis() -> Self {
-        let server = RedisServer::start().await;
+    async fn redis(backend: Backend) -> Self {
         Self {
-            node: Node::redis(&server, "node-a").await,
-            peer: Some(Node::redis(&server, "node-b").await),
-            _server: Some(server),
+            node: Node::redis(&backend, "node-a").await,
+            peer: Some(Node::redis(&backend, "node-b").await),
+            _backend: Some(backend),
         }
     }
 
@@ -221,7 +310,18 @@ async fn local_published_event_reaches_this_nodes_sink_once_with_identical_bytes
 
 #[tokio::test]
 async fn redis_published_event_reaches_this_nodes_sink_once_with_identical_bytes_and_seq() {
-    published_event_reaches_this_nodes_sink_once_unchanged(Fixture::redis().await).await;
+    published_event_reaches_this_nodes_sink_once_unchanged(
+        Fixture::redis(Backend::single().await).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redis_cluster_published_event_reaches_this_nodes_sink_once_with_identical_bytes_and_seq() {
+    published_event_reaches_this_nodes_sink_once_unchanged(
+        Fixture::redis(Backend::cluster().await).await,
+    )
+    .await;
 }
 
 async fn subscribe_and_unsubscribe_succeed_while_healthy(fixture: Fixture) {
@@ -248,29 +348,21 @@ async fn local_subscribe_and_unsubscribe_succeed_and_health_is_healthy() {
 
 #[tokio::test]
 async fn redis_subscribe_and_unsubscribe_succeed_and_health_is_healthy() {
-    subscribe_and_unsubscribe_succeed_while_healthy(Fixture::redis().await).await;
+    subscribe_and_unsubscribe_succeed_while_healthy(Fixture::redis(Backend::single().await).await)
+        .await;
+}
+
+#[tokio::test]
+async fn redis_cluster_subscribe_and_unsubscribe_succeed_and_health_is_healthy() {
+    subscribe_and_unsubscribe_succeed_while_healthy(Fixture::redis(Backend::cluster().await).await)
+        .await;
 }
 
 // ------------------------------------------------------------- Redis only
 
-/// Subscribers of `topic` in Redis, as `PUBSUB NUMSUB` counts them.
-async fn redis_subscribers(server: &RedisServer, topic: &Topic) -> u64 {
-    let client = redis::Client::open(server.url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(format!("{REDIS_CHANNEL_PREFIX}{topic}"))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    counts.first().map_or(0, |(_, count)| *count)
-}
-
-#[tokio::test]
-async fn redis_events_reach_another_node_only_while_it_is_subscribed() {
-    let server = RedisServer::start().await;
-    let node_a = Node::redis(&server, "node-a").await;
-    let mut node_b = Node::redis(&server, "node-b").await;
+async fn events_reach_another_node_only_while_it_is_subscribed(backend: Backend) {
+    let node_a = Node::redis(&backend, "node-a").await;
+    let mut node_b = Node::redis(&backend, "node-b").await;
     let room = topic("room:c-1");
     // A control topic B always hears: A's events reach B's subscriber
     // connection in publish order, so a control event bounds the wait.
@@ -290,7 +382,7 @@ async fn redis_events_reach_another_node_only_while_it_is_subscribed() {
 
     node_b.broker.unsubscribe(&room).await.unwrap();
     timeout(EVENT_TIMEOUT, async {
-        while redis_subscribers(&server, &room).await > 0 {
+        while backend.subscribers(&room).await > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -305,10 +397,18 @@ async fn redis_events_reach_another_node_only_while_it_is_subscribed() {
 }
 
 #[tokio::test]
-async fn redis_a_node_never_gets_its_own_events_back() {
-    let server = RedisServer::start().await;
-    let mut node_a = Node::redis(&server, "node-a").await;
-    let mut node_b = Node::redis(&server, "node-b").await;
+async fn redis_events_reach_another_node_only_while_it_is_subscribed() {
+    events_reach_another_node_only_while_it_is_subscribed(Backend::single().await).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_events_reach_another_node_only_while_it_is_subscribed() {
+    events_reach_another_node_only_while_it_is_subscribed(Backend::cluster().await).await;
+}
+
+async fn a_node_never_gets_its_own_events_back(backend: Backend) {
+    let mut node_a = Node::redis(&backend, "node-a").await;
+    let mut node_b = Node::redis(&backend, "node-b").await;
     let room = topic("room:c-1");
     node_a.subscribe(&room).await;
     node_b.subscribe(&room).await;
@@ -337,10 +437,18 @@ async fn redis_a_node_never_gets_its_own_events_back() {
 }
 
 #[tokio::test]
-async fn redis_a_burst_of_1000_events_arrives_at_another_node_in_publish_order() {
-    let server = RedisServer::start().await;
-    let mut node_a = Node::redis(&server, "node-a").await;
-    let mut node_b = Node::redis(&server, "node-b").await;
+async fn redis_a_node_never_gets_its_own_events_back() {
+    a_node_never_gets_its_own_events_back(Backend::single().await).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_a_node_never_gets_its_own_events_back() {
+    a_node_never_gets_its_own_events_back(Backend::cluster().await).await;
+}
+
+async fn a_burst_of_1000_events_arrives_at_another_node_in_publish_order(backend: Backend) {
+    let mut node_a = Node::redis(&backend, "node-a").await;
+    let mut node_b = Node::redis(&backend, "node-b").await;
     let room = topic("room:c-1");
     node_b.subscribe(&room).await;
     let events: Vec<Event> = (1..=1000)
@@ -358,31 +466,32 @@ async fn redis_a_burst_of_1000_events_arrives_at_another_node_in_publish_order()
     node_a.nothing_more();
 }
 
+#[tokio::test]
+async fn redis_a_burst_of_1000_events_arrives_at_another_node_in_publish_order() {
+    a_burst_of_1000_events_arrives_at_another_node_in_publish_order(Backend::single().await).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_a_burst_of_1000_events_arrives_at_another_node_in_publish_order() {
+    a_burst_of_1000_events_arrives_at_another_node_in_publish_order(Backend::cluster().await).await;
+}
+
 /// `subscribe` returning `Ok` is the promise the join's replay relies on:
 /// from then on, no remote event for the topic is missed. Subscriptions that
 /// arrive while an earlier SUBSCRIBE is in flight must not be confirmed by
 /// it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_subscribe_returns_only_once_redis_has_the_subscription() {
-    let server = RedisServer::start().await;
-    let node = Node::redis(&server, "node-a").await;
-    let url = server.url();
+async fn subscribe_returns_only_once_redis_has_the_subscription(backend: Backend) {
+    let backend = Arc::new(backend);
+    let node = Node::redis(&backend, "node-a").await;
     let mut tasks = Vec::new();
     for index in 0..100 {
         let broker = node.broker.clone();
-        let url = url.clone();
+        let backend = Arc::clone(&backend);
         tasks.push(tokio::spawn(async move {
             let topic = topic(&format!("room:c-{index}"));
             broker.subscribe(&topic).await.expect("subscribed");
-            let client = redis::Client::open(url).unwrap();
-            let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(format!("{REDIS_CHANNEL_PREFIX}{topic}"))
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            (topic, counts[0].1)
+            let subscribers = backend.subscribers(&topic).await;
+            (topic, subscribers)
         }));
         // Stagger the calls so that some land mid-SUBSCRIBE.
         if index % 10 == 0 {
@@ -402,11 +511,24 @@ async fn redis_subscribe_returns_only_once_redis_has_the_subscription() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_subscribe_returns_only_once_redis_has_the_subscription() {
+    subscribe_returns_only_once_redis_has_the_subscription(Backend::single().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_subscribe_returns_only_once_redis_has_the_subscription() {
+    subscribe_returns_only_once_redis_has_the_subscription(Backend::cluster().await).await;
+}
+
 #[tokio::test]
 async fn redis_health_degrades_while_redis_is_down_and_a_reconnect_resyncs_and_resubscribes() {
-    let mut server = RedisServer::start().await;
-    let node_a = Node::redis(&server, "node-a").await;
-    let mut node_b = Node::redis(&server, "node-b").await;
+    let mut backend = Backend::single().await;
+    let node_a = Node::redis(&backend, "node-a").await;
+    let mut node_b = Node::redis(&backend, "node-b").await;
+    let Backend::Single(server) = &mut backend else {
+        unreachable!("a single server")
+    };
     let room = topic("room:c-1");
     node_b.subscribe(&room).await;
     let before = event(&room, Some(1), "before the outage");
@@ -436,7 +558,7 @@ async fn redis_health_degrades_while_redis_is_down_and_a_reconnect_resyncs_and_r
     .await
     .expect("the sink is told to catch up from the database");
     timeout(EVENT_TIMEOUT, async {
-        while redis_subscribers(&server, &room).await == 0 {
+        while redis_subscribers(server, &room).await == 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -445,6 +567,16 @@ async fn redis_health_degrades_while_redis_is_down_and_a_reconnect_resyncs_and_r
     let after = event(&room, Some(3), "after the restart");
     node_a.publish(&after).await;
     assert_eq!(*node_b.next_event().await, after, "events flow again");
+}
+
+/// Subscribers of `topic` on a single Redis, as `PUBSUB NUMSUB` counts
+/// them.
+async fn redis_subscribers(server: &RedisServer, topic: &Topic) -> u64 {
+    let channel = format!("{REDIS_CHANNEL_PREFIX}{topic}");
+    let counts: Vec<(String, u64)> = admin(&server.url(), &["PUBSUB", "NUMSUB", &channel])
+        .await
+        .unwrap();
+    counts.first().map_or(0, |(_, count)| *count)
 }
 
 /// Runs one command on `server` as an administrator would.
@@ -476,25 +608,28 @@ async fn refused_commands(server: &RedisServer) -> u64 {
 /// commands again.
 #[tokio::test]
 async fn redis_events_that_could_not_be_published_are_followed_by_a_resync_marker() {
-    let server = RedisServer::start().await;
-    let mut node_a = Node::redis(&server, "node-a").await;
-    let mut node_b = Node::redis(&server, "node-b").await;
+    let backend = Backend::single().await;
+    let Backend::Single(server) = &backend else {
+        unreachable!("a single server")
+    };
+    let mut node_a = Node::redis(&backend, "node-a").await;
+    let mut node_b = Node::redis(&backend, "node-b").await;
     let room = topic("room:c-1");
     node_b.subscribe(&room).await;
 
-    redis_admin(&server, &["ACL", "SETUSER", "default", "-publish"]).await;
+    redis_admin(server, &["ACL", "SETUSER", "default", "-publish"]).await;
     let lost = event(&room, Some(1), "refused by redis");
     node_a.publish(&lost).await;
     assert_eq!(*node_a.next_event().await, lost, "delivered locally");
     timeout(EVENT_TIMEOUT, async {
         // The first attempt and its retry.
-        while refused_commands(&server).await < 2 {
+        while refused_commands(server).await < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("redis refuses the PUBLISH");
-    redis_admin(&server, &["ACL", "SETUSER", "default", "+publish"]).await;
+    redis_admin(server, &["ACL", "SETUSER", "default", "+publish"]).await;
 
     let marker = node_b.next_event().await;
     assert!(marker.is_resync(), "a resync marker, not {marker:?}");
@@ -547,3 +682,5 @@ async fn redis_a_node_started_while_redis_is_down_subscribes_and_resyncs_once_it
     );
     assert_eq!(broker.health(), BrokerHealth::Healthy);
 }
+
+mod cluster;

@@ -8,6 +8,7 @@
 use crate::harness::cluster::{Cluster, PRESENCE_TTL_MS, connect_to, wait_until};
 use crate::harness::proxy::TcpProxy;
 use crate::harness::redis::RedisServer;
+use consult_hub::broker::RedisConnection;
 use consult_hub::domain::PersonKey;
 use consult_hub::presence::{Presence, RedisPresence};
 use consult_hub::supervisor::Workers;
@@ -125,7 +126,7 @@ async fn a_dead_nodes_field_is_pruned_by_the_reader_that_meets_it() {
         let client = redis::Client::open(cluster.redis.url()).unwrap();
         let mut connection = client.get_multiplexed_async_connection().await.unwrap();
         let count: u64 = redis::cmd("HLEN")
-            .arg("presence:clinic-1:pat-a")
+            .arg("presence:{clinic-1:pat-a}")
             .query_async(&mut connection)
             .await
             .unwrap();
@@ -151,17 +152,14 @@ async fn a_dead_nodes_field_is_pruned_by_the_reader_that_meets_it() {
 /// Cluster presence for `node` through `redis_url`, its TTL the cluster
 /// tests' and no cache of other nodes' view.
 fn presence_via(redis_url: &str, node: &str, stop: &CancellationToken) -> Presence {
-    Presence::Redis(
-        RedisPresence::start(
-            redis::Client::open(redis_url).unwrap(),
-            node,
-            Duration::from_millis(PRESENCE_TTL_MS),
-            Duration::ZERO,
-            stop.clone(),
-            &Workers::new(),
-        )
-        .unwrap(),
-    )
+    Presence::Redis(RedisPresence::start(
+        RedisConnection::single(redis::Client::open(redis_url).unwrap(), 1).unwrap(),
+        node,
+        Duration::from_millis(PRESENCE_TTL_MS),
+        Duration::ZERO,
+        stop.clone(),
+        &Workers::new(),
+    ))
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@ mod retention;
 mod revocation;
 mod rooms;
 mod schemathesis;
+mod sharded_cluster;
 mod status;
 mod supervision;
 mod tenant_isolation;

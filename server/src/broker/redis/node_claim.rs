@@ -17,9 +17,9 @@
 //! (`"node_id": "duplicate"`) and the error is logged, until the key is this
 //! node's again. On shutdown the key is given back.
 
+use super::RedisConnection;
 use crate::hub::topics;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ impl NodeClaim {
     ///
     /// [`NodeIdInUse`] when a live node holds the id.
     pub async fn acquire(
-        connection: &ConnectionManager,
+        connection: &RedisConnection,
         node_id: &str,
         ttl: Duration,
     ) -> Result<Self, NodeIdInUse> {
@@ -114,7 +114,7 @@ impl NodeClaim {
     }
 
     /// `SET key instance NX PX ttl`: true when it was free.
-    async fn take_if_free(&self, connection: &ConnectionManager) -> redis::RedisResult<bool> {
+    async fn take_if_free(&self, connection: &RedisConnection) -> redis::RedisResult<bool> {
         let set: Option<String> = redis::cmd("SET")
             .arg(&self.key)
             .arg(&self.instance)
@@ -137,7 +137,7 @@ impl NodeClaim {
     /// # Errors
     ///
     /// When Redis fails.
-    pub async fn renew(&self, connection: &ConnectionManager) -> redis::RedisResult<()> {
+    pub async fn renew(&self, connection: &RedisConnection) -> redis::RedisResult<()> {
         let previous: Option<String> = redis::cmd("SET")
             .arg(&self.key)
             .arg(&self.instance)
@@ -166,7 +166,7 @@ impl NodeClaim {
     }
 
     /// Gives the key back if this instance still holds it.
-    pub async fn release(&self, connection: &ConnectionManager) {
+    pub async fn release(&self, connection: &RedisConnection) {
         let mut connection = connection.clone();
         let holder: redis::RedisResult<Option<String>> = connection.get(&self.key).await;
         if matches!(holder, Ok(Some(ref holder)) if *holder == self.instance) {

@@ -1,10 +1,13 @@
 //! A cluster for tests: one database (a shared SQLite file in WAL mode, or
 //! one PostgreSQL database), one redis-server, and hubs with
 //! `broker.kind = "redis"` on both — in-process [`TestHub`]s, or the real
-//! binary ([`HubProcess`]) for tests that kill a node.
+//! binary ([`HubProcess`]) for tests that kill a node. [`ShardedCluster`]
+//! is the same with a real Redis Cluster and `broker.kind =
+//! "redis-cluster"`.
 
 use super::db::TestDb;
 use super::redis::RedisServer;
+use super::redis_cluster::RedisCluster;
 use super::{API_KEY, TestHub, init_logs};
 use consult_client::Client;
 use consult_hub::Config;
@@ -44,6 +47,58 @@ pub(crate) fn join_cluster(config: &mut Config, redis_url: &str, node: &str) {
     config.broker.node_id = Some(node.to_owned());
     config.broker.presence_ttl_ms = PRESENCE_TTL_MS;
     config.broker.cluster_key = Some(SecretString::from(CLUSTER_KEY.to_owned()));
+}
+
+/// Makes `config` a node named `node` of a Redis Cluster reached through
+/// `urls`.
+pub(crate) fn join_redis_cluster(config: &mut Config, urls: Vec<String>, node: &str) {
+    join_cluster(config, "", node);
+    config.broker.kind = BrokerKind::RedisCluster;
+    config.broker.redis_url = None;
+    config.broker.cluster_urls = urls;
+}
+
+/// One database, a real Redis Cluster (three primaries, three replicas)
+/// and in-process hubs with `broker.kind = "redis-cluster"`.
+pub(crate) struct ShardedCluster {
+    /// The Redis Cluster; tests may kill its primaries.
+    pub(crate) redis: RedisCluster,
+    database_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ShardedCluster {
+    /// Starts the backends and `N` hubs named `node-0`, `node-1`, ...,
+    /// each with its broker connected.
+    pub(crate) async fn start<const N: usize>() -> (Self, [TestHub; N]) {
+        init_logs();
+        let redis = RedisCluster::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = TestDb::create(dir.path()).await;
+        let cluster = Self {
+            redis,
+            database_url: db.url,
+            _dir: dir,
+        };
+        let mut hubs = Vec::with_capacity(N);
+        for index in 0..N {
+            let urls = cluster.redis.urls();
+            let node = format!("node-{index}");
+            let hub = TestHub::start_on_database(&cluster.database_url, |config| {
+                join_redis_cluster(config, urls, &node);
+            })
+            .await;
+            wait_until(STARTUP_TIMEOUT, "the hub's broker connects", || async {
+                hub.state.broker.health() == BrokerHealth::Healthy
+            })
+            .await;
+            hubs.push(hub);
+        }
+        let Ok(hubs) = <[TestHub; N]>::try_from(hubs) else {
+            unreachable!("exactly N hubs were started");
+        };
+        (cluster, hubs)
+    }
 }
 
 /// [`CLUSTER_KEY`] as the broker takes it.

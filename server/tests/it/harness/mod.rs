@@ -7,6 +7,7 @@ pub(crate) mod providers;
 pub(crate) mod proxy;
 pub(crate) mod raw;
 pub(crate) mod redis;
+pub(crate) mod redis_cluster;
 pub(crate) mod tls;
 
 use consult_client::{Client, ClientConfig, Welcome};

@@ -92,6 +92,16 @@ impl RedisServer {
         format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// True unless it was killed.
+    pub(crate) fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
     /// Kills the server at once (SIGKILL) and reaps it.
     pub(crate) fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
