@@ -187,9 +187,16 @@ impl App {
             publisher::on_receipt_commit(broker.clone(), dashboards_tx.clone()),
             &workers,
         );
+        let backend = appender::Backend::for_store(&store, &config.database, &workers).await?;
+        let batching = appender::Batching {
+            max: config.database.append_batch_max,
+            linger: config
+                .database
+                .append_linger(matches!(backend, appender::Backend::Sqlite(_))),
+        };
         let (appender, writer) = appender::start(
-            appender::Backend::for_store(&store, &config.database, &workers).await?,
-            config.database.append_batch_max,
+            backend,
+            batching,
             publisher::on_commit(broker.clone(), dashboards_tx),
             &workers,
         )?;

@@ -110,6 +110,12 @@ pub const SETTINGS: &[Setting] = &[
         "Messages written in one group-commit transaction at most.",
     ),
     unset(
+        "database.append_linger_us",
+        "Microseconds a group-commit batch's first message waits for others before it is written, 0 to 10000.",
+        "500",
+        "500 on a SQLite file, 0 otherwise",
+    ),
+    unset(
         "database.sqlite_checkpoint_interval_ms",
         "SQLite files only: spacing of checkpoints while messages are written, 1 to 60000 ms.",
         "1000",

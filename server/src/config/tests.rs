@@ -309,3 +309,33 @@ fn unset_the_checkpoint_interval_follows_the_durability_mode() {
         Duration::from_millis(40)
     );
 }
+
+#[test]
+fn the_group_commit_linger_defaults_by_writer_and_is_bounded() {
+    let mut config = Config::default();
+    assert_eq!(
+        config.database.append_linger(true),
+        Duration::from_micros(SQLITE_APPEND_LINGER_US)
+    );
+    assert_eq!(config.database.append_linger(false), Duration::ZERO);
+    config.database.append_linger_us = Some(0);
+    assert_eq!(config.database.append_linger(true), Duration::ZERO);
+    config.database.append_linger_us = Some(10_000);
+    config.validate().unwrap();
+    assert_eq!(
+        config.database.append_linger(false),
+        Duration::from_millis(10)
+    );
+    config.database.append_linger_us = Some(10_001);
+    let error = config.validate().unwrap_err();
+    assert!(error.to_string().contains("append_linger_us"), "{error}");
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("CONSULT_DATABASE__APPEND_LINGER_US", "750");
+        let config = Config::load(None).unwrap();
+        assert_eq!(
+            config.database.append_linger(true),
+            Duration::from_micros(750)
+        );
+        Ok(())
+    });
+}

@@ -23,7 +23,7 @@ use crate::config::DatabaseConfig;
 use crate::supervisor::{Worker, Workers};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Queued appends before senders wait.
@@ -153,14 +153,15 @@ impl Backend {
 /// [`StoreError::Thread`] when the SQLite writer thread cannot be started.
 pub fn start(
     backend: Backend,
-    batch_max: usize,
+    batching: Batching,
     on_commit: OnCommit,
     workers: &Arc<Workers>,
 ) -> Result<(Appender, WriterHandle), StoreError> {
     let (requests, incoming) = mpsc::channel(JOB_QUEUE_CAPACITY);
     let queue = Queue {
         incoming,
-        batch_max: batch_max.max(1),
+        batch_max: batching.max.max(1),
+        linger: batching.linger,
         stopping: None,
     };
     match backend {
@@ -189,10 +190,35 @@ pub fn start(
     ))
 }
 
+/// How the writer forms its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Messages per transaction at most.
+    pub max: usize,
+    /// How long a batch's first message waits for others before the batch
+    /// is written (zero: the batch is what is queued when the writer is
+    /// free). Each commit costs the same whatever it carries, so a short
+    /// wait trades that much latency for fewer commits.
+    pub linger: Duration,
+}
+
+impl Batching {
+    /// Batches of at most `max` messages, written as soon as the writer is
+    /// free.
+    #[must_use]
+    pub fn up_to(max: usize) -> Self {
+        Self {
+            max,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
 /// The writer's side of the queue: hands out batches of what is waiting.
 pub(super) struct Queue {
     incoming: mpsc::Receiver<Request>,
     batch_max: usize,
+    linger: Duration,
     stopping: Option<oneshot::Sender<()>>,
 }
 
@@ -205,6 +231,10 @@ impl Queue {
         } else {
             self.incoming.blocking_recv()
         };
+        let wait = self.linger_of(first.as_ref());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
         self.gather(first)
     }
 
@@ -215,7 +245,25 @@ impl Queue {
         } else {
             self.incoming.recv().await
         };
+        let wait = self.linger_of(first.as_ref());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         self.gather(first)
+    }
+
+    /// How much longer a batch starting with `first` waits for others: what
+    /// is left of the linger since `first` was queued; nothing while
+    /// stopping, or when the queue already holds a full batch.
+    fn linger_of(&self, first: Option<&Request>) -> Duration {
+        match first {
+            Some(Request::Append(job))
+                if self.stopping.is_none() && self.incoming.len() + 1 < self.batch_max =>
+            {
+                self.linger.saturating_sub(job.queued_at.elapsed())
+            }
+            _ => Duration::ZERO,
+        }
     }
 
     /// `first` and whatever else is queued, up to the batch size.

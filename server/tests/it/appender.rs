@@ -3,12 +3,13 @@
 //! `on_commit` in commit order before its sender hears back, and stopping
 //! writes what was queued and refuses what comes later.
 
-use crate::harness::TestHub;
+use crate::harness::{TestHub, metric};
 use consult_hub::store::StoreError;
 use consult_hub::store::appender::{self, Appender, Backend, OnCommit, WriterHandle};
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
 use consult_protocol::{ConsultationId, MessageKind, Role, UserId};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 fn message(consultation: &ConsultationId, index: usize) -> NewMessage {
     NewMessage {
@@ -34,7 +35,7 @@ fn stored_seq(outcome: &AppendOutcome) -> u64 {
 /// second writer on that store with batches of at most `batch_max`, whose
 /// `on_commit` records the `seq`s it is given.
 struct Fixture {
-    _hub: TestHub,
+    hub: TestHub,
     room: ConsultationId,
     appender: Appender,
     writer: WriterHandle,
@@ -42,6 +43,10 @@ struct Fixture {
 }
 
 async fn writer_with_batches_of(batch_max: usize) -> Fixture {
+    writer_with(appender::Batching::up_to(batch_max)).await
+}
+
+async fn writer_with(batching: appender::Batching) -> Fixture {
     let hub = TestHub::start().await;
     let room = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
@@ -60,9 +65,9 @@ async fn writer_with_batches_of(batch_max: usize) -> Fixture {
         sink.lock().unwrap().push(stored.message.seq.get());
     });
     let (appender, writer) =
-        appender::start(backend, batch_max, on_commit, &hub.state.workers).unwrap();
+        appender::start(backend, batching, on_commit, &hub.state.workers).unwrap();
     Fixture {
-        _hub: hub,
+        hub,
         room,
         appender,
         writer,
@@ -108,4 +113,36 @@ async fn stopping_writes_what_was_queued_and_refuses_what_comes_later() {
     assert_eq!(*f.seen.lock().unwrap(), seqs, "every one published");
     let late = f.appender.append(message(&f.room, 99)).await;
     assert!(matches!(late, Err(StoreError::WriterStopped)), "{late:?}");
+}
+
+#[tokio::test]
+async fn with_a_linger_the_messages_queued_meanwhile_are_written_in_one_batch() {
+    let f = writer_with(appender::Batching {
+        max: 64,
+        linger: Duration::from_millis(300),
+    })
+    .await;
+    let batches = |text: &str| metric(text, "consult_append_batch_size_count");
+    let before = batches(&f.hub.metrics_text().await);
+
+    // Five messages queued 10 ms apart, well within the first one's linger.
+    let mut pending = Vec::new();
+    for index in 0..5 {
+        let mut append = Box::pin(f.appender.append(message(&f.room, index)));
+        assert!(futures_util::poll!(append.as_mut()).is_pending());
+        pending.push(append);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut seqs = Vec::new();
+    for append in pending {
+        seqs.push(stored_seq(&append.await.unwrap()));
+    }
+    assert_eq!(seqs, (1..=5).collect::<Vec<u64>>());
+    assert_eq!(*f.seen.lock().unwrap(), seqs, "every one published");
+    let written = batches(&f.hub.metrics_text().await) - before;
+    assert!(
+        (written - 1.0).abs() < f64::EPSILON,
+        "{written} batches for five messages"
+    );
+    f.writer.stop().await;
 }
