@@ -546,6 +546,16 @@ async fn run_subscriber(
     }
 }
 
+/// The topics this node wants subscribed (at least one subscriber each).
+fn wanted_topics(shared: &Shared) -> HashSet<Topic> {
+    shared
+        .wanted
+        .iter()
+        .filter(|entry| entry.count > 0)
+        .map(|entry| entry.key().clone())
+        .collect()
+}
+
 /// Brings the connection's subscriptions in line with the wanted topics,
 /// then confirms the waiting callers.
 async fn sync_subscriptions(
@@ -553,12 +563,7 @@ async fn sync_subscriptions(
     sink: &mut PubSubSink,
     subscribed: &mut HashSet<Topic>,
 ) -> redis::RedisResult<()> {
-    let wanted: HashSet<Topic> = shared
-        .wanted
-        .iter()
-        .filter(|entry| entry.count > 0)
-        .map(|entry| entry.key().clone())
-        .collect();
+    let wanted = wanted_topics(shared);
     let to_add: Vec<String> = wanted.difference(subscribed).map(channel).collect();
     let to_remove: Vec<String> = subscribed.difference(&wanted).map(channel).collect();
     if !to_add.is_empty() {

@@ -5,7 +5,9 @@
 //! death; clients of a drained or killed node resume on another with no gap
 //! and no duplicate.
 
-use crate::harness::cluster::{Cluster, PRESENCE_TTL_MS, connect_to, wait_until};
+use crate::harness::cluster::{
+    Cluster, PRESENCE_TTL_MS, connect_to, message_seqs_within, wait_until,
+};
 use crate::harness::expect_event;
 use consult_client::{Client, ClosedBy};
 use consult_hub::config::PRESENCE_CACHE_MS;
@@ -20,24 +22,10 @@ use tokio::time::{Instant, timeout};
 /// Longest wait for a whole stream of expected messages.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Reads `client`'s events until message `last` of `consultation` arrives,
-/// returning every message seq seen on the way, duplicates included, in
-/// arrival order.
+/// Every message seq of `consultation` that `client` reads until message
+/// `last` arrives (see [`message_seqs_within`]).
 async fn message_seqs_until(client: &Client, consultation: &ConsultationId, last: u64) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    let deadline = Instant::now() + STREAM_TIMEOUT;
-    while seqs.last() != Some(&last) {
-        let event = tokio::time::timeout_at(deadline, client.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("message {last} within {STREAM_TIMEOUT:?}; got {seqs:?}"))
-            .unwrap_or_else(|| panic!("connection open until message {last}; got {seqs:?}"));
-        if let ServerFrame::Message { message } = event {
-            if &message.consultation_id == consultation {
-                seqs.push(message.seq.get());
-            }
-        }
-    }
-    seqs
+    message_seqs_within(client, consultation, last, STREAM_TIMEOUT).await
 }
 
 /// Every message seq left in `client`'s events until its connection ends.

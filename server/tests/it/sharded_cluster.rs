@@ -4,14 +4,13 @@
 //! node's client still receives every message exactly once, in order (what
 //! the failover lost is read back from the database).
 
-use crate::harness::cluster::{ShardedCluster, wait_until};
+use crate::harness::cluster::{ShardedCluster, message_seqs_within, wait_until};
 use consult_client::Client;
 use consult_hub::broker::REDIS_CHANNEL_PREFIX;
 use consult_hub::domain::PersonKey;
 use consult_hub::hub::topics;
-use consult_protocol::{ConsultationId, Role, ServerFrame, UserId};
+use consult_protocol::{ConsultationId, Role, UserId};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Longest wait for a whole stream of expected messages.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(20);
@@ -21,22 +20,9 @@ fn person(user: &str) -> PersonKey {
 }
 
 /// Every message seq of `consultation` that `client` reads until message
-/// `last` arrives, duplicates included, in arrival order.
+/// `last` arrives (see [`message_seqs_within`]).
 async fn message_seqs_until(client: &Client, consultation: &ConsultationId, last: u64) -> Vec<u64> {
-    let mut seqs = Vec::new();
-    let deadline = Instant::now() + STREAM_TIMEOUT;
-    while seqs.last() != Some(&last) {
-        let event = tokio::time::timeout_at(deadline, client.next_event())
-            .await
-            .unwrap_or_else(|_| panic!("message {last} within {STREAM_TIMEOUT:?}; got {seqs:?}"))
-            .unwrap_or_else(|| panic!("connection open until message {last}; got {seqs:?}"));
-        if let ServerFrame::Message { message } = event {
-            if &message.consultation_id == consultation {
-                seqs.push(message.seq.get());
-            }
-        }
-    }
-    seqs
+    message_seqs_within(client, consultation, last, STREAM_TIMEOUT).await
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@
 
 use super::{
     BrokerError, MAX_BACKOFF, Shared, Topic, Worker, Workers, channel, confirm_subscribed,
-    deliver_payload,
+    deliver_payload, wanted_topics,
 };
 use crate::broker::Event;
 use redis::cluster::ClusterClient;
@@ -212,12 +212,7 @@ fn bytes_of(value: &Value) -> Option<&[u8]> {
 /// subscription Redis had dropped. True when every wanted topic is
 /// subscribed.
 async fn sync(shared: &Shared, connection: &mut ClusterConnection, state: &mut State) -> bool {
-    let wanted: HashSet<Topic> = shared
-        .wanted
-        .iter()
-        .filter(|entry| entry.count > 0)
-        .map(|entry| entry.key().clone())
-        .collect();
+    let wanted = wanted_topics(shared);
     let to_add: Vec<Topic> = wanted.difference(&state.subscribed).cloned().collect();
     let to_remove: Vec<Topic> = state.subscribed.difference(&wanted).cloned().collect();
     for topic in &to_remove {

@@ -340,3 +340,28 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Reads `client`'s events until message `last` of `consultation` arrives,
+/// for at most `timeout`, returning every message seq seen on the way,
+/// duplicates included, in arrival order.
+pub(crate) async fn message_seqs_within(
+    client: &Client,
+    consultation: &consult_protocol::ConsultationId,
+    last: u64,
+    timeout: Duration,
+) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while seqs.last() != Some(&last) {
+        let event = tokio::time::timeout_at(deadline, client.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("message {last} within {timeout:?}; got {seqs:?}"))
+            .unwrap_or_else(|| panic!("connection open until message {last}; got {seqs:?}"));
+        if let consult_protocol::ServerFrame::Message { message } = event {
+            if &message.consultation_id == consultation {
+                seqs.push(message.seq.get());
+            }
+        }
+    }
+    seqs
+}
