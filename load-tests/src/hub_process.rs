@@ -18,7 +18,7 @@ pub const LOAD_API_KEY: &str = "load-test-api-key-not-for-production-0123";
 /// HS256 secret a spawned hub signs and checks tokens with.
 const LOAD_JWT_SECRET: &str = "load-test-secret-not-for-production-0123456789";
 /// The cluster key the hubs of a load test sign their Redis envelopes with.
-const LOAD_CLUSTER_KEY: &str = "load-test-cluster-key-not-for-production-0123456789";
+pub(crate) const LOAD_CLUSTER_KEY: &str = "load-test-cluster-key-not-for-production-0123456789";
 /// How long a spawned hub or Redis may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time for a hub whose port was taken to fail its bind and exit.
@@ -227,6 +227,38 @@ pub fn hub_env(
     env
 }
 
+/// A `redis-server` command for 127.0.0.1:`port`: no persistence, at most
+/// 10,000 clients, no output.
+pub(crate) fn redis_command(binary: &Path, port: u16) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--maxclients", "10000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+///
+/// # Errors
+///
+/// When nothing does within `limit`.
+pub(crate) async fn wait_listening(port: u16, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!("nothing listened on port {port} within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// A private `redis-server` on a free port, without persistence; killed
 /// when dropped.
 #[derive(Debug)]
@@ -245,28 +277,14 @@ impl SpawnedRedis {
     /// When it cannot be started or does not listen in time.
     pub async fn start(binary: &Path) -> Result<Self> {
         let port = free_port()?;
-        let child = Command::new(binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--maxclients", "10000"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = redis_command(binary, port)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let redis = Self {
             child,
             url: format!("redis://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("redis-server did not listen on port {port} in time");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_listening(port, READY_TIMEOUT).await?;
         Ok(redis)
     }
 

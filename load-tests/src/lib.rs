@@ -1,8 +1,9 @@
 //! Load-test harness for consult-hub.
 //!
-//! Five scenarios, each a subcommand of the `consult-load` binary and a
+//! Six scenarios, each a subcommand of the `consult-load` binary and a
 //! `run` function here (so tests can run them briefly in-process):
-//! `fanout`, `idle`, `storm`, `dashboard` and `abuse` (see [`scenario`]). Each sets
+//! `fanout`, `idle`, `storm`, `dashboard`, `abuse` and `cluster` (see
+//! [`scenario`]). Each sets
 //! up its data through the hub's REST API, drives WebSocket clients, and
 //! returns a serializable result with summary lines and SVG plots. The hub
 //! is either started here ([`hub_process`], `--spawn-hub`) or already
@@ -19,6 +20,7 @@
 //! - [`api`]: consultations and tokens through the REST API.
 //! - [`pacer`]: open-loop paced sending through typed clients.
 //! - [`raw`]: a minimal client that binds its own source address.
+//! - [`redis_cluster`]: a private Redis Cluster; reading Redis `INFO`.
 //! - [`fleet`]: thousands of raw followers, in shards and worker processes.
 //! - [`payload`]: message bodies stamped with their send time.
 //! - [`stats`]: histograms, timelines, `seq` tracking.
@@ -26,7 +28,7 @@
 //! - [`hub_metrics`]: the hub's own counts from its `/metrics` page.
 //! - [`report`], [`svg`]: JSON results, Markdown and SVG plots.
 //! - [`progress`]: progress bars.
-//! - [`scenario`]: the five scenarios.
+//! - [`scenario`]: the six scenarios.
 //! - [`chaos`]: the fault campaign (`consult-load chaos`): three nodes,
 //!   PostgreSQL and Redis under seeded faults, and a checker.
 
@@ -40,6 +42,7 @@ pub mod payload;
 pub mod procstat;
 pub mod progress;
 pub mod raw;
+pub mod redis_cluster;
 pub mod report;
 pub mod scenario;
 pub mod stats;

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use consult_load::hub_process::raise_open_file_limit;
 use consult_load::report::{self, Plot};
 use consult_load::scenario::abuse::{self, AbuseOptions};
+use consult_load::scenario::cluster::{self, ClusterOptions};
 use consult_load::scenario::dashboard::{self, DashboardOptions};
 use consult_load::scenario::fanout::{self, FanoutOptions};
 use consult_load::scenario::idle::{self, IdleOptions};
@@ -186,6 +187,12 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         drain_timeout_secs: u64,
     },
+    /// The whole deployment at scale: starts PostgreSQL, Redis (or a Redis
+    /// Cluster) and N nodes, connects patients, providers and watching
+    /// admins, chats in a share of the consultations, drains one node and
+    /// kills another, and reports per node and in total. Exits non-zero
+    /// when a message was lost.
+    Cluster(ClusterArgs),
     /// The fault campaign: three nodes, PostgreSQL, Redis and a provider
     /// under seeded faults while a mixed workload runs; checks that nothing
     /// acknowledged is lost or sent twice. Exits non-zero on any anomaly.
@@ -229,6 +236,13 @@ struct Common {
     /// Process id of a running hub node, to sample its CPU and memory (repeatable).
     #[arg(long = "hub-pid", value_name = "PID")]
     hub_pids: Vec<u32>,
+    #[command(flatten)]
+    output: ResultFiles,
+}
+
+/// Where a run's results go.
+#[derive(Debug, Args)]
+struct ResultFiles {
     /// Write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -238,6 +252,63 @@ struct Common {
     /// No progress bars or notes.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Parameters of `consult-load cluster`.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// The consult-hub binary (default: target/release, then target/debug).
+    #[arg(long, value_name = "PATH")]
+    hub: Option<PathBuf>,
+    /// The redis-server binary (redis-cli is looked for beside it).
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// The broker topology.
+    #[arg(long, value_enum, default_value = "redis")]
+    broker: cluster::Broker,
+    /// A PostgreSQL URL for the hubs (default: start a private one, fsync on).
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Hub nodes (each must stay under the open-file limit after clients move).
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+    /// Patients, one consultation each.
+    #[arg(long, default_value_t = 100_000)]
+    patients: usize,
+    /// Consultations per provider.
+    #[arg(long, default_value_t = 10)]
+    patients_per_provider: usize,
+    /// Clinics the providers are spread over.
+    #[arg(long, default_value_t = 10)]
+    clinics: usize,
+    /// Admins watching each clinic's dashboard.
+    #[arg(long, default_value_t = 2)]
+    admins_per_clinic: usize,
+    /// Share of consultations that chat, percent.
+    #[arg(long, default_value_t = 20)]
+    chat_percent: u32,
+    /// Messages per minute each member of a chatting consultation sends.
+    #[arg(long, default_value_t = 2.0)]
+    messages_per_minute: f64,
+    /// Chat message body length, bytes.
+    #[arg(long, default_value_t = 64)]
+    body_bytes: usize,
+    /// Measured steady state before the faults, seconds.
+    #[arg(long, default_value_t = 60)]
+    steady_secs: u64,
+    /// Between restarting the drained node and the kill, seconds.
+    #[arg(long, default_value_t = 20)]
+    between_secs: u64,
+    /// Measured steady state after the kill, seconds.
+    #[arg(long, default_value_t = 60)]
+    after_secs: u64,
+    /// Extra setting for every node, as CONSULT_NAME=VALUE (repeatable).
+    #[arg(long = "hub-env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    hub_env: Vec<(String, String)>,
+    #[command(flatten)]
+    fleet: FleetArgs,
+    #[command(flatten)]
+    output: ResultFiles,
 }
 
 /// How followers are spread.
@@ -308,7 +379,7 @@ fn finish<T: Serialize>(
     for line in &lines {
         println!("{line}");
     }
-    if let Some(out) = &common.out {
+    if let Some(out) = &common.output.out {
         let output = Output {
             scenario,
             nodes: target.nodes.len(),
@@ -320,7 +391,7 @@ fn finish<T: Serialize>(
         report::write_json(out, &output)?;
         println!("results: {}", out.display());
     }
-    if let Some(dir) = &common.report_dir {
+    if let Some(dir) = &common.output.report_dir {
         let path = report::write_report(dir, scenario, &lines, &plots)?;
         println!("report: {}", path.display());
     }
@@ -381,7 +452,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 receipts,
             };
             let target = Target::open(&common.target_spec()).await?;
-            let result = fanout::run(&target, &options, common.quiet).await?;
+            let result = fanout::run(&target, &options, common.output.quiet).await?;
             finish(
                 &common,
                 &target,
@@ -410,7 +481,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 worker_exe: None,
             };
             let target = Target::open(&common.target_spec()).await?;
-            let result = idle::run(&target, &options, common.quiet).await?;
+            let result = idle::run(&target, &options, common.output.quiet).await?;
             finish(
                 &common,
                 &target,
@@ -467,7 +538,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                     .insert(0, ((*name).to_owned(), (*value).to_owned()));
             }
             let target = Target::open(&spec).await?;
-            let result = abuse::run(&target, &options, common.quiet).await?;
+            let result = abuse::run(&target, &options, common.output.quiet).await?;
             finish(
                 &common,
                 &target,
@@ -511,7 +582,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 worker_exe: None,
             };
             let target = Target::open(&common.target_spec()).await?;
-            let result = storm::run(&target, &options, common.quiet).await?;
+            let result = storm::run(&target, &options, common.output.quiet).await?;
             finish(
                 &common,
                 &target,
@@ -535,7 +606,7 @@ async fn run(scenario: Scenario) -> Result<()> {
                 drain_timeout_secs,
             };
             let target = Target::open(&common.target_spec()).await?;
-            let result = dashboard::run(&target, &options, common.quiet).await?;
+            let result = dashboard::run(&target, &options, common.output.quiet).await?;
             finish(
                 &common,
                 &target,
@@ -545,20 +616,75 @@ async fn run(scenario: Scenario) -> Result<()> {
                 result.plots(),
             )
         }
+        Scenario::Cluster(args) => cluster_run(args).await,
         Scenario::Chaos(options) => chaos(&options).await,
         Scenario::Worker { .. } => unreachable_worker(),
     }
 }
 
+/// The hub binary given, else the release build, else the debug one.
+fn hub_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(hub) => Ok(hub),
+        None => consult_load::hub_process::locate_hub_binary("release")
+            .or_else(|| consult_load::hub_process::locate_hub_binary("debug"))
+            .context("no consult-hub binary found; build it or give --hub PATH"),
+    }
+}
+
+/// Runs `cluster`, prints its summary, writes its files, and fails when a
+/// message was lost.
+async fn cluster_run(args: ClusterArgs) -> Result<()> {
+    if args.patients == 0 || args.messages_per_minute <= 0.0 || args.chat_percent > 100 {
+        bail!("--patients and --messages-per-minute must be positive, --chat-percent at most 100");
+    }
+    let hub = hub_binary(args.hub)?;
+    let connections = args.patients + args.patients.div_ceil(args.patients_per_provider.max(1));
+    let options = ClusterOptions {
+        hub,
+        redis_server: args.redis_server,
+        broker: args.broker,
+        database_url: args.database,
+        nodes: args.nodes,
+        patients: args.patients,
+        patients_per_provider: args.patients_per_provider,
+        clinics: args.clinics,
+        admins_per_clinic: args.admins_per_clinic,
+        chat_percent: args.chat_percent,
+        messages_per_minute: args.messages_per_minute,
+        body_bytes: args.body_bytes,
+        processes: processes(args.fleet.processes, connections),
+        sources: args.fleet.sources,
+        connect_concurrency: args.fleet.connect_concurrency,
+        steady_secs: args.steady_secs,
+        between_secs: args.between_secs,
+        after_secs: args.after_secs,
+        hub_env: args.hub_env,
+        worker_exe: None,
+    };
+    let result = cluster::run(&options, args.output.quiet).await?;
+    let lines = result.summary_lines();
+    for line in &lines {
+        println!("{line}");
+    }
+    if let Some(out) = &args.output.out {
+        report::write_json(out, &result)?;
+        println!("results: {}", out.display());
+    }
+    if let Some(dir) = &args.output.report_dir {
+        let path = report::write_report(dir, "cluster", &lines, &result.plots())?;
+        println!("report: {}", path.display());
+    }
+    if result.lost > 0 {
+        bail!("{} acknowledged messages lost", result.lost);
+    }
+    Ok(())
+}
+
 /// Runs the fault campaign, prints its summary, writes its files, and
 /// fails when it found an anomaly.
 async fn chaos(options: &consult_load::chaos::ChaosOptions) -> Result<()> {
-    let hub = match &options.hub {
-        Some(hub) => hub.clone(),
-        None => consult_load::hub_process::locate_hub_binary("release")
-            .or_else(|| consult_load::hub_process::locate_hub_binary("debug"))
-            .context("no consult-hub binary found; build it or give --hub PATH")?,
-    };
+    let hub = hub_binary(options.hub.clone())?;
     let seed = consult_load::chaos::seed_or_clock(options.seed);
     println!("chaos: seed {seed}");
     let (result, journal) = consult_load::chaos::run(options, hub, seed).await?;

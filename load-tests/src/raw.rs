@@ -7,13 +7,16 @@
 //! machine the harness must choose the source address (one 127.0.0.x per
 //! slice of connections, so ephemeral ports do not run out) and keep
 //! per-connection memory small, so this client binds the socket itself,
-//! speaks only `hello`, `join` and `ack`, and leaves reading to its caller: the
+//! speaks only `hello`, `join`, `send`, `ack` and `watch_dashboard`, and
+//! leaves reading to its caller: the
 //! task that reads it is woken once per frame, where the typed client costs
 //! two wake-ups and a queue, which matters when the harness shares a small
 //! machine with the hub. Frames are still the protocol crate's types.
 
 use anyhow::{Context, Result, anyhow, bail};
-use consult_protocol::{ClientFrame, CommandId, ConsultationId, ReceiptKind, Seq, ServerFrame};
+use consult_protocol::{
+    ClientFrame, CommandId, CommandResult, ConsultationId, ReceiptKind, Seq, ServerFrame, UserId,
+};
 use futures_util::{SinkExt, StreamExt};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -35,6 +38,8 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RawConnection {
     socket: WebSocketStream<TcpStream>,
     next_command: u64,
+    /// The authenticated user, from `welcome`.
+    user: UserId,
 }
 
 /// What a frame from the hub means to a follower or member.
@@ -42,10 +47,15 @@ pub struct RawConnection {
 pub enum Inbound {
     /// A `message` event (live or replayed).
     Message {
+        /// Its consultation.
+        room: ConsultationId,
         /// Its sequence number.
         seq: u64,
         /// Its body.
         body: String,
+        /// Whether this connection's user sent it (the copy every joined
+        /// member gets, the sender too).
+        mine: bool,
     },
     /// The `ok` for `join`: the room's last `seq` and how many were replayed.
     Joined {
@@ -56,8 +66,25 @@ pub enum Inbound {
     },
     /// An `ok` without a result (the answer to an `ack`).
     Answered,
-    /// An `error` frame.
-    Refused(String),
+    /// The `ok` for a `send`: the command id and the message's `seq`.
+    Sent {
+        /// The `send`'s command id.
+        id: String,
+        /// The stored message's sequence number.
+        seq: u64,
+    },
+    /// The `ok` for `watch_dashboard` (its snapshot is not kept).
+    Watching,
+    /// A `dashboard` delta.
+    Dashboard,
+    /// An `error` frame: the command id it answers (none for a
+    /// connection-level error) and the code with its message.
+    Refused {
+        /// The refused command's id.
+        id: Option<String>,
+        /// `code: message`.
+        why: String,
+    },
     /// Anything else (presence, receipts, pings, ...).
     Other,
     /// The connection ended (close frame, end of stream or error).
@@ -98,6 +125,7 @@ impl RawConnection {
         let mut connection = Self {
             socket,
             next_command: 0,
+            user: UserId::new(String::new()),
         };
         connection
             .write(&ClientFrame::Hello {
@@ -108,7 +136,10 @@ impl RawConnection {
             .await
             .context("no welcome in time")??;
         match welcome {
-            Some(ServerFrame::Welcome { .. }) => Ok(connection),
+            Some(ServerFrame::Welcome { user, .. }) => {
+                connection.user = user;
+                Ok(connection)
+            }
             Some(ServerFrame::Error { code, message, .. }) => {
                 bail!("hello refused: {code}: {message}")
             }
@@ -155,6 +186,59 @@ impl RawConnection {
         self.write(&frame).await
     }
 
+    /// Sends a chat message with the idempotency key `client_msg_id`;
+    /// returns the command id, which its answer ([`Inbound::Sent`] or
+    /// [`Inbound::Refused`]) carries.
+    ///
+    /// # Errors
+    ///
+    /// When the frame cannot be written.
+    pub async fn send_message(
+        &mut self,
+        room: &ConsultationId,
+        client_msg_id: String,
+        body: String,
+    ) -> Result<String> {
+        self.next_command += 1;
+        let id = format!("s{}", self.next_command);
+        let frame = ClientFrame::Send {
+            id: CommandId::new(id.clone()),
+            consultation_id: room.clone(),
+            client_msg_id,
+            body,
+        };
+        self.write(&frame).await?;
+        Ok(id)
+    }
+
+    /// Subscribes to the dashboard feed (the principal's own scope) and
+    /// reads up to its answer; frames before it are ignored.
+    ///
+    /// # Errors
+    ///
+    /// When the hub refuses, the connection ends, or no answer comes within
+    /// [`STEP_TIMEOUT`].
+    pub async fn watch_dashboard(&mut self) -> Result<()> {
+        self.next_command += 1;
+        let frame = ClientFrame::WatchDashboard {
+            id: CommandId::new(format!("w{}", self.next_command)),
+            provider_id: None,
+        };
+        self.write(&frame).await?;
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            let inbound = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .map_err(|_| anyhow!("no answer to watch_dashboard in time"))?;
+            match inbound {
+                Inbound::Watching => return Ok(()),
+                Inbound::Refused { why, .. } => bail!("watch_dashboard refused: {why}"),
+                Inbound::Closed(why) => bail!("closed during watch_dashboard: {why}"),
+                _ => {}
+            }
+        }
+    }
+
     /// Reads up to the answer to the `join` just sent, handing any message
     /// replayed before it to `replayed`; the room's `last_seq` and how many
     /// were replayed.
@@ -174,10 +258,14 @@ impl RawConnection {
                     last_seq,
                     replayed: count,
                 } => return Ok((last_seq, count)),
-                Inbound::Refused(why) => bail!("join refused: {why}"),
+                Inbound::Refused { why, .. } => bail!("join refused: {why}"),
                 Inbound::Closed(why) => bail!("closed during join: {why}"),
                 message @ Inbound::Message { .. } => replayed(message),
-                Inbound::Answered | Inbound::Other => {}
+                Inbound::Answered
+                | Inbound::Sent { .. }
+                | Inbound::Watching
+                | Inbound::Dashboard
+                | Inbound::Other => {}
             }
         }
     }
@@ -189,7 +277,7 @@ impl RawConnection {
     /// replies before reading).
     pub async fn next(&mut self) -> Inbound {
         match self.read_frame().await {
-            Ok(Some(frame)) => classify(frame),
+            Ok(Some(frame)) => classify(frame, &self.user),
             Ok(None) => Inbound::Closed("connection ended".to_owned()),
             Err(error) => Inbound::Closed(format!("{error:#}")),
         }
@@ -239,10 +327,12 @@ impl RawConnection {
     }
 }
 
-fn classify(frame: ServerFrame) -> Inbound {
+fn classify(frame: ServerFrame, user: &UserId) -> Inbound {
     match frame {
         ServerFrame::Message { message } => Inbound::Message {
+            room: message.consultation_id,
             seq: message.seq.get(),
+            mine: message.sender == *user,
             body: message.body,
         },
         ServerFrame::Ok {
@@ -257,8 +347,25 @@ fn classify(frame: ServerFrame) -> Inbound {
             last_seq: consultation.last_seq.get(),
             replayed,
         },
+        ServerFrame::Ok {
+            id,
+            result: Some(CommandResult::Sent { seq, .. }),
+        } => Inbound::Sent {
+            id: id.to_string(),
+            seq: seq.get(),
+        },
+        ServerFrame::Ok {
+            result: Some(CommandResult::DashboardSnapshot { .. }),
+            ..
+        } => Inbound::Watching,
         ServerFrame::Ok { result: None, .. } => Inbound::Answered,
-        ServerFrame::Error { code, message, .. } => Inbound::Refused(format!("{code}: {message}")),
+        ServerFrame::Dashboard { .. } => Inbound::Dashboard,
+        ServerFrame::Error {
+            id, code, message, ..
+        } => Inbound::Refused {
+            id: id.map(|id| id.to_string()),
+            why: format!("{code}: {message}"),
+        },
         _ => Inbound::Other,
     }
 }

@@ -1,6 +1,8 @@
-//! A short seeded fault campaign (`consult-load chaos`): three debug hub
-//! nodes, a private PostgreSQL and Redis, faults for 50 seconds, then the
-//! checker. It must find no anomaly.
+//! The runs that start a whole deployment of real processes: a short
+//! seeded fault campaign (`consult-load chaos`: three debug hub nodes, a
+//! private PostgreSQL and Redis, faults for 50 seconds, then the checker;
+//! it must find no anomaly), and a small `consult-load cluster` run (a
+//! drain and a kill under chat; nothing may be lost).
 //!
 //! It needs the PostgreSQL server binaries (`initdb`, `pg_ctl`, `postgres`;
 //! `scripts/test` installs them) and `redis-server`
@@ -40,6 +42,34 @@ fn redis_server() -> PathBuf {
         .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
 }
 
+/// Runs `consult-load SUBCOMMAND --hub … --redis-server … ARGS --out
+/// DIR/SUBCOMMAND.json`, requires success, and returns the results and
+/// what it printed.
+#[allow(clippy::unwrap_used)]
+fn run_load(subcommand: &str, dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
+    let out = dir.join(format!("{subcommand}.json"));
+    let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
+        .arg(subcommand)
+        .arg("--hub")
+        .arg(hub_binary())
+        .arg("--redis-server")
+        .arg(redis_server())
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "consult-load {subcommand} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    (json, stdout)
+}
+
 #[test]
 #[allow(clippy::unwrap_used)]
 fn a_short_seeded_campaign_finds_no_anomaly() {
@@ -54,27 +84,11 @@ fn a_short_seeded_campaign_finds_no_anomaly() {
         redis.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("chaos.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
-        .arg("chaos")
-        .arg("--hub")
-        .arg(hub_binary())
-        .arg("--redis-server")
-        .arg(&redis)
-        .args(["--seed", SEED, "--duration-secs", "50", "--rooms", "4"])
-        .arg("--out")
-        .arg(&out)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "the campaign failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let (json, stdout) = run_load(
+        "chaos",
+        dir.path(),
+        &["--seed", SEED, "--duration-secs", "50", "--rooms", "4"],
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(json["anomalies_total"], 0, "{stdout}");
     assert_eq!(json["seed"], 17);
     // The run did something worth checking: messages acknowledged and
@@ -95,4 +109,93 @@ fn a_short_seeded_campaign_finds_no_anomaly() {
             > 0,
         "{stdout}"
     );
+}
+
+/// `consult-load cluster`, small: three nodes on a Redis Cluster and a
+/// private PostgreSQL, patients, providers and admins, chat both ways; node
+/// 0 is drained and node 1 killed while they chat. Every moved client
+/// resumes on another node and no acknowledged message is lost.
+#[test]
+#[allow(clippy::unwrap_used)]
+fn a_small_cluster_run_moves_every_client_of_a_drained_and_a_killed_node_and_loses_nothing() {
+    if let Err(error) = find_bindir() {
+        panic!("the cluster run needs PostgreSQL: {error:#}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let (json, stdout) = run_load(
+        "cluster",
+        dir.path(),
+        &[
+            "--broker",
+            "redis-cluster",
+            "--nodes",
+            "3",
+            "--patients",
+            "300",
+            "--patients-per-provider",
+            "5",
+            "--clinics",
+            "2",
+            "--messages-per-minute",
+            "60",
+            "--steady-secs",
+            "5",
+            "--between-secs",
+            "2",
+            "--after-secs",
+            "5",
+            "--quiet",
+            "--report-dir",
+            report.to_str().unwrap(),
+        ],
+    );
+    let count = |value: &serde_json::Value| value.as_u64().unwrap();
+    // 300 patients, 60 chatting rooms: 20 % of 5 per provider is one each.
+    assert_eq!(count(&json["census"]["patients"]), 300, "{stdout}");
+    assert_eq!(count(&json["census"]["providers"]), 60, "{stdout}");
+    assert_eq!(count(&json["census"]["admins"]), 4, "{stdout}");
+    assert_eq!(count(&json["connected"]), 364, "{stdout}");
+    assert_eq!(count(&json["lost"]), 0, "{stdout}");
+    assert_eq!(count(&json["gaps"]), 0, "{stdout}");
+    assert_eq!(count(&json["disconnected_at_end"]), 0, "{stdout}");
+    for fault in ["drain", "kill"] {
+        let lost = count(&json[fault]["lost"]);
+        assert!(lost > 50, "{fault}: only {lost} moved\n{stdout}");
+        assert_eq!(count(&json[fault]["resumed"]), lost, "{fault}\n{stdout}");
+        assert_eq!(count(&json[fault]["resume_failed"]), 0, "{fault}\n{stdout}");
+    }
+    assert!(
+        json["drain"]["exited_by_itself"].as_bool().unwrap(),
+        "{stdout}"
+    );
+    // Both members of 60 rooms sent about one message a second.
+    assert!(count(&json["chat"]["acknowledged"]) > 500, "{stdout}");
+    assert!(count(&json["received"]) > 1000, "{stdout}");
+    assert!(
+        count(&json["steady"]["delivery"]["count"]) > 100,
+        "{stdout}"
+    );
+    assert!(
+        json["steady"]["dashboard_deltas_per_sec"].as_f64().unwrap() > 0.0,
+        "{stdout}"
+    );
+    assert!(
+        json["steady"]["window"]["redis_commands_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{stdout}"
+    );
+    assert!(
+        json["steady"]["window"]["postgres_rows_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{stdout}"
+    );
+    for svg in ["sessions", "cpu", "latency", "resume"] {
+        let path = report.join(format!("cluster-{svg}.svg"));
+        assert!(path.is_file(), "{} missing", path.display());
+    }
 }

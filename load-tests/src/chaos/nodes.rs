@@ -69,6 +69,11 @@ impl ChaosNode {
         })
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether its process is running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -1,4 +1,5 @@
-//! A private PostgreSQL cluster for the fault campaign: a throwaway cluster
+//! A private PostgreSQL cluster for the fault campaign and the cluster run
+//! (`scenario::cluster`, with `fsync` on): a throwaway cluster
 //! made with `initdb` in a temporary folder (trust authentication, a free
 //! port on 127.0.0.1), started, stopped and started again with `pg_ctl`.
 //! `initdb` refuses to run as root, so as root the cluster runs as the
@@ -81,17 +82,29 @@ pub struct PrivatePostgres {
     log: PathBuf,
     port: u16,
     owner: Option<&'static str>,
+    durable: bool,
     _dir: TempDir,
 }
 
 impl PrivatePostgres {
-    /// Makes a cluster with `initdb` and starts it.
+    /// Makes a cluster with `initdb` and starts it, `fsync` off (see
+    /// [`Self::configure`]).
     ///
     /// # Errors
     ///
     /// When the binaries are missing, `initdb` fails, or the server does
     /// not start (the error carries the end of its log).
     pub async fn start() -> Result<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`Self::start`]; `durable` keeps PostgreSQL's own defaults
+    /// (`fsync` and full-page writes on), as a benchmark wants.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::start`].
+    pub async fn start_with(durable: bool) -> Result<Self> {
         let bin = find_bindir()?;
         let dir = tempfile::Builder::new()
             .prefix("consult-chaos-pg-")
@@ -121,6 +134,7 @@ impl PrivatePostgres {
             log,
             port: free_port()?,
             owner,
+            durable,
             _dir: dir,
         };
         let output = pg
@@ -202,15 +216,20 @@ impl PrivatePostgres {
         Ok(())
     }
 
-    /// Durable enough for crashes of processes (the faults here), fast on
-    /// a shared machine: `fsync` off (the OS keeps what was written), but
-    /// `synchronous_commit` stays on, so a commit the hub saw is in the WAL
-    /// before its `ok`, and an immediate stop loses nothing acknowledged.
+    /// Unless `durable`, durable enough for crashes of processes (the
+    /// campaign's faults) and fast on a shared machine: `fsync` off (the OS
+    /// keeps what was written), but `synchronous_commit` stays on, so a
+    /// commit the hub saw is in the WAL before its `ok`, and an immediate
+    /// stop loses nothing acknowledged.
     fn configure(&self) -> Result<()> {
+        let relaxed = if self.durable {
+            ""
+        } else {
+            "fsync = off\nfull_page_writes = off\n"
+        };
         let conf = format!(
-            "\n# written by consult-load chaos\nlisten_addresses = '127.0.0.1'\nport = {}\n\
-             unix_socket_directories = '{}'\nmax_connections = 300\nfsync = off\n\
-             full_page_writes = off\n",
+            "\n# written by consult-load\nlisten_addresses = '127.0.0.1'\nport = {}\n\
+             unix_socket_directories = '{}'\nmax_connections = 300\n{relaxed}",
             self.port,
             self.socket_dir().display()
         );
@@ -219,6 +238,27 @@ impl PrivatePostgres {
             .with_context(|| format!("reading {}", path.display()))?;
         text.push_str(&conf);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Runs one SQL statement with `psql` and returns its rows, unaligned
+    /// (`|` between fields, one row per line).
+    ///
+    /// # Errors
+    ///
+    /// When `psql` fails.
+    pub async fn query(&self, sql: &str) -> Result<String> {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-XAt", "-c", sql])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running psql")?;
+        if !output.status.success() {
+            bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     fn socket_dir(&self) -> &Path {

@@ -3,11 +3,11 @@
 //! without persistence (a restart loses every key and subscription, as a
 //! failover to an empty replica would). Owns that one process.
 
-use crate::hub_process::free_port;
-use anyhow::{Context, Result, bail};
+use crate::hub_process::{free_port, redis_command, wait_listening};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 /// How long it may take to listen.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,26 +60,11 @@ impl RedisServer {
     /// When it cannot be started or does not listen in time.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill();
-        let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--maxclients", "10000"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = redis_command(&self.binary, self.port)
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("redis-server did not listen on port {} in time", self.port);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
+        wait_listening(self.port, READY_TIMEOUT).await
     }
 }
 

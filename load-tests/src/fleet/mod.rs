@@ -13,6 +13,13 @@
 //! then `Finish` (read until each room's final `seq`, then count), then
 //! `Close`.
 //!
+//! Between phases a follower may also chat (a message into each of its
+//! rooms every `chat_every_ms`, stopped by `Quiesce`), watch its dashboard,
+//! and, with `auto_resume`, reconnect by itself to another node when its
+//! connection ends (a node drained or killed), as the apps do. `Status`
+//! asks for what happened since the last `Status`: resumes, their outage
+//! times and delivery latency.
+//!
 //! - `follower`: one connection's task.
 //! - `worker`: one shard: its followers and the tally of their reports.
 //! - `child`: the process bridge, both ends.
@@ -48,6 +55,17 @@ pub struct ShardPlan {
     pub connect_concurrency: usize,
     /// How long `Finish` waits for followers to reach the final `seq`.
     pub finish_timeout_ms: u64,
+    /// Followers that chat send one message into each of their rooms this
+    /// often (0: nobody chats).
+    #[serde(default)]
+    pub chat_every_ms: u64,
+    /// Chat message body length, bytes.
+    #[serde(default)]
+    pub body_bytes: usize,
+    /// A follower whose connection ends between phases reconnects by
+    /// itself, to another node first, and resumes.
+    #[serde(default)]
+    pub auto_resume: bool,
 }
 
 /// One follower.
@@ -59,8 +77,14 @@ pub struct FollowerPlan {
     pub source: Ipv4Addr,
     /// Token for `hello`.
     pub token: String,
-    /// The room to join and follow.
-    pub room: ConsultationId,
+    /// The rooms to join and follow (none for a dashboard watcher only).
+    pub rooms: Vec<ConsultationId>,
+    /// Sends chat messages into its rooms (see [`ShardPlan::chat_every_ms`]).
+    #[serde(default)]
+    pub chat: bool,
+    /// Watches its dashboard feed (providers and admins).
+    #[serde(default)]
+    pub watch_dashboard: bool,
 }
 
 /// A scenario's instruction to every shard.
@@ -76,6 +100,11 @@ pub enum Command {
         /// The last `seq` of each room.
         final_seqs: HashMap<ConsultationId, u64>,
     },
+    /// Stop chatting; report each room's highest acknowledged `seq` once
+    /// every send is answered.
+    Quiesce,
+    /// Report what happened since the last `Status` (resumes, latency).
+    Status,
     /// Close every connection and stop.
     Close,
 }
@@ -95,6 +124,10 @@ pub enum Report {
     Resumed(PhaseReport),
     /// Every follower has counted what it received.
     Finished(FinishReport),
+    /// Every follower has stopped chatting and its sends are answered.
+    Quiesced(ChatReport),
+    /// The answer to `Status`.
+    Status(LiveReport),
     /// Every connection is closed; the worker stops.
     Closed,
     /// The worker cannot go on.
@@ -144,6 +177,78 @@ pub struct FinishReport {
     /// cleared once merged, so results do not carry it twice.
     #[serde(default, skip_serializing_if = "Buckets::is_empty")]
     pub latency: Buckets,
+}
+
+/// What the chatting followers of one shard sent, by the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatReport {
+    /// Messages sent.
+    pub sent: u64,
+    /// Sends answered `ok`.
+    pub acknowledged: u64,
+    /// Sends answered with an error.
+    pub refused: u64,
+    /// The first refusal.
+    pub first_refusal: Option<String>,
+    /// Sends whose connection ended before the answer (the message may
+    /// or may not be stored; receivers count it either way).
+    pub unanswered: u64,
+    /// The highest acknowledged `seq` of each room.
+    pub acknowledged_seqs: HashMap<ConsultationId, u64>,
+}
+
+impl ChatReport {
+    /// Adds `other`'s counts; each room keeps the higher `seq`.
+    pub fn absorb(&mut self, other: Self) {
+        self.sent += other.sent;
+        self.acknowledged += other.acknowledged;
+        self.refused += other.refused;
+        self.unanswered += other.unanswered;
+        if self.first_refusal.is_none() {
+            self.first_refusal = other.first_refusal;
+        }
+        for (room, seq) in other.acknowledged_seqs {
+            let highest = self.acknowledged_seqs.entry(room).or_default();
+            *highest = (*highest).max(seq);
+        }
+    }
+}
+
+impl FinishReport {
+    /// Adds `other`'s counts (not its latency, which callers merge as
+    /// histograms).
+    pub fn absorb(&mut self, other: &Self) {
+        self.followers += other.followers;
+        self.received += other.received;
+        self.missed += other.missed;
+        self.gaps += other.gaps;
+        self.stale += other.stale;
+        self.disconnected += other.disconnected;
+        self.worst_missed = self.worst_missed.max(other.worst_missed);
+    }
+}
+
+/// What happened in one shard since the last `Status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LiveReport {
+    /// Followers whose connection is up now.
+    pub connected: u64,
+    /// Connections that ended between phases.
+    pub lost: u64,
+    /// Followers that reconnected and resumed by themselves.
+    pub resumed: u64,
+    /// Resumes that gave up.
+    pub resume_failed: u64,
+    /// The first reason a resume gave up.
+    pub first_resume_error: Option<String>,
+    /// When the last resume completed (Unix µs; 0: none).
+    pub last_resumed_unix_us: u64,
+    /// From the connection's end to every room joined again, µs.
+    pub outage: Buckets,
+    /// Delivery latency of live messages from another member, µs.
+    pub latency: Buckets,
+    /// Dashboard deltas received.
+    pub dashboard_deltas: u64,
 }
 
 /// A connection to one worker, in-process or child.
@@ -244,6 +349,21 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// Closes every connection and waits until every worker has stopped,
+    /// showing progress on `bar`.
+    ///
+    /// # Errors
+    ///
+    /// When a worker fails or stops first.
+    pub async fn close(&mut self, bar: &ProgressBar) -> Result<()> {
+        self.broadcast(&Command::Close).await?;
+        self.collect(bar, |report| matches!(report, Report::Closed).then_some(()))
+            .await?;
+        Ok(())
+    }
+}
+
 /// Tags one shard's reports with its index; a worker that stops without
 /// saying goodbye is reported as failed.
 async fn forward(
@@ -280,6 +400,9 @@ pub fn split(
             followers: Vec::new(),
             connect_concurrency: connect_concurrency.div_ceil(shards).max(1),
             finish_timeout_ms,
+            chat_every_ms: 0,
+            body_bytes: 0,
+            auto_resume: false,
         })
         .collect();
     for (index, follower) in followers.into_iter().enumerate() {

@@ -633,7 +633,7 @@ async fn receive(
         // no frame when dropped (at worst a pong waits for the next read).
         tokio::select! {
             inbound = member.connection.next() => match inbound {
-                Inbound::Message { seq, body } => {
+                Inbound::Message { seq, body, .. } => {
                     let now = unix_micros();
                     tracker.observe(seq);
                     timeline.add(now, 1);
@@ -649,7 +649,7 @@ async fn receive(
                     }
                 }
                 Inbound::Answered => acks.ok += 1,
-                Inbound::Refused(why) => {
+                Inbound::Refused { why, .. } => {
                     acks.refused += 1;
                     acks.first_refusal.get_or_insert(why);
                 }
@@ -657,7 +657,11 @@ async fn receive(
                     closed = Some(why);
                     break;
                 }
-                Inbound::Joined { .. } | Inbound::Other => {}
+                Inbound::Joined { .. }
+                | Inbound::Sent { .. }
+                | Inbound::Watching
+                | Inbound::Dashboard
+                | Inbound::Other => {}
             },
             changed = final_rx.changed(), if deadline.is_none() => {
                 if changed.is_err() {

@@ -135,12 +135,7 @@ pub async fn run(target: &Target, options: &IdleOptions, quiet: bool) -> Result<
     let held = watch.now()?;
 
     let bar = progress::bar(options.clients as u64, "closing", quiet);
-    fleet.broadcast(&Command::Close).await?;
-    fleet
-        .collect(&bar, |report| {
-            matches!(report, Report::Closed).then_some(())
-        })
-        .await?;
+    fleet.close(&bar).await?;
     bar.finish_and_clear();
     let hub = watch.finish().await?;
 

@@ -7,9 +7,13 @@
 //! - `idle`: many joined, silent connections; memory and CPU per connection.
 //! - `storm`: every follower drops at once and resumes; time and misses.
 //! - `dashboard`: status cycles under dashboard watchers; delta latency.
+//! - `cluster`: the whole deployment (PostgreSQL, Redis or a Redis
+//!   Cluster, N nodes) under a large idle and chatting population, through
+//!   a drain and a `kill -9`.
 //! - `setup`: rooms, tokens and worker plumbing shared by `idle` and `storm`.
 
 pub mod abuse;
+pub mod cluster;
 pub mod dashboard;
 pub mod fanout;
 pub mod idle;

@@ -63,7 +63,9 @@ pub async fn followers(
             node: i % target.nodes.len(),
             source: sources[i % sources.len()],
             token,
-            room: rooms[i % rooms.len()].clone(),
+            rooms: vec![rooms[i % rooms.len()].clone()],
+            chat: false,
+            watch_dashboard: false,
         })
         .collect();
     Ok((rooms, plans))

@@ -174,13 +174,7 @@ pub async fn run(target: &Target, options: &StormOptions, quiet: bool) -> Result
     let finishes = fleet.collect(&bar, pick_finished).await?;
     bar.finish_and_clear();
     let hub = watch.finish().await?;
-    fleet.broadcast(&Command::Close).await?;
-    let hidden = indicatif::ProgressBar::hidden();
-    fleet
-        .collect(&hidden, |report| {
-            matches!(report, Report::Closed).then_some(())
-        })
-        .await?;
+    fleet.close(&indicatif::ProgressBar::hidden()).await?;
 
     let (finish, delivery_recorder) = merge_finishes(&finishes);
     let resume_recorder = LatencyRecorder::from_buckets(&resumed.latency);
@@ -268,13 +262,7 @@ fn merge_finishes(reports: &[FinishReport]) -> (FinishReport, LatencyRecorder) {
     let mut latency = LatencyRecorder::new();
     let mut total = FinishReport::default();
     for report in reports {
-        total.followers += report.followers;
-        total.received += report.received;
-        total.missed += report.missed;
-        total.gaps += report.gaps;
-        total.stale += report.stale;
-        total.disconnected += report.disconnected;
-        total.worst_missed = total.worst_missed.max(report.worst_missed);
+        total.absorb(report);
         latency.merge(&LatencyRecorder::from_buckets(&report.latency));
     }
     // The merged histogram is returned as a recorder; the buckets are only
