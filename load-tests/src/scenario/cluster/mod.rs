@@ -175,18 +175,20 @@ pub async fn run(options: &ClusterOptions, quiet: bool) -> Result<ClusterResult>
         quiet,
         &format!("steady state for {} s", options.steady_secs),
     );
-    status(&mut fleet).await?;
-    let steady_start = read(&services, &http).await;
-    sleep_reading(&services, &http, options.steady_secs, &mut timeline).await;
-    let steady_end = read(&services, &http).await;
-    let steady_live = status(&mut fleet).await?;
-    let steady = SteadyFigures::new(window(&baseline, &steady_start, &steady_end), &steady_live);
-    timeline.push(steady_end);
+    let steady = measure_steady(
+        &mut fleet,
+        &services,
+        &http,
+        &baseline,
+        options.steady_secs,
+        &mut timeline,
+    )
+    .await?;
 
     // A rolling restart's step: drain node 0, start it again.
     progress::note(quiet, "draining node 0 (SIGTERM)");
     let drained_at = unix_micros();
-    let moving = node_connections(&timeline, 0);
+    let moving = current_connections(&services, &http, 0).await;
     let (drain_took, drained_cleanly) = services.nodes[0].terminate(DRAIN_LIMIT).await?;
     let expected = connect.ok;
     let drain = await_resumes(
@@ -232,13 +234,15 @@ pub async fn run(options: &ClusterOptions, quiet: bool) -> Result<ClusterResult>
         quiet,
         &format!("after the kill for {} s", options.after_secs),
     );
-    status(&mut fleet).await?;
-    let after_start = read(&services, &http).await;
-    sleep_reading(&services, &http, options.after_secs, &mut timeline).await;
-    let after_end = read(&services, &http).await;
-    let after_live = status(&mut fleet).await?;
-    let after = SteadyFigures::new(window(&baseline, &after_start, &after_end), &after_live);
-    timeline.push(after_end);
+    let after = measure_steady(
+        &mut fleet,
+        &services,
+        &http,
+        &baseline,
+        options.after_secs,
+        &mut timeline,
+    )
+    .await?;
 
     // The end: stop chatting, read every room to its last acknowledged seq.
     let bar = progress::bar(total, "quiescing", quiet);
@@ -297,6 +301,26 @@ async fn status(fleet: &mut Fleet) -> Result<LiveReport> {
     Ok(merge_live(reports))
 }
 
+/// A window of `secs` of steady state: the clients' report over it (the
+/// `Status` before it starts the window) and every part's figures.
+async fn measure_steady(
+    fleet: &mut Fleet,
+    services: &Services,
+    http: &reqwest::Client,
+    baseline: &Reading,
+    secs: u64,
+    timeline: &mut Vec<Reading>,
+) -> Result<SteadyFigures> {
+    status(fleet).await?;
+    let start = read(services, http).await;
+    sleep_reading(services, http, secs, timeline).await;
+    let end = read(services, http).await;
+    let live = status(fleet).await?;
+    let figures = SteadyFigures::new(window(baseline, &start, &end), &live);
+    timeline.push(end);
+    Ok(figures)
+}
+
 /// Sleeps `secs`, reading every part every [`TIMELINE_EVERY`].
 async fn sleep_reading(
     services: &Services,
@@ -342,14 +366,7 @@ async fn await_resumes(
     Ok(FaultOutcome::from_live(merged, fault_unix_us))
 }
 
-/// Sessions node `index` held at the last reading that had them.
-fn node_connections(timeline: &[Reading], index: usize) -> f64 {
-    timeline
-        .last()
-        .and_then(|reading| reading.nodes.get(index))
-        .map_or(0.0, |node| node.connections)
-}
-
+/// Sessions node `index` holds now (0 when it cannot be read).
 async fn current_connections(services: &Services, http: &reqwest::Client, index: usize) -> f64 {
     match crate::hub_metrics::read(http, &services.nodes[index].http_base).await {
         Ok(reading) => reading.total("consult_connections_active"),
