@@ -139,7 +139,7 @@ fn start_node(server: &Path) -> Result<ClusterNode> {
         .prefix("consult-load-redis-")
         .tempdir()
         .context("creating a Redis node's folder")?;
-    let port = free_port()?;
+    let port = cluster_port()?;
     let child = redis_command(server, port)
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-config-file", "nodes.conf"])
@@ -153,6 +153,21 @@ fn start_node(server: &Path) -> Result<ClusterNode> {
         child,
         _dir: dir,
     })
+}
+
+/// A free port for a cluster node whose bus port (10,000 higher, as
+/// Redis derives it) is free too; Redis refuses ports above 55,535.
+fn cluster_port() -> Result<u16> {
+    for _ in 0..100 {
+        let port = free_port()?;
+        let bus_free = port
+            .checked_add(10_000)
+            .is_some_and(|bus| std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free {
+            return Ok(port);
+        }
+    }
+    bail!("no free port for a Redis Cluster node (with its bus port) after 100 tries")
 }
 
 /// One command on the Redis at `port`, as `redis-cli` prints it.
