@@ -104,6 +104,10 @@ pub const PARTITION_MONTHS_AHEAD_MAX: u32 = 24;
 /// PostgreSQL: seconds between two checks of the message partitions.
 pub const PARTITION_INTERVAL_SECS: u64 = 86_400;
 
+/// Default seconds between two looks at the message partitions' sizes, to
+/// analyze those that doubled since their statistics were taken.
+pub const PARTITION_ANALYZE_INTERVAL_SECS: u64 = 5;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -169,6 +173,10 @@ pub struct DatabaseConfig {
     /// For PostgreSQL: seconds between two checks of the message partitions
     /// by the `partitions` worker.
     pub partition_interval_secs: u64,
+    /// For PostgreSQL: seconds between two looks by the `partitions` worker
+    /// at the partitions' sizes; one that has doubled since its statistics
+    /// were taken is analyzed.
+    pub partition_analyze_interval_secs: u64,
 }
 
 /// How a SQLite commit waits for the disk (`PRAGMA synchronous`).
@@ -641,6 +649,7 @@ impl Default for DatabaseConfig {
             sqlite_synchronous: SqliteSync::default(),
             partition_months_ahead: PARTITION_MONTHS_AHEAD,
             partition_interval_secs: PARTITION_INTERVAL_SECS,
+            partition_analyze_interval_secs: PARTITION_ANALYZE_INTERVAL_SECS,
         }
     }
 }
@@ -875,6 +884,9 @@ impl Config {
         }
         if self.database.partition_interval_secs == 0 {
             problems.push("database.partition_interval_secs must be at least 1".into());
+        }
+        if self.database.partition_analyze_interval_secs == 0 {
+            problems.push("database.partition_analyze_interval_secs must be at least 1".into());
         }
         if problems.is_empty() {
             Ok(())

@@ -31,6 +31,10 @@ fn describe() {
         "PostgreSQL: message rows in the default partition at the last partition pass (should be 0)."
     );
     metrics::describe_counter!(
+        "consult_partition_analyzes_total",
+        "PostgreSQL: message partitions analyzed because they doubled since their statistics were taken."
+    );
+    metrics::describe_counter!(
         "consult_retention_consultations_total",
         "Consultations whose messages retention deleted."
     );
@@ -202,6 +206,7 @@ const UNLABELLED_COUNTERS: &[&str] = &[
     "consult_http_header_timeouts_total",
     "consult_retention_consultations_total",
     "consult_retention_messages_deleted_total",
+    "consult_partition_analyzes_total",
 ];
 
 /// Every counter family (with its known label values) and gauge at zero,

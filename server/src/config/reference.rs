@@ -133,6 +133,10 @@ pub const SETTINGS: &[Setting] = &[
         "database.partition_interval_secs",
         "PostgreSQL only: seconds between two checks of the message partitions.",
     ),
+    set(
+        "database.partition_analyze_interval_secs",
+        "PostgreSQL only: seconds between two looks at the message partitions' sizes; one that doubled since it was last analyzed is analyzed.",
+    ),
     hidden(
         "auth.jwt_secret",
         "HS256 secret for tokens, at least 32 bytes; empty counts as unset.",

@@ -339,3 +339,27 @@ fn the_group_commit_linger_defaults_by_writer_and_is_bounded() {
         Ok(())
     });
 }
+
+#[test]
+fn the_partition_statistics_look_is_every_5_seconds_read_from_the_environment_and_never_0() {
+    let mut config = Config::default();
+    assert_eq!(
+        config.database.partition_analyze_interval_secs,
+        PARTITION_ANALYZE_INTERVAL_SECS
+    );
+    assert_eq!(PARTITION_ANALYZE_INTERVAL_SECS, 5);
+    config.database.partition_analyze_interval_secs = 0;
+    let error = config.validate().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("database.partition_analyze_interval_secs must be at least 1"),
+        "{error}"
+    );
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("CONSULT_DATABASE__PARTITION_ANALYZE_INTERVAL_SECS", "60");
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.database.partition_analyze_interval_secs, 60);
+        Ok(())
+    });
+}

@@ -4,8 +4,11 @@
 //! exist, gives the months found in the default partition theirs (moving
 //! those rows), and reports the default partition's rows in
 //! `consult_messages_default_partition_rows`, which should stay 0. The hub
-//! runs the same pass once at start, before serving. The work itself is
-//! `store::partitions`.
+//! runs the same pass once at start, before serving. Every
+//! `database.partition_analyze_interval_secs` it also analyzes the
+//! partitions that doubled since their statistics were taken, so the
+//! writers' plans follow a month's partition as it fills. The work itself
+//! is `store::partitions`.
 
 use crate::app::AppState;
 use crate::store::partitions::{self, Report};
@@ -14,6 +17,7 @@ use crate::supervisor::Worker;
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// One pass: creates what is due and records the gauge.
@@ -34,21 +38,53 @@ pub async fn pass(store: &Store, ahead: u32) -> Result<Report, StoreError> {
     Ok(report)
 }
 
-/// Waits `database.partition_interval_secs`, runs a pass, and again, until
-/// `stop`.
+/// Analyzes the partitions that doubled since their statistics were taken
+/// (see [`partitions::refresh_statistics`]), counting each analyze in
+/// `consult_partition_analyzes_total`.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn refresh_statistics(store: &Store) -> Result<Vec<String>, StoreError> {
+    let analyzed = partitions::refresh_statistics(store.connection()).await?;
+    metrics::counter!("consult_partition_analyzes_total").increment(analyzed.len() as u64);
+    Ok(analyzed)
+}
+
+/// Every `database.partition_interval_secs` runs a pass, and every
+/// `database.partition_analyze_interval_secs` refreshes the statistics of
+/// the partitions that grew, until `stop`.
 pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
-    let interval = Duration::from_secs(state.config.database.partition_interval_secs);
+    let database = &state.config.database;
+    let pass_every = Duration::from_secs(database.partition_interval_secs);
+    let analyze_every = Duration::from_secs(database.partition_analyze_interval_secs);
+    let mut next_pass = Instant::now() + pass_every;
+    let mut next_analyze = Instant::now() + analyze_every;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep_until(next_pass.min(next_analyze)) => {}
         }
-        if let Err(error) = pass(&state.store, state.config.database.partition_months_ahead).await {
-            tracing::warn!(
-                worker = Worker::Partitions.name(),
-                error = %error,
-                "partition pass failed; retrying at the next one"
-            );
+        let now = Instant::now();
+        if now >= next_pass {
+            next_pass = now + pass_every;
+            if let Err(error) = pass(&state.store, database.partition_months_ahead).await {
+                tracing::warn!(
+                    worker = Worker::Partitions.name(),
+                    error = %error,
+                    "partition pass failed; retrying at the next one"
+                );
+            }
+        }
+        if now >= next_analyze {
+            next_analyze = now + analyze_every;
+            if let Err(error) = refresh_statistics(&state.store).await {
+                tracing::warn!(
+                    worker = Worker::Partitions.name(),
+                    error = %error,
+                    "partition statistics refresh failed; retrying at the next one"
+                );
+            }
         }
     }
 }

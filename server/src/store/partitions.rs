@@ -1,5 +1,6 @@
 //! The monthly partitions of `messages` on PostgreSQL: which exist, creating
-//! the ones due, and moving rows out of the `DEFAULT` partition.
+//! the ones due, moving rows out of the `DEFAULT` partition, and keeping the
+//! partitions' statistics fresh as they fill.
 //!
 //! `messages` is partitioned by range of `consultation_month`, the first day
 //! of the UTC month its consultation was created in (migration
@@ -258,4 +259,85 @@ async fn create(
     txn.commit().await?;
     tracing::info!(partition = %name, moved = waiting, "message partition created");
     Ok(Some(super::to_u64(waiting)))
+}
+
+/// The advisory lock key that lets one node at a time refresh the
+/// partitions' statistics (an arbitrary constant, used for nothing else).
+const ANALYZE_LOCK_KEY: i64 = 0x0c0f_5a17_a4a1;
+
+/// A partition smaller than this many pages is never analyzed by
+/// [`refresh_statistics`]: any plan scans it cheaply.
+pub const ANALYZE_MIN_PAGES: i64 = 32;
+
+/// The partitions of `messages` whose statistics are due, with their size in
+/// pages: at least [`ANALYZE_MIN_PAGES`] and at least twice the size their
+/// statistics were taken at (`pg_class.relpages`, 0 until the first
+/// `ANALYZE` or `VACUUM`).
+async fn due_for_analyze(db: &impl ConnectionTrait) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = db
+        .query_all(statement(
+            "SELECT quote_ident(c.relname) AS name, \
+               (pg_relation_size(c.oid) / current_setting('block_size')::bigint) AS pages, \
+               c.relpages::bigint AS known \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'messages'::regclass ORDER BY c.relname",
+            Vec::new(),
+        ))
+        .await?;
+    let mut due = Vec::new();
+    for row in rows {
+        let name: String = row.try_get("", "name")?;
+        let pages: i64 = row.try_get("", "pages")?;
+        let known: i64 = row.try_get("", "known")?;
+        if pages >= ANALYZE_MIN_PAGES && pages >= known.saturating_mul(2) {
+            due.push((name, pages));
+        }
+    }
+    Ok(due)
+}
+
+/// Analyzes every partition of `messages` that has at least doubled since
+/// its statistics were taken (and holds at least [`ANALYZE_MIN_PAGES`]):
+/// PostgreSQL keeps a statement's generic plan until the statistics of its
+/// tables change, and a plan made while a month's partition was nearly
+/// empty scans the whole partition per batch in the writers' look-up of
+/// earlier sends once it has grown. Doubling bounds that waste to twice
+/// what the plan was made for, with a logarithmic number of analyzes as a
+/// month fills. One node at a time: a node that finds another analyzing
+/// skips this round. Returns the partitions analyzed. Does nothing on
+/// SQLite.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn refresh_statistics(db: &DatabaseConnection) -> Result<Vec<String>, StoreError> {
+    if db.get_database_backend() != DatabaseBackend::Postgres
+        || due_for_analyze(db).await?.is_empty()
+    {
+        return Ok(Vec::new());
+    }
+    let txn = db.begin().await?;
+    let locked: bool = txn
+        .query_one(statement(
+            "SELECT pg_try_advisory_xact_lock($1) AS locked",
+            vec![ANALYZE_LOCK_KEY.into()],
+        ))
+        .await?
+        .map(|row| row.try_get("", "locked"))
+        .transpose()?
+        .unwrap_or(false);
+    if !locked {
+        txn.commit().await?;
+        return Ok(Vec::new());
+    }
+    // Checked again under the lock: another node may just have analyzed.
+    let mut analyzed = Vec::new();
+    for (name, pages) in due_for_analyze(&txn).await? {
+        // `name` is a partition's name as `quote_ident` spells it.
+        txn.execute_unprepared(&format!("ANALYZE {name}")).await?;
+        tracing::info!(partition = %name, pages, "message partition analyzed");
+        analyzed.push(name);
+    }
+    txn.commit().await?;
+    Ok(analyzed)
 }

@@ -1,7 +1,8 @@
 //! Message partitions (PostgreSQL) and message retention (both databases):
 //! partitions exist after start and follow the consultation's month, the
 //! worker creates missing ones and empties the default partition, two nodes
-//! may create the same one, the migration of a populated table keeps every
+//! may create the same one, a partition is analyzed once it has doubled
+//! (by one node), the migration of a populated table keeps every
 //! row and both unique keys; retention deletes exactly the expired
 //! consultations' messages of the clinic that asked, exports them first when
 //! configured, and refuses bad settings.
@@ -286,6 +287,124 @@ async fn the_worker_creates_a_missing_future_partition() {
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["workers"]["partitions"], "running");
     assert_eq!(ready["workers"]["retention"], "running");
+    hub.shutdown().await;
+}
+
+/// Inserts messages `from..=to` of one consultation into the current
+/// month's partition, each with a 120-character body.
+async fn fill_current_month(db: &DatabaseConnection, from: i64, to: i64) {
+    exec(
+        db,
+        "INSERT INTO messages (consultation_id, seq, sender_id, sender_role, kind, body, \
+           client_msg_id, created_at, consultation_month) \
+         SELECT 'consultation-stats', g, 'provider-stats', 'provider', 'chat', repeat('x', 120), \
+           'k-' || g, now(), $1 FROM generate_series($2::bigint, $3::bigint) g",
+        vec![month(Utc::now()).into(), from.into(), to.into()],
+    )
+    .await;
+}
+
+/// The partition's row count as its statistics know it (-1: never analyzed;
+/// the migration analyzes the partitions it creates, empty).
+async fn known_rows(db: &DatabaseConnection, name: &str) -> f64 {
+    db.query_one(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "SELECT reltuples::float8 AS n FROM pg_class WHERE oid = to_regclass($1)",
+        [name.into()],
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "n")
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_partition_is_analyzed_once_it_has_doubled_since_its_statistics_were_taken() {
+    if !postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let test_db = TestDb::create(dir.path()).await;
+    let config = consult_hub::config::DatabaseConfig {
+        url: test_db.url.clone(),
+        ..Default::default()
+    };
+    let first = Store::connect(&config).await.unwrap();
+    first.migrate().await.unwrap();
+    let second = Store::connect(&config).await.unwrap();
+    partitions::maintain(first.connection(), Utc::now().date_naive(), 1)
+        .await
+        .unwrap();
+    let current = partitions::partition_name(month(Utc::now()));
+    let next = partitions::partition_name(
+        month(Utc::now())
+            .checked_add_months(Months::new(1))
+            .unwrap(),
+    );
+    let db = first.connection();
+    // Empty partitions are below the floor: nothing to analyze.
+    assert_eq!(
+        partitions::refresh_statistics(db).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(known_rows(db, &current).await <= 0.0);
+
+    fill_current_month(db, 1, 3000).await;
+    // Two nodes looking at once: one of them analyzes it, once.
+    let (a, b) = tokio::join!(
+        partitions::refresh_statistics(first.connection()),
+        partitions::refresh_statistics(second.connection()),
+    );
+    let mut analyzed = a.unwrap();
+    analyzed.extend(b.unwrap());
+    assert_eq!(analyzed, vec![current.clone()]);
+    assert!((known_rows(db, &current).await - 3000.0).abs() < 1.0);
+    assert!(
+        known_rows(db, &next).await <= 0.0,
+        "an empty partition is left alone"
+    );
+
+    // Grown by half: not due yet.
+    fill_current_month(db, 3001, 4500).await;
+    assert_eq!(
+        partitions::refresh_statistics(db).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!((known_rows(db, &current).await - 3000.0).abs() < 1.0);
+
+    // More than doubled: analyzed again.
+    fill_current_month(db, 4501, 7000).await;
+    assert_eq!(
+        partitions::refresh_statistics(db).await.unwrap(),
+        vec![current.clone()]
+    );
+    assert!((known_rows(db, &current).await - 7000.0).abs() < 1.0);
+}
+
+#[tokio::test]
+async fn the_worker_analyzes_the_current_month_once_it_fills() {
+    if !postgres() {
+        return;
+    }
+    let hub =
+        TestHub::start_with(|config| config.database.partition_analyze_interval_secs = 1).await;
+    let db = hub.state.store.connection();
+    let current = partitions::partition_name(month(Utc::now()));
+    fill_current_month(db, 1, 3000).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while known_rows(db, &current).await <= 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{current} not analyzed within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!((known_rows(db, &current).await - 3000.0).abs() < 1.0);
+    assert!(hub.metric("consult_partition_analyzes_total").await >= 1.0);
+    let (status, ready) = hub.api_get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["workers"]["partitions"], "running");
     hub.shutdown().await;
 }
 

@@ -61,27 +61,40 @@ impl RedisCluster {
                 directive(&["repl-diskless-sync-delay", "0"]),
             ],
         };
-        let mut nodes = Vec::with_capacity(6);
-        for _ in 0..6 {
-            nodes.push(RedisServer::start_with(options.clone()).await);
-        }
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|node| format!("127.0.0.1:{}", node.port()))
-            .collect();
-        let output = Command::new(redis_cli())
-            .arg("--cluster")
-            .arg("create")
-            .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("redis-cli runs");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        // `redis-cli --cluster create` has failed here, rarely, before
+        // printing anything; such an attempt is reported and made again on
+        // six new nodes.
+        let mut attempts = 0;
+        let nodes = loop {
+            attempts += 1;
+            let mut nodes = Vec::with_capacity(6);
+            for _ in 0..6 {
+                nodes.push(RedisServer::start_with(options.clone()).await);
+            }
+            let addresses: Vec<String> = nodes
+                .iter()
+                .map(|node| format!("127.0.0.1:{}", node.port()))
+                .collect();
+            let output = Command::new(redis_cli())
+                .arg("--cluster")
+                .arg("create")
+                .args(&addresses)
+                .args(["--cluster-replicas", "1", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("redis-cli runs");
+            if output.status.success() {
+                break nodes;
+            }
+            let failure = format!(
+                "redis-cli --cluster create failed ({}, attempt {attempts}): stdout: {} stderr: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(attempts < 3, "{failure}");
+            eprintln!("{failure}; starting six new nodes");
+        };
         let cluster = Self { nodes };
         cluster.wait_until_ok().await;
         cluster
