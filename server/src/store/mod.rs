@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod participants;
 pub mod partitions;
 pub mod pg_batch_append;
+pub mod pg_pool;
 pub mod policies;
 pub mod receipt_batch;
 pub mod receipts;
@@ -89,14 +90,19 @@ impl Store {
             .sqlx_logging(false)
             // A SQLite connection is a file handle, not a socket that can go
             // stale: pinging it on every acquire only costs a thread hop.
-            .test_before_acquire(!config.url.starts_with("sqlite:"))
+            // PostgreSQL's pool pings only idle connections (`pg_pool`).
+            .test_before_acquire(false)
             .map_sqlx_sqlite_opts(move |opts| {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(synchronous)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });
-        let db = Database::connect(options).await?;
+        let db = if config.url.starts_with("sqlite:") {
+            Database::connect(options).await?
+        } else {
+            pg_pool::connect(&options).await?
+        };
         Ok(Self { db })
     }
 

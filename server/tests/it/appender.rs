@@ -1,7 +1,8 @@
 //! The group-commit writer as the hub runs it (the SQLite writer thread on a
 //! SQLite file, the pool task on PostgreSQL): each stored message reaches
-//! `on_commit` in commit order before its sender hears back, and stopping
-//! writes what was queued and refuses what comes later.
+//! `on_commit` in commit order before its sender hears back, stopping
+//! writes what was queued and refuses what comes later, and on PostgreSQL
+//! connections the server dropped are replaced before the next message.
 
 use crate::harness::{TestHub, metric};
 use consult_hub::store::StoreError;
@@ -145,4 +146,59 @@ async fn with_a_linger_the_messages_queued_meanwhile_are_written_in_one_batch() 
         "{written} batches for five messages"
     );
     f.writer.stop().await;
+}
+
+/// Closes every other connection to the hub's PostgreSQL database, as a
+/// restart of the server would.
+async fn drop_every_connection(url: &str) -> u64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    let admin = sea_orm::Database::connect(url).await.unwrap();
+    let row = admin
+        .query_one(Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let dropped: i64 = row.try_get("", "n").unwrap();
+    admin.close().await.unwrap();
+    u64::try_from(dropped).unwrap()
+}
+
+#[tokio::test]
+async fn after_postgresql_drops_the_pools_connections_the_next_message_is_stored_on_new_ones() {
+    let hub = TestHub::start().await;
+    if !hub.database_url().starts_with("postgres") {
+        return;
+    }
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let path = format!("/v1/consultations/{}/messages", consultation.id);
+    let send =
+        |key: &str| serde_json::json!({"client_msg_id": key, "body": "hello", "sender_id": "dr-a"});
+    let (status, answer) = hub.api_post(&path, send("m-1")).await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(drop_every_connection(hub.database_url()).await >= 1);
+    // Idle past the threshold: each pooled connection is pinged before it
+    // is handed out, found dead, and replaced; no query fails.
+    tokio::time::sleep(
+        consult_hub::store::pg_pool::PING_WHEN_IDLE_FOR + Duration::from_millis(300),
+    )
+    .await;
+    let (status, answer) = hub.api_post(&path, send("m-2")).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["seq"], 2, "{answer}");
+    let (status, history) = hub
+        .api_get(&format!("/v1/consultations/{}/messages", consultation.id))
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        2,
+        "{history}"
+    );
+    hub.shutdown().await;
 }
