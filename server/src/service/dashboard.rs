@@ -145,6 +145,21 @@ pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), 
     Ok(())
 }
 
+/// Reads the dashboard rows of `ids` in one query and publishes each to its
+/// provider's and clinic's feeds.
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn publish_entries(state: &AppState, ids: &[ConsultationId]) -> Result<(), ServiceError> {
+    for (consultation, entry) in
+        consultations::dashboard_entries_of(state.store.connection(), ids).await?
+    {
+        publish_to_staff(state, &consultation, &ServerFrame::Dashboard { entry });
+    }
+    Ok(())
+}
+
 /// Publishes `frame` to the consultation's provider feed and clinic feed:
 /// the staff watching its "Active and Waiting" list.
 pub fn publish_to_staff(state: &AppState, consultation: &Consultation, frame: &ServerFrame) {

@@ -5,7 +5,8 @@
 //! broker's own queue). A patient's message also changes the dashboards
 //! (its unread count): the SQLite writer reads that row in the message's
 //! transaction and it is published here, after the message; other writers
-//! leave it to [`refresh_dashboards`], a task that reads it.
+//! leave it to [`refresh_dashboards`], a task that reads the rows queued
+//! meanwhile in one query.
 //!
 //! Receipts take the same way: the receipt batcher hands over each position
 //! that moved, in commit order, and [`on_receipt_commit`] publishes its
@@ -71,9 +72,14 @@ pub fn on_receipt_commit(
     })
 }
 
+/// Most consultations read in one refresh.
+const REFRESH_BATCH_MAX: usize = 256;
+
 /// Publishes the dashboard row of each consultation that arrives, until the
 /// writer and the receipt batcher (and with them the sending sides) are
-/// gone.
+/// gone. The consultations that arrived while a refresh was being read are
+/// read together in the next one (one query, each consultation once): the
+/// row shows the state at that read, which covers every message before it.
 /// The queue is held by the run in progress, so that a restarted run (see
 /// [`crate::supervisor`]) takes it over.
 pub async fn refresh_dashboards(
@@ -81,8 +87,23 @@ pub async fn refresh_dashboards(
     queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ConsultationId>>>,
 ) {
     let mut consultations = queue.lock().await;
-    while let Some(consultation) = consultations.recv().await {
-        dashboard::spawn_publish_entry(Arc::clone(&state), consultation);
+    let mut due: Vec<ConsultationId> = Vec::new();
+    while let Some(first) = consultations.recv().await {
+        due.clear();
+        due.push(first);
+        while due.len() < REFRESH_BATCH_MAX {
+            match consultations.try_recv() {
+                Ok(next) => {
+                    if !due.contains(&next) {
+                        due.push(next);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = dashboard::publish_entries(&state, &due).await {
+            tracing::error!(error = %error, consultations = due.len(), "dashboard deltas failed");
+        }
     }
     tracing::debug!("dashboard refresher stopped");
 }

@@ -249,6 +249,11 @@ pub async fn dashboard_entry_of(
 /// patient's messages after the provider's read receipt). The pool and the
 /// SQLite writer both read the row with it.
 pub(super) fn dashboard_row_sql(placeholder: &str) -> String {
+    dashboard_rows_sql(&format!("c.id = {placeholder}"))
+}
+
+/// The dashboard rows of the consultations `condition` (on `c`) selects.
+fn dashboard_rows_sql(condition: &str) -> String {
     format!(
         "SELECT c.*, COALESCE(p.display_name, c.patient_id) AS patient_name, \
            (SELECT count(*) FROM messages m WHERE m.consultation_id = c.id \
@@ -256,9 +261,52 @@ pub(super) fn dashboard_row_sql(placeholder: &str) -> String {
               AND m.seq > COALESCE((SELECT r.read_seq FROM receipts r \
                 WHERE r.consultation_id = c.id AND r.user_id = c.provider_id), 0)) AS unread \
          FROM consultations c LEFT JOIN participants p ON p.id = c.patient_id \
-         WHERE c.id = {placeholder}",
+         WHERE {condition}",
         patient = Role::Patient.as_str(),
     )
+}
+
+/// The dashboard rows of the consultations `ids` (unknown ones are left
+/// out), in one query: the ids go in as one JSON array, so the statement's
+/// text is the same for any number of them.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure; [`StoreError::Corrupt`] for an
+/// unknown stored status.
+pub async fn dashboard_entries_of(
+    db: &impl ConnectionTrait,
+    ids: &[ConsultationId],
+) -> Result<Vec<(Consultation, DashboardEntry)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    let condition = if backend == DatabaseBackend::Postgres {
+        "c.id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"
+    } else {
+        "c.id IN (SELECT value FROM json_each(?))"
+    };
+    let list = serde_json::Value::Array(
+        ids.iter()
+            .map(|id| serde_json::Value::String(id.to_string()))
+            .collect(),
+    );
+    let value = if backend == DatabaseBackend::Postgres {
+        sea_orm::Value::Json(Some(Box::new(list)))
+    } else {
+        list.to_string().into()
+    };
+    let statement = Statement::from_sql_and_values(backend, dashboard_rows_sql(condition), [value]);
+    let mut rows = Vec::new();
+    for row in db.query_all(statement).await? {
+        let consultation = from_row(consultation::Model::from_query_result(&row, "")?)?;
+        let name: String = row.try_get("", "patient_name")?;
+        let unread: i64 = row.try_get("", "unread")?;
+        let entry = entry(&consultation, name, to_u64(unread));
+        rows.push((consultation, entry));
+    }
+    Ok(rows)
 }
 
 /// A consultation's dashboard row from the consultation and what the row

@@ -304,3 +304,57 @@ async fn an_admin_of_another_clinic_naming_a_provider_hears_nothing_of_this_clin
     })
     .await;
 }
+
+#[tokio::test]
+async fn several_rows_are_read_in_one_query_each_as_read_alone_and_unknown_ids_left_out() {
+    let hub = TestHub::start().await;
+    let first = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let second = hub
+        .consultation("dr-b", "pat-b", "waiting_for_patient")
+        .await;
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    for key in ["m-1", "m-2"] {
+        patient.send(&first.id, key, "hello").await.unwrap();
+    }
+    let db = hub.state.store.connection();
+    let unknown = ConsultationId::from("no-such-consultation");
+    let rows = consult_hub::store::consultations::dashboard_entries_of(
+        db,
+        &[second.id.clone(), unknown, first.id.clone()],
+    )
+    .await
+    .unwrap();
+    let mut read: Vec<DashboardEntry> = rows.into_iter().map(|(_, entry)| entry).collect();
+    read.sort_by(|a, b| a.consultation_id.as_str().cmp(b.consultation_id.as_str()));
+    let mut alone = Vec::new();
+    for id in [&first.id, &second.id] {
+        let (_, entry) = consult_hub::store::consultations::dashboard_entry_of(db, id)
+            .await
+            .unwrap()
+            .unwrap();
+        alone.push(entry);
+    }
+    alone.sort_by(|a, b| a.consultation_id.as_str().cmp(b.consultation_id.as_str()));
+    assert_eq!(read, alone);
+    let unread: Vec<u64> = read.iter().map(|entry| entry.unread).collect();
+    let expected: Vec<u64> = alone
+        .iter()
+        .map(|entry| {
+            if entry.consultation_id == first.id {
+                2
+            } else {
+                0
+            }
+        })
+        .collect();
+    assert_eq!(unread, expected);
+    assert!(
+        consult_hub::store::consultations::dashboard_entries_of(db, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    hub.shutdown().await;
+}
