@@ -21,6 +21,7 @@ use crate::store::appender::OnCommit;
 use crate::store::messages::StoredMessage;
 use crate::store::receipt_batch::{MovedReceipt, OnReceiptCommit};
 use consult_protocol::{ConsultationId, Role, Seq, ServerFrame};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -88,17 +89,18 @@ pub async fn refresh_dashboards(
 ) {
     let mut consultations = queue.lock().await;
     let mut due: Vec<ConsultationId> = Vec::new();
+    let mut seen: HashSet<ConsultationId> = HashSet::new();
     while let Some(first) = consultations.recv().await {
         due.clear();
+        seen.clear();
+        seen.insert(first.clone());
         due.push(first);
         while due.len() < REFRESH_BATCH_MAX {
-            match consultations.try_recv() {
-                Ok(next) => {
-                    if !due.contains(&next) {
-                        due.push(next);
-                    }
-                }
-                Err(_) => break,
+            let Ok(next) = consultations.try_recv() else {
+                break;
+            };
+            if seen.insert(next.clone()) {
+                due.push(next);
             }
         }
         if let Err(error) = dashboard::publish_entries(&state, &due).await {

@@ -290,6 +290,21 @@ async fn the_worker_creates_a_missing_future_partition() {
     hub.shutdown().await;
 }
 
+/// Two stores (as two nodes would hold) on a new, migrated database; the
+/// folder and the database live as long as the first two values.
+async fn two_nodes_on_a_new_database() -> (tempfile::TempDir, TestDb, Store, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let test_db = TestDb::create(dir.path()).await;
+    let config = consult_hub::config::DatabaseConfig {
+        url: test_db.url.clone(),
+        ..Default::default()
+    };
+    let first = Store::connect(&config).await.unwrap();
+    first.migrate().await.unwrap();
+    let second = Store::connect(&config).await.unwrap();
+    (dir, test_db, first, second)
+}
+
 /// Inserts messages `from..=to` of one consultation into the current
 /// month's partition, each with a 120-character body.
 async fn fill_current_month(db: &DatabaseConnection, from: i64, to: i64) {
@@ -324,15 +339,7 @@ async fn a_partition_is_analyzed_once_it_has_doubled_since_its_statistics_were_t
     if !postgres() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let test_db = TestDb::create(dir.path()).await;
-    let config = consult_hub::config::DatabaseConfig {
-        url: test_db.url.clone(),
-        ..Default::default()
-    };
-    let first = Store::connect(&config).await.unwrap();
-    first.migrate().await.unwrap();
-    let second = Store::connect(&config).await.unwrap();
+    let (_dir, _db, first, second) = two_nodes_on_a_new_database().await;
     partitions::maintain(first.connection(), Utc::now().date_naive(), 1)
         .await
         .unwrap();
@@ -413,15 +420,7 @@ async fn two_nodes_creating_the_same_partition_both_succeed() {
     if !postgres() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let test_db = TestDb::create(dir.path()).await;
-    let config = consult_hub::config::DatabaseConfig {
-        url: test_db.url.clone(),
-        ..Default::default()
-    };
-    let first = Store::connect(&config).await.unwrap();
-    first.migrate().await.unwrap();
-    let second = Store::connect(&config).await.unwrap();
+    let (_dir, _db, first, second) = two_nodes_on_a_new_database().await;
     let month = NaiveDate::from_ymd_opt(2031, 5, 1).unwrap();
     for _ in 0..3 {
         let (a, b) = tokio::join!(
