@@ -371,7 +371,9 @@ pub(super) async fn find_consultation(
     state: &AppState,
     id: &ConsultationId,
 ) -> Result<crate::domain::Consultation, ApiError> {
-    consultations::find(state.store.connection(), id)
+    state
+        .store
+        .consultation(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no consultation {id}")))
 }

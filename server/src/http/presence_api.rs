@@ -10,7 +10,6 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiKey, ApiPath};
 use crate::app::AppState;
 use crate::domain::PersonKey;
-use crate::store::participants;
 use axum::Json;
 use axum::extract::State;
 use consult_protocol::{ClinicId, ConsultationId, Role, UserId};
@@ -98,7 +97,9 @@ async fn participant_presence(
     State(state): State<Arc<AppState>>,
     ApiPath(id): ApiPath<UserId>,
 ) -> Result<Json<ParticipantPresence>, ApiError> {
-    let clinic = participants::clinic_of(state.store.connection(), &id)
+    let clinic = state
+        .store
+        .clinic_of(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no participant {id}")))?;
     let status = state.presence.status(&PersonKey::new(&clinic, &id)).await;

@@ -22,11 +22,9 @@ pub async fn authorized_consultation(
     principal: &Principal,
     id: &ConsultationId,
 ) -> Result<Consultation, ServiceError> {
-    let consultation = consultations::find(state.store.connection(), id)
-        .await?
-        .ok_or_else(|| {
-            ServiceError::refused(ErrorCode::NotFound, format!("no consultation {id}"))
-        })?;
+    let consultation = state.store.consultation(id).await?.ok_or_else(|| {
+        ServiceError::refused(ErrorCode::NotFound, format!("no consultation {id}"))
+    })?;
     if !access::may_access(principal, &consultation) {
         tracing::info!(user = %principal.user, consultation = %id, "refused: not a member");
         return Err(ServiceError::refused(

@@ -10,7 +10,6 @@
 
 use super::ServiceError;
 use crate::app::AppState;
-use crate::store::participants;
 use consult_protocol::{ClinicId, UserId};
 use quick_cache::sync::Cache;
 
@@ -56,7 +55,7 @@ pub async fn registered_clinic(
     if let Some(clinic) = state.registered_clinics.get(user) {
         return Ok(Some(clinic));
     }
-    let clinic = participants::clinic_of(state.store.connection(), user).await?;
+    let clinic = state.store.clinic_of(user).await?;
     if let Some(clinic) = &clinic {
         state.registered_clinics.remember(user, clinic);
     }

@@ -26,17 +26,23 @@ pub mod receipt_batch;
 pub mod receipts;
 pub mod retention;
 pub mod revocations;
+pub mod sqlite_reads;
+mod sqlite_rows;
 pub mod sqlite_writer;
 pub mod templates;
 
 use crate::config::{DatabaseConfig, SqliteSync};
+use crate::domain::Consultation;
+use consult_protocol::{ClinicId, ConsultationId, UserId};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
     Statement,
 };
 use sea_orm_migration::MigratorTrait;
+use sqlite_reads::SqliteReads;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A failure talking to the database, or a row that makes no sense.
@@ -63,10 +69,11 @@ pub enum StoreError {
     ReceiptsStopped,
 }
 
-/// A handle on the database pool.
+/// A handle on the database pool, and on a SQLite file's inline reads.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    reads: Option<Arc<SqliteReads>>,
 }
 
 impl Store {
@@ -103,7 +110,12 @@ impl Store {
         } else {
             pg_pool::connect(&options).await?
         };
-        Ok(Self { db })
+        let mut store = Self { db, reads: None };
+        store.reads = store
+            .sqlite_file()
+            .await?
+            .map(|path| Arc::new(SqliteReads::new(&path)));
+        Ok(store)
     }
 
     /// Applies pending migrations.
@@ -137,6 +149,43 @@ impl Store {
         Ok(None)
     }
 
+    /// The consultation `id`, if it exists: read inline on a SQLite file
+    /// (see [`sqlite_reads`]), through the pool otherwise or when that read
+    /// fails.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] on database failure; [`StoreError::Corrupt`] for an
+    /// unknown stored status.
+    pub async fn consultation(
+        &self,
+        id: &ConsultationId,
+    ) -> Result<Option<Consultation>, StoreError> {
+        if let Some(reads) = &self.reads {
+            match reads.consultation(id) {
+                Ok(found) => return Ok(found),
+                Err(error) => read_fell_back(&error),
+            }
+        }
+        consultations::find(&self.db, id).await
+    }
+
+    /// The clinic `user` is registered in, if registered: read as
+    /// [`Store::consultation`] reads.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] on database failure.
+    pub async fn clinic_of(&self, user: &UserId) -> Result<Option<ClinicId>, StoreError> {
+        if let Some(reads) = &self.reads {
+            match reads.clinic_of(user) {
+                Ok(found) => return Ok(found),
+                Err(error) => read_fell_back(&error),
+            }
+        }
+        participants::clinic_of(&self.db, user).await
+    }
+
     /// The pool, for repository functions.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
@@ -156,6 +205,12 @@ impl Store {
         self.db.close().await?;
         Ok(())
     }
+}
+
+/// Counts and logs an inline read that gave way to the pool.
+fn read_fell_back(error: &StoreError) {
+    metrics::counter!("consult_sqlite_read_fallbacks_total").increment(1);
+    tracing::debug!(error = %error, "inline read failed; reading through the pool");
 }
 
 /// Seconds-precision-safe conversion of a stored counter.

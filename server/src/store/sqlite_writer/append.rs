@@ -4,11 +4,12 @@
 //! hop per statement.
 
 use super::super::consultations;
-use super::super::entities::{consultation, message, outbox};
+use super::super::entities::{message, outbox};
 use super::super::messages::{AppendOutcome, DashboardRow, NewMessage, StoredMessage, from_row};
+use super::super::sqlite_rows::{ConsultationColumns, parse_timestamp, timestamp};
 use super::super::{StoreError, outbox as outbox_store, to_u64};
-use chrono::{DateTime, SecondsFormat, Utc};
-use consult_protocol::{ClinicId, ConsultationId, ConsultationStatus, Role};
+use chrono::Utc;
+use consult_protocol::{ConsultationId, ConsultationStatus, Role};
 use rusqlite::{OptionalExtension, Transaction, params};
 use std::sync::LazyLock;
 
@@ -42,17 +43,6 @@ static DASHBOARD_ROW: LazyLock<String> = LazyLock::new(|| consultations::dashboa
 const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      (at, actor_id, actor_role, action, consultation_id, detail) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-
-/// Timestamps as sqlx writes them on SQLite, so both read them alike.
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
-}
-
-fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| StoreError::Corrupt(format!("timestamp {text}")))
-}
 
 /// Appends `new` inside `txn`.
 ///
@@ -181,40 +171,18 @@ fn dashboard_row(
     let row = txn
         .prepare_cached(&DASHBOARD_ROW)?
         .query_row(params![consultation.as_str()], |row| {
-            // Timestamps are text here, parsed below; `created_at`,
-            // `updated_at`, `ended_at` and `messages_purged_at` are not
-            // part of a consultation's row.
             Ok((
-                consultation::Model {
-                    id: row.get("id")?,
-                    clinic_id: row.get("clinic_id")?,
-                    provider_id: row.get("provider_id")?,
-                    patient_id: row.get("patient_id")?,
-                    status: row.get("status")?,
-                    scheduled_at: DateTime::UNIX_EPOCH,
-                    waiting_since: None,
-                    staff_messaged_first: row.get("staff_messaged_first")?,
-                    last_seq: row.get("last_seq")?,
-                    rev: row.get("rev")?,
-                    created_at: DateTime::UNIX_EPOCH,
-                    updated_at: DateTime::UNIX_EPOCH,
-                    ended_at: None,
-                    messages_purged_at: None,
-                },
-                row.get::<_, String>("scheduled_at")?,
-                row.get::<_, Option<String>>("waiting_since")?,
+                ConsultationColumns::read(row)?,
                 row.get::<_, String>("patient_name")?,
                 row.get::<_, i64>("unread")?,
             ))
         })
         .optional()?;
-    let Some((mut model, scheduled, waiting, name, unread)) = row else {
+    let Some((columns, name, unread)) = row else {
         return Ok(None);
     };
-    model.scheduled_at = parse_timestamp(&scheduled)?;
-    model.waiting_since = waiting.as_deref().map(parse_timestamp).transpose()?;
-    let clinic_id = ClinicId(model.clinic_id.clone());
-    let consultation = consultations::from_row(model)?;
+    let consultation = columns.parse()?;
+    let clinic_id = consultation.clinic_id.clone();
     Ok(Some(DashboardRow {
         clinic_id,
         entry: consultations::entry(&consultation, name, to_u64(unread)),
