@@ -52,6 +52,8 @@ pub struct SpawnedHub {
     pub log_path: PathBuf,
     /// The SQLite URL it was given, so a second node can share the file.
     pub database_url: String,
+    /// Whether its database is the SQLite file in its own folder.
+    owns_sqlite_file: bool,
     _dir: TempDir,
 }
 
@@ -122,10 +124,17 @@ impl SpawnedHub {
             http_base: format!("http://127.0.0.1:{port}"),
             log_path,
             database_url,
+            owns_sqlite_file: spec.database_url.is_none(),
             _dir: dir,
         };
         hub.wait_ready().await?;
         Ok(hub)
+    }
+
+    /// The folder holding the hub's SQLite file, when it was given none
+    /// of its own.
+    pub fn sqlite_folder(&self) -> Option<&Path> {
+        self.owns_sqlite_file.then(|| self._dir.path())
     }
 
     /// The hub's process id, for `/proc` sampling.

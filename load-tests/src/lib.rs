@@ -25,6 +25,7 @@
 //! - [`payload`]: message bodies stamped with their send time.
 //! - [`stats`]: histograms, timelines, `seq` tracking.
 //! - [`procstat`]: hub CPU and memory from `/proc`.
+//! - [`disk_probe`]: the disk's own sync latency beside a started hub.
 //! - [`hub_metrics`]: the hub's own counts from its `/metrics` page.
 //! - [`report`], [`svg`]: JSON results, Markdown and SVG plots.
 //! - [`progress`]: progress bars.
@@ -34,6 +35,7 @@
 
 pub mod api;
 pub mod chaos;
+pub mod disk_probe;
 pub mod fleet;
 pub mod hub_metrics;
 pub mod hub_process;

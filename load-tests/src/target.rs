@@ -6,7 +6,7 @@
 
 use crate::hub_process::{HubSpawn, LOAD_API_KEY, SpawnedHub, SpawnedRedis};
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the hub comes from; built from the command line.
 #[derive(Debug, Clone, Default)]
@@ -165,6 +165,12 @@ impl Target {
     /// Process ids of a Redis server started for the run (empty otherwise).
     pub fn broker_pids(&self) -> Vec<u32> {
         self.redis_server.iter().map(SpawnedRedis::pid).collect()
+    }
+
+    /// The folder of the SQLite file the first started hub created, if it
+    /// did (a second node shares that file).
+    pub fn sqlite_folder(&self) -> Option<&Path> {
+        self.hubs.first().and_then(SpawnedHub::sqlite_folder)
     }
 
     /// Where started hubs write their logs.

@@ -110,6 +110,9 @@ fn fanout_delivers_every_message_and_writes_its_results() {
     assert!(result["latency"]["max_us"].as_u64() >= result["latency"]["p99_us"].as_u64());
     assert!(result["hub_cpu_us_per_delivered"].as_f64().unwrap() > 0.0);
     assert!(result["hub"]["end"]["rss_kib"].as_u64().unwrap() > 0);
+    // The started hub's SQLite file had the disk probed beside it.
+    assert!(result["disk_sync"]["count"].as_u64().unwrap() > 0);
+    assert!(result["disk_sync"]["p99_us"].as_u64().unwrap() > 0);
     for file in ["fanout.md", "fanout-latency.svg", "fanout-throughput.svg"] {
         assert!(report.join(file).is_file(), "{file} written");
     }

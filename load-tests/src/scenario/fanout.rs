@@ -24,6 +24,7 @@
 
 use super::{HubUsage, HubWatch, per, run_tag};
 use crate::api::{Api, NewConsultation, TokenRequest};
+use crate::disk_probe::DiskProbe;
 use crate::pacer::{self, PaceOptions, SendStats};
 use crate::payload;
 use crate::procstat::MachineTimes;
@@ -184,6 +185,9 @@ pub struct FanoutResult {
     /// CPU used by the whole machine over the window, percent of one core:
     /// what exceeds hub + harness + Redis was someone else's.
     pub machine_cpu_percent_of_core: Option<f64>,
+    /// The disk's own sync latency over the same window, probed beside the
+    /// SQLite file of a hub the harness started ([`DiskProbe`]).
+    pub disk_sync: Option<LatencySummary>,
     /// Deliveries per second over the run.
     pub delivered_timeline: Timeline,
     /// The latency distribution, for plots.
@@ -223,6 +227,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let watch = HubWatch::start(&target.hub_pids)?;
     let harness_watch = HubWatch::start(&[std::process::id()])?;
     let broker_watch = HubWatch::start(&target.broker_pids())?;
+    let disk_probe = target.sqlite_folder().map(DiskProbe::start).transpose()?;
     let machine_start = MachineTimes::now()?;
     let started_unix_us = unix_micros();
     let latency = Arc::new(Mutex::new(LatencyRecorder::new()));
@@ -265,6 +270,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let harness = harness_watch.finish().await?;
     let broker = broker_watch.finish().await?;
     let machine = MachineTimes::now()?.busy_percent_of_core_since(&machine_start);
+    let disk_sync = disk_probe.map(DiskProbe::finish).transpose()?;
     let latency_recorder = latency
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -282,6 +288,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     result.harness_cpu_percent_of_core = harness.map(|usage| usage.cpu_percent_of_core);
     result.redis_cpu_percent_of_core = broker.map(|usage| usage.cpu_percent_of_core);
     result.machine_cpu_percent_of_core = Some(machine);
+    result.disk_sync = disk_sync;
     if let Some(before) = counts_before {
         let after = hub_counts(&http, target).await;
         let mut receipts = ReceiptStats::default();
@@ -758,6 +765,7 @@ fn summarize(
         harness_cpu_percent_of_core: None,
         redis_cpu_percent_of_core: None,
         machine_cpu_percent_of_core: None,
+        disk_sync: None,
         hub,
         sent,
         delivered_timeline,
@@ -813,6 +821,12 @@ impl FanoutResult {
             latency_line("send->ok latency", &self.sent.ack_latency),
             latency_line("pacing lag", &self.sent.pacing_lag),
         ];
+        if let Some(disk_sync) = &self.disk_sync {
+            lines.push(latency_line(
+                "disk sync beside the database (4 KiB + fdatasync every 10 ms)",
+                disk_sync,
+            ));
+        }
         if let Some(receipts) = &self.receipts {
             let count =
                 |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
