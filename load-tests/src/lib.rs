@@ -25,6 +25,8 @@
 //! - [`payload`]: message bodies stamped with their send time.
 //! - [`stats`]: histograms, timelines, `seq` tracking.
 //! - [`procstat`]: hub CPU and memory from `/proc`.
+//! - [`floor`]: the floor, a room hub with nothing but the protocol's
+//!   message path, measured beside the hub (`consult-floor`).
 //! - [`disk_probe`]: the disk's own sync latency beside a started hub.
 //! - [`hub_metrics`]: the hub's own counts from its `/metrics` page.
 //! - [`report`], [`svg`]: JSON results, Markdown and SVG plots.
@@ -37,6 +39,7 @@ pub mod api;
 pub mod chaos;
 pub mod disk_probe;
 pub mod fleet;
+pub mod floor;
 pub mod hub_metrics;
 pub mod hub_process;
 pub mod pacer;

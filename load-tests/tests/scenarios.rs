@@ -45,13 +45,18 @@ fn build_hub() -> PathBuf {
 /// writing its results under `dir`; the results JSON and what it printed.
 /// A test helper: a run that cannot start or write its results fails the
 /// test.
-#[allow(clippy::unwrap_used)]
 fn fanout(dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
+    fanout_on(&hub_binary(), dir, args)
+}
+
+/// [`fanout`] against `binary` (a hub or the floor).
+#[allow(clippy::unwrap_used)]
+fn fanout_on(binary: &Path, dir: &Path, args: &[&str]) -> (serde_json::Value, String) {
     let out = dir.join("results.json");
     let run = Command::new(env!("CARGO_BIN_EXE_consult-load"))
         .arg("fanout")
         .arg("--spawn-hub")
-        .arg(hub_binary())
+        .arg(binary)
         .args(args)
         .arg("--out")
         .arg(&out)
@@ -115,6 +120,25 @@ fn fanout_delivers_every_message_and_writes_its_results() {
     assert!(result["disk_sync"]["p99_us"].as_u64().unwrap() > 0);
     for file in ["fanout.md", "fanout-latency.svg", "fanout-throughput.svg"] {
         assert!(report.join(file).is_file(), "{file} written");
+    }
+}
+
+/// The floor is started and measured as a hub is, in both directions.
+#[test]
+fn fanout_against_the_floor_delivers_every_message_both_ways() {
+    let floor = Path::new(env!("CARGO_BIN_EXE_consult-floor"));
+    for direction in [None, Some("--patients-send")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--rooms", "3", "--messages", "60", "--rate", "300"];
+        args.extend(direction);
+        let (json, _) = fanout_on(floor, dir.path(), &args);
+        let result = &json["result"];
+        assert_eq!(result["sent"]["ok"], 60, "{direction:?}");
+        assert_eq!(result["expected"], 60, "{direction:?}");
+        assert_eq!(result["delivered"], 60, "{direction:?}");
+        assert_eq!(result["lost"], 0, "{direction:?}");
+        assert_eq!(result["gaps"], 0, "{direction:?}");
+        assert!(result["hub_cpu_us_per_delivered"].as_f64().unwrap() > 0.0);
     }
 }
 

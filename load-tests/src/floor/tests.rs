@@ -1,0 +1,124 @@
+//! The floor answers what it serves and refuses the rest with an `error`
+//! frame carrying a code, as the hub would.
+
+use super::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+async fn started() -> (String, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router(Arc::new(Floor::default())))
+            .await
+            .unwrap();
+    });
+    (format!("http://{address}"), format!("ws://{address}/v1/ws"))
+}
+
+async fn post(http: &str, path: &str, body: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("{http}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn exchange(socket: &mut Socket, frame: Value) -> Value {
+    socket
+        .send(WsMessage::text(frame.to_string()))
+        .await
+        .unwrap();
+    next(socket).await
+}
+
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        match socket.next().await.unwrap().unwrap() {
+            WsMessage::Text(text) => return serde_json::from_str(&text).unwrap(),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn commands_before_hello_unknown_rooms_and_commands_it_does_not_serve_are_refused() {
+    let (http, ws) = started().await;
+    let room = post(
+        &http,
+        "/v1/consultations",
+        json!({"clinic_id": "c1", "provider": {"id": "dr"}, "patient": {"id": "pat"}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = post(
+        &http,
+        "/v1/tokens",
+        json!({"user": "dr", "role": "provider", "clinic": "c1"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
+
+    let early = exchange(
+        &mut socket,
+        json!({"type": "join", "id": "1", "consultation_id": room}),
+    )
+    .await;
+    assert_eq!(early["type"], "error");
+    assert_eq!(early["code"], "hello_required");
+    let garbled = exchange(&mut socket, json!({"type": "no_such_frame", "id": "2"})).await;
+    assert_eq!(garbled["type"], "error");
+    assert_eq!(garbled["code"], "unknown_type");
+
+    let welcome = exchange(&mut socket, json!({"type": "hello", "token": token})).await;
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(welcome["user"], "dr");
+    let unknown = exchange(
+        &mut socket,
+        json!({"type": "join", "id": "3", "consultation_id": "floor-999"}),
+    )
+    .await;
+    assert_eq!(unknown["code"], "not_found");
+    assert_eq!(unknown["id"], "3");
+    let unserved = exchange(
+        &mut socket,
+        json!({"type": "typing", "id": "4", "consultation_id": room, "active": true}),
+    )
+    .await;
+    assert_eq!(unserved["code"], "unknown_type");
+    assert_eq!(unserved["id"], "4");
+
+    // Still served after every refusal: join, send, and the sender's own
+    // copy after its `ok`.
+    let joined = exchange(
+        &mut socket,
+        json!({"type": "join", "id": "5", "consultation_id": room}),
+    )
+    .await;
+    assert_eq!(joined["type"], "ok");
+    assert_eq!(joined["result"]["consultation"]["id"], room.as_str());
+    let sent = exchange(
+        &mut socket,
+        json!({"type": "send", "id": "6", "consultation_id": room, "client_msg_id": "m1", "body": "hi"}),
+    )
+    .await;
+    assert_eq!(sent["type"], "ok");
+    assert_eq!(sent["result"]["seq"], 1);
+    let copy = next(&mut socket).await;
+    assert_eq!(copy["type"], "message");
+    assert_eq!(copy["message"]["seq"], 1);
+    assert_eq!(copy["message"]["body"], "hi");
+}
