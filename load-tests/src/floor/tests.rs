@@ -42,9 +42,8 @@ async fn exchange(socket: &mut Socket, frame: Value) -> Value {
 
 async fn next(socket: &mut Socket) -> Value {
     loop {
-        match socket.next().await.unwrap().unwrap() {
-            WsMessage::Text(text) => return serde_json::from_str(&text).unwrap(),
-            _ => continue,
+        if let WsMessage::Text(text) = socket.next().await.unwrap().unwrap() {
+            return serde_json::from_str(&text).unwrap();
         }
     }
 }
