@@ -1,6 +1,7 @@
 //! The floor: a room hub that speaks the same protocol over the same
-//! WebSocket stack as consult-hub (axum on tokio-tungstenite, `TCP_NODELAY`,
-//! a multi-threaded runtime) and does nothing else. No storage, no token
+//! WebSocket stack as consult-hub (axum on tokio-tungstenite with the hub's
+//! buffer sizes, `TCP_NODELAY`, a multi-threaded runtime) and does nothing
+//! else. No storage, no token
 //! check, no membership check, no notifications, no presence, no rate
 //! limits: `send` gets the room's next `seq`, a `message` frame to every
 //! connection joined to the room (the sender's own included) and an `ok`.
@@ -45,6 +46,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Frames a connection may have queued before further ones are dropped
 /// (and counted): as deep as the hub's default outbound queue.
 const OUTBOUND_CAPACITY: usize = 1024;
+
+/// The WebSocket codec's buffers and limits, as the hub's defaults set them
+/// (`session.read_buffer_bytes`, `session.write_buffer_bytes`,
+/// `session.hard_message_bytes` and four times that for the write ceiling):
+/// the codec's own defaults (128 KiB buffers, zeroed as reads grow them)
+/// would make the floor slower than the hub.
+const READ_BUFFER_BYTES: usize = 1024;
+const WRITE_BUFFER_BYTES: usize = 1024;
+const HARD_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Serves the floor on `listen` until the process ends.
 ///
@@ -217,7 +227,13 @@ async fn issue_token(Json(request): Json<TokenRequest>) -> impl IntoResponse {
 }
 
 async fn upgrade(State(floor): State<Arc<Floor>>, upgrade: WebSocketUpgrade) -> impl IntoResponse {
-    upgrade.on_upgrade(move |socket| session::run(socket, floor, OUTBOUND_CAPACITY))
+    upgrade
+        .max_message_size(HARD_MESSAGE_BYTES)
+        .max_frame_size(HARD_MESSAGE_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(HARD_MESSAGE_BYTES * 4)
+        .on_upgrade(move |socket| session::run(socket, floor, OUTBOUND_CAPACITY))
 }
 
 #[cfg(test)]
