@@ -246,22 +246,47 @@ pub async fn dashboard_entry_of(
 /// The query of a consultation's dashboard row, the consultation's id bound
 /// at `placeholder`: every `consultations` column, `patient_name` (the
 /// patient's display name, its id if unregistered) and `unread` (the
-/// patient's messages after the provider's read receipt). The pool and the
-/// SQLite writer both read the row with it.
+/// patient's messages after the provider's read receipt).
 pub(super) fn dashboard_row_sql(placeholder: &str) -> String {
     dashboard_rows_sql(&format!("c.id = {placeholder}"))
 }
 
+/// The patient's name as a dashboard row shows it, on `c` and `p`.
+const PATIENT_NAME: &str = "COALESCE(p.display_name, c.patient_id)";
+
+/// The `seq` the provider of `c` has read up to, 0 before any receipt.
+const PROVIDER_READ_SEQ: &str = "COALESCE((SELECT r.read_seq FROM receipts r \
+     WHERE r.consultation_id = c.id AND r.user_id = c.provider_id), 0)";
+
 /// The dashboard rows of the consultations `condition` (on `c`) selects.
 fn dashboard_rows_sql(condition: &str) -> String {
     format!(
-        "SELECT c.*, COALESCE(p.display_name, c.patient_id) AS patient_name, \
+        "SELECT c.*, {PATIENT_NAME} AS patient_name, \
            (SELECT count(*) FROM messages m WHERE m.consultation_id = c.id \
-              AND m.sender_role = '{patient}' \
-              AND m.seq > COALESCE((SELECT r.read_seq FROM receipts r \
-                WHERE r.consultation_id = c.id AND r.user_id = c.provider_id), 0)) AS unread \
+              AND m.sender_role = '{patient}' AND m.seq > {PROVIDER_READ_SEQ}) AS unread \
          FROM consultations c LEFT JOIN participants p ON p.id = c.patient_id \
          WHERE {condition}",
+        patient = Role::Patient.as_str(),
+    )
+}
+
+/// [`dashboard_row_sql`] with `read_seq` (the provider's read receipt)
+/// instead of `unread`, for a reader that counts unread messages itself
+/// (the SQLite writer, see `sqlite_writer::unread`).
+pub(super) fn dashboard_row_read_seq_sql(placeholder: &str) -> String {
+    format!(
+        "SELECT c.*, {PATIENT_NAME} AS patient_name, {PROVIDER_READ_SEQ} AS read_seq \
+         FROM consultations c LEFT JOIN participants p ON p.id = c.patient_id \
+         WHERE c.id = {placeholder}"
+    )
+}
+
+/// The count of the patient's messages in consultation `consultation` after
+/// `seq`: a dashboard row's `unread` for a provider who read up to `seq`.
+pub(super) fn patient_messages_after_sql(consultation: &str, seq: &str) -> String {
+    format!(
+        "SELECT count(*) FROM messages WHERE consultation_id = {consultation} \
+         AND sender_role = '{patient}' AND seq > {seq}",
         patient = Role::Patient.as_str(),
     )
 }

@@ -5,8 +5,9 @@
 use crate::harness::TestHub;
 use consult_hub::store::appender::Backend;
 use consult_hub::store::batch_append::append_batch;
+use consult_hub::store::consultations::dashboard_entry_of;
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
-use consult_protocol::{ConsultationId, MessageKind, Role, UserId};
+use consult_protocol::{ConsultationId, MessageKind, ReceiptKind, Role, UserId};
 
 fn message(
     consultation: &ConsultationId,
@@ -300,4 +301,91 @@ async fn the_sqlite_writer_reads_the_dashboard_row_with_a_patients_message() {
         second.entry.status,
         consult_protocol::ConsultationStatus::WaitingForPatient
     );
+}
+
+/// A patient message's `unread` as the store's writer gives it, checked
+/// against the pool's count of the same row.
+async fn unread_after(
+    hub: &TestHub,
+    backend: &mut Backend,
+    message: NewMessage,
+) -> (u64, Option<u64>) {
+    let id = message.consultation_id.clone();
+    let outcome = backend
+        .append(std::slice::from_ref(&message))
+        .await
+        .into_iter()
+        .next()
+        .unwrap()
+        .unwrap();
+    let AppendOutcome::Stored(stored) = outcome else {
+        panic!("expected stored, got {outcome:?}");
+    };
+    let (_, counted) = dashboard_entry_of(hub.state.store.connection(), &id)
+        .await
+        .unwrap()
+        .unwrap();
+    if let Some(row) = &stored.dashboard {
+        assert_eq!(
+            row.entry.unread,
+            counted.unread,
+            "seq {}",
+            stored.message.seq.get()
+        );
+    }
+    (counted.unread, stored.dashboard.map(|row| row.entry.unread))
+}
+
+/// The SQLite writer keeps each consultation's unread count as it goes
+/// (one more per patient message) instead of counting the backlog again:
+/// its figure stays the pool's across staff messages, a new read receipt and
+/// messages written by another writer in between.
+#[tokio::test]
+async fn the_store_writer_counts_unread_as_the_pool_does_across_staff_messages_receipts_and_other_writers()
+ {
+    let hub = TestHub::start().await;
+    let id = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let mut writer = Backend::for_store(
+        &hub.state.store,
+        &hub.state.config.database,
+        &hub.state.workers,
+    )
+    .await
+    .unwrap();
+    let patient = |n: &str| message(&id, "pat-a", Role::Patient, Some(n), n);
+    let mut seen = Vec::new();
+    for n in ["p1", "p2"] {
+        seen.push(unread_after(&hub, &mut writer, patient(n)).await);
+    }
+    let staff = message(&id, "dr-a", Role::Provider, Some("s1"), "s1");
+    let outcome = writer.append(&[staff]).await;
+    assert!(matches!(outcome[0], Ok(AppendOutcome::Stored(_))));
+    seen.push(unread_after(&hub, &mut writer, patient("p3")).await);
+
+    // The provider reads up to p2 (seq 2): p3 and what follows stay unread.
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&id, None).await.unwrap();
+    provider
+        .ack(&id, consult_protocol::Seq(2), ReceiptKind::Read)
+        .await
+        .unwrap();
+    seen.push(unread_after(&hub, &mut writer, patient("p4")).await);
+
+    // Another writer (another node on the same database) stores one.
+    let other = patient("p5");
+    append_batch(hub.state.store.connection(), &[&other])
+        .await
+        .unwrap();
+    seen.push(unread_after(&hub, &mut writer, patient("p6")).await);
+    seen.push(unread_after(&hub, &mut writer, patient("p7")).await);
+
+    let pool: Vec<u64> = seen.iter().map(|(pool, _)| *pool).collect();
+    assert_eq!(pool, [1, 2, 3, 2, 4, 5]);
+    if let Backend::Sqlite(_) = writer {
+        let kept: Vec<Option<u64>> = seen.iter().map(|(_, kept)| *kept).collect();
+        assert_eq!(kept, pool.iter().copied().map(Some).collect::<Vec<_>>());
+    }
 }

@@ -8,6 +8,7 @@ use super::super::entities::{message, outbox};
 use super::super::messages::{AppendOutcome, DashboardRow, NewMessage, StoredMessage, from_row};
 use super::super::sqlite_rows::{ConsultationColumns, parse_timestamp, timestamp};
 use super::super::{StoreError, outbox as outbox_store, to_u64};
+use super::unread::UnreadMemo;
 use chrono::Utc;
 use consult_protocol::{ConsultationId, ConsultationStatus, Role};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -37,8 +38,10 @@ const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
       ?19, ?20, ?21)";
 
-/// A consultation's dashboard row, the consultation at `?1`.
-static DASHBOARD_ROW: LazyLock<String> = LazyLock::new(|| consultations::dashboard_row_sql("?1"));
+/// A consultation's dashboard row with the provider's `read_seq` instead of
+/// `unread` (the memo counts that), the consultation at `?1`.
+static DASHBOARD_ROW: LazyLock<String> =
+    LazyLock::new(|| consultations::dashboard_row_read_seq_sql("?1"));
 
 const INSERT_AUDIT: &str = "INSERT INTO audit_log \
      (at, actor_id, actor_role, action, consultation_id, detail) \
@@ -50,7 +53,11 @@ const INSERT_AUDIT: &str = "INSERT INTO audit_log \
 ///
 /// [`StoreError::Sqlite`] on database failure, [`StoreError::Corrupt`] when
 /// an earlier row cannot be read back.
-pub(super) fn append(txn: &Transaction<'_>, new: &NewMessage) -> Result<AppendOutcome, StoreError> {
+pub(super) fn append(
+    txn: &Transaction<'_>,
+    new: &NewMessage,
+    unread: &mut UnreadMemo,
+) -> Result<AppendOutcome, StoreError> {
     let consultation = new.consultation_id.as_str();
     let sender = new.sender.as_str();
     if let Some(client_msg_id) = &new.client_msg_id {
@@ -150,8 +157,9 @@ pub(super) fn append(txn: &Transaction<'_>, new: &NewMessage) -> Result<AppendOu
         ])?;
     }
     let dashboard = if new.sender_role == Role::Patient {
-        dashboard_row(txn, &new.consultation_id)?.map(Box::new)
+        dashboard_row(txn, &new.consultation_id, seq, unread)?.map(Box::new)
     } else {
+        unread.after_staff_message(consultation, seq);
         None
     };
     Ok(AppendOutcome::Stored(StoredMessage {
@@ -161,12 +169,15 @@ pub(super) fn append(txn: &Transaction<'_>, new: &NewMessage) -> Result<AppendOu
     }))
 }
 
-/// The consultation's dashboard row as this transaction sees it (with the
-/// message just inserted): what `consultations::dashboard_entry_of` reads,
-/// on the writer's own connection instead of a pool round trip.
+/// The consultation's dashboard row as this transaction sees it, with the
+/// patient message at `seq` just inserted: what
+/// `consultations::dashboard_entry_of` reads, on the writer's own connection
+/// instead of a pool round trip, `unread` kept by the writer's memo.
 fn dashboard_row(
     txn: &Transaction<'_>,
     consultation: &ConsultationId,
+    seq: i64,
+    unread: &mut UnreadMemo,
 ) -> Result<Option<DashboardRow>, StoreError> {
     let row = txn
         .prepare_cached(&DASHBOARD_ROW)?
@@ -174,18 +185,19 @@ fn dashboard_row(
             Ok((
                 ConsultationColumns::read(row)?,
                 row.get::<_, String>("patient_name")?,
-                row.get::<_, i64>("unread")?,
+                row.get::<_, i64>("read_seq")?,
             ))
         })
         .optional()?;
-    let Some((columns, name, unread)) = row else {
+    let Some((columns, name, read_seq)) = row else {
         return Ok(None);
     };
+    let count = unread.after_patient_message(txn, consultation.as_str(), seq, read_seq)?;
     let consultation = columns.parse()?;
     let clinic_id = consultation.clinic_id.clone();
     Ok(Some(DashboardRow {
         clinic_id,
-        entry: consultations::entry(&consultation, name, to_u64(unread)),
+        entry: consultations::entry(&consultation, name, to_u64(count)),
     }))
 }
 

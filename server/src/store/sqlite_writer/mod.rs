@@ -18,6 +18,7 @@
 
 mod append;
 mod checkpoint;
+mod unread;
 
 use super::StoreError;
 use super::appender::{self, BatchOutcomes, OnCommit, Queue};
@@ -40,6 +41,7 @@ const WRITER_CACHE_KIB: i64 = -16 * 1024;
 pub struct SqliteBatchWriter {
     connection: Connection,
     checkpoints: checkpoint::Checkpoints,
+    unread: unread::UnreadMemo,
 }
 
 impl std::fmt::Debug for SqliteBatchWriter {
@@ -75,6 +77,7 @@ impl SqliteBatchWriter {
         Ok(Self {
             connection,
             checkpoints,
+            unread: unread::UnreadMemo::default(),
         })
     }
 
@@ -98,7 +101,11 @@ impl SqliteBatchWriter {
     /// One transaction for `batch`, timed.
     fn commit(&mut self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
         let started = Instant::now();
-        let result = append_all(&mut self.connection, batch);
+        let result = append_all(&mut self.connection, batch, &mut self.unread);
+        if result.is_err() {
+            // The memo may count rows the rollback took back.
+            self.unread.clear();
+        }
         let elapsed = started.elapsed();
         metrics::histogram!("consult_sqlite_commit_seconds").record(elapsed.as_secs_f64());
         if elapsed >= SLOW_COMMIT {
@@ -176,11 +183,12 @@ fn busy_wait(attempt: i32) -> bool {
 fn append_all(
     connection: &mut Connection,
     batch: &[NewMessage],
+    unread: &mut unread::UnreadMemo,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     let txn = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for message in batch {
-        outcomes.push(append::append(&txn, message)?);
+        outcomes.push(append::append(&txn, message, unread)?);
     }
     txn.commit()?;
     Ok(outcomes)
