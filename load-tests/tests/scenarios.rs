@@ -138,7 +138,10 @@ fn fanout_against_the_floor_delivers_every_message_both_ways() {
         assert_eq!(result["delivered"], 60, "{direction:?}");
         assert_eq!(result["lost"], 0, "{direction:?}");
         assert_eq!(result["gaps"], 0, "{direction:?}");
-        assert!(result["hub_cpu_us_per_delivered"].as_f64().unwrap() > 0.0);
+        // The floor's process was sampled as a hub's is (its CPU for 60
+        // messages may round to no clock tick at all).
+        assert!(result["hub"]["end"]["rss_kib"].as_u64().unwrap() > 0);
+        assert!(result["hub_cpu_us_per_delivered"].as_f64().is_some());
     }
 }
 
