@@ -42,6 +42,18 @@ async fn rev(hub: &TestHub, id: &ConsultationId) -> u64 {
     view["rev"].as_u64().unwrap()
 }
 
+/// The store's own writer for `hub`'s database, as a second node would
+/// open it (the SQLite writer on a file, the pool otherwise).
+async fn store_writer(hub: &TestHub) -> Backend {
+    Backend::for_store(
+        &hub.state.store,
+        &hub.state.config.database,
+        &hub.state.workers,
+    )
+    .await
+    .unwrap()
+}
+
 #[derive(Clone, Copy)]
 enum Writer {
     Pool,
@@ -56,18 +68,13 @@ async fn append(hub: &TestHub, writer: Writer, batch: &[NewMessage]) -> Vec<Appe
                 .await
                 .unwrap()
         }
-        Writer::Store => Backend::for_store(
-            &hub.state.store,
-            &hub.state.config.database,
-            &hub.state.workers,
-        )
-        .await
-        .unwrap()
-        .append(batch)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect(),
+        Writer::Store => store_writer(hub)
+            .await
+            .append(batch)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect(),
     }
 }
 
@@ -208,13 +215,7 @@ async fn two_writers_appending_to_the_same_rooms_never_collide() {
     };
     let mut writers = Vec::new();
     for node in ["n1", "n2"] {
-        let mut backend = Backend::for_store(
-            &hub.state.store,
-            &hub.state.config.database,
-            &hub.state.workers,
-        )
-        .await
-        .unwrap();
+        let mut backend = store_writer(&hub).await;
         let batches = batches(node);
         writers.push(tokio::spawn(async move {
             let mut seqs = Vec::new();
@@ -348,13 +349,7 @@ async fn the_store_writer_counts_unread_as_the_pool_does_across_staff_messages_r
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await
         .id;
-    let mut writer = Backend::for_store(
-        &hub.state.store,
-        &hub.state.config.database,
-        &hub.state.workers,
-    )
-    .await
-    .unwrap();
+    let mut writer = store_writer(&hub).await;
     let patient = |n: &str| message(&id, "pat-a", Role::Patient, Some(n), n);
     let mut seen = Vec::new();
     for n in ["p1", "p2"] {
