@@ -461,14 +461,7 @@ async fn a_partition_created_outside_the_hub_while_the_hub_creates_it_counts_as_
     if !postgres() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let test_db = TestDb::create(dir.path()).await;
-    let config = consult_hub::config::DatabaseConfig {
-        url: test_db.url.clone(),
-        ..Default::default()
-    };
-    let store = Store::connect(&config).await.unwrap();
-    store.migrate().await.unwrap();
+    let (_dir, _test_db, store, _second) = two_nodes_on_a_new_database().await;
     let db = store.connection().clone();
     // Someone else (no advisory lock) is creating the month, not yet
     // committed.
