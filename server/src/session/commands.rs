@@ -13,6 +13,7 @@ use consult_protocol::{
     ClientFrame, CommandResult, ConsultationId, ErrorCode, MessageKind, ServerFrame,
 };
 use futures_util::{Sink, Stream};
+use std::sync::Arc;
 
 /// Consultations remembered per connection as joined-free memberships.
 const MEMBERSHIP_CACHE: usize = 256;
@@ -66,6 +67,11 @@ where
                 }
                 self.send_error(Some(id), error.code(), &error.client_message())
                     .await
+            }
+            // Events delivered while the command waited found a gap they
+            // could not fill (see `deliver_while`).
+            Err(CommandError::Write(WriteError::CatchUpFailed)) => {
+                Flow::Exit(consult_protocol::CloseCode::InternalError)
             }
             Err(CommandError::Write(error)) => {
                 tracing::info!(error = %error, "write failed");
@@ -124,15 +130,22 @@ where
                     Some(room) => (room.consultation.clone(), room.cursor),
                     None => (self.membership(&consultation_id).await?, 0),
                 };
-                messaging::acknowledge(
-                    &self.state,
-                    &self.principal,
-                    &known,
-                    delivered_up_to,
-                    seq,
-                    receipt,
-                )
-                .await?;
+                // The flush takes a few milliseconds; the room's events keep
+                // flowing to this connection meanwhile.
+                let state = Arc::clone(&self.state);
+                let principal = self.principal.clone();
+                let acknowledged = async move {
+                    messaging::acknowledge(
+                        &state,
+                        &principal,
+                        &known,
+                        delivered_up_to,
+                        seq,
+                        receipt,
+                    )
+                    .await
+                };
+                self.deliver_while(acknowledged).await??;
                 Ok(None)
             }
             ClientFrame::History {

@@ -216,6 +216,29 @@ where
         Box::pin(self.finish(exit)).await;
     }
 
+    /// Awaits `work` (a command waiting on the store) while delivering the
+    /// hub events that arrive meanwhile, as the session loop would: events
+    /// may come between answers (protocol.md, "Envelope"), so a command
+    /// that waits, such as an `ack` for its receipt flush, does not hold
+    /// back the room's messages. Only for commands whose answer has no
+    /// order to keep with events: a `send`'s `ok` must come before the
+    /// sender's own copy, so it does not take this way.
+    pub(crate) async fn deliver_while<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, WriteError> {
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut work => return Ok(done),
+                Some(event) = self.outbound_rx.recv() => {
+                    Box::pin(self.on_hub_event(event)).await?;
+                }
+            }
+        }
+    }
+
     /// Delivers one hub event and whatever else is queued, then flushes once.
     async fn on_hub_event(&mut self, first: Arc<Event>) -> Result<(), WriteError> {
         let written = usize::from(self.feed_event(&first).await?);
