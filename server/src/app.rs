@@ -25,7 +25,7 @@ use crate::service::publisher;
 use crate::service::reach::ReachCache;
 use crate::store::Store;
 use crate::store::appender::{self, Appender, WriterHandle};
-use crate::store::receipt_batch::{self, ReceiptBatcher, ReceiptBatcherHandle};
+use crate::store::receipt_batch::{self, ReceiptBatcher, ReceiptBatcherHandle, ReceiptSink};
 use crate::supervisor::{Worker, Workers};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -182,11 +182,6 @@ impl App {
             presence.claim_node_id().await?;
         }
         let (dashboards_tx, dashboards_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (receipts, receipts_handle) = receipt_batch::start(
-            store.connection().clone(),
-            publisher::on_receipt_commit(broker.clone(), dashboards_tx.clone()),
-            &workers,
-        );
         let backend = appender::Backend::for_store(&store, &config.database, &workers).await?;
         let batching = appender::Batching {
             max: config.database.append_batch_max,
@@ -194,12 +189,28 @@ impl App {
                 .database
                 .append_linger(matches!(backend, appender::Backend::Sqlite(_))),
         };
-        let (appender, writer) = appender::start(
+        let appender::Writer {
+            appender,
+            receipts: receipt_writer,
+            handle: writer,
+        } = appender::start(
             backend,
             batching,
-            publisher::on_commit(broker.clone(), dashboards_tx),
+            publisher::on_commit(broker.clone(), dashboards_tx.clone()),
             &workers,
         )?;
+        // On a SQLite file receipts are written by the message writer (one
+        // writer per file); the batcher is stopped before it.
+        let receipt_sink = match receipt_writer {
+            Some(writer) => ReceiptSink::Writer(writer),
+            None => ReceiptSink::Pool(store.connection().clone()),
+        };
+        let (receipts, receipts_handle) = receipt_batch::start(
+            store.connection().clone(),
+            receipt_sink,
+            publisher::on_receipt_commit(broker.clone(), dashboards_tx),
+            &workers,
+        );
         let descriptors = rlimit::getrlimit(rlimit::Resource::NOFILE)
             .map(|(soft, _)| soft)
             .unwrap_or(rlimit::INFINITY);

@@ -89,7 +89,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         "consult_receipt_flushes_total",
-        "Receipt write transactions committed (one per flush of the receipt batcher)."
+        "Receipt flushes committed (one per flush of the receipt batcher; on a SQLite file inside the message writer's transactions)."
     );
     metrics::describe_counter!(
         "consult_frames_fanned_out_total",

@@ -12,7 +12,7 @@
 //! patient app does: a `delivered` receipt for each message and a `read`
 //! one for every [`READ_EVERY`]th; the run then reports the receipts sent,
 //! answered and refused, and what the hub counted for them (receipts
-//! recorded, receipt write transactions, message writer commits), read
+//! recorded, receipt flushes, message writer commits), read
 //! from its `/metrics` before and after.
 //!
 //! The harness shares the machine with the hub, so members cost it as
@@ -120,7 +120,7 @@ pub struct ReceiptStats {
 pub struct HubReceiptCounts {
     /// `consult_receipts_total`.
     pub receipts_recorded: Option<u64>,
-    /// `consult_receipt_flushes_total`: receipt write transactions.
+    /// `consult_receipt_flushes_total`: receipt flushes committed.
     pub receipt_flushes: Option<u64>,
     /// `consult_sqlite_commit_seconds_count`: the SQLite message writer's
     /// commits.
@@ -831,7 +831,7 @@ impl FanoutResult {
             let count =
                 |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
             lines.push(format!(
-                "receipts sent {}, ok {}, refused {}{}; hub: {} recorded, {} receipt write transactions ({} per receipt), {} message writer commits",
+                "receipts sent {}, ok {}, refused {}{}; hub: {} recorded, {} receipt flushes ({} per receipt), {} message writer commits",
                 receipts.sent,
                 receipts.ok,
                 receipts.refused,

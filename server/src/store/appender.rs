@@ -17,6 +17,7 @@
 //! or audit entries is one statement ([`pg_batch_append`](super::pg_batch_append)).
 
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
+use super::receipt_batch::{ChangedPositions, ReceiptRow};
 use super::sqlite_writer::{self, SqliteBatchWriter};
 use super::{Store, StoreError};
 use crate::config::DatabaseConfig;
@@ -46,10 +47,19 @@ pub(super) struct Job {
     queued_at: Instant,
 }
 
+/// A receipt flush's positions for the SQLite writer, and where the keys
+/// that moved go once committed.
+pub(super) struct ReceiptsJob {
+    pub(super) rows: Vec<ReceiptRow>,
+    pub(super) reply: oneshot::Sender<Result<ChangedPositions, StoreError>>,
+}
+
 /// What the writer's queue carries.
 pub(super) enum Request {
     /// A message to append.
     Append(Job),
+    /// A receipt flush to write (SQLite writer only).
+    Receipts(ReceiptsJob),
     /// Write what is queued, refuse the rest, then say so.
     Stop(oneshot::Sender<()>),
 }
@@ -75,6 +85,34 @@ impl Appender {
                 reply,
                 queued_at: Instant::now(),
             }))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        reply_rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+/// A handle for writing receipt flushes on the SQLite writer's thread.
+#[derive(Debug, Clone)]
+pub struct ReceiptWriter {
+    requests: mpsc::Sender<Request>,
+}
+
+impl ReceiptWriter {
+    /// Writes `rows` in a transaction of their own on the writer's
+    /// connection; the keys whose positions grew.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::WriterStopped`] when the writer is stopped or failed
+    /// with the flush in hand; [`StoreError::Sqlite`] when the database
+    /// fails.
+    pub(super) async fn write(
+        &self,
+        rows: Vec<ReceiptRow>,
+    ) -> Result<ChangedPositions, StoreError> {
+        let (reply, reply_rx) = oneshot::channel();
+        self.requests
+            .send(Request::Receipts(ReceiptsJob { rows, reply }))
             .await
             .map_err(|_| StoreError::WriterStopped)?;
         reply_rx.await.map_err(|_| StoreError::WriterStopped)?
@@ -145,6 +183,16 @@ impl Backend {
     }
 }
 
+/// The running writer's handles: messages go through `appender`; receipts
+/// through `receipts` on a SQLite file (else `None`: they go through the
+/// pool); `handle` stops it.
+#[derive(Debug)]
+pub struct Writer {
+    pub appender: Appender,
+    pub receipts: Option<ReceiptWriter>,
+    pub handle: WriterHandle,
+}
+
 /// Starts the writer on `backend`, supervised by `workers`; stored
 /// messages go to `on_commit`.
 ///
@@ -156,7 +204,7 @@ pub fn start(
     batching: Batching,
     on_commit: OnCommit,
     workers: &Arc<Workers>,
-) -> Result<(Appender, WriterHandle), StoreError> {
+) -> Result<Writer, StoreError> {
     let (requests, incoming) = mpsc::channel(JOB_QUEUE_CAPACITY);
     let queue = Queue {
         incoming,
@@ -164,9 +212,12 @@ pub fn start(
         linger: batching.linger,
         stopping: None,
     };
-    match backend {
+    let receipts = match backend {
         Backend::Sqlite(writer) => {
             sqlite_writer::spawn(writer, queue, on_commit, Arc::clone(workers))?;
+            Some(ReceiptWriter {
+                requests: requests.clone(),
+            })
         }
         Backend::Pool(db) => {
             // A failed run's lock is released with it: the next run takes
@@ -180,14 +231,16 @@ pub fn start(
                     Arc::clone(&workers_for_runs),
                 )
             });
+            None
         }
-    }
-    Ok((
-        Appender {
+    };
+    Ok(Writer {
+        appender: Appender {
             requests: requests.clone(),
         },
-        WriterHandle { requests },
-    ))
+        receipts,
+        handle: WriterHandle { requests },
+    })
 }
 
 /// How the writer forms its batches.
@@ -225,7 +278,7 @@ pub(super) struct Queue {
 impl Queue {
     /// The next batch, waiting for its first message on this thread; `None`
     /// once stopped (or every sender is gone) and nothing is left.
-    pub(super) fn next_batch_blocking(&mut self) -> Option<Vec<Job>> {
+    pub(super) fn next_batch_blocking(&mut self) -> Option<Batch> {
         let first = if self.stopping.is_some() {
             self.incoming.try_recv().ok()
         } else {
@@ -239,7 +292,7 @@ impl Queue {
     }
 
     /// As [`Self::next_batch_blocking`], for a task.
-    async fn next_batch(&mut self) -> Option<Vec<Job>> {
+    async fn next_batch(&mut self) -> Option<Batch> {
         let first = if self.stopping.is_some() {
             self.incoming.try_recv().ok()
         } else {
@@ -267,12 +320,14 @@ impl Queue {
     }
 
     /// `first` and whatever else is queued, up to the batch size.
-    fn gather(&mut self, first: Option<Request>) -> Option<Vec<Job>> {
+    fn gather(&mut self, first: Option<Request>) -> Option<Batch> {
         let mut jobs = Vec::new();
+        let mut receipts = Vec::new();
         let mut next = first;
         while let Some(request) = next {
             match request {
                 Request::Append(job) => jobs.push(job),
+                Request::Receipts(job) => receipts.push(job),
                 Request::Stop(done) => {
                     // What is queued already is still written.
                     self.incoming.close();
@@ -284,7 +339,7 @@ impl Queue {
             }
             next = self.incoming.try_recv().ok();
         }
-        (!jobs.is_empty()).then_some(jobs)
+        (!jobs.is_empty() || !receipts.is_empty()).then_some(Batch { jobs, receipts })
     }
 
     /// Tells whoever asked the writer to stop that it has.
@@ -296,10 +351,21 @@ impl Queue {
     }
 }
 
+/// What the writer takes from its queue at once: messages to append in
+/// one transaction, and receipt flushes (each a transaction of its own,
+/// after the messages).
+pub(super) struct Batch {
+    pub(super) jobs: Vec<Job>,
+    pub(super) receipts: Vec<ReceiptsJob>,
+}
+
 /// Splits a batch into its messages and their replies, recording how long
 /// each waited in the queue.
 pub(super) fn split(batch: Vec<Job>) -> (Vec<NewMessage>, Vec<Reply>) {
-    metrics::histogram!("consult_append_batch_size").record(batch.len() as f64);
+    if !batch.is_empty() {
+        // A batch of receipt flushes alone carries no message.
+        metrics::histogram!("consult_append_batch_size").record(batch.len() as f64);
+    }
     let queue_wait = metrics::histogram!("consult_append_queue_seconds");
     batch
         .into_iter()
@@ -343,7 +409,16 @@ async fn write_through_pool(db: DatabaseConnection, writer: PoolWriter, workers:
     let mut held = writer.lock().await;
     let (queue, on_commit) = &mut *held;
     while let Some(batch) = queue.next_batch().await {
-        let (messages, replies) = split(batch);
+        for job in batch.receipts {
+            // Receipts are handed to this writer only on a SQLite file.
+            let _gone = job.reply.send(Err(StoreError::Corrupt(
+                "receipts handed to the pool writer".to_owned(),
+            )));
+        }
+        if batch.jobs.is_empty() {
+            continue;
+        }
+        let (messages, replies) = split(batch.jobs);
         workers.fail_if_asked(Worker::Writer);
         let results = append_through_pool(&db, &messages).await;
         finish(on_commit, replies, results);

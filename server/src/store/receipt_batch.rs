@@ -28,6 +28,7 @@
 //! connection was sent, the consultation as it last read it); only receipts
 //! beyond that are checked, with one read per flush for all of them.
 
+use super::appender::ReceiptWriter;
 use super::entities::{consultation, receipt};
 use super::{StoreError, to_i64, to_u64};
 use crate::supervisor::{Worker, Workers};
@@ -106,6 +107,43 @@ pub struct MovedReceipt {
     pub rev_bumped: bool,
 }
 
+/// One member's positions as a flush writes them: the highest `delivered`
+/// (0: none, or covered by the read) and `read` (0: none) of the flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptRow {
+    /// The consultation.
+    pub consultation_id: String,
+    /// The member.
+    pub user_id: String,
+    /// The `delivered` position to write (0: none).
+    pub delivered: u64,
+    /// The `read` position to write (0: none).
+    pub read: u64,
+    /// A read that moves bumps the consultation's `rev`.
+    pub bumps_rev: bool,
+}
+
+/// The (consultation, user) keys whose stored position grew in a flush, by
+/// kind.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ChangedPositions {
+    /// Keys whose `delivered` position grew.
+    pub delivered: HashSet<(String, String)>,
+    /// Keys whose `read` position grew.
+    pub read: HashSet<(String, String)>,
+}
+
+/// Where a flush's positions are written. On a SQLite file, on the message
+/// writer's own connection and thread, so that receipts never wait for its
+/// write lock nor hold it against messages; elsewhere, through the pool.
+#[derive(Debug, Clone)]
+pub enum ReceiptSink {
+    /// One transaction through the pool.
+    Pool(DatabaseConnection),
+    /// Handed to the SQLite message writer.
+    Writer(ReceiptWriter),
+}
+
 /// Called with every moved position, in commit order, after its flush
 /// commits and before any waiter of the flush is answered. Runs on the
 /// batcher's task: it must not block.
@@ -179,10 +217,11 @@ impl ReceiptBatcherHandle {
     }
 }
 
-/// Starts the batcher on `db`, supervised by `workers`; moved positions go
-/// to `on_commit`.
+/// Starts the batcher, supervised by `workers`: it reads through `db` and
+/// writes to `sink`; moved positions go to `on_commit`.
 pub fn start(
     db: DatabaseConnection,
+    sink: ReceiptSink,
     on_commit: OnReceiptCommit,
     workers: &Arc<Workers>,
 ) -> (ReceiptBatcher, ReceiptBatcherHandle) {
@@ -196,7 +235,12 @@ pub fn start(
     }));
     let workers_for_runs = Arc::clone(workers);
     let task = workers.spawn(Worker::Receipts, move || {
-        run(db.clone(), Arc::clone(&held), Arc::clone(&workers_for_runs))
+        run(
+            db.clone(),
+            sink.clone(),
+            Arc::clone(&held),
+            Arc::clone(&workers_for_runs),
+        )
     });
     (
         ReceiptBatcher {
@@ -265,13 +309,14 @@ impl Batcher {
 
 async fn run(
     db: DatabaseConnection,
+    sink: ReceiptSink,
     held: Arc<tokio::sync::Mutex<Batcher>>,
     workers: Arc<Workers>,
 ) {
     let mut batcher = held.lock().await;
     while let Some(jobs) = batcher.next_batch().await {
         workers.fail_if_asked(Worker::Receipts);
-        flush(&db, jobs, &batcher.on_commit).await;
+        flush(&db, &sink, jobs, &batcher.on_commit).await;
     }
     batcher.stopped();
 }
@@ -291,7 +336,12 @@ struct Pending {
 
 /// Checks, coalesces and writes one flush's receipts, publishes what moved,
 /// then answers every waiter.
-async fn flush(db: &DatabaseConnection, jobs: Vec<Job>, on_commit: &OnReceiptCommit) {
+async fn flush(
+    db: &DatabaseConnection,
+    sink: &ReceiptSink,
+    jobs: Vec<Job>,
+    on_commit: &OnReceiptCommit,
+) {
     let last_seqs = match last_seqs_to_check(db, &jobs).await {
         Ok(last_seqs) => last_seqs,
         Err(error) => return fail(jobs, &error),
@@ -337,7 +387,7 @@ async fn flush(db: &DatabaseConnection, jobs: Vec<Job>, on_commit: &OnReceiptCom
         return;
     }
     let rows: Vec<&Pending> = pending.values().collect();
-    let moved = match write(db, &rows).await {
+    let moved = match write(sink, &rows).await {
         Ok(moved) => moved,
         Err(error) => return fail(accepted, &error),
     };
@@ -396,10 +446,7 @@ async fn last_seqs_to_check(
 /// A delivered position is written only where it exceeds the flush's read
 /// position for the member (a read counts as delivered, and its frame says
 /// so).
-async fn write(
-    db: &DatabaseConnection,
-    rows: &[&Pending],
-) -> Result<Vec<MovedReceipt>, StoreError> {
+async fn write(sink: &ReceiptSink, rows: &[&Pending]) -> Result<Vec<MovedReceipt>, StoreError> {
     let delivered: Vec<&Pending> = rows
         .iter()
         .copied()
@@ -410,6 +457,39 @@ async fn write(
         // Receipts of `seq` 0: nothing can move.
         return Ok(Vec::new());
     }
+    let moved = match sink {
+        ReceiptSink::Pool(db) => write_through_pool(db, &delivered, &read).await?,
+        ReceiptSink::Writer(writer) => {
+            let positions = rows
+                .iter()
+                .map(|row| ReceiptRow {
+                    consultation_id: row.consultation_id.to_string(),
+                    user_id: row.user.to_string(),
+                    delivered: if row.delivered > row.read {
+                        row.delivered
+                    } else {
+                        0
+                    },
+                    read: row.read,
+                    bumps_rev: row.bumps_rev,
+                })
+                .collect();
+            let changed = writer.write(positions).await?;
+            let mut moved = moved_of(&delivered, &changed.delivered, ReceiptKind::Delivered);
+            moved.extend(moved_of(&read, &changed.read, ReceiptKind::Read));
+            moved
+        }
+    };
+    metrics::counter!("consult_receipt_flushes_total").increment(1);
+    Ok(moved)
+}
+
+/// [`write`] through the pool, in chunks of [`ROWS_PER_STATEMENT`].
+async fn write_through_pool(
+    db: &DatabaseConnection,
+    delivered: &[&Pending],
+    read: &[&Pending],
+) -> Result<Vec<MovedReceipt>, StoreError> {
     let now = Utc::now();
     let txn = db.begin().await?;
     let mut moved = Vec::new();
@@ -437,7 +517,6 @@ async fn write(
             .await?;
     }
     txn.commit().await?;
-    metrics::counter!("consult_receipt_flushes_total").increment(1);
     Ok(moved)
 }
 

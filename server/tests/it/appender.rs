@@ -65,13 +65,12 @@ async fn writer_with(batching: appender::Batching) -> Fixture {
     let on_commit: OnCommit = Box::new(move |stored| {
         sink.lock().unwrap().push(stored.message.seq.get());
     });
-    let (appender, writer) =
-        appender::start(backend, batching, on_commit, &hub.state.workers).unwrap();
+    let started = appender::start(backend, batching, on_commit, &hub.state.workers).unwrap();
     Fixture {
         hub,
         room,
-        appender,
-        writer,
+        appender: started.appender,
+        writer: started.handle,
         seen,
     }
 }

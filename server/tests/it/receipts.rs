@@ -4,16 +4,22 @@
 //! from two connections of one member reach the room in increasing order
 //! only; a provider's reads bump the dashboard row once per flush; a flush
 //! that fails answers each of its receipts with an error and leaves every
-//! other receipt as it was.
+//! other receipt as it was (on a SQLite file, where flushes share the
+//! message writer's transactions, the messages written with it are stored
+//! all the same); a member's connection keeps getting the room's events
+//! while its `ack` waits for the flush.
 
 use crate::harness::{TestHub, expect_event, expect_no_event, metric};
 use consult_client::Client;
 use consult_hub::store::StoreError;
-use consult_hub::store::receipt_batch::{NewReceipt, ReceiptOutcome};
+use consult_hub::store::messages::{AppendOutcome, NewMessage};
+use consult_hub::store::receipt_batch::{NewReceipt, ReceiptOutcome, ReceiptRow};
 use consult_hub::store::receipts::{self, ReceiptState};
-use consult_protocol::{ConsultationId, ErrorCode, ReceiptKind, Role, Seq, ServerFrame, UserId};
+use consult_protocol::{
+    ConsultationId, ErrorCode, MessageKind, ReceiptKind, Role, Seq, ServerFrame, UserId,
+};
 use futures_util::future::join_all;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use std::time::Duration;
 
 /// Long enough for a flush to have happened and its frames to arrive.
@@ -370,6 +376,98 @@ async fn a_providers_reads_in_one_flush_bump_the_dashboard_row_once() {
     assert_eq!(rev(&hub, &id).await, rev_before + 1);
 }
 
+/// A lock that keeps the hub from writing receipts until it is released:
+/// the SQLite file's write lock, or PostgreSQL's table lock on `receipts`.
+enum ReceiptWriteLock {
+    Sqlite(rusqlite::Connection),
+    Postgres(sea_orm::DatabaseTransaction),
+}
+
+impl ReceiptWriteLock {
+    async fn take(hub: &TestHub) -> Self {
+        let url = hub.database_url();
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            let path = rest.split('?').next().unwrap();
+            let connection = rusqlite::Connection::open(path).unwrap();
+            connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+            Self::Sqlite(connection)
+        } else {
+            let db = sea_orm::Database::connect(url).await.unwrap();
+            let txn = db.begin().await.unwrap();
+            txn.execute_unprepared("LOCK TABLE receipts IN EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            Self::Postgres(txn)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(connection) => connection.execute_batch("ROLLBACK").unwrap(),
+            Self::Postgres(txn) => txn.rollback().await.unwrap(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_member_gets_the_rooms_events_while_its_ack_waits_for_the_receipt_flush() {
+    let hub = hub().await;
+    let consultation = hub
+        .consultation("dr-w", "pat-w", "waiting_for_patient")
+        .await;
+    let id = consultation.id.clone();
+    let provider = hub.connect("dr-w", Role::Provider).await;
+    provider.join(&id, None).await.unwrap();
+    let patient = hub.connect("pat-w", Role::Patient).await;
+    patient.join(&id, None).await.unwrap();
+    send_messages(&provider, &id, 1).await;
+    expect_event(&patient, |event| {
+        matches!(event, ServerFrame::Message { .. }).then_some(())
+    })
+    .await;
+
+    let lock = ReceiptWriteLock::take(&hub).await;
+    let ack = patient.ack(&id, Seq(1), ReceiptKind::Read);
+    tokio::pin!(ack);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut ack)
+            .await
+            .is_err(),
+        "the ack waits for its flush while receipts cannot be written"
+    );
+    // Typing is relayed without storage: it reaches the patient while the
+    // patient's own ack is still unanswered.
+    provider.typing(&id, true).await.unwrap();
+    expect_event(&patient, |event| match event {
+        ServerFrame::Typing { user, active, .. } if user.as_str() == "dr-w" => Some(*active),
+        _ => None,
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::ZERO, &mut ack)
+            .await
+            .is_err(),
+        "the typing frame came before the ack's answer"
+    );
+
+    lock.release().await;
+    tokio::time::timeout(Duration::from_secs(10), ack)
+        .await
+        .expect("the ack is answered once the lock is gone")
+        .unwrap();
+    assert_eq!(
+        stored(&hub, &id, "pat-w").await,
+        ReceiptState {
+            delivered: 1,
+            read: 1
+        }
+    );
+    assert_eq!(
+        next_receipt_of(&provider, "pat-w").await,
+        (ReceiptKind::Read, 1)
+    );
+}
+
 /// Makes every write of a receipt row for `user` fail.
 async fn refuse_receipts_of(hub: &TestHub, user: &str) {
     let db = hub.state.store.connection();
@@ -493,4 +591,100 @@ async fn a_failed_flush_answers_each_of_its_receipts_with_an_error_and_loses_not
         stored(&hub, &other.id, "pat-b").await,
         ReceiptState::default()
     );
+}
+
+#[tokio::test]
+async fn on_a_sqlite_file_a_failing_receipt_flush_fails_alone_and_the_messages_written_with_it_are_stored()
+ {
+    let hub = hub().await;
+    let store = consult_hub::store::appender::Backend::for_store(
+        &hub.state.store,
+        &hub.state.config.database,
+        &hub.state.workers,
+    )
+    .await
+    .unwrap();
+    let consult_hub::store::appender::Backend::Sqlite(mut writer) = store else {
+        // PostgreSQL writes receipt flushes through the pool, each in a
+        // transaction of its own (the test above).
+        assert!(!hub.database_url().starts_with("sqlite"));
+        return;
+    };
+    let first = hub
+        .consultation("dr-f", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let second = hub
+        .consultation("dr-f", "pat-b", "waiting_for_patient")
+        .await
+        .id;
+    let provider = hub.connect("dr-f", Role::Provider).await;
+    send_messages(&provider, &first, 1).await;
+    send_messages(&provider, &second, 1).await;
+    refuse_receipts_of(&hub, "pat-b").await;
+
+    let message = |id: &ConsultationId, n: &str| NewMessage {
+        consultation_id: id.clone(),
+        sender: UserId::from("dr-f"),
+        sender_role: Role::Provider,
+        kind: MessageKind::Chat,
+        body: format!("body {n}"),
+        client_msg_id: Some(n.to_owned()),
+        notifications: Vec::new(),
+        audit: None,
+    };
+    let row = |id: &ConsultationId, user: &str| ReceiptRow {
+        consultation_id: id.to_string(),
+        user_id: user.to_owned(),
+        delivered: 1,
+        read: 0,
+        bumps_rev: false,
+    };
+    let accepted = [row(&first, "pat-a")];
+    let refused = [row(&second, "pat-b")];
+    let (outcomes, flushes) = writer.write(
+        &[message(&first, "w-1"), message(&second, "w-2")],
+        &[&accepted, &refused],
+    );
+
+    // The refused flush rolled the shared transaction back; each message and
+    // each flush was then written alone.
+    let seqs: Vec<u64> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(AppendOutcome::Stored(stored)) => stored.message.seq.get(),
+            other => panic!("stored alone after the shared transaction failed: {other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, [2, 2]);
+    assert_eq!(flushes.len(), 2);
+    let moved = flushes[0].as_ref().expect("the accepted flush is written");
+    assert!(
+        moved
+            .delivered
+            .contains(&(first.to_string(), "pat-a".to_owned()))
+    );
+    assert!(
+        matches!(flushes[1], Err(StoreError::Sqlite(_))),
+        "{:?}",
+        flushes[1]
+    );
+    assert_eq!(
+        stored(&hub, &first, "pat-a").await,
+        ReceiptState {
+            delivered: 1,
+            read: 0
+        }
+    );
+    assert_eq!(
+        stored(&hub, &second, "pat-b").await,
+        ReceiptState::default()
+    );
+    for id in [&first, &second] {
+        let (code, body) = hub
+            .api_get(&format!("/v1/consultations/{id}/messages"))
+            .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["messages"].as_array().unwrap().len(), 2, "{body}");
+    }
 }

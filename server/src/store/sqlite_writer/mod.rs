@@ -18,11 +18,13 @@
 
 mod append;
 mod checkpoint;
+mod receipts;
 mod unread;
 
-use super::StoreError;
 use super::appender::{self, BatchOutcomes, OnCommit, Queue};
 use super::messages::{AppendOutcome, NewMessage};
+use super::receipt_batch::{ChangedPositions, ReceiptRow};
+use super::{StoreError, sqlite_rows};
 use crate::config::SqliteSync;
 use crate::supervisor::{Worker, Workers};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -84,24 +86,58 @@ impl SqliteBatchWriter {
     /// Appends `batch` in one transaction, or message by message if that
     /// fails; one outcome per message, in order. Blocks for the commit.
     pub fn append(&mut self, batch: &[NewMessage]) -> BatchOutcomes {
-        let error = match self.commit(batch) {
-            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
-            Err(error) => error,
-        };
-        appender::log_batch_failure(&error, batch.len());
-        batch
-            .iter()
-            .map(|message| {
-                self.commit(std::slice::from_ref(message))
-                    .and_then(appender::only)
-            })
-            .collect()
+        self.write(batch, &[]).0
     }
 
-    /// One transaction for `batch`, timed.
-    fn commit(&mut self, batch: &[NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
+    /// Appends `batch` and writes the receipt flushes `receipts` in one
+    /// transaction (one commit for all of them); if that fails, each message
+    /// and each flush again in a transaction of its own, so that one cannot
+    /// fail the others. One outcome per message and one per flush (the keys
+    /// whose positions grew), in order. Blocks for the commits.
+    pub fn write(
+        &mut self,
+        batch: &[NewMessage],
+        receipts: &[&[ReceiptRow]],
+    ) -> (BatchOutcomes, Vec<Result<ChangedPositions, StoreError>>) {
+        let error = match self.commit(batch, receipts) {
+            Ok((outcomes, changed)) => {
+                return (
+                    outcomes.into_iter().map(Ok).collect(),
+                    changed.into_iter().map(Ok).collect(),
+                );
+            }
+            Err(error) => error,
+        };
+        appender::log_batch_failure(&error, batch.len() + receipts.len());
+        let outcomes = batch
+            .iter()
+            .map(|message| {
+                self.commit(std::slice::from_ref(message), &[])
+                    .and_then(|(outcomes, _)| appender::only(outcomes))
+            })
+            .collect();
+        let changed = receipts
+            .iter()
+            .map(|rows| {
+                self.commit(&[], std::slice::from_ref(rows))
+                    .and_then(|(_, changed)| {
+                        changed.into_iter().next().ok_or_else(|| {
+                            StoreError::Corrupt("a one-flush write gave no outcome".to_owned())
+                        })
+                    })
+            })
+            .collect();
+        (outcomes, changed)
+    }
+
+    /// One transaction for `batch` and `receipts`, timed.
+    fn commit(
+        &mut self,
+        batch: &[NewMessage],
+        receipts: &[&[ReceiptRow]],
+    ) -> Result<(Vec<AppendOutcome>, Vec<ChangedPositions>), StoreError> {
         let started = Instant::now();
-        let result = append_all(&mut self.connection, batch, &mut self.unread);
+        let result = write_all(&mut self.connection, batch, receipts, &mut self.unread);
         if result.is_err() {
             // The memo may count rows the rollback took back.
             self.unread.clear();
@@ -111,6 +147,7 @@ impl SqliteBatchWriter {
         if elapsed >= SLOW_COMMIT {
             tracing::debug!(
                 size = batch.len(),
+                receipt_flushes = receipts.len(),
                 elapsed_us = elapsed.as_micros(),
                 "slow commit"
             );
@@ -135,10 +172,19 @@ pub(super) fn spawn(
         .spawn(move || {
             workers.run_thread(Worker::Writer, || {
                 while let Some(batch) = queue.next_batch_blocking() {
-                    let (messages, replies) = appender::split(batch);
                     workers.fail_if_asked(Worker::Writer);
-                    let results = writer.append(&messages);
+                    let (messages, replies) = appender::split(batch.jobs);
+                    let flushes: Vec<&[ReceiptRow]> = batch
+                        .receipts
+                        .iter()
+                        .map(|job| job.rows.as_slice())
+                        .collect();
+                    let (results, changed) = writer.write(&messages, &flushes);
                     appender::finish(&on_commit, replies, results);
+                    for (job, changed) in batch.receipts.into_iter().zip(changed) {
+                        // A flush whose batcher gave up is still written.
+                        let _gone = job.reply.send(changed);
+                    }
                 }
             });
             queue.stopped();
@@ -180,18 +226,26 @@ fn busy_wait(attempt: i32) -> bool {
     }
 }
 
-fn append_all(
+fn write_all(
     connection: &mut Connection,
     batch: &[NewMessage],
+    receipts: &[&[ReceiptRow]],
     unread: &mut unread::UnreadMemo,
-) -> Result<Vec<AppendOutcome>, StoreError> {
+) -> Result<(Vec<AppendOutcome>, Vec<ChangedPositions>), StoreError> {
     let txn = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for message in batch {
         outcomes.push(append::append(&txn, message, unread)?);
     }
+    let mut changed = Vec::with_capacity(receipts.len());
+    if !receipts.is_empty() {
+        let now = sqlite_rows::timestamp(chrono::Utc::now());
+        for rows in receipts {
+            changed.push(receipts::write(&txn, rows, &now)?);
+        }
+    }
     txn.commit()?;
-    Ok(outcomes)
+    Ok((outcomes, changed))
 }
 
 #[cfg(test)]
