@@ -401,11 +401,21 @@ async fn flush(
     }
 }
 
-/// Answers every waiter of a failed flush with the failure.
+/// Answers every waiter of a failed flush with the failure. A writer that stopped with the flush in hand (the SQLite message writer,
+/// which writes flushes on a SQLite file) is `ReceiptsStopped`, so that the
+/// `ack`s hear `unavailable` and try again.
 fn fail(jobs: Vec<Job>, error: &StoreError) {
     tracing::warn!(error = %error, receipts = jobs.len(), "receipt flush failed");
+    let stopped = matches!(
+        error,
+        StoreError::WriterStopped | StoreError::ReceiptsStopped
+    );
     for job in jobs {
-        let failure = StoreError::Db(DbErr::Custom(format!("receipt flush failed: {error}")));
+        let failure = if stopped {
+            StoreError::ReceiptsStopped
+        } else {
+            StoreError::Db(DbErr::Custom(format!("receipt flush failed: {error}")))
+        };
         let _gone = job.reply.send(Err(failure));
     }
 }

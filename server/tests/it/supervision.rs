@@ -265,6 +265,65 @@ async fn a_failed_receipt_batcher_fails_the_receipts_in_hand_and_writes_those_qu
 }
 
 #[tokio::test]
+async fn a_receipt_flush_in_the_hands_of_a_failed_writer_is_answered_and_later_receipts_are_written()
+ {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let id = consultation.id.clone();
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&id, None).await.unwrap();
+    for i in 1..=3 {
+        provider
+            .send(&id, format!("m-{i}"), format!("message {i}"))
+            .await
+            .unwrap();
+    }
+    let patient = Arc::new(hub.connect("pat-a", Role::Patient).await);
+    patient.join(&id, None).await.unwrap();
+    let sqlite = hub.database_url().starts_with("sqlite");
+
+    // On a SQLite file the message writer writes receipt flushes: failing,
+    // it takes the flush with it and the ack hears `unavailable`. Elsewhere
+    // receipts do not go through it and the ack is answered `ok`.
+    hub.state.workers.fail(Worker::Writer);
+    let in_hand = {
+        let (patient, id) = (patient.clone(), id.clone());
+        tokio::spawn(async move { patient.ack(&id, Seq(1), ReceiptKind::Delivered).await })
+    };
+    if sqlite {
+        wait_until(RECOVERY, "readyz names the writer", || async {
+            readiness_of(&hub, Worker::Writer).await == (503, "restarting".to_owned())
+        })
+        .await;
+    }
+    match tokio::time::timeout(RECOVERY, in_hand).await {
+        Ok(Ok(Ok(()))) => assert!(!sqlite, "the flush failed with the writer"),
+        Ok(Ok(Err(ClientError::Command { code, message, .. }))) => {
+            assert!(sqlite, "{code:?} {message}");
+            assert_eq!(code, ErrorCode::Unavailable, "{message}");
+        }
+        other => panic!("expected ok or unavailable, got {other:?}"),
+    }
+    heal_and_see_it_back(&hub, Worker::Writer).await;
+
+    // Acknowledging again, and further, is written once the writer is back.
+    patient
+        .ack(&id, Seq(3), ReceiptKind::Read)
+        .await
+        .expect("written once the writer is back");
+    let stored = consult_hub::store::receipts::find(
+        hub.state.store.connection(),
+        &id,
+        &consult_protocol::UserId::from("pat-a"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((stored.delivered, stored.read), (3, 3));
+}
+
+#[tokio::test]
 async fn a_failed_dashboard_refresher_is_reported_and_restarted() {
     let hub = TestHub::start().await;
     fail_and_see_it_reported(&hub, Worker::Dashboards).await;
