@@ -12,7 +12,8 @@
 //! On a SQLite file the writer is a thread of its own
 //! ([`SqliteBatchWriter`]) that takes messages straight from the senders'
 //! queue and publishes them itself: a send costs one hand-off to the thread
-//! and one back. On PostgreSQL (and in-memory SQLite) the writer is a task
+//! and one back. It also writes the receipt batcher's flushes
+//! ([`ReceiptWriter`]), in the transaction of the batch it takes them with. On PostgreSQL (and in-memory SQLite) the writer is a task
 //! appending through the pool; on PostgreSQL a batch without notifications
 //! or audit entries is one statement ([`pg_batch_append`](super::pg_batch_append)).
 

@@ -2,7 +2,9 @@
 //! connection to the database file. It takes senders' messages straight
 //! from the writer's queue, appends each batch in one
 //! `BEGIN IMMEDIATE … COMMIT` with cached prepared statements, publishes
-//! what it stored and answers the senders.
+//! what it stored and answers the senders. The receipt batcher's flushes
+//! come through the same queue and are written in the transaction of the
+//! batch they are taken with (`receipts.rs`), so the file has one writer.
 //!
 //! Through the sqlx pool every statement is a round trip to the connection's
 //! worker thread, two thread wake-ups each; here a send costs one hand-off
