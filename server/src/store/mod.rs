@@ -60,6 +60,10 @@ pub enum StoreError {
     /// A store thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
+    /// The SQLite database file could not be opened for the checkpoint
+    /// thread's own syncs.
+    #[error("cannot open the database file: {0}")]
+    DatabaseFile(std::io::Error),
     /// The group-commit writer is gone (shutting down).
     #[error("message writer stopped")]
     WriterStopped,

@@ -590,6 +590,38 @@ async fn commands_are_timed_by_kind() {
 }
 
 #[tokio::test]
+async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_copying_the_log() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    for i in 0..3 {
+        provider
+            .send(&consultation.id, format!("m-{i}"), "hello")
+            .await
+            .unwrap();
+    }
+    let syncs =
+        |text: &str| crate::harness::metric(text, "consult_sqlite_database_sync_seconds_count");
+    if hub.database_url().starts_with("sqlite:") {
+        // The first checkpoint runs one interval (1 s in the durable mode)
+        // after the writes.
+        crate::harness::cluster::wait_until(
+            std::time::Duration::from_secs(10),
+            "a database file sync after a checkpoint",
+            || async { syncs(&hub.metrics_text().await) >= 1.0 },
+        )
+        .await;
+    } else {
+        // PostgreSQL has no checkpoint thread of the hub's.
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        let text = hub.metrics_text().await;
+        assert!(syncs(&text).abs() < f64::EPSILON, "{text}");
+    }
+}
+
+#[tokio::test]
 async fn the_sqlite_writer_reports_how_long_its_commits_take() {
     let hub = TestHub::start().await;
     let consultation = hub

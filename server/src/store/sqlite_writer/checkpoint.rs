@@ -15,6 +15,13 @@
 //! once it passes [`RESTART_FRAMES`]. Once it is rewound and nothing new is
 //! written, the thread sleeps until the next commit wakes it.
 //!
+//! SQLite syncs the database file only after a checkpoint that copied the
+//! log to its end, which under steady writes only a restart does. So this
+//! thread syncs the file itself after each passive checkpoint, and before a
+//! restart runs passive checkpoints until little is left to copy: the
+//! restart then copies and syncs only that, instead of every page written
+//! since the last rewind (10–50 ms measured, the writer held off).
+//!
 //! The interval is short (25 ms by default) because a passive checkpoint
 //! first syncs the log, and while the kernel writes the log's last page out
 //! the writer's next commit, which appends to that page, waits for it. The
@@ -33,6 +40,13 @@ use std::time::{Duration, Instant};
 /// written: 256 MiB of 4 KiB pages, a few seconds of the heaviest load
 /// measured, so that the writer is held off that rarely.
 const RESTART_FRAMES: i64 = 65_536;
+
+/// Passive checkpoints at most run to catch up before a restart.
+const CATCH_UP_PASSES: usize = 3;
+
+/// Log pages (4 MiB) arriving during a catch-up pass small enough for the
+/// restart to copy while it holds the writer off.
+const CATCH_UP_FRAMES: i64 = 1_024;
 
 /// What the writer and the checkpoint thread share.
 #[derive(Debug, Default)]
@@ -76,6 +90,7 @@ impl Drop for Checkpoints {
 /// A panic restarts the loop on the same connection (supervised).
 pub(super) fn start(
     connection: Connection,
+    database: std::fs::File,
     interval: Duration,
     workers: &Arc<Workers>,
 ) -> Result<Checkpoints, StoreError> {
@@ -86,7 +101,7 @@ pub(super) fn start(
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             workers.run_thread(Worker::Checkpoint, || {
-                run(&connection, interval, &shared, &workers);
+                run(&connection, &database, interval, &shared, &workers);
             });
         })
         .map_err(|error| StoreError::Thread("sqlite-checkpoint", error))?;
@@ -96,7 +111,13 @@ pub(super) fn start(
     })
 }
 
-fn run(connection: &Connection, interval: Duration, flags: &Flags, workers: &Workers) {
+fn run(
+    connection: &Connection,
+    database: &std::fs::File,
+    interval: Duration,
+    flags: &Flags,
+    workers: &Workers,
+) {
     // Written since the log was last rewound (after a restart, the next
     // commit's checkpoint finds out).
     let mut unrewound = false;
@@ -109,7 +130,7 @@ fn run(connection: &Connection, interval: Duration, flags: &Flags, workers: &Wor
         workers.fail_if_asked(Worker::Checkpoint);
         let stopping = flags.stop.load(Ordering::SeqCst);
         if flags.dirty.swap(false, Ordering::SeqCst) {
-            unrewound = !copy_and_rewind_if_large(connection);
+            unrewound = !copy_and_rewind_if_large(connection, database);
         } else if unrewound {
             // A quiet interval: rewinding holds no writer off.
             unrewound = run_checkpoint(connection, "RESTART").is_none();
@@ -135,14 +156,50 @@ fn sleep_until_written(flags: &Flags, interval: Duration) {
     }
 }
 
-/// A passive checkpoint, then a restart if the log is past
-/// [`RESTART_FRAMES`]; whether the log was rewound.
-fn copy_and_rewind_if_large(connection: &Connection) -> bool {
-    match run_checkpoint(connection, "PASSIVE") {
-        Some(log_frames) if log_frames > RESTART_FRAMES => {
-            run_checkpoint(connection, "RESTART").is_some()
+/// A passive checkpoint (and a sync of the database file), then a restart
+/// if the log is past [`RESTART_FRAMES`]; whether the log was rewound.
+///
+/// Before the restart, which holds the writer off while it copies what the
+/// passive checkpoints have not, further passive checkpoints catch up on
+/// what arrived meanwhile (at most [`CATCH_UP_PASSES`], until fewer than
+/// [`CATCH_UP_FRAMES`] arrived during one), so that the restart has little
+/// to copy and sync.
+fn copy_and_rewind_if_large(connection: &Connection, database: &std::fs::File) -> bool {
+    let Some(mut log_frames) = run_checkpoint(connection, "PASSIVE") else {
+        return false;
+    };
+    sync_database(database);
+    if log_frames <= RESTART_FRAMES {
+        return false;
+    }
+    for _ in 0..CATCH_UP_PASSES {
+        let Some(now) = run_checkpoint(connection, "PASSIVE") else {
+            break;
+        };
+        sync_database(database);
+        let arrived = now.saturating_sub(log_frames);
+        log_frames = now;
+        if arrived < CATCH_UP_FRAMES {
+            break;
         }
-        _ => false,
+    }
+    run_checkpoint(connection, "RESTART").is_some()
+}
+
+/// Syncs the database file after a passive checkpoint copied pages into it.
+///
+/// SQLite syncs the database only after a checkpoint that copied the log to
+/// its end, which under writes without pause only the restart does: it then
+/// wrote back every page the passive checkpoints had copied since the last
+/// sync (several seconds of them, 10–50 ms) while holding the writer off.
+/// Synced here, outside SQLite's locks, a restart has only its own pages to
+/// sync.
+fn sync_database(database: &std::fs::File) {
+    let started = Instant::now();
+    match database.sync_data() {
+        Ok(()) => metrics::histogram!("consult_sqlite_database_sync_seconds")
+            .record(started.elapsed().as_secs_f64()),
+        Err(error) => tracing::warn!(error = %error, "database file sync failed"),
     }
 }
 

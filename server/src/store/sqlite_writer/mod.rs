@@ -76,8 +76,13 @@ impl SqliteBatchWriter {
         // batch's pages keeps SQLite from spilling them to the log mid-batch.
         connection.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpoints =
-            checkpoint::start(open(path, synchronous)?, checkpoint_interval, workers)?;
+        let database = std::fs::File::open(path).map_err(StoreError::DatabaseFile)?;
+        let checkpoints = checkpoint::start(
+            open(path, synchronous)?,
+            database,
+            checkpoint_interval,
+            workers,
+        )?;
         Ok(Self {
             connection,
             checkpoints,
