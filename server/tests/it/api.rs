@@ -589,8 +589,8 @@ async fn commands_are_timed_by_kind() {
     assert!(count("join") >= 1.0, "{text}");
 }
 
-#[tokio::test]
-async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_copying_the_log() {
+/// A hub where a provider has sent three messages, one at a time.
+async fn hub_with_three_messages_sent() -> TestHub {
     let hub = TestHub::start().await;
     let consultation = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
@@ -602,6 +602,12 @@ async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_co
             .await
             .unwrap();
     }
+    hub
+}
+
+#[tokio::test]
+async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_copying_the_log() {
+    let hub = hub_with_three_messages_sent().await;
     let syncs =
         |text: &str| crate::harness::metric(text, "consult_sqlite_database_sync_seconds_count");
     if hub.database_url().starts_with("sqlite:") {
@@ -623,17 +629,7 @@ async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_co
 
 #[tokio::test]
 async fn the_sqlite_writer_reports_how_long_its_commits_take() {
-    let hub = TestHub::start().await;
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    for i in 0..3 {
-        provider
-            .send(&consultation.id, format!("m-{i}"), "hello")
-            .await
-            .unwrap();
-    }
+    let hub = hub_with_three_messages_sent().await;
     let text = hub.metrics_text().await;
     let commits = crate::harness::metric(&text, "consult_sqlite_commit_seconds_count");
     if hub.database_url().starts_with("sqlite:") {

@@ -2,31 +2,12 @@
 //! store's own writer (the SQLite writer thread on a SQLite file) give
 //! exactly the outcomes one-by-one appends would, in batch order.
 
-use crate::harness::TestHub;
+use crate::harness::{TestHub, new_chat_message as message};
 use consult_hub::store::appender::Backend;
 use consult_hub::store::batch_append::append_batch;
 use consult_hub::store::consultations::dashboard_entry_of;
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
-use consult_protocol::{ConsultationId, MessageKind, ReceiptKind, Role, UserId};
-
-fn message(
-    consultation: &ConsultationId,
-    sender: &str,
-    role: Role,
-    id: Option<&str>,
-    body: &str,
-) -> NewMessage {
-    NewMessage {
-        consultation_id: consultation.clone(),
-        sender: UserId::from(sender),
-        sender_role: role,
-        kind: MessageKind::Chat,
-        body: body.to_owned(),
-        client_msg_id: id.map(str::to_owned),
-        notifications: Vec::new(),
-        audit: None,
-    }
-}
+use consult_protocol::{ConsultationId, ReceiptKind, Role};
 
 fn stored_seq(outcome: &AppendOutcome) -> u64 {
     match outcome {

@@ -9,15 +9,13 @@
 //! all the same); a member's connection keeps getting the room's events
 //! while its `ack` waits for the flush.
 
-use crate::harness::{TestHub, expect_event, expect_no_event, metric};
+use crate::harness::{TestHub, expect_event, expect_no_event, metric, new_chat_message};
 use consult_client::Client;
 use consult_hub::store::StoreError;
-use consult_hub::store::messages::{AppendOutcome, NewMessage};
+use consult_hub::store::messages::AppendOutcome;
 use consult_hub::store::receipt_batch::{NewReceipt, ReceiptOutcome, ReceiptRow};
 use consult_hub::store::receipts::{self, ReceiptState};
-use consult_protocol::{
-    ConsultationId, ErrorCode, MessageKind, ReceiptKind, Role, Seq, ServerFrame, UserId,
-};
+use consult_protocol::{ConsultationId, ErrorCode, ReceiptKind, Role, Seq, ServerFrame, UserId};
 use futures_util::future::join_all;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use std::time::Duration;
@@ -623,15 +621,8 @@ async fn on_a_sqlite_file_a_failing_receipt_flush_fails_alone_and_the_messages_w
     send_messages(&provider, &second, 1).await;
     refuse_receipts_of(&hub, "pat-b").await;
 
-    let message = |id: &ConsultationId, n: &str| NewMessage {
-        consultation_id: id.clone(),
-        sender: UserId::from("dr-f"),
-        sender_role: Role::Provider,
-        kind: MessageKind::Chat,
-        body: format!("body {n}"),
-        client_msg_id: Some(n.to_owned()),
-        notifications: Vec::new(),
-        audit: None,
+    let message = |id: &ConsultationId, n: &str| {
+        new_chat_message(id, "dr-f", Role::Provider, Some(n), &format!("body {n}"))
     };
     let row = |id: &ConsultationId, user: &str| ReceiptRow {
         consultation_id: id.to_string(),

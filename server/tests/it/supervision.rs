@@ -6,10 +6,11 @@
 use crate::harness::cluster::{Cluster, wait_until};
 use crate::harness::providers::FakeProviders;
 use crate::harness::{TestHub, metric};
+use consult_client::Client;
 use consult_client::ClientError;
 use consult_hub::supervisor::Worker;
 use consult_protocol::{
-    AlertChannel, DevicePlatform, ErrorCode, ReceiptKind, Role, Seq, ServerFrame,
+    AlertChannel, ConsultationId, DevicePlatform, ErrorCode, ReceiptKind, Role, Seq, ServerFrame,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -207,13 +208,13 @@ async fn an_alert_queued_while_the_outbox_worker_is_down_is_sent_once_it_is_back
     assert_eq!(pushes.len(), 1);
 }
 
-#[tokio::test]
-async fn a_failed_receipt_batcher_fails_the_receipts_in_hand_and_writes_those_queued_meanwhile() {
-    let hub = TestHub::start().await;
-    let consultation = hub
+/// A consultation where dr-a sent three messages, and pat-a's connection,
+/// joined to it.
+async fn patient_in_a_room_of_three_messages(hub: &TestHub) -> (ConsultationId, Arc<Client>) {
+    let id = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let id = consultation.id.clone();
+        .await
+        .id;
     let provider = hub.connect("dr-a", Role::Provider).await;
     provider.join(&id, None).await.unwrap();
     for i in 1..=3 {
@@ -224,6 +225,25 @@ async fn a_failed_receipt_batcher_fails_the_receipts_in_hand_and_writes_those_qu
     }
     let patient = Arc::new(hub.connect("pat-a", Role::Patient).await);
     patient.join(&id, None).await.unwrap();
+    (id, patient)
+}
+
+/// pat-a's stored (delivered, read) positions in `id`.
+async fn patient_positions(hub: &TestHub, id: &ConsultationId) -> (u64, u64) {
+    let stored = consult_hub::store::receipts::find(
+        hub.state.store.connection(),
+        id,
+        &consult_protocol::UserId::from("pat-a"),
+    )
+    .await
+    .unwrap();
+    (stored.delivered, stored.read)
+}
+
+#[tokio::test]
+async fn a_failed_receipt_batcher_fails_the_receipts_in_hand_and_writes_those_queued_meanwhile() {
+    let hub = TestHub::start().await;
+    let (id, patient) = patient_in_a_room_of_three_messages(&hub).await;
 
     // A receipt the batcher holds when it fails is answered `unavailable`
     // (or, had its flush already committed, `ok`): never left waiting.
@@ -254,34 +274,14 @@ async fn a_failed_receipt_batcher_fails_the_receipts_in_hand_and_writes_those_qu
         .expect("written once it is back")
         .unwrap()
         .unwrap();
-    let stored = consult_hub::store::receipts::find(
-        hub.state.store.connection(),
-        &id,
-        &consult_protocol::UserId::from("pat-a"),
-    )
-    .await
-    .unwrap();
-    assert_eq!((stored.delivered, stored.read), (3, 3));
+    assert_eq!(patient_positions(&hub, &id).await, (3, 3));
 }
 
 #[tokio::test]
 async fn a_receipt_flush_in_the_hands_of_a_failed_writer_is_answered_and_later_receipts_are_written()
  {
     let hub = TestHub::start().await;
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let id = consultation.id.clone();
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    provider.join(&id, None).await.unwrap();
-    for i in 1..=3 {
-        provider
-            .send(&id, format!("m-{i}"), format!("message {i}"))
-            .await
-            .unwrap();
-    }
-    let patient = Arc::new(hub.connect("pat-a", Role::Patient).await);
-    patient.join(&id, None).await.unwrap();
+    let (id, patient) = patient_in_a_room_of_three_messages(&hub).await;
     let sqlite = hub.database_url().starts_with("sqlite");
 
     // On a SQLite file the message writer writes receipt flushes: failing,
@@ -313,14 +313,7 @@ async fn a_receipt_flush_in_the_hands_of_a_failed_writer_is_answered_and_later_r
         .ack(&id, Seq(3), ReceiptKind::Read)
         .await
         .expect("written once the writer is back");
-    let stored = consult_hub::store::receipts::find(
-        hub.state.store.connection(),
-        &id,
-        &consult_protocol::UserId::from("pat-a"),
-    )
-    .await
-    .unwrap();
-    assert_eq!((stored.delivered, stored.read), (3, 3));
+    assert_eq!(patient_positions(&hub, &id).await, (3, 3));
 }
 
 #[tokio::test]

@@ -336,3 +336,24 @@ pub(crate) fn metric(text: &str, name: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// A chat message as a sender hands it to the store: no notifications, no
+/// audit entry.
+pub(crate) fn new_chat_message(
+    consultation: &consult_protocol::ConsultationId,
+    sender: &str,
+    role: Role,
+    client_msg_id: Option<&str>,
+    body: &str,
+) -> consult_hub::store::messages::NewMessage {
+    consult_hub::store::messages::NewMessage {
+        consultation_id: consultation.clone(),
+        sender: UserId::from(sender),
+        sender_role: role,
+        kind: consult_protocol::MessageKind::Chat,
+        body: body.to_owned(),
+        client_msg_id: client_msg_id.map(str::to_owned),
+        notifications: Vec::new(),
+        audit: None,
+    }
+}
