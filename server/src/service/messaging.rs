@@ -11,7 +11,7 @@ use crate::store::audit::MessageAudit;
 use crate::store::messages;
 use crate::store::messages::{AppendOutcome, NewMessage, StoredMessage};
 use crate::store::outbox::NewNotification;
-use crate::store::receipt_batch::{NewReceipt, ReceiptOutcome};
+use crate::store::receipt_batch::{NewReceipt, ReceiptBatcher, ReceiptOutcome};
 use chrono::{DateTime, Utc};
 use consult_protocol::{
     ChatMessage, ConsultationId, ErrorCode, MessageKind, NotificationView, ReceiptKind, Role, Seq,
@@ -263,41 +263,42 @@ pub async fn history(
 /// that or the consultation's `last_seq` as the caller saw it is known to be
 /// stored; only a higher one is checked against the database.
 ///
+/// The future borrows only `receipts`, so that a session can deliver events
+/// while it waits (`Session::deliver_while`).
+///
 /// # Errors
 ///
 /// `invalid_value` for a sequence number beyond the last message, or a store
 /// failure (`unavailable` while the batcher is stopped or restarting).
-pub async fn acknowledge(
-    state: &AppState,
+pub fn acknowledge<'a>(
+    receipts: &'a ReceiptBatcher,
     principal: &Principal,
     consultation: &Consultation,
     delivered_up_to: u64,
     seq: Seq,
     receipt: ReceiptKind,
-) -> Result<(), ServiceError> {
-    let outcome = state
-        .receipts
-        .record(NewReceipt {
-            consultation_id: consultation.id.clone(),
-            user: principal.user.clone(),
-            role: principal.role,
-            kind: receipt,
-            seq: seq.get(),
-            known_stored: consultation.last_seq.max(delivered_up_to),
-            bumps_rev: principal.role == Role::Provider
-                && principal.user == consultation.provider_id,
-        })
-        .await?;
-    match outcome {
-        ReceiptOutcome::Recorded => Ok(()),
-        ReceiptOutcome::BeyondLastMessage(last_seq) => Err(ServiceError::refused(
-            ErrorCode::InvalidValue,
-            format!("seq {seq} is beyond the last message ({last_seq})"),
-        )),
-        ReceiptOutcome::NotFound => Err(ServiceError::refused(
-            ErrorCode::NotFound,
-            "no such consultation",
-        )),
+) -> impl std::future::Future<Output = Result<(), ServiceError>> + use<'a> {
+    let recorded = receipts.record(NewReceipt {
+        consultation_id: consultation.id.clone(),
+        user: principal.user.clone(),
+        role: principal.role,
+        kind: receipt,
+        seq: seq.get(),
+        known_stored: consultation.last_seq.max(delivered_up_to),
+        bumps_rev: principal.role == Role::Provider && principal.user == consultation.provider_id,
+    });
+    async move {
+        match recorded.await? {
+            ReceiptOutcome::Recorded => Ok(()),
+            ReceiptOutcome::BeyondLastMessage(last_seq) => Err(ServiceError::refused(
+                ErrorCode::InvalidValue,
+                format!("seq {seq} is beyond the last message ({last_seq})"),
+            )),
+            ReceiptOutcome::NotFound => Err(ServiceError::refused(
+                ErrorCode::NotFound,
+                "no such consultation",
+            )),
+        }
     }
 }
 

@@ -13,7 +13,6 @@ use consult_protocol::{
     ClientFrame, CommandResult, ConsultationId, ErrorCode, MessageKind, ServerFrame,
 };
 use futures_util::{Sink, Stream};
-use std::sync::Arc;
 
 /// Consultations remembered per connection as joined-free memberships.
 const MEMBERSHIP_CACHE: usize = 256;
@@ -132,19 +131,15 @@ where
                 };
                 // The flush takes a few milliseconds; the room's events keep
                 // flowing to this connection meanwhile.
-                let state = Arc::clone(&self.state);
-                let principal = self.principal.clone();
-                let acknowledged = async move {
-                    messaging::acknowledge(
-                        &state,
-                        &principal,
-                        &known,
-                        delivered_up_to,
-                        seq,
-                        receipt,
-                    )
-                    .await
-                };
+                let receipts = self.state.receipts.clone();
+                let acknowledged = messaging::acknowledge(
+                    &receipts,
+                    &self.principal,
+                    &known,
+                    delivered_up_to,
+                    seq,
+                    receipt,
+                );
                 self.deliver_while(acknowledged).await??;
                 Ok(None)
             }

@@ -401,9 +401,10 @@ async fn flush(
     }
 }
 
-/// Answers every waiter of a failed flush with the failure. A writer that stopped with the flush in hand (the SQLite message writer,
-/// which writes flushes on a SQLite file) is `ReceiptsStopped`, so that the
-/// `ack`s hear `unavailable` and try again.
+/// Answers every waiter of a failed flush with the failure. A writer that
+/// stopped with the flush in hand (the SQLite message writer, which writes
+/// flushes on a SQLite file) is `ReceiptsStopped`, so that the `ack`s hear
+/// `unavailable` and try again.
 fn fail(jobs: Vec<Job>, error: &StoreError) {
     tracing::warn!(error = %error, receipts = jobs.len(), "receipt flush failed");
     let stopped = matches!(
