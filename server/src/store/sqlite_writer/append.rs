@@ -18,14 +18,15 @@ const FIND_SENT: &str = "SELECT id, consultation_id, seq, sender_id, sender_role
      client_msg_id, created_at FROM messages \
      WHERE consultation_id = ?1 AND sender_id = ?2 AND client_msg_id = ?3 LIMIT 1";
 
-const NEXT_SEQ: &str = "UPDATE consultations SET last_seq = last_seq + 1, rev = rev + ?2 \
-     WHERE id = ?1 AND status NOT IN (?3, ?4) \
-     RETURNING last_seq, status, staff_messaged_first";
+/// The consultation's position and state, read before its `last_seq` moves.
+/// No `UPDATE … RETURNING`: SQLite keeps a RETURNING statement's rows in a
+/// temporary table and runs it as a trigger, which costs a temporary b-tree
+/// and a statement journal per message.
+const POSITION: &str = "SELECT rowid, last_seq, status, staff_messaged_first \
+     FROM consultations WHERE id = ?1";
 
-const MARK_STAFF_FIRST: &str = "UPDATE consultations SET staff_messaged_first = 1 \
-     WHERE id = ?1 AND status IN (?2, ?3)";
-
-const CONSULTATION_EXISTS: &str = "SELECT 1 FROM consultations WHERE id = ?1";
+const NEXT_SEQ: &str = "UPDATE consultations SET last_seq = ?2, rev = rev + ?3, \
+     staff_messaged_first = staff_messaged_first OR ?4 WHERE rowid = ?1";
 
 const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at) \
@@ -70,44 +71,35 @@ pub(super) fn append(
             });
         }
     }
-    let rev_step = i64::from(new.sender_role == Role::Patient);
     let position = txn
-        .prepare_cached(NEXT_SEQ)?
-        .query_row(
-            params![
-                consultation,
-                rev_step,
-                ConsultationStatus::Ended.as_str(),
-                ConsultationStatus::Cancelled.as_str()
-            ],
-            |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, bool>(2)?,
-                ))
-            },
-        )
+        .prepare_cached(POSITION)?
+        .query_row(params![consultation], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, bool>(3)?,
+            ))
+        })
         .optional()?;
-    let Some((seq, status, staff_messaged_first)) = position else {
-        let exists = txn
-            .prepare_cached(CONSULTATION_EXISTS)?
-            .exists(params![consultation])?;
-        return Ok(if exists {
-            AppendOutcome::Closed
-        } else {
-            AppendOutcome::NotFound
-        });
+    let Some((rowid, last_seq, status, staff_messaged_first)) = position else {
+        return Ok(AppendOutcome::NotFound);
     };
+    if status == ConsultationStatus::Ended.as_str()
+        || status == ConsultationStatus::Cancelled.as_str()
+    {
+        return Ok(AppendOutcome::Closed);
+    }
     let patient_not_ready = status == ConsultationStatus::Scheduled.as_str()
         || status == ConsultationStatus::WaitingForPatient.as_str();
-    if new.sender_role.is_staff() && patient_not_ready && !staff_messaged_first {
-        txn.prepare_cached(MARK_STAFF_FIRST)?.execute(params![
-            consultation,
-            ConsultationStatus::Scheduled.as_str(),
-            ConsultationStatus::WaitingForPatient.as_str()
-        ])?;
-    }
+    let staff_first = new.sender_role.is_staff() && patient_not_ready && !staff_messaged_first;
+    let seq = last_seq + 1;
+    txn.prepare_cached(NEXT_SEQ)?.execute(params![
+        rowid,
+        seq,
+        i64::from(new.sender_role == Role::Patient),
+        staff_first
+    ])?;
     let sent_at = Utc::now();
     let row = message::Model {
         id: 0,
