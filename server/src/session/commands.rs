@@ -13,6 +13,7 @@ use consult_protocol::{
     ClientFrame, CommandResult, ConsultationId, ErrorCode, MessageKind, ServerFrame,
 };
 use futures_util::{Sink, Stream};
+use std::sync::Arc;
 
 /// Consultations remembered per connection as joined-free memberships.
 const MEMBERSHIP_CACHE: usize = 256;
@@ -126,7 +127,7 @@ where
                 // `seq` known to be stored: a receipt up to it needs no read.
                 let (known, delivered_up_to) = match self.rooms.get(&topics::room(&consultation_id))
                 {
-                    Some(room) => (room.consultation.clone(), room.cursor),
+                    Some(room) => (Arc::clone(&room.consultation), room.cursor),
                     None => (self.membership(&consultation_id).await?, 0),
                 };
                 // The flush takes a few milliseconds; the room's events keep
@@ -219,7 +220,7 @@ where
         body: String,
     ) -> CommandOutcome {
         let known = match self.rooms.get(&topics::room(&consultation_id)) {
-            Some(room) => room.consultation.clone(),
+            Some(room) => Arc::clone(&room.consultation),
             None => self.membership(&consultation_id).await?,
         };
         let outgoing = messaging::Outgoing {
@@ -243,12 +244,13 @@ where
     async fn membership(
         &mut self,
         consultation_id: &ConsultationId,
-    ) -> Result<crate::domain::Consultation, CommandError> {
+    ) -> Result<Arc<crate::domain::Consultation>, CommandError> {
         if let Some(known) = self.member_of.get(consultation_id) {
-            return Ok(known.clone());
+            return Ok(Arc::clone(known));
         }
-        let consultation =
-            access::authorized_consultation(&self.state, &self.principal, consultation_id).await?;
+        let consultation = Arc::new(
+            access::authorized_consultation(&self.state, &self.principal, consultation_id).await?,
+        );
         if self.member_of.len() >= MEMBERSHIP_CACHE {
             self.member_of.clear();
         }

@@ -33,8 +33,9 @@ const MAX_FRAMES_PER_FLUSH: usize = 64;
 pub(crate) struct JoinedRoom {
     pub(crate) consultation_id: ConsultationId,
     /// The consultation as it was at join; only its participants are relied
-    /// on (they never change), which spares a look-up per message.
-    pub(crate) consultation: crate::domain::Consultation,
+    /// on (they never change), which spares a look-up per message. Shared,
+    /// so that a send takes it without copying its strings.
+    pub(crate) consultation: Arc<crate::domain::Consultation>,
     /// Highest sequence number delivered; lower ones are duplicates.
     pub(crate) cursor: u64,
 }
@@ -74,7 +75,7 @@ pub struct Session<S> {
     pub(crate) foreground: bool,
     /// Consultations this principal was found to be a member of without
     /// joining them (membership never changes), sparing a read per send.
-    pub(crate) member_of: HashMap<ConsultationId, crate::domain::Consultation>,
+    pub(crate) member_of: HashMap<ConsultationId, Arc<crate::domain::Consultation>>,
     /// When the token (plus leeway) runs out; `refresh` moves it.
     pub(crate) expires_at: Instant,
     /// Cancelled when the token is revoked or the user disconnected.

@@ -15,6 +15,7 @@ use crate::store::messages as stored_messages;
 use axum::extract::ws::{Message, Utf8Bytes};
 use consult_protocol::{CommandResult, ConsultationId, ErrorCode, Seq, ServerFrame, UserId};
 use futures_util::{Sink, Stream};
+use std::sync::Arc;
 
 /// Messages read from the store per replay page.
 const REPLAY_PAGE: u64 = 500;
@@ -91,7 +92,7 @@ where
             topic.clone(),
             JoinedRoom {
                 consultation_id: consultation_id.clone(),
-                consultation: consultation.clone(),
+                consultation: Arc::new(consultation.clone()),
                 cursor,
             },
         );
