@@ -253,6 +253,10 @@ mod tests {
         // other connection is open.
         store.close().await.unwrap();
         let locker = Connection::open(&path).unwrap();
+        // The pool's last connection may still be closing (and checkpointing
+        // the log) on a busy machine: wait for it longer than rusqlite's
+        // default of five seconds.
+        locker.busy_timeout(Duration::from_secs(30)).unwrap();
         locker
             .execute_batch(
                 "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; \
