@@ -87,14 +87,17 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// Messages written in one group-commit transaction at most.
 pub const APPEND_BATCH_MAX: usize = 256;
 /// Spacing of SQLite passive checkpoints while messages are written
-/// (milliseconds); see docs/benchmarks.md for how it was chosen.
-pub const SQLITE_CHECKPOINT_INTERVAL_MS: u64 = 25;
-/// The spacing of SQLite checkpoints when commits wait for the disk
-/// (`synchronous = full`), milliseconds: there every commit syncs the log
-/// itself, and frequent checkpoints only add syncs it waits behind
-/// (docs/benchmarks.md, "Checkpoints in the durable mode").
-pub const SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS: u64 = 1000;
-/// The longest allowed spacing of SQLite checkpoints (milliseconds).
+/// (milliseconds), in both durability modes: a checkpoint copies each page
+/// the log holds once, however often it was written since the last one, so
+/// rare checkpoints copy less (docs/benchmarks.md, "Checkpoints in the
+/// durable mode" and "The log synced between checkpoints").
+pub const SQLITE_CHECKPOINT_INTERVAL_MS: u64 = 1000;
+/// With `synchronous = normal`, the spacing of the checkpoint thread's syncs
+/// of the log between checkpoints (milliseconds): each sync stays small, so
+/// a commit appending to a page the kernel is writing out waits less.
+pub const SQLITE_LOG_SYNC_INTERVAL_MS: u64 = 25;
+/// The longest allowed spacing of SQLite checkpoints and log syncs
+/// (milliseconds).
 pub const SQLITE_CHECKPOINT_INTERVAL_MAX_MS: u64 = 60_000;
 /// PostgreSQL: months of message partitions kept created after the current
 /// one.
@@ -157,11 +160,15 @@ pub struct DatabaseConfig {
     pub append_linger_us: Option<u64>,
     /// For a SQLite file: how often, at most, the log written since the last
     /// checkpoint is copied into the database file (a passive checkpoint,
-    /// two fsyncs). Unset: 25 ms with `synchronous = normal` (each fsync
-    /// stays small, and a commit waits less on the disk behind it), 1 s with
-    /// `full` (every commit syncs the log already; checkpoints only add
-    /// syncs to wait behind).
+    /// then a sync of the database file). Unset: 1 s in both durability
+    /// modes (a checkpoint copies each page once however often the log holds
+    /// it, so rare checkpoints copy less).
     pub sqlite_checkpoint_interval_ms: Option<u64>,
+    /// For a SQLite file with `synchronous = normal`: how often, at most,
+    /// the checkpoint thread syncs the log between checkpoints, so that each
+    /// sync stays small and a commit waits less on the disk behind it.
+    /// Unset: 25 ms. Ignored with `full`, where every commit syncs the log.
+    pub sqlite_log_sync_interval_ms: Option<u64>,
     /// For a SQLite file: whether a commit waits for its log write to reach
     /// the disk (`full`, the default: an acknowledged message survives a
     /// power failure) or only for the write to the operating system
@@ -626,15 +633,27 @@ impl DatabaseConfig {
     }
 
     /// The spacing of SQLite checkpoints while messages are written: the
-    /// setting, else the default for the durability mode.
+    /// setting, else [`SQLITE_CHECKPOINT_INTERVAL_MS`].
     #[must_use]
     pub fn sqlite_checkpoint_interval(&self) -> Duration {
-        Duration::from_millis(self.sqlite_checkpoint_interval_ms.unwrap_or(
-            match self.sqlite_synchronous {
-                SqliteSync::Full => SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS,
-                SqliteSync::Normal => SQLITE_CHECKPOINT_INTERVAL_MS,
-            },
-        ))
+        Duration::from_millis(
+            self.sqlite_checkpoint_interval_ms
+                .unwrap_or(SQLITE_CHECKPOINT_INTERVAL_MS),
+        )
+    }
+
+    /// The spacing of the checkpoint thread's log syncs between checkpoints:
+    /// `None` with `synchronous = full` (every commit syncs the log), else
+    /// the setting or [`SQLITE_LOG_SYNC_INTERVAL_MS`].
+    #[must_use]
+    pub fn sqlite_log_sync_interval(&self) -> Option<Duration> {
+        match self.sqlite_synchronous {
+            SqliteSync::Full => None,
+            SqliteSync::Normal => Some(Duration::from_millis(
+                self.sqlite_log_sync_interval_ms
+                    .unwrap_or(SQLITE_LOG_SYNC_INTERVAL_MS),
+            )),
+        }
     }
 }
 
@@ -646,6 +665,7 @@ impl Default for DatabaseConfig {
             append_batch_max: APPEND_BATCH_MAX,
             append_linger_us: None,
             sqlite_checkpoint_interval_ms: None,
+            sqlite_log_sync_interval_ms: None,
             sqlite_synchronous: SqliteSync::default(),
             partition_months_ahead: PARTITION_MONTHS_AHEAD,
             partition_interval_secs: PARTITION_INTERVAL_SECS,
@@ -824,15 +844,21 @@ impl Config {
         if self.database.append_linger_us.is_some_and(|us| us > 10_000) {
             problems.push("database.append_linger_us must be at most 10000 (10 ms)".into());
         }
-        if self
-            .database
-            .sqlite_checkpoint_interval_ms
-            .is_some_and(|ms| !(1..=SQLITE_CHECKPOINT_INTERVAL_MAX_MS).contains(&ms))
-        {
-            problems.push(format!(
-                "database.sqlite_checkpoint_interval_ms must be between 1 and \
-                 {SQLITE_CHECKPOINT_INTERVAL_MAX_MS}"
-            ));
+        for (key, value) in [
+            (
+                "sqlite_checkpoint_interval_ms",
+                self.database.sqlite_checkpoint_interval_ms,
+            ),
+            (
+                "sqlite_log_sync_interval_ms",
+                self.database.sqlite_log_sync_interval_ms,
+            ),
+        ] {
+            if value.is_some_and(|ms| !(1..=SQLITE_CHECKPOINT_INTERVAL_MAX_MS).contains(&ms)) {
+                problems.push(format!(
+                    "database.{key} must be between 1 and {SQLITE_CHECKPOINT_INTERVAL_MAX_MS}"
+                ));
+            }
         }
         if session.max_message_bytes == 0 || session.max_message_bytes > session.hard_message_bytes
         {

@@ -119,7 +119,13 @@ pub const SETTINGS: &[Setting] = &[
         "database.sqlite_checkpoint_interval_ms",
         "SQLite files only: spacing of checkpoints while messages are written, 1 to 60000 ms.",
         "1000",
-        "1000 with sqlite_synchronous = \"full\", 25 with \"normal\"",
+        "1000",
+    ),
+    unset(
+        "database.sqlite_log_sync_interval_ms",
+        "SQLite files with sqlite_synchronous = \"normal\" only: spacing of the log's syncs between checkpoints, 1 to 60000 ms.",
+        "25",
+        "25",
     ),
     set(
         "database.sqlite_synchronous",

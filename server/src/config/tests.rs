@@ -201,13 +201,19 @@ fn a_presence_cache_as_long_as_the_presence_ttl_is_refused() {
 }
 
 #[test]
-fn the_sqlite_checkpoint_interval_is_read_from_the_environment_and_bounded() {
+fn the_sqlite_checkpoint_and_log_sync_intervals_are_read_from_the_environment_and_bounded() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("CONSULT_DATABASE__SQLITE_CHECKPOINT_INTERVAL_MS", "40");
+        jail.set_env("CONSULT_DATABASE__SQLITE_LOG_SYNC_INTERVAL_MS", "10");
+        jail.set_env("CONSULT_DATABASE__SQLITE_SYNCHRONOUS", "normal");
         let config = Config::load(None).unwrap();
         assert_eq!(
             config.database.sqlite_checkpoint_interval(),
             Duration::from_millis(40)
+        );
+        assert_eq!(
+            config.database.sqlite_log_sync_interval(),
+            Some(Duration::from_millis(10))
         );
         Ok(())
     });
@@ -217,6 +223,13 @@ fn the_sqlite_checkpoint_interval_is_read_from_the_environment_and_bounded() {
         let error = config.validate().unwrap_err();
         assert!(
             error.to_string().contains("sqlite_checkpoint_interval_ms"),
+            "{refused}: {error}"
+        );
+        let mut config = Config::default();
+        config.database.sqlite_log_sync_interval_ms = Some(refused);
+        let error = config.validate().unwrap_err();
+        assert!(
+            error.to_string().contains("sqlite_log_sync_interval_ms"),
             "{refused}: {error}"
         );
     }
@@ -291,22 +304,39 @@ fn devices_per_patient_are_bounded_so_one_message_queues_a_bounded_list() {
 }
 
 #[test]
-fn unset_the_checkpoint_interval_follows_the_durability_mode() {
+fn unset_checkpoints_are_a_second_apart_and_the_log_is_synced_between_them_only_in_normal_mode() {
     let mut config = Config::default();
     assert_eq!(config.database.sqlite_synchronous, SqliteSync::Full);
     assert_eq!(
         config.database.sqlite_checkpoint_interval(),
-        Duration::from_millis(SQLITE_CHECKPOINT_INTERVAL_DURABLE_MS)
+        Duration::from_millis(SQLITE_CHECKPOINT_INTERVAL_MS)
+    );
+    assert_eq!(config.database.sqlite_log_sync_interval(), None);
+    config.database.sqlite_log_sync_interval_ms = Some(10);
+    assert_eq!(
+        config.database.sqlite_log_sync_interval(),
+        None,
+        "every commit syncs the log in the durable mode"
     );
     config.database.sqlite_synchronous = SqliteSync::Normal;
+    config.database.sqlite_log_sync_interval_ms = None;
     assert_eq!(
         config.database.sqlite_checkpoint_interval(),
         Duration::from_millis(SQLITE_CHECKPOINT_INTERVAL_MS)
     );
+    assert_eq!(
+        config.database.sqlite_log_sync_interval(),
+        Some(Duration::from_millis(SQLITE_LOG_SYNC_INTERVAL_MS))
+    );
     config.database.sqlite_checkpoint_interval_ms = Some(40);
+    config.database.sqlite_log_sync_interval_ms = Some(10);
     assert_eq!(
         config.database.sqlite_checkpoint_interval(),
         Duration::from_millis(40)
+    );
+    assert_eq!(
+        config.database.sqlite_log_sync_interval(),
+        Some(Duration::from_millis(10))
     );
 }
 

@@ -19,7 +19,7 @@
 
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use super::receipt_batch::{ChangedPositions, ReceiptRow};
-use super::sqlite_writer::{self, SqliteBatchWriter};
+use super::sqlite_writer::{self, Schedule, SqliteBatchWriter};
 use super::{Store, StoreError};
 use crate::config::DatabaseConfig;
 use crate::supervisor::{Worker, Workers};
@@ -149,8 +149,8 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The writer's own connection for a SQLite file (checkpointed at most
-    /// every `checkpoint_interval` while written), else the pool. The
+    /// The writer's own connection for a SQLite file (checkpointed, and its
+    /// log synced, as `config` says while written), else the pool. The
     /// checkpoint thread is supervised by `workers`.
     ///
     /// # Errors
@@ -164,7 +164,10 @@ impl Backend {
         Ok(match store.sqlite_file().await? {
             Some(path) => Self::Sqlite(SqliteBatchWriter::open(
                 &path,
-                config.sqlite_checkpoint_interval(),
+                Schedule {
+                    checkpoint_every: config.sqlite_checkpoint_interval(),
+                    log_sync_every: config.sqlite_log_sync_interval(),
+                },
                 config.sqlite_synchronous,
                 workers,
             )?),

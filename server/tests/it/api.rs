@@ -4,6 +4,7 @@
 
 use crate::harness::{API_KEY, CLINIC, TestHub};
 use consult_client::Client;
+use consult_hub::config::SqliteSync;
 use consult_protocol::{ConsultationStatus, ConsultationView, Role};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -591,7 +592,15 @@ async fn commands_are_timed_by_kind() {
 
 /// A hub where a provider has sent three messages, one at a time.
 async fn hub_with_three_messages_sent() -> TestHub {
-    let hub = TestHub::start().await;
+    hub_configured_with_three_messages_sent(|_| {}).await
+}
+
+/// A hub configured by `adjust` where a provider has sent three messages,
+/// one at a time.
+async fn hub_configured_with_three_messages_sent(
+    adjust: impl FnOnce(&mut consult_hub::config::Config),
+) -> TestHub {
+    let hub = TestHub::start_with(adjust).await;
     let consultation = hub
         .consultation("dr-a", "pat-a", "waiting_for_patient")
         .await;
@@ -625,6 +634,64 @@ async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_co
         let text = hub.metrics_text().await;
         assert!(syncs(&text).abs() < f64::EPSILON, "{text}");
     }
+}
+
+#[tokio::test]
+async fn in_normal_mode_the_checkpoint_thread_syncs_the_sqlite_log_between_checkpoints() {
+    let hub = hub_configured_with_three_messages_sent(|config| {
+        config.database.sqlite_synchronous = SqliteSync::Normal;
+        // No checkpoint within the test: only the log syncs between them.
+        config.database.sqlite_checkpoint_interval_ms = Some(60_000);
+        config.database.sqlite_log_sync_interval_ms = Some(10);
+    })
+    .await;
+    let log_syncs =
+        |text: &str| crate::harness::metric(text, "consult_sqlite_log_sync_seconds_count");
+    if hub.database_url().starts_with("sqlite:") {
+        crate::harness::cluster::wait_until(
+            std::time::Duration::from_secs(10),
+            "a log sync after the writes",
+            || async { log_syncs(&hub.metrics_text().await) >= 1.0 },
+        )
+        .await;
+        let text = hub.metrics_text().await;
+        assert!(
+            crate::harness::metric(&text, "consult_sqlite_database_sync_seconds_count").abs()
+                < f64::EPSILON,
+            "no checkpoint ran, so no database sync: {text}"
+        );
+    } else {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let text = hub.metrics_text().await;
+        assert!(log_syncs(&text).abs() < f64::EPSILON, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn in_the_durable_mode_only_commits_sync_the_sqlite_log() {
+    let hub = hub_configured_with_three_messages_sent(|config| {
+        config.database.sqlite_checkpoint_interval_ms = Some(20);
+        config.database.sqlite_log_sync_interval_ms = Some(10);
+    })
+    .await;
+    if hub.database_url().starts_with("sqlite:") {
+        // Checkpoints run meanwhile; the thread never syncs the log itself.
+        crate::harness::cluster::wait_until(
+            std::time::Duration::from_secs(10),
+            "a checkpoint after the writes",
+            || async {
+                hub.metric("consult_sqlite_database_sync_seconds_count")
+                    .await
+                    >= 1.0
+            },
+        )
+        .await;
+    }
+    let text = hub.metrics_text().await;
+    assert!(
+        crate::harness::metric(&text, "consult_sqlite_log_sync_seconds_count").abs() < f64::EPSILON,
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ mod checkpoint;
 mod receipts;
 mod unread;
 
+pub use checkpoint::Schedule;
+
 use super::appender::{self, BatchOutcomes, OnCommit, Queue};
 use super::messages::{AppendOutcome, NewMessage};
 use super::receipt_batch::{ChangedPositions, ReceiptRow};
@@ -30,7 +32,7 @@ use super::{StoreError, sqlite_rows};
 use crate::config::SqliteSync;
 use crate::supervisor::{Worker, Workers};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,8 +59,8 @@ impl std::fmt::Debug for SqliteBatchWriter {
 impl SqliteBatchWriter {
     /// Opens two connections to the database file at `path` (which must
     /// exist and be in WAL mode): the writer's, and one for the checkpoint
-    /// thread, which it starts; it checkpoints at most every
-    /// `checkpoint_interval` while the writer commits.
+    /// thread, which it starts; it checkpoints (and syncs the log) as
+    /// `schedule` says while the writer commits.
     ///
     /// # Errors
     ///
@@ -66,7 +68,7 @@ impl SqliteBatchWriter {
     /// [`StoreError::Thread`] when the checkpoint thread cannot start.
     pub fn open(
         path: &Path,
-        checkpoint_interval: Duration,
+        schedule: Schedule,
         synchronous: SqliteSync,
         workers: &Arc<Workers>,
     ) -> Result<Self, StoreError> {
@@ -80,7 +82,8 @@ impl SqliteBatchWriter {
         let checkpoints = checkpoint::start(
             open(path, synchronous)?,
             database,
-            checkpoint_interval,
+            log_path(path),
+            schedule,
             workers,
         )?;
         Ok(Self {
@@ -200,6 +203,13 @@ pub(super) fn spawn(
         .map_err(|error| StoreError::Thread("sqlite-writer", error))
 }
 
+/// The write-ahead log SQLite keeps beside the database file at `path`.
+fn log_path(path: &Path) -> PathBuf {
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    PathBuf::from(log)
+}
+
 /// Opens a read-write connection set up as the pool's are.
 fn open(path: &Path, synchronous: SqliteSync) -> Result<Connection, StoreError> {
     let connection = Connection::open_with_flags(
@@ -283,9 +293,11 @@ mod tests {
             .unwrap()
             .unwrap();
         let pool: i32 = row.try_get_by_index(0).unwrap();
-        let writer =
-            SqliteBatchWriter::open(&path, Duration::from_millis(25), setting, &Workers::new())
-                .unwrap();
+        let schedule = Schedule {
+            checkpoint_every: Duration::from_millis(25),
+            log_sync_every: None,
+        };
+        let writer = SqliteBatchWriter::open(&path, schedule, setting, &Workers::new()).unwrap();
         let own: i64 = writer
             .connection
             .pragma_query_value(None, "synchronous", |row| row.get(0))
