@@ -217,21 +217,23 @@ fn the_sqlite_checkpoint_and_log_sync_intervals_are_read_from_the_environment_an
         );
         Ok(())
     });
-    for refused in [0, SQLITE_CHECKPOINT_INTERVAL_MAX_MS + 1] {
-        let mut config = Config::default();
-        config.database.sqlite_checkpoint_interval_ms = Some(refused);
-        let error = config.validate().unwrap_err();
-        assert!(
-            error.to_string().contains("sqlite_checkpoint_interval_ms"),
-            "{refused}: {error}"
-        );
-        let mut config = Config::default();
-        config.database.sqlite_log_sync_interval_ms = Some(refused);
-        let error = config.validate().unwrap_err();
-        assert!(
-            error.to_string().contains("sqlite_log_sync_interval_ms"),
-            "{refused}: {error}"
-        );
+    /// Sets one interval of a database configuration.
+    type SetInterval = fn(&mut DatabaseConfig, u64);
+    let settings: [(&str, SetInterval); 2] = [
+        ("sqlite_checkpoint_interval_ms", |database, ms| {
+            database.sqlite_checkpoint_interval_ms = Some(ms);
+        }),
+        ("sqlite_log_sync_interval_ms", |database, ms| {
+            database.sqlite_log_sync_interval_ms = Some(ms);
+        }),
+    ];
+    for (key, set) in settings {
+        for refused in [0, SQLITE_CHECKPOINT_INTERVAL_MAX_MS + 1] {
+            let mut config = Config::default();
+            set(&mut config.database, refused);
+            let error = config.validate().unwrap_err();
+            assert!(error.to_string().contains(key), "{key} {refused}: {error}");
+        }
     }
 }
 

@@ -590,6 +590,14 @@ async fn commands_are_timed_by_kind() {
     assert!(count("join") >= 1.0, "{text}");
 }
 
+/// Waits (up to 10 s) until the hub's metric `count` is at least 1.
+async fn wait_for_a_count(hub: &TestHub, count: &str) {
+    crate::harness::cluster::wait_until(std::time::Duration::from_secs(10), count, || async {
+        hub.metric(count).await >= 1.0
+    })
+    .await;
+}
+
 /// A hub where a provider has sent three messages, one at a time.
 async fn hub_with_three_messages_sent() -> TestHub {
     hub_configured_with_three_messages_sent(|_| {}).await
@@ -622,12 +630,7 @@ async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_co
     if hub.database_url().starts_with("sqlite:") {
         // The first checkpoint runs one interval (1 s in the durable mode)
         // after the writes.
-        crate::harness::cluster::wait_until(
-            std::time::Duration::from_secs(10),
-            "a database file sync after a checkpoint",
-            || async { syncs(&hub.metrics_text().await) >= 1.0 },
-        )
-        .await;
+        wait_for_a_count(&hub, "consult_sqlite_database_sync_seconds_count").await;
     } else {
         // PostgreSQL has no checkpoint thread of the hub's.
         tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
@@ -648,12 +651,7 @@ async fn in_normal_mode_the_checkpoint_thread_syncs_the_sqlite_log_between_check
     let log_syncs =
         |text: &str| crate::harness::metric(text, "consult_sqlite_log_sync_seconds_count");
     if hub.database_url().starts_with("sqlite:") {
-        crate::harness::cluster::wait_until(
-            std::time::Duration::from_secs(10),
-            "a log sync after the writes",
-            || async { log_syncs(&hub.metrics_text().await) >= 1.0 },
-        )
-        .await;
+        wait_for_a_count(&hub, "consult_sqlite_log_sync_seconds_count").await;
         let text = hub.metrics_text().await;
         assert!(
             crate::harness::metric(&text, "consult_sqlite_database_sync_seconds_count").abs()
@@ -676,16 +674,7 @@ async fn in_the_durable_mode_only_commits_sync_the_sqlite_log() {
     .await;
     if hub.database_url().starts_with("sqlite:") {
         // Checkpoints run meanwhile; the thread never syncs the log itself.
-        crate::harness::cluster::wait_until(
-            std::time::Duration::from_secs(10),
-            "a checkpoint after the writes",
-            || async {
-                hub.metric("consult_sqlite_database_sync_seconds_count")
-                    .await
-                    >= 1.0
-            },
-        )
-        .await;
+        wait_for_a_count(&hub, "consult_sqlite_database_sync_seconds_count").await;
     }
     let text = hub.metrics_text().await;
     assert!(
