@@ -92,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
         config.database.url = url;
     }
     telemetry::init(&config.log);
+    // Before anything opens SQLite: its page cache can be set only then.
+    consult_hub::store::guard_sqlite_page_cache();
     match cli.command.unwrap_or(Command::Serve {
         listen: None,
         demo: false,

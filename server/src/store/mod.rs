@@ -80,6 +80,16 @@ pub struct Store {
     reads: Option<Arc<SqliteReads>>,
 }
 
+/// Puts [`consult_sqlite_pcache`]'s guard in front of SQLite's page cache
+/// unless SQLite is already in use (the binary installs it first thing; this
+/// covers a store opened by a library user). Without it, nearly every write
+/// transaction of the message writer ended in a scan of its whole cache.
+pub fn guard_sqlite_page_cache() {
+    if let Err(error) = consult_sqlite_pcache::install() {
+        tracing::warn!(error = %error, "SQLite page cache left unguarded");
+    }
+}
+
 impl Store {
     /// Opens the pool. SQLite files are created if missing and put in WAL
     /// mode with `synchronous` as `database.sqlite_synchronous` says
@@ -110,6 +120,7 @@ impl Store {
                     .foreign_keys(true)
             });
         let db = if config.url.starts_with("sqlite:") {
+            guard_sqlite_page_cache();
             Database::connect(options).await?
         } else {
             pg_pool::connect(&options).await?
