@@ -83,6 +83,11 @@ async fn mixed_batch(writer: Writer) {
         .consultation("dr-a", "pat-c", "waiting_for_patient")
         .await
         .id;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider
+        .send(&closed, "before-close", "stored before the close")
+        .await
+        .unwrap();
     let (code, _) = hub
         .api_post(
             &format!("/v1/consultations/{closed}/cancel"),
@@ -90,7 +95,6 @@ async fn mixed_batch(writer: Writer) {
         )
         .await;
     assert_eq!(code, 200);
-    let provider = hub.connect("dr-a", Role::Provider).await;
     provider.send(&a, "earlier", "stored before").await.unwrap();
 
     let batch = [
@@ -110,6 +114,20 @@ async fn mixed_batch(writer: Writer) {
         message(&closed, "dr-a", Role::Provider, Some("x"), "too late"),
         message(&"nowhere".into(), "dr-a", Role::Provider, Some("y"), "lost"),
         message(&b, "pat-b", Role::Patient, Some("m2"), "again b"),
+        message(
+            &closed,
+            "dr-a",
+            Role::Provider,
+            Some("before-close"),
+            "stored before the close",
+        ),
+        message(
+            &closed,
+            "dr-a",
+            Role::Provider,
+            Some("before-close"),
+            "other",
+        ),
     ];
     let outcomes = append(&hub, writer, &batch).await;
 
@@ -127,6 +145,11 @@ async fn mixed_batch(writer: Writer) {
     assert_eq!(outcomes[7], AppendOutcome::Closed);
     assert_eq!(outcomes[8], AppendOutcome::NotFound);
     assert_eq!(stored_seq(&outcomes[9]), 2);
+    assert!(
+        matches!(&outcomes[10], AppendOutcome::Duplicate(m) if m.seq.get() == 1),
+        "a retry of a message stored before the close still gets its answer"
+    );
+    assert_eq!(outcomes[11], AppendOutcome::ConflictingDuplicate);
 
     let (messages, _) = provider.history(&a, None, None).await.unwrap();
     let seqs: Vec<u64> = messages.iter().map(|m| m.seq.get()).collect();

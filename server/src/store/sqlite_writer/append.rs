@@ -28,9 +28,14 @@ const POSITION: &str = "SELECT rowid, last_seq, status, staff_messaged_first \
 const NEXT_SEQ: &str = "UPDATE consultations SET last_seq = ?2, rev = rev + ?3, \
      staff_messaged_first = staff_messaged_first OR ?4 WHERE rowid = ?1";
 
+/// Inserts a message unless its sender already used its `client_msg_id` in
+/// the consultation: the unique index answers that while inserting, so a
+/// first send (nearly every one) costs no separate look-up. A clash of
+/// `seq` is still an error.
 const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT (consultation_id, sender_id, client_msg_id) DO NOTHING";
 
 const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      (id, idempotency_key, consultation_id, message_seq, recipient_id, channel, provider, \
@@ -61,16 +66,6 @@ pub(super) fn append(
 ) -> Result<AppendOutcome, StoreError> {
     let consultation = new.consultation_id.as_str();
     let sender = new.sender.as_str();
-    if let Some(client_msg_id) = &new.client_msg_id {
-        if let Some(earlier) = find_sent(txn, consultation, sender, client_msg_id)? {
-            let same = earlier.body == new.body && earlier.kind == new.kind;
-            return Ok(if same {
-                AppendOutcome::Duplicate(earlier)
-            } else {
-                AppendOutcome::ConflictingDuplicate
-            });
-        }
-    }
     let position = txn
         .prepare_cached(POSITION)?
         .query_row(params![consultation], |row| {
@@ -88,18 +83,13 @@ pub(super) fn append(
     if status == ConsultationStatus::Ended.as_str()
         || status == ConsultationStatus::Cancelled.as_str()
     {
-        return Ok(AppendOutcome::Closed);
+        // A retry of a message stored before the close still gets its `ok`.
+        return Ok(earlier_send(txn, new)?.unwrap_or(AppendOutcome::Closed));
     }
     let patient_not_ready = status == ConsultationStatus::Scheduled.as_str()
         || status == ConsultationStatus::WaitingForPatient.as_str();
     let staff_first = new.sender_role.is_staff() && patient_not_ready && !staff_messaged_first;
     let seq = last_seq + 1;
-    txn.prepare_cached(NEXT_SEQ)?.execute(params![
-        rowid,
-        seq,
-        i64::from(new.sender_role == Role::Patient),
-        staff_first
-    ])?;
     let sent_at = Utc::now();
     let row = message::Model {
         id: 0,
@@ -112,7 +102,7 @@ pub(super) fn append(
         client_msg_id: new.client_msg_id.clone(),
         created_at: sent_at,
     };
-    txn.prepare_cached(INSERT_MESSAGE)?.execute(params![
+    let inserted = txn.prepare_cached(INSERT_MESSAGE)?.execute(params![
         row.consultation_id,
         row.seq,
         row.sender_id,
@@ -121,6 +111,18 @@ pub(super) fn append(
         row.body,
         row.client_msg_id,
         timestamp(row.created_at)
+    ])?;
+    if inserted == 0 {
+        // The sender's `client_msg_id` is taken: a retry, or a reuse.
+        return earlier_send(txn, new)?.ok_or_else(|| {
+            StoreError::Corrupt("a message was refused as a duplicate of none".to_owned())
+        });
+    }
+    txn.prepare_cached(NEXT_SEQ)?.execute(params![
+        rowid,
+        seq,
+        i64::from(new.sender_role == Role::Patient),
+        staff_first
     ])?;
     let mut notifications = Vec::with_capacity(new.notifications.len());
     for queued in outbox_store::new_rows(
@@ -190,6 +192,31 @@ fn dashboard_row(
     Ok(Some(DashboardRow {
         clinic_id,
         entry: consultations::entry(&consultation, name, to_u64(count)),
+    }))
+}
+
+/// The outcome for `new` if its sender already used its `client_msg_id` in
+/// the consultation: the earlier message when kind and body are the same,
+/// a conflict otherwise; `None` when it was not used (or there is none).
+fn earlier_send(
+    txn: &Transaction<'_>,
+    new: &NewMessage,
+) -> Result<Option<AppendOutcome>, StoreError> {
+    let Some(client_msg_id) = &new.client_msg_id else {
+        return Ok(None);
+    };
+    let earlier = find_sent(
+        txn,
+        new.consultation_id.as_str(),
+        new.sender.as_str(),
+        client_msg_id,
+    )?;
+    Ok(earlier.map(|earlier| {
+        if earlier.body == new.body && earlier.kind == new.kind {
+            AppendOutcome::Duplicate(earlier)
+        } else {
+            AppendOutcome::ConflictingDuplicate
+        }
     }))
 }
 
