@@ -27,6 +27,9 @@ pub(super) fn key_of(message: &NewMessage) -> Option<Key> {
     })
 }
 
+/// The answer to a message whose sender already used its `client_msg_id`
+/// for `earlier`: that message when kind and body are the same, a conflict
+/// otherwise. Every writer answers a retry through this.
 pub(super) fn retry_outcome(earlier: &ChatMessage, message: &NewMessage) -> AppendOutcome {
     if earlier.body == message.body && earlier.kind == message.kind {
         AppendOutcome::Duplicate(earlier.clone())

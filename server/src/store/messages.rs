@@ -92,12 +92,7 @@ pub async fn append(
 ) -> Result<AppendOutcome, StoreError> {
     if let Some(client_msg_id) = &new.client_msg_id {
         if let Some(existing) = find_by_client_msg_id(db, new, client_msg_id).await? {
-            let same = existing.body == new.body && existing.kind == new.kind;
-            return Ok(if same {
-                AppendOutcome::Duplicate(existing)
-            } else {
-                AppendOutcome::ConflictingDuplicate
-            });
+            return Ok(super::batch_append::retry_outcome(&existing, new));
         }
     }
     let Some(position) = next_seq(db, new).await? else {

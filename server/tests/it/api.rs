@@ -598,6 +598,16 @@ async fn wait_for_a_count(hub: &TestHub, count: &str) {
     .await;
 }
 
+/// Waits `millis` and checks that `hub` counted nothing under `count`.
+async fn assert_no_count_after(hub: &TestHub, count: &str, millis: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    let text = hub.metrics_text().await;
+    assert!(
+        crate::harness::metric(&text, count).abs() < f64::EPSILON,
+        "{count}: {text}"
+    );
+}
+
 /// A hub where a provider has sent three messages, one at a time.
 async fn hub_with_three_messages_sent() -> TestHub {
     hub_configured_with_three_messages_sent(|_| {}).await
@@ -625,17 +635,13 @@ async fn hub_configured_with_three_messages_sent(
 #[tokio::test]
 async fn on_a_sqlite_file_the_checkpoint_thread_syncs_the_database_file_after_copying_the_log() {
     let hub = hub_with_three_messages_sent().await;
-    let syncs =
-        |text: &str| crate::harness::metric(text, "consult_sqlite_database_sync_seconds_count");
     if hub.database_url().starts_with("sqlite:") {
         // The first checkpoint runs one interval (1 s in the durable mode)
         // after the writes.
         wait_for_a_count(&hub, "consult_sqlite_database_sync_seconds_count").await;
     } else {
         // PostgreSQL has no checkpoint thread of the hub's.
-        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-        let text = hub.metrics_text().await;
-        assert!(syncs(&text).abs() < f64::EPSILON, "{text}");
+        assert_no_count_after(&hub, "consult_sqlite_database_sync_seconds_count", 1_500).await;
     }
 }
 
@@ -648,8 +654,6 @@ async fn in_normal_mode_the_checkpoint_thread_syncs_the_sqlite_log_between_check
         config.database.sqlite_log_sync_interval_ms = Some(10);
     })
     .await;
-    let log_syncs =
-        |text: &str| crate::harness::metric(text, "consult_sqlite_log_sync_seconds_count");
     if hub.database_url().starts_with("sqlite:") {
         wait_for_a_count(&hub, "consult_sqlite_log_sync_seconds_count").await;
         let text = hub.metrics_text().await;
@@ -659,9 +663,7 @@ async fn in_normal_mode_the_checkpoint_thread_syncs_the_sqlite_log_between_check
             "no checkpoint ran, so no database sync: {text}"
         );
     } else {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let text = hub.metrics_text().await;
-        assert!(log_syncs(&text).abs() < f64::EPSILON, "{text}");
+        assert_no_count_after(&hub, "consult_sqlite_log_sync_seconds_count", 500).await;
     }
 }
 

@@ -3,11 +3,11 @@
 //! [`messages::append`](super::super::messages::append), without a thread
 //! hop per statement.
 
-use super::super::consultations;
 use super::super::entities::{message, outbox};
 use super::super::messages::{AppendOutcome, DashboardRow, NewMessage, StoredMessage, from_row};
 use super::super::sqlite_rows::{ConsultationColumns, parse_timestamp, timestamp};
 use super::super::{StoreError, outbox as outbox_store, to_u64};
+use super::super::{batch_append, consultations};
 use super::unread::UnreadMemo;
 use chrono::Utc;
 use consult_protocol::{ConsultationId, ConsultationStatus, Role};
@@ -211,13 +211,7 @@ fn earlier_send(
         new.sender.as_str(),
         client_msg_id,
     )?;
-    Ok(earlier.map(|earlier| {
-        if earlier.body == new.body && earlier.kind == new.kind {
-            AppendOutcome::Duplicate(earlier)
-        } else {
-            AppendOutcome::ConflictingDuplicate
-        }
-    }))
+    Ok(earlier.map(|earlier| batch_append::retry_outcome(&earlier, new)))
 }
 
 fn find_sent(
