@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     }
     telemetry::init(&config.log);
     // Before anything opens SQLite: its page cache can be set only then.
-    consult_hub::store::guard_sqlite_page_cache();
+    consult_hub::store::prepare_sqlite();
     match cli.command.unwrap_or(Command::Serve {
         listen: None,
         demo: false,

@@ -81,12 +81,18 @@ pub struct Store {
 }
 
 /// Puts [`consult_sqlite_pcache`]'s guard in front of SQLite's page cache
-/// unless SQLite is already in use (the binary installs it first thing; this
-/// covers a store opened by a library user). Without it, nearly every write
-/// transaction of the message writer ended in a scan of its whole cache.
-pub fn guard_sqlite_page_cache() {
+/// and makes [`consult_sqlite_wal_frames`]'s shim SQLite's default VFS,
+/// unless SQLite is already in use (the binary does this first thing; this
+/// covers a store opened by a library user). Without the guard, nearly every
+/// write transaction of the message writer ended in a scan of its whole
+/// cache; without the shim, each page it commits costs two `pwrite` calls
+/// instead of the transaction one.
+pub fn prepare_sqlite() {
     if let Err(error) = consult_sqlite_pcache::install() {
         tracing::warn!(error = %error, "SQLite page cache left unguarded");
+    }
+    if let Err(error) = consult_sqlite_wal_frames::install() {
+        tracing::warn!(error = %error, "SQLite log frames written one by one");
     }
 }
 
@@ -120,7 +126,7 @@ impl Store {
                     .foreign_keys(true)
             });
         let db = if config.url.starts_with("sqlite:") {
-            guard_sqlite_page_cache();
+            prepare_sqlite();
             Database::connect(options).await?
         } else {
             pg_pool::connect(&options).await?
