@@ -8,7 +8,7 @@ use crate::app::AppState;
 use crate::config::NotifyConfig;
 use crate::domain::PersonKey;
 use crate::domain::escalation::{Policy, Reach};
-use crate::store::{contacts, policies};
+use crate::store::policies;
 use consult_protocol::{ClinicId, DevicePlatform};
 use dashmap::DashMap;
 use std::time::Duration;
@@ -72,10 +72,10 @@ pub async fn reach(state: &AppState, patient: &PersonKey) -> Result<Reach, Servi
     let contact = match cached {
         Some(contact) => contact,
         None => {
-            let db = state.store.connection();
+            let found = state.store.contact(patient).await?;
             let contact = Contact {
-                devices: contacts::push_devices(db, patient).await?,
-                sms_phone: contacts::sms_phone(db, patient).await?,
+                devices: found.devices,
+                sms_phone: found.sms_phone,
                 at: Instant::now(),
             };
             state

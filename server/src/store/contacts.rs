@@ -84,6 +84,28 @@ pub async fn keep_newest_devices(
     Ok(removed.rows_affected)
 }
 
+/// How a person can be reached outside the app.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Contact {
+    /// Devices with notifications on: platform and token.
+    pub devices: Vec<(DevicePlatform, String)>,
+    /// The phone number to text, when SMS consent is given and not revoked
+    /// by a STOP.
+    pub sms_phone: Option<String>,
+}
+
+/// `person`'s [`Contact`], through `db`.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub async fn contact(db: &impl ConnectionTrait, person: &PersonKey) -> Result<Contact, StoreError> {
+    Ok(Contact {
+        devices: push_devices(db, person).await?,
+        sms_phone: sms_phone(db, person).await?,
+    })
+}
+
 /// `person`'s devices with notifications on.
 ///
 /// # Errors

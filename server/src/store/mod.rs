@@ -32,7 +32,7 @@ pub mod sqlite_writer;
 pub mod templates;
 
 use crate::config::{DatabaseConfig, SqliteSync};
-use crate::domain::Consultation;
+use crate::domain::{Consultation, PersonKey};
 use consult_protocol::{ClinicId, ConsultationId, UserId};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -189,6 +189,24 @@ impl Store {
             }
         }
         consultations::find(&self.db, id).await
+    }
+
+    /// How `person` can be reached outside the app: read as
+    /// [`Store::consultation`] reads (each expired entry of the planner's
+    /// reach cache asks, every few seconds for every patient being
+    /// messaged).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] on database failure.
+    pub async fn contact(&self, person: &PersonKey) -> Result<contacts::Contact, StoreError> {
+        if let Some(reads) = &self.reads {
+            match reads.contact(person) {
+                Ok(found) => return Ok(found),
+                Err(error) => read_fell_back(&error),
+            }
+        }
+        contacts::contact(&self.db, person).await
     }
 
     /// The clinic `user` is registered in, if registered: read as

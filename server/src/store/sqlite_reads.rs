@@ -1,6 +1,8 @@
 //! Point reads on a SQLite file, run on the calling thread with a
 //! connection of the hub's own: the consultation a `join` or a send checks
-//! membership against, and the clinic a `hello`'s user is registered in.
+//! membership against, the clinic a `hello`'s user is registered in, and
+//! how a patient can be reached outside the app (the notification
+//! planner's reach cache asks for each patient every few seconds).
 //!
 //! Through the sqlx pool each such read is a hand-off to the connection's
 //! worker thread and back, and another for the ping sqlx sends when the
@@ -17,9 +19,10 @@
 //! reads do).
 
 use super::StoreError;
+use super::contacts::Contact;
 use super::sqlite_rows::{CONSULTATION_COLUMNS, ConsultationColumns};
-use crate::domain::Consultation;
-use consult_protocol::{ClinicId, ConsultationId, UserId};
+use crate::domain::{Consultation, PersonKey};
+use consult_protocol::{ClinicId, ConsultationId, DevicePlatform, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -36,6 +39,19 @@ static CONSULTATION: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {CONSULTATION_COLUMNS} FROM consultations WHERE id = ?1"));
 
 const CLINIC_OF: &str = "SELECT clinic_id FROM participants WHERE id = ?1";
+
+/// A person's devices with notifications on, as `contacts::push_devices`
+/// reads them.
+const PUSH_DEVICES: &str = "SELECT platform, token FROM devices \
+     WHERE clinic_id = ?1 AND user_id = ?2 AND notifications_enabled = 1";
+
+/// A person's phone when SMS consent is given and no STOP revoked it, as
+/// `contacts::sms_phone` reads it.
+const SMS_PHONE: &str = "SELECT participants.phone FROM sms_preferences \
+     JOIN participants ON participants.id = sms_preferences.user_id \
+       AND participants.clinic_id = sms_preferences.clinic_id \
+     WHERE sms_preferences.clinic_id = ?1 AND sms_preferences.user_id = ?2 \
+       AND sms_preferences.consent <> 0 AND sms_preferences.opted_out = 0";
 
 /// Read connections to one SQLite file.
 pub struct SqliteReads {
@@ -90,6 +106,33 @@ impl SqliteReads {
                 .query_row(params![user.as_str()], |row| row.get::<_, String>(0))
                 .optional()?
                 .map(ClinicId))
+        })
+    }
+
+    /// How `person` can be reached outside the app.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`] when the file cannot be read now.
+    pub fn contact(&self, person: &PersonKey) -> Result<Contact, StoreError> {
+        self.with_connection(|connection| {
+            let key = params![person.clinic.as_str(), person.user.as_str()];
+            let mut devices = Vec::new();
+            let mut statement = connection.prepare_cached(PUSH_DEVICES)?;
+            let mut rows = statement.query(key)?;
+            while let Some(row) = rows.next()? {
+                // A platform this build does not know is not reachable, as
+                // through the pool.
+                if let Ok(platform) = row.get::<_, String>(0)?.parse::<DevicePlatform>() {
+                    devices.push((platform, row.get::<_, String>(1)?));
+                }
+            }
+            let sms_phone = connection
+                .prepare_cached(SMS_PHONE)?
+                .query_row(key, |row| row.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten();
+            Ok(Contact { devices, sms_phone })
         })
     }
 
@@ -276,5 +319,114 @@ mod tests {
         locker.execute_batch("ROLLBACK").unwrap();
         drop(locker);
         assert!(reads.consultation(&id).unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_contact_reads_as_through_the_pool() {
+        use crate::store::contacts::{self, Contact};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path) = store_on_file(dir.path()).await;
+        let reads = SqliteReads::new(&path);
+        let riverside = ClinicId::from("riverside");
+        let lakeside = ClinicId::from("lakeside");
+        for clinic in [&riverside, &lakeside] {
+            participants::upsert_clinic(store.connection(), clinic, None)
+                .await
+                .unwrap();
+        }
+        for (id, clinic, phone) in [
+            ("pat-a", &riverside, Some("+15550001")),
+            ("pat-b", &riverside, None),
+            ("pat-c", &lakeside, Some("+15550003")),
+        ] {
+            let patient = Participant {
+                id: UserId::from(id),
+                clinic_id: clinic.clone(),
+                role: Role::Patient,
+                display_name: "Pat".to_owned(),
+                phone: phone.map(str::to_owned),
+                preferred_name: None,
+            };
+            participants::upsert(store.connection(), &patient)
+                .await
+                .unwrap();
+        }
+        let a = PersonKey::new(&riverside, &UserId::from("pat-a"));
+        let b = PersonKey::new(&riverside, &UserId::from("pat-b"));
+        let a_elsewhere = PersonKey::new(&lakeside, &UserId::from("pat-a"));
+        let both = |person: PersonKey| {
+            let store = store.clone();
+            let reads = &reads;
+            async move {
+                let mut inline = reads.contact(&person).unwrap();
+                let mut pooled = contacts::contact(store.connection(), &person)
+                    .await
+                    .unwrap();
+                inline.devices.sort_by(|x, y| x.1.cmp(&y.1));
+                pooled.devices.sort_by(|x, y| x.1.cmp(&y.1));
+                assert_eq!(inline, pooled, "{person:?}");
+                assert_eq!(
+                    store.contact(&person).await.unwrap().sms_phone,
+                    inline.sms_phone
+                );
+                inline
+            }
+        };
+        assert_eq!(both(a.clone()).await, Contact::default());
+
+        let db = store.connection();
+        contacts::register_device(db, &a, DevicePlatform::Fcm, "tok-1", true)
+            .await
+            .unwrap();
+        contacts::register_device(db, &a, DevicePlatform::Apns, "tok-2", true)
+            .await
+            .unwrap();
+        contacts::register_device(db, &a, DevicePlatform::Fcm, "tok-off", false)
+            .await
+            .unwrap();
+        // The same user id under another clinic is another person.
+        contacts::register_device(db, &a_elsewhere, DevicePlatform::Fcm, "tok-9", true)
+            .await
+            .unwrap();
+        // A platform this build does not know is left out by both.
+        db.execute_unprepared(
+            "INSERT INTO devices (clinic_id, token, user_id, platform, notifications_enabled, \
+             created_at, updated_at) VALUES ('riverside', 'tok-x', 'pat-a', 'pager', 1, \
+             '2026-12-06T12:00:00Z', '2026-12-06T12:00:00Z')",
+        )
+        .await
+        .unwrap();
+        let found = both(a.clone()).await;
+        assert_eq!(
+            found.devices,
+            vec![
+                (DevicePlatform::Fcm, "tok-1".to_owned()),
+                (DevicePlatform::Apns, "tok-2".to_owned())
+            ]
+        );
+        assert_eq!(found.sms_phone, None, "no consent yet");
+        assert_eq!(both(a_elsewhere.clone()).await.devices.len(), 1);
+
+        contacts::set_sms_consent(db, &a, true).await.unwrap();
+        assert_eq!(
+            both(a.clone()).await.sms_phone.as_deref(),
+            Some("+15550001")
+        );
+        contacts::set_sms_consent(db, &b, true).await.unwrap();
+        assert_eq!(
+            both(b.clone()).await.sms_phone,
+            None,
+            "consent without a phone"
+        );
+        contacts::set_opt_out_by_phone(db, "+15550001", true)
+            .await
+            .unwrap();
+        assert_eq!(both(a.clone()).await.sms_phone, None, "STOP");
+        contacts::set_opt_out_by_phone(db, "+15550001", false)
+            .await
+            .unwrap();
+        both(a.clone()).await;
+        contacts::set_sms_consent(db, &a, false).await.unwrap();
+        assert_eq!(both(a).await.sms_phone, None, "consent withdrawn");
     }
 }
