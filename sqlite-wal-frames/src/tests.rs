@@ -10,8 +10,15 @@ use std::ffi::CStr;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// The counts are the process's: tests that compare them take turns.
+/// The counts are the process's: tests take turns, so that one's writes
+/// never land in another's counts.
 static COUNTS: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    COUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A database in WAL mode with 4 KiB pages, `synchronous = NORMAL` (a
 /// commit makes no sync, which would write held frames anyway) and no
@@ -107,9 +114,7 @@ fn the_shim_is_the_default_vfs() {
 
 #[test]
 fn committed_frames_are_in_the_log_when_the_commit_returns() {
-    let _turn = COUNTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("live.db");
     let mut writer = database(&path);
@@ -135,9 +140,7 @@ fn committed_frames_are_in_the_log_when_the_commit_returns() {
 
 #[test]
 fn a_transaction_larger_than_the_hold_limit_is_written_in_parts() {
-    let _turn = COUNTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("large.db");
     let mut writer = database(&path);
@@ -154,6 +157,7 @@ fn a_transaction_larger_than_the_hold_limit_is_written_in_parts() {
 
 #[test]
 fn frames_spilled_before_a_commit_are_read_back_and_can_be_rolled_back() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spill.db");
     let mut writer = database(&path);
@@ -197,6 +201,7 @@ fn frames_spilled_before_a_commit_are_read_back_and_can_be_rolled_back() {
 
 #[test]
 fn a_checkpoint_and_a_restarted_log_keep_every_row() {
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("restart.db");
     let mut writer = database(&path);
@@ -215,5 +220,31 @@ fn a_checkpoint_and_a_restarted_log_keep_every_row() {
     assert_eq!(contents(&checkpointer), expected(120));
     let copy = copy_as_after_a_crash(&path, &dir.path().join("copy.db"));
     assert_eq!(contents(&copy), expected(120));
+    assert_eq!(integrity(&copy), "ok");
+}
+
+#[test]
+fn every_commit_is_in_the_log_whatever_its_place_against_the_hold_limit() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sizes.db");
+    let mut writer = database(&path);
+    // Transactions of 1 to 70 pages: their commit frames fall at every
+    // place against the hold limit (30 frames), including the one where
+    // the commit frame's page is the write that passes it.
+    let mut rows = 0;
+    for size in 1..=70 {
+        insert(&mut writer, rows, size, 3000);
+        rows += size;
+        let copy = copy_as_after_a_crash(&path, &dir.path().join(format!("copy-{size}.db")));
+        let (count, sum): (i64, i64) = copy
+            .query_row("SELECT count(*), sum(room) FROM rows", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((count, sum), (rows, (0..rows).sum()), "after {size} rows");
+    }
+    let copy = copy_as_after_a_crash(&path, &dir.path().join("copy-last.db"));
+    assert_eq!(contents(&copy), expected(rows));
     assert_eq!(integrity(&copy), "ok");
 }

@@ -185,7 +185,6 @@ impl WalFile {
     /// Writes the held bytes, if any, in one call; they are let go either
     /// way.
     fn write_held(&mut self) -> c_int {
-        self.held.commit_page_next = false;
         if self.held.bytes.is_empty() {
             return ffi::SQLITE_OK;
         }
@@ -245,6 +244,9 @@ unsafe extern "C" fn write(
     };
     // SAFETY: SQLite passes `amount` readable bytes at `data`.
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
+    // The write after a commit frame's header is its page: the transaction
+    // is complete once it is in, wherever it lands.
+    let commit_page = std::mem::take(&mut wal.held.commit_page_next);
     if !wal.held.continued_by(offset) || wal.held.bytes.len() + len > HOLD_LIMIT {
         let code = wal.write_held();
         if code != ffi::SQLITE_OK {
@@ -254,14 +256,12 @@ unsafe extern "C" fn write(
     if len > HOLD_LIMIT {
         return wal.write_through(offset, HeldBytes::Given(bytes));
     }
-    let commit_page = wal.held.commit_page_next;
     if wal.held.bytes.is_empty() {
         wal.held.offset = offset;
     }
     wal.held.bytes.extend_from_slice(bytes);
     if len == FRAME_HEADER {
         wal.held.commit_page_next = commit_size(bytes) != 0;
-        return ffi::SQLITE_OK;
     }
     if commit_page {
         AT_COMMIT.fetch_add(1, Ordering::Relaxed);
