@@ -242,7 +242,12 @@ unsafe extern "C" fn write(
     let Ok(len) = usize::try_from(amount) else {
         return ffi::SQLITE_IOERR_WRITE;
     };
-    // SAFETY: SQLite passes `amount` readable bytes at `data`.
+    if len == 0 {
+        // Nothing to write (and `data` may then be null).
+        return ffi::SQLITE_OK;
+    }
+    // SAFETY: SQLite passes `amount` readable bytes at `data`, not null
+    // since `amount` is not zero.
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) };
     // The write after a commit frame's header is its page: the transaction
     // is complete once it is in, wherever it lands.
