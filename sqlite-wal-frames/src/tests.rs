@@ -85,6 +85,14 @@ fn copy_as_after_a_crash(from: &Path, to: &Path) -> Connection {
     Connection::open(to).unwrap()
 }
 
+/// Copies the files as a crash now would leave them, to `name` beside
+/// `path`, and checks that the copy holds rows `0..rows`, whole and intact.
+fn assert_survives_a_crash(path: &Path, name: &str, rows: i64) {
+    let copy = copy_as_after_a_crash(path, &path.with_file_name(name));
+    assert_eq!(contents(&copy), expected(rows));
+    assert_eq!(integrity(&copy), "ok");
+}
+
 fn integrity(connection: &Connection) -> String {
     connection
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
@@ -132,9 +140,7 @@ fn committed_frames_are_in_the_log_when_the_commit_returns() {
     // Another connection reads the committed frames from the file.
     assert_eq!(contents(&reader), expected(20));
     // And the files as they are now hold them, the writer still open.
-    let copy = copy_as_after_a_crash(&path, &dir.path().join("copy.db"));
-    assert_eq!(contents(&copy), expected(20));
-    assert_eq!(integrity(&copy), "ok");
+    assert_survives_a_crash(&path, "copy.db", 20);
     drop(writer);
 }
 
@@ -150,9 +156,7 @@ fn a_transaction_larger_than_the_hold_limit_is_written_in_parts() {
     let large = delta(before, log_writes());
     assert!((6..=8).contains(&large.issued), "{large:?}");
     assert_eq!(large.at_commit, 1);
-    let copy = copy_as_after_a_crash(&path, &dir.path().join("copy.db"));
-    assert_eq!(contents(&copy), expected(150));
-    assert_eq!(integrity(&copy), "ok");
+    assert_survives_a_crash(&path, "copy.db", 150);
 }
 
 #[test]
@@ -189,14 +193,10 @@ fn frames_spilled_before_a_commit_are_read_back_and_can_be_rolled_back() {
     // The next transaction writes over the rolled-back frames.
     insert(&mut writer, 10, 40, 3000);
     assert_eq!(contents(&writer), expected(50));
-    let copy = copy_as_after_a_crash(&path, &dir.path().join("copy.db"));
-    assert_eq!(contents(&copy), expected(50));
-    assert_eq!(integrity(&copy), "ok");
+    assert_survives_a_crash(&path, "copy.db", 50);
     // A spilled transaction that commits.
     insert(&mut writer, 50, 100, 3000);
-    let copy = copy_as_after_a_crash(&path, &dir.path().join("copy-2.db"));
-    assert_eq!(contents(&copy), expected(150));
-    assert_eq!(integrity(&copy), "ok");
+    assert_survives_a_crash(&path, "copy-2.db", 150);
 }
 
 #[test]
@@ -218,9 +218,7 @@ fn a_checkpoint_and_a_restarted_log_keep_every_row() {
             .unwrap();
     }
     assert_eq!(contents(&checkpointer), expected(120));
-    let copy = copy_as_after_a_crash(&path, &dir.path().join("copy.db"));
-    assert_eq!(contents(&copy), expected(120));
-    assert_eq!(integrity(&copy), "ok");
+    assert_survives_a_crash(&path, "copy.db", 120);
 }
 
 #[test]
@@ -244,7 +242,5 @@ fn every_commit_is_in_the_log_whatever_its_place_against_the_hold_limit() {
             .unwrap();
         assert_eq!((count, sum), (rows, (0..rows).sum()), "after {size} rows");
     }
-    let copy = copy_as_after_a_crash(&path, &dir.path().join("copy-last.db"));
-    assert_eq!(contents(&copy), expected(rows));
-    assert_eq!(integrity(&copy), "ok");
+    assert_survives_a_crash(&path, "copy-last.db", rows);
 }

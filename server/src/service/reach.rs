@@ -8,23 +8,17 @@ use crate::app::AppState;
 use crate::config::NotifyConfig;
 use crate::domain::PersonKey;
 use crate::domain::escalation::{Policy, Reach};
+use crate::store::contacts::Contact;
 use crate::store::policies;
-use consult_protocol::{ClinicId, DevicePlatform};
+use consult_protocol::ClinicId;
 use dashmap::DashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-#[derive(Debug, Clone)]
-struct Contact {
-    devices: Vec<(DevicePlatform, String)>,
-    sms_phone: Option<String>,
-    at: Instant,
-}
-
 /// Short-lived caches of contacts and clinic policies.
 #[derive(Debug, Default)]
 pub struct ReachCache {
-    contacts: DashMap<PersonKey, Contact>,
+    contacts: DashMap<PersonKey, (Contact, Instant)>,
     policies: DashMap<ClinicId, (Policy, Instant)>,
 }
 
@@ -67,21 +61,16 @@ pub async fn reach(state: &AppState, patient: &PersonKey) -> Result<Reach, Servi
         .reach
         .contacts
         .get(patient)
-        .filter(|contact| contact.at.elapsed() < ttl)
-        .map(|contact| contact.clone());
+        .filter(|entry| entry.1.elapsed() < ttl)
+        .map(|entry| entry.0.clone());
     let contact = match cached {
         Some(contact) => contact,
         None => {
-            let found = state.store.contact(patient).await?;
-            let contact = Contact {
-                devices: found.devices,
-                sms_phone: found.sms_phone,
-                at: Instant::now(),
-            };
+            let contact = state.store.contact(patient).await?;
             state
                 .reach
                 .contacts
-                .insert(patient.clone(), contact.clone());
+                .insert(patient.clone(), (contact.clone(), Instant::now()));
             contact
         }
     };
