@@ -57,3 +57,129 @@ async fn devices_and_sms_consent_written_before_clinic_scoping_keep_their_patien
         "a device of no known participant could not be placed in a clinic"
     );
 }
+
+/// `(id, seq, body)` of every message, by id.
+async fn message_rows(db: &sea_orm::DatabaseConnection) -> Vec<(i64, i64, String)> {
+    db.query_all(sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        "SELECT id, seq, body FROM messages ORDER BY id",
+    ))
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|row| {
+        (
+            row.try_get("", "id").unwrap(),
+            row.try_get("", "seq").unwrap(),
+            row.try_get("", "body").unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// True when SQLite's `messages` is declared with `AUTOINCREMENT`.
+async fn declared_autoincrement(db: &sea_orm::DatabaseConnection) -> bool {
+    let declared: String = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "sql")
+        .unwrap();
+    declared.to_ascii_uppercase().contains("AUTOINCREMENT")
+}
+
+/// An insert of a message of consultation `c-1` by `dr-a`; on PostgreSQL
+/// with the partition key its partitioned table needs.
+fn insert_message(sqlite: bool, seq: i64, body: &str, client_msg_id: &str) -> String {
+    let (month_column, month) = if sqlite {
+        ("", "")
+    } else {
+        (", consultation_month", ", date_trunc('month', now())::date")
+    };
+    format!(
+        "INSERT INTO messages (consultation_id, seq, sender_id, sender_role, kind, body, \
+         client_msg_id, created_at{month_column}) VALUES ('c-1', {seq}, 'dr-a', 'provider', \
+         'chat', '{body}', '{client_msg_id}', CURRENT_TIMESTAMP{month})"
+    )
+}
+
+#[tokio::test]
+async fn messages_keep_their_ids_and_unique_indexes_when_sqlite_drops_autoincrement() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&TestDb::create(dir.path()).await.url)
+        .await
+        .unwrap();
+    let sqlite = db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite;
+    Migrator::up(&db, Some(9)).await.unwrap();
+    for (seq, body) in [(1, "first"), (2, "second"), (3, "third")] {
+        db.execute_unprepared(&insert_message(sqlite, seq, body, &format!("m-{seq}")))
+            .await
+            .unwrap();
+    }
+    db.execute_unprepared("DELETE FROM messages WHERE seq = 3")
+        .await
+        .unwrap();
+    let before = message_rows(&db).await;
+    assert_eq!(before.len(), 2);
+
+    Migrator::up(&db, None).await.unwrap();
+
+    assert_eq!(
+        message_rows(&db).await,
+        before,
+        "every row kept with its id"
+    );
+    if sqlite {
+        assert!(!declared_autoincrement(&db).await);
+        let counted = db
+            .query_one(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Sqlite,
+                "SELECT seq FROM sqlite_sequence WHERE name = 'messages'",
+            ))
+            .await
+            .unwrap();
+        assert!(counted.is_none(), "no sequence row is kept for messages");
+    }
+    db.execute_unprepared(&insert_message(sqlite, 3, "third again", "m-3b"))
+        .await
+        .unwrap();
+    let after = message_rows(&db).await;
+    assert_eq!(after.len(), 3);
+    assert!(after[2].0 > before[1].0, "a new message takes a new id");
+    assert!(
+        db.execute_unprepared(&insert_message(sqlite, 3, "same seq", "m-other"))
+            .await
+            .is_err(),
+        "(consultation, seq) is still unique"
+    );
+    assert!(
+        db.execute_unprepared(&insert_message(sqlite, 4, "same client id", "m-1"))
+            .await
+            .is_err(),
+        "(consultation, sender, client_msg_id) is still unique"
+    );
+
+    if sqlite {
+        // The rebuild committed but its record was lost: running again
+        // leaves the table as it is.
+        db.execute_unprepared(
+            "DELETE FROM seaql_migrations \
+             WHERE version = 'm20261206_000010_messages_without_autoincrement'",
+        )
+        .await
+        .unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        assert_eq!(message_rows(&db).await, after);
+        // And back: `down` restores AUTOINCREMENT with the rows.
+        Migrator::down(&db, Some(1)).await.unwrap();
+        assert!(declared_autoincrement(&db).await);
+        assert_eq!(message_rows(&db).await, after);
+        Migrator::up(&db, None).await.unwrap();
+        assert!(!declared_autoincrement(&db).await);
+        assert_eq!(message_rows(&db).await, after);
+    }
+}

@@ -13,6 +13,7 @@ mod m20261204_000006_revocations;
 mod m20261205_000007_template_ids;
 mod m20261205_000008_retention;
 mod m20261205_000009_message_partitions;
+mod m20261206_000010_messages_without_autoincrement;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_template_ids::Migration),
             Box::new(m20261205_000008_retention::Migration),
             Box::new(m20261205_000009_message_partitions::Migration),
+            Box::new(m20261206_000010_messages_without_autoincrement::Migration),
         ]
     }
 }
