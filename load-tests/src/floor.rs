@@ -15,10 +15,17 @@
 //! figures can be read as a multiple of it (docs/benchmarks.md) on a
 //! machine whose speed moves from day to day.
 //!
+//! With a [`StoreConfig`] it is the stored floor (`store.rs`): every
+//! message is also written to a SQLite file as the hub's writer writes it,
+//! so that the hub's cost beyond storage can be read too.
+//!
 //! A token is the JSON of `(user, role, clinic)`, signed by nothing: this
 //! is a yardstick for a loopback benchmark, never a server to expose.
 
 mod session;
+mod store;
+
+pub use store::StoreConfig;
 
 use anyhow::{Context, Result};
 use axum::extract::State;
@@ -56,12 +63,18 @@ const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 1024;
 const HARD_MESSAGE_BYTES: usize = 256 * 1024;
 
-/// Serves the floor on `listen` until the process ends.
+/// Serves the floor on `listen` until the process ends; with `store`, the
+/// stored floor.
 ///
 /// # Errors
 ///
-/// When the address cannot be bound or serving fails.
-pub async fn serve(listen: SocketAddr) -> Result<()> {
+/// When the address cannot be bound, the store cannot start, or serving
+/// fails.
+pub async fn serve(listen: SocketAddr, store: Option<StoreConfig>) -> Result<()> {
+    let floor = Floor {
+        store: store.as_ref().map(store::Store::start).transpose()?,
+        ..Floor::default()
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen} (address in use?)"))?;
@@ -70,7 +83,7 @@ pub async fn serve(listen: SocketAddr) -> Result<()> {
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
     });
-    axum::serve(listener, router(Arc::new(Floor::default())))
+    axum::serve(listener, router(Arc::new(floor)))
         .await
         .context("serving")
 }
@@ -85,12 +98,14 @@ fn router(floor: Arc<Floor>) -> Router {
         .with_state(floor)
 }
 
-/// The rooms, and the counters ids are made from.
+/// The rooms, the counters ids are made from, and the stored floor's
+/// writer.
 #[derive(Debug, Default)]
 pub(crate) struct Floor {
     rooms: Mutex<HashMap<ConsultationId, Room>>,
     next_room: AtomicU64,
     next_conn: AtomicU64,
+    store: Option<store::Store>,
 }
 
 /// One room: its view, its last `seq`, and who is joined.
@@ -153,6 +168,22 @@ impl Floor {
         room.view.last_seq = Seq(room.view.last_seq.get() + 1);
         Some((room.view.last_seq, room.members.clone()))
     }
+
+    /// True when the room exists.
+    pub(crate) fn has_room(&self, room: &ConsultationId) -> bool {
+        self.rooms().contains_key(room)
+    }
+
+    /// Records that the stored floor wrote `seq` in the room, and returns
+    /// the connections joined to it.
+    pub(crate) fn stored(&self, room: &ConsultationId, seq: Seq) -> Vec<Joined> {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        room.view.last_seq = room.view.last_seq.max(seq);
+        room.members.clone()
+    }
 }
 
 impl Joined {
@@ -192,6 +223,22 @@ async fn create_consultation(
         "floor-{}",
         floor.next_room.fetch_add(1, Ordering::Relaxed)
     ));
+    if let Some(store) = &floor.store {
+        let stored = store
+            .add_room(
+                id.as_str(),
+                new.clinic_id.as_str(),
+                new.provider.id.as_str(),
+                new.patient.id.as_str(),
+            )
+            .await;
+        if let Err(error) = stored {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "code": "internal", "message": error })),
+            );
+        }
+    }
     let view = ConsultationView {
         id: id.clone(),
         clinic_id: new.clinic_id,

@@ -1,10 +1,12 @@
 //! `consult-floor serve`: the floor room hub (see `consult_load::floor`),
 //! listening on `CONSULT_LISTEN` (default 127.0.0.1:8080). Started by the
 //! harness as a hub is: `consult-load fanout --spawn-hub
-//! target/release/consult-floor`.
+//! target/release/consult-floor`. With `CONSULT_FLOOR__STORE=sqlite` (for
+//! the harness: `--hub-env CONSULT_FLOOR__STORE=sqlite`) it is the stored
+//! floor, writing to the SQLite file of `CONSULT_DATABASE__URL`.
 
 use anyhow::{Context, Result, bail};
-use consult_load::floor::{DEFAULT_LISTEN, serve};
+use consult_load::floor::{DEFAULT_LISTEN, StoreConfig, serve};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -17,5 +19,10 @@ async fn main() -> Result<()> {
     let address = listen
         .parse()
         .with_context(|| format!("CONSULT_LISTEN must be HOST:PORT, not {listen}"))?;
-    serve(address).await
+    let store = match std::env::var("CONSULT_FLOOR__STORE").ok().as_deref() {
+        None | Some("") => None,
+        Some("sqlite") => Some(StoreConfig::from_vars(|name| std::env::var(name).ok())?),
+        Some(other) => bail!("CONSULT_FLOOR__STORE must be sqlite, not {other}"),
+    };
+    serve(address, store).await
 }

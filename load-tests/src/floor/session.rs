@@ -4,12 +4,13 @@
 //! with the answer that follows them and flushed once, as the hub does with
 //! a send's `ok` and the sender's own copy.
 
+use super::store::NewMessage;
 use super::{Floor, Joined};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use chrono::Utc;
 use consult_protocol::{
     ChatMessage, ClientFrame, ClinicId, CommandId, CommandResult, ConsultationId, ErrorCode,
-    Member, MessageKind, PROTOCOL_VERSION, Role, ServerFrame, UserId, decode_client_frame,
+    Member, MessageKind, PROTOCOL_VERSION, Role, Seq, ServerFrame, UserId, decode_client_frame,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashSet;
@@ -45,14 +46,9 @@ pub(super) async fn run(socket: WebSocket, floor: Arc<Floor>, capacity: usize) {
                 None => break,
             },
             inbound = stream.next() => match inbound {
-                Some(Ok(Message::Text(text))) => Some(answer(
-                    &floor,
-                    conn,
-                    &text,
-                    &mut caller,
-                    &mut rooms,
-                    &outbound_tx,
-                )),
+                Some(Ok(Message::Text(text))) => Some(
+                    answer(&floor, conn, &text, &mut caller, &mut rooms, &outbound_tx).await,
+                ),
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 Some(Ok(_)) => None,
             },
@@ -82,7 +78,7 @@ pub(super) async fn run(socket: WebSocket, floor: Arc<Floor>, capacity: usize) {
     }
 }
 
-fn answer(
+async fn answer(
     floor: &Floor,
     conn: u64,
     text: &str,
@@ -105,7 +101,7 @@ fn answer(
                 "send hello first",
             );
         };
-        return command(floor, conn, frame, who, rooms, outbound);
+        return command(floor, conn, frame, who, rooms, outbound).await;
     };
     let Ok((user, role, clinic)) = serde_json::from_str::<(UserId, Role, ClinicId)>(token) else {
         return ServerFrame::error(None, ErrorCode::InvalidToken, "not a floor token");
@@ -127,7 +123,7 @@ fn answer(
     }
 }
 
-fn command(
+async fn command(
     floor: &Floor,
     conn: u64,
     frame: ClientFrame,
@@ -176,10 +172,34 @@ fn command(
             client_msg_id,
             body,
         } => {
-            let Some((seq, members)) = floor.next_seq(&consultation_id) else {
-                return not_found(id, &consultation_id);
+            let (seq, sent_at, members) = if let Some(store) = &floor.store {
+                if !floor.has_room(&consultation_id) {
+                    return not_found(id, &consultation_id);
+                }
+                let stored = store
+                    .append(NewMessage {
+                        room: consultation_id.to_string(),
+                        sender: caller.user.to_string(),
+                        sender_role: caller.role.as_str(),
+                        body: body.clone(),
+                        client_msg_id: client_msg_id.clone(),
+                    })
+                    .await;
+                match stored {
+                    Ok((seq, sent_at)) => {
+                        let seq = Seq(seq);
+                        (seq, sent_at, floor.stored(&consultation_id, seq))
+                    }
+                    Err(error) => {
+                        return ServerFrame::error(Some(id), ErrorCode::Internal, error);
+                    }
+                }
+            } else {
+                let Some((seq, members)) = floor.next_seq(&consultation_id) else {
+                    return not_found(id, &consultation_id);
+                };
+                (seq, Utc::now(), members)
             };
-            let sent_at = Utc::now();
             let message = ServerFrame::Message {
                 message: ChatMessage {
                     consultation_id,

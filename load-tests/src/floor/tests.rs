@@ -7,10 +7,14 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 async fn started() -> (String, String) {
+    started_with(Floor::default()).await
+}
+
+async fn started_with(floor: Floor) -> (String, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, router(Arc::new(Floor::default())))
+        axum::serve(listener, router(Arc::new(floor)))
             .await
             .unwrap();
     });
@@ -120,4 +124,125 @@ async fn commands_before_hello_unknown_rooms_and_commands_it_does_not_serve_are_
     assert_eq!(copy["type"], "message");
     assert_eq!(copy["message"]["seq"], 1);
     assert_eq!(copy["message"]["body"], "hi");
+}
+
+#[test]
+fn the_stored_floor_reads_the_hubs_database_settings() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    };
+    let config = StoreConfig::from_vars(vars(&[
+        ("CONSULT_DATABASE__URL", "sqlite:///tmp/run/hub.db?mode=rwc"),
+        ("CONSULT_DATABASE__SQLITE_SYNCHRONOUS", "normal"),
+    ]))
+    .unwrap();
+    assert_eq!(config.path, std::path::PathBuf::from("/tmp/run/hub.db"));
+    assert_eq!(config.synchronous, "NORMAL");
+    assert_eq!(config.linger, std::time::Duration::from_micros(500));
+    let config = StoreConfig::from_vars(vars(&[
+        ("CONSULT_DATABASE__URL", "sqlite://hub.db"),
+        ("CONSULT_DATABASE__APPEND_LINGER_US", "0"),
+    ]))
+    .unwrap();
+    assert_eq!(config.synchronous, "FULL");
+    assert!(config.linger.is_zero());
+    for refused in [
+        &[][..],
+        &[("CONSULT_DATABASE__URL", "postgres://db/load")][..],
+        &[("CONSULT_DATABASE__URL", "sqlite::memory:")][..],
+        &[
+            ("CONSULT_DATABASE__URL", "sqlite://hub.db"),
+            ("CONSULT_DATABASE__SQLITE_SYNCHRONOUS", "off"),
+        ][..],
+    ] {
+        assert!(
+            StoreConfig::from_vars(vars(refused)).is_err(),
+            "{refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_stored_floor_writes_each_message_and_moves_the_rooms_last_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("floor.db");
+    let config = StoreConfig {
+        path: path.clone(),
+        synchronous: "FULL".to_owned(),
+        linger: std::time::Duration::from_micros(500),
+    };
+    let floor = Floor {
+        store: Some(store::Store::start(&config).unwrap()),
+        ..Floor::default()
+    };
+    let (http, ws) = started_with(floor).await;
+    let room = post(
+        &http,
+        "/v1/consultations",
+        json!({"clinic_id": "c1", "provider": {"id": "dr"}, "patient": {"id": "pat"}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = json!(["dr", "provider", "c1"]).to_string();
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
+    exchange(&mut socket, json!({"type": "hello", "token": token})).await;
+    exchange(
+        &mut socket,
+        json!({"type": "join", "id": "1", "consultation_id": room}),
+    )
+    .await;
+    for (index, body) in ["first", "second"].iter().enumerate() {
+        let sent = exchange(
+            &mut socket,
+            json!({"type": "send", "id": format!("s{index}"), "consultation_id": room,
+                   "client_msg_id": format!("m{index}"), "body": body}),
+        )
+        .await;
+        assert_eq!(sent["type"], "ok");
+        assert_eq!(sent["result"]["seq"], index + 1);
+        let copy = next(&mut socket).await;
+        assert_eq!(copy["message"]["seq"], index + 1);
+    }
+    let unknown = exchange(
+        &mut socket,
+        json!({"type": "send", "id": "x", "consultation_id": "floor-999",
+               "client_msg_id": "mx", "body": "lost"}),
+    )
+    .await;
+    assert_eq!(unknown["code"], "not_found");
+
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(i64, String, String)> = db
+        .prepare(
+            "SELECT seq, body, sender_id FROM messages WHERE consultation_id = ?1 ORDER BY seq",
+        )
+        .unwrap()
+        .query_map([room.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (1, "first".to_owned(), "dr".to_owned()),
+            (2, "second".to_owned(), "dr".to_owned())
+        ]
+    );
+    let last_seq: i64 = db
+        .query_row(
+            "SELECT last_seq FROM consultations WHERE id = ?1",
+            [room.as_str()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(last_seq, 2);
 }
