@@ -17,15 +17,18 @@
 //!
 //! With a [`StoreConfig`] it is the stored floor (`store.rs`): every
 //! message is also written to a SQLite file as the hub's writer writes it,
-//! so that the hub's cost beyond storage can be read too.
+//! so that the hub's cost beyond storage can be read too; or to an
+//! append-only file (`log_store.rs`), to see what storing would cost that
+//! way.
 //!
 //! A token is the JSON of `(user, role, clinic)`, signed by nothing: this
 //! is a yardstick for a loopback benchmark, never a server to expose.
 
+mod log_store;
 mod session;
 mod store;
 
-pub use store::StoreConfig;
+pub use store::{StoreConfig, StoreKind};
 
 use anyhow::{Context, Result};
 use axum::extract::State;

@@ -3,10 +3,11 @@
 //! harness as a hub is: `consult-load fanout --spawn-hub
 //! target/release/consult-floor`. With `CONSULT_FLOOR__STORE=sqlite` (for
 //! the harness: `--hub-env CONSULT_FLOOR__STORE=sqlite`) it is the stored
-//! floor, writing to the SQLite file of `CONSULT_DATABASE__URL`.
+//! floor, writing to the SQLite file of `CONSULT_DATABASE__URL`; with
+//! `log`, to an append-only file beside it.
 
 use anyhow::{Context, Result, bail};
-use consult_load::floor::{DEFAULT_LISTEN, StoreConfig, serve};
+use consult_load::floor::{DEFAULT_LISTEN, StoreConfig, StoreKind, serve};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -21,8 +22,9 @@ async fn main() -> Result<()> {
         .with_context(|| format!("CONSULT_LISTEN must be HOST:PORT, not {listen}"))?;
     let store = match std::env::var("CONSULT_FLOOR__STORE").ok().as_deref() {
         None | Some("") => None,
-        Some("sqlite") => Some(StoreConfig::from_vars(|name| std::env::var(name).ok())?),
-        Some(other) => bail!("CONSULT_FLOOR__STORE must be sqlite, not {other}"),
+        Some(kind) => Some(StoreConfig::from_vars(StoreKind::parse(kind)?, |name| {
+            std::env::var(name).ok()
+        })?),
     };
     serve(address, store).await
 }

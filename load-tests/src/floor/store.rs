@@ -62,10 +62,40 @@ const INSERT_MESSAGE: &str = "INSERT INTO messages \
 const NEXT_SEQ: &str = "UPDATE consultations SET last_seq = ?2, rev = rev + ?3, \
      staff_messaged_first = staff_messaged_first OR ?4 WHERE rowid = ?1";
 
-/// How the stored floor writes: where, how durably, how long a batch waits.
+/// What the stored floor writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The hub's SQLite tables.
+    Sqlite,
+    /// An append-only file of messages beside the database path.
+    Log,
+}
+
+impl StoreKind {
+    /// `sqlite` or `log`.
+    ///
+    /// # Errors
+    ///
+    /// For anything else.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "sqlite" => Ok(Self::Sqlite),
+            "log" => Ok(Self::Log),
+            other => Err(anyhow!(
+                "the stored floor writes sqlite or log, not {other}"
+            )),
+        }
+    }
+}
+
+/// How the stored floor writes: what, where, how durably, how long a batch
+/// waits.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// The SQLite file (created when missing).
+    /// SQLite tables or an append-only file.
+    pub kind: StoreKind,
+    /// The SQLite file (created when missing); the log is this path with
+    /// `.messages` added.
     pub path: PathBuf,
     /// `PRAGMA synchronous`: `FULL` (the hub's default) or `NORMAL`.
     pub synchronous: String,
@@ -74,7 +104,8 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Reads the hub's settings the harness passes to a started hub:
+    /// Reads, for `kind`, the hub's settings the harness passes to a
+    /// started hub:
     /// `CONSULT_DATABASE__URL` (`sqlite://PATH[?…]`),
     /// `CONSULT_DATABASE__SQLITE_SYNCHRONOUS` and
     /// `CONSULT_DATABASE__APPEND_LINGER_US`, through `var`.
@@ -83,7 +114,7 @@ impl StoreConfig {
     ///
     /// When the URL is missing or not a SQLite file, or a value is not
     /// understood.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn from_vars(kind: StoreKind, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let url = var("CONSULT_DATABASE__URL")
             .ok_or_else(|| anyhow!("the stored floor needs CONSULT_DATABASE__URL"))?;
         let path = url
@@ -103,6 +134,7 @@ impl StoreConfig {
                 .with_context(|| format!("append_linger_us {value}"))?,
         };
         Ok(Self {
+            kind,
             path: PathBuf::from(path),
             synchronous: synchronous.to_owned(),
             linger: Duration::from_micros(linger_us),
@@ -123,7 +155,23 @@ pub(crate) struct NewMessage {
 /// Where a stored message went: its `seq` and time.
 pub(crate) type Stored = (u64, DateTime<Utc>);
 
-enum Job {
+/// What the writer thread writes each batch with.
+pub(crate) trait BatchWriter: Send + 'static {
+    /// Writes `jobs` at once; an outcome per job, `Some` for a message.
+    ///
+    /// # Errors
+    ///
+    /// When the batch could not be written (none of it then counts).
+    fn write(&mut self, jobs: &[Job]) -> Result<Vec<Option<Stored>>, String>;
+}
+
+impl BatchWriter for Connection {
+    fn write(&mut self, jobs: &[Job]) -> Result<Vec<Option<Stored>>, String> {
+        write(self, jobs).map_err(|error| error.to_string())
+    }
+}
+
+pub(crate) enum Job {
     Room {
         id: String,
         clinic: String,
@@ -158,26 +206,25 @@ impl Store {
     ///
     /// When the file cannot be opened or a thread cannot start.
     pub(crate) fn start(config: &StoreConfig) -> Result<Self> {
-        // The hub's guard and shim, as `store::prepare_sqlite` installs them.
-        consult_sqlite_pcache::install().map_err(|error| anyhow!("{error}"))?;
-        consult_sqlite_wal_frames::install().map_err(|error| anyhow!("{error}"))?;
-        let writer = open(&config.path, &config.synchronous)?;
-        writer
-            .execute_batch(SCHEMA)
-            .context("creating the tables")?;
-        writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let checkpointer = open(&config.path, &config.synchronous)?;
         let (queue, incoming) = mpsc::unbounded_channel();
         let linger = config.linger;
+        let writer: Box<dyn FnOnce() + Send> = match config.kind {
+            StoreKind::Sqlite => {
+                let writer = open_sqlite(config)?;
+                Box::new(move || write_loop(writer, incoming, linger))
+            }
+            StoreKind::Log => {
+                let writer = super::log_store::MessageLog::open(
+                    &config.path.with_extension("messages"),
+                    config.synchronous == "FULL",
+                )?;
+                Box::new(move || write_loop(writer, incoming, linger))
+            }
+        };
         std::thread::Builder::new()
             .name("floor-writer".into())
-            .spawn(move || write_loop(writer, incoming, linger))
+            .spawn(writer)
             .context("starting the writer")?;
-        std::thread::Builder::new()
-            .name("floor-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer))
-            .context("starting the checkpoints")?;
         Ok(Self { queue })
     }
 
@@ -216,6 +263,26 @@ impl Store {
     }
 }
 
+/// The writer's connection, after the guard, the shim and the tables, and
+/// the checkpoint thread on a second connection.
+fn open_sqlite(config: &StoreConfig) -> Result<Connection> {
+    // The hub's guard and shim, as `store::prepare_sqlite` installs them.
+    consult_sqlite_pcache::install().map_err(|error| anyhow!("{error}"))?;
+    consult_sqlite_wal_frames::install().map_err(|error| anyhow!("{error}"))?;
+    let writer = open(&config.path, &config.synchronous)?;
+    writer
+        .execute_batch(SCHEMA)
+        .context("creating the tables")?;
+    writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let checkpointer = open(&config.path, &config.synchronous)?;
+    std::thread::Builder::new()
+        .name("floor-checkpoint".into())
+        .spawn(move || checkpoint_loop(&checkpointer))
+        .context("starting the checkpoints")?;
+    Ok(writer)
+}
+
 fn open(path: &Path, synchronous: &str) -> Result<Connection> {
     let connection =
         Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -226,7 +293,7 @@ fn open(path: &Path, synchronous: &str) -> Result<Connection> {
 }
 
 fn write_loop(
-    mut connection: Connection,
+    mut writer: impl BatchWriter,
     mut incoming: mpsc::UnboundedReceiver<Job>,
     linger: Duration,
 ) {
@@ -244,7 +311,7 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        match write(&mut connection, &jobs) {
+        match writer.write(&jobs) {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     answer(job, Ok(outcome));
@@ -253,7 +320,7 @@ fn write_loop(
             Err(error) => {
                 tracing::warn!(%error, "floor batch not written");
                 for job in jobs {
-                    answer(job, Err(error.to_string()));
+                    answer(job, Err(error.clone()));
                 }
             }
         }

@@ -136,18 +136,24 @@ fn the_stored_floor_reads_the_hubs_database_settings() {
                 .map(|(_, value)| (*value).to_owned())
         }
     };
-    let config = StoreConfig::from_vars(vars(&[
-        ("CONSULT_DATABASE__URL", "sqlite:///tmp/run/hub.db?mode=rwc"),
-        ("CONSULT_DATABASE__SQLITE_SYNCHRONOUS", "normal"),
-    ]))
+    let config = StoreConfig::from_vars(
+        StoreKind::Sqlite,
+        vars(&[
+            ("CONSULT_DATABASE__URL", "sqlite:///tmp/run/hub.db?mode=rwc"),
+            ("CONSULT_DATABASE__SQLITE_SYNCHRONOUS", "normal"),
+        ]),
+    )
     .unwrap();
     assert_eq!(config.path, std::path::PathBuf::from("/tmp/run/hub.db"));
     assert_eq!(config.synchronous, "NORMAL");
     assert_eq!(config.linger, std::time::Duration::from_micros(500));
-    let config = StoreConfig::from_vars(vars(&[
-        ("CONSULT_DATABASE__URL", "sqlite://hub.db"),
-        ("CONSULT_DATABASE__APPEND_LINGER_US", "0"),
-    ]))
+    let config = StoreConfig::from_vars(
+        StoreKind::Sqlite,
+        vars(&[
+            ("CONSULT_DATABASE__URL", "sqlite://hub.db"),
+            ("CONSULT_DATABASE__APPEND_LINGER_US", "0"),
+        ]),
+    )
     .unwrap();
     assert_eq!(config.synchronous, "FULL");
     assert!(config.linger.is_zero());
@@ -161,7 +167,7 @@ fn the_stored_floor_reads_the_hubs_database_settings() {
         ][..],
     ] {
         assert!(
-            StoreConfig::from_vars(vars(refused)).is_err(),
+            StoreConfig::from_vars(StoreKind::Sqlite, vars(refused)).is_err(),
             "{refused:?}"
         );
     }
@@ -172,6 +178,7 @@ async fn the_stored_floor_writes_each_message_and_moves_the_rooms_last_seq() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("floor.db");
     let config = StoreConfig {
+        kind: StoreKind::Sqlite,
         path: path.clone(),
         synchronous: "FULL".to_owned(),
         linger: std::time::Duration::from_micros(500),
@@ -245,4 +252,71 @@ async fn the_stored_floor_writes_each_message_and_moves_the_rooms_last_seq() {
         )
         .unwrap();
     assert_eq!(last_seq, 2);
+}
+
+#[tokio::test]
+async fn the_log_stored_floor_appends_each_message_with_its_rooms_next_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        kind: StoreKind::Log,
+        path: dir.path().join("floor.db"),
+        synchronous: "FULL".to_owned(),
+        linger: std::time::Duration::ZERO,
+    };
+    let floor = Floor {
+        store: Some(store::Store::start(&config).unwrap()),
+        ..Floor::default()
+    };
+    let (http, ws) = started_with(floor).await;
+    let mut rooms = Vec::new();
+    for patient in ["pat-1", "pat-2"] {
+        let room = post(
+            &http,
+            "/v1/consultations",
+            json!({"clinic_id": "c1", "provider": {"id": "dr"}, "patient": {"id": patient}}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        rooms.push(room);
+    }
+    let token = json!(["dr", "provider", "c1"]).to_string();
+    let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
+    exchange(&mut socket, json!({"type": "hello", "token": token})).await;
+    let mut seqs = Vec::new();
+    for (index, room) in [&rooms[0], &rooms[1], &rooms[0]].iter().enumerate() {
+        let sent = exchange(
+            &mut socket,
+            json!({"type": "send", "id": format!("s{index}"), "consultation_id": room,
+                   "client_msg_id": format!("m{index}"), "body": format!("body {index}")}),
+        )
+        .await;
+        seqs.push(sent["result"]["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, [1, 1, 2]);
+
+    let log = std::fs::read_to_string(dir.path().join("floor.messages")).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let written: Vec<(&str, u64, &str)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["room"].as_str().unwrap(),
+                line["seq"].as_u64().unwrap(),
+                line["body"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            (rooms[0].as_str(), 1, "body 0"),
+            (rooms[1].as_str(), 1, "body 1"),
+            (rooms[0].as_str(), 2, "body 2")
+        ]
+    );
 }
