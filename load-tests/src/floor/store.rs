@@ -95,7 +95,7 @@ pub struct StoreConfig {
     /// SQLite tables or an append-only file.
     pub kind: StoreKind,
     /// The SQLite file (created when missing); the log is this path with
-    /// `.messages` added.
+    /// its extension changed to `messages`.
     pub path: PathBuf,
     /// `PRAGMA synchronous`: `FULL` (the hub's default) or `NORMAL`.
     pub synchronous: String,
@@ -199,8 +199,8 @@ impl std::fmt::Debug for Job {
 }
 
 impl Store {
-    /// Opens the file, creates the tables and starts the writer and
-    /// checkpoint threads.
+    /// Opens the file (for SQLite: creates the tables and starts the
+    /// checkpoint thread) and starts the writer thread.
     ///
     /// # Errors
     ///
