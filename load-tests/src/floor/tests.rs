@@ -33,6 +33,19 @@ async fn post(http: &str, path: &str, body: Value) -> Value {
         .unwrap()
 }
 
+/// A room of clinic `c1` between `dr` and `patient`; its id.
+async fn new_room(http: &str, patient: &str) -> String {
+    post(
+        http,
+        "/v1/consultations",
+        json!({"clinic_id": "c1", "provider": {"id": "dr"}, "patient": {"id": patient}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -55,15 +68,7 @@ async fn next(socket: &mut Socket) -> Value {
 #[tokio::test]
 async fn commands_before_hello_unknown_rooms_and_commands_it_does_not_serve_are_refused() {
     let (http, ws) = started().await;
-    let room = post(
-        &http,
-        "/v1/consultations",
-        json!({"clinic_id": "c1", "provider": {"id": "dr"}, "patient": {"id": "pat"}}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = new_room(&http, "pat").await;
     let token = post(
         &http,
         "/v1/tokens",
@@ -188,15 +193,7 @@ async fn the_stored_floor_writes_each_message_and_moves_the_rooms_last_seq() {
         ..Floor::default()
     };
     let (http, ws) = started_with(floor).await;
-    let room = post(
-        &http,
-        "/v1/consultations",
-        json!({"clinic_id": "c1", "provider": {"id": "dr"}, "patient": {"id": "pat"}}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let room = new_room(&http, "pat").await;
     let token = json!(["dr", "provider", "c1"]).to_string();
     let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
     exchange(&mut socket, json!({"type": "hello", "token": token})).await;
@@ -270,16 +267,7 @@ async fn the_log_stored_floor_appends_each_message_with_its_rooms_next_seq() {
     let (http, ws) = started_with(floor).await;
     let mut rooms = Vec::new();
     for patient in ["pat-1", "pat-2"] {
-        let room = post(
-            &http,
-            "/v1/consultations",
-            json!({"clinic_id": "c1", "provider": {"id": "dr"}, "patient": {"id": patient}}),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        rooms.push(room);
+        rooms.push(new_room(&http, patient).await);
     }
     let token = json!(["dr", "provider", "c1"]).to_string();
     let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();

@@ -33,28 +33,19 @@ pub(super) struct Migration;
 const COLUMNS: &str =
     "id, consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at";
 
-/// The table as migration 1 created it, without `AUTOINCREMENT`.
-const CREATE_PLAIN: &str = "CREATE TABLE \"messages_plain\" ( \
-     \"id\" integer NOT NULL PRIMARY KEY, \
-     \"consultation_id\" varchar(128) NOT NULL, \
+/// The columns after `id`, as migration 1 created them.
+const COLUMN_DEFINITIONS: &str = "\"consultation_id\" varchar(128) NOT NULL, \
      \"seq\" bigint NOT NULL, \
      \"sender_id\" varchar(128) NOT NULL, \
      \"sender_role\" varchar(16) NOT NULL, \
      \"kind\" varchar(16) NOT NULL, \
      \"body\" text NOT NULL, \
      \"client_msg_id\" varchar(128) NULL, \
-     \"created_at\" timestamp_with_timezone_text NOT NULL )";
+     \"created_at\" timestamp_with_timezone_text NOT NULL";
 
-const CREATE_AUTOINCREMENT: &str = "CREATE TABLE \"messages\" ( \
-     \"id\" integer NOT NULL PRIMARY KEY AUTOINCREMENT, \
-     \"consultation_id\" varchar(128) NOT NULL, \
-     \"seq\" bigint NOT NULL, \
-     \"sender_id\" varchar(128) NOT NULL, \
-     \"sender_role\" varchar(16) NOT NULL, \
-     \"kind\" varchar(16) NOT NULL, \
-     \"body\" text NOT NULL, \
-     \"client_msg_id\" varchar(128) NULL, \
-     \"created_at\" timestamp_with_timezone_text NOT NULL )";
+/// The key as `up` leaves it, and as migration 1 declared it.
+const PLAIN_KEY: &str = "integer NOT NULL PRIMARY KEY";
+const AUTOINCREMENT_KEY: &str = "integer NOT NULL PRIMARY KEY AUTOINCREMENT";
 
 const INDEXES: [&str; 2] = [
     "CREATE UNIQUE INDEX \"ux_messages_consultation_seq\" \
@@ -77,12 +68,13 @@ async fn autoincrement(connection: &impl ConnectionTrait) -> Result<bool, DbErr>
     Ok(sql.to_ascii_uppercase().contains("AUTOINCREMENT"))
 }
 
-/// Copies `messages` into a table created by `create` and puts it in the
-/// old one's place, with its indexes, in one transaction.
-async fn rebuild(manager: &SchemaManager<'_>, create: &str, from: &str) -> Result<(), DbErr> {
+/// Copies `messages` into a new table `from` whose `id` is declared `key`
+/// and puts it in the old one's place, with its indexes, in one
+/// transaction.
+async fn rebuild(manager: &SchemaManager<'_>, key: &str, from: &str) -> Result<(), DbErr> {
     let txn = manager.get_connection().begin().await?;
     let statements = [
-        create.to_owned(),
+        format!("CREATE TABLE \"{from}\" ( \"id\" {key}, {COLUMN_DEFINITIONS} )"),
         format!("INSERT INTO \"{from}\" ({COLUMNS}) SELECT {COLUMNS} FROM \"messages\""),
         "DROP TABLE \"messages\"".to_owned(),
         format!("ALTER TABLE \"{from}\" RENAME TO \"messages\""),
@@ -102,7 +94,7 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         // Dropping the old table also drops its row of `sqlite_sequence`.
-        rebuild(manager, CREATE_PLAIN, "messages_plain").await
+        rebuild(manager, PLAIN_KEY, "messages_plain").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -111,7 +103,6 @@ impl MigrationTrait for Migration {
         {
             return Ok(());
         }
-        let create = CREATE_AUTOINCREMENT.replacen("\"messages\"", "\"messages_counted\"", 1);
-        rebuild(manager, &create, "messages_counted").await
+        rebuild(manager, AUTOINCREMENT_KEY, "messages_counted").await
     }
 }
