@@ -101,12 +101,11 @@ fn router(floor: Arc<Floor>) -> Router {
         .with_state(floor)
 }
 
-/// The rooms, the counters ids are made from, and the stored floor's
-/// writer.
+/// The rooms, the counter connection ids are made from, and the stored
+/// floor's writer.
 #[derive(Debug, Default)]
 pub(crate) struct Floor {
     rooms: Mutex<HashMap<ConsultationId, Room>>,
-    next_room: AtomicU64,
     next_conn: AtomicU64,
     store: Option<store::Store>,
 }
@@ -222,10 +221,9 @@ async fn create_consultation(
     State(floor): State<Arc<Floor>>,
     Json(new): Json<NewConsultation>,
 ) -> impl IntoResponse {
-    let id = ConsultationId(format!(
-        "floor-{}",
-        floor.next_room.fetch_add(1, Ordering::Relaxed)
-    ));
+    // Named as the hub names a consultation (a random UUID): the stored
+    // floor's index keys are then as wide, and as scattered, as the hub's.
+    let id = ConsultationId(uuid::Uuid::new_v4().to_string());
     if let Some(store) = &floor.store {
         let stored = store
             .add_room(

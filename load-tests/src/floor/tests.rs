@@ -179,7 +179,7 @@ fn the_stored_floor_reads_the_hubs_database_settings() {
 }
 
 #[tokio::test]
-async fn the_stored_floor_writes_each_message_and_moves_the_rooms_last_seq() {
+async fn the_stored_floor_names_rooms_as_the_hub_does_and_writes_each_message_and_moves_last_seq() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("floor.db");
     let config = StoreConfig {
@@ -194,6 +194,10 @@ async fn the_stored_floor_writes_each_message_and_moves_the_rooms_last_seq() {
     };
     let (http, ws) = started_with(floor).await;
     let room = new_room(&http, "pat").await;
+    // Named as the hub names a consultation, so the stored keys are as wide.
+    let parsed = uuid::Uuid::parse_str(&room).unwrap();
+    assert_eq!(parsed.get_version_num(), 4);
+    assert_ne!(room, new_room(&http, "pat2").await);
     let token = json!(["dr", "provider", "c1"]).to_string();
     let (mut socket, _) = tokio_tungstenite::connect_async(&ws).await.unwrap();
     exchange(&mut socket, json!({"type": "hello", "token": token})).await;
