@@ -8,6 +8,7 @@ use consult_hub::store::batch_append::append_batch;
 use consult_hub::store::consultations::dashboard_entry_of;
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
 use consult_protocol::{ConsultationId, ReceiptKind, Role};
+use sea_orm::ConnectionTrait;
 
 fn stored_seq(outcome: &AppendOutcome) -> u64 {
     match outcome {
@@ -252,6 +253,69 @@ async fn two_writers_appending_to_the_same_rooms_never_collide() {
         assert_eq!(seqs, (1..=expected).collect::<Vec<_>>(), "room {room}");
     }
     assert_eq!(rev(&hub, &a).await, rev_before + 80);
+}
+
+/// A retry reaching another node's writer finds the first attempt, whichever
+/// writer stored it and whenever that writer first met the room (on a
+/// SQLite file each writer remembers the keys it has seen and reads the
+/// ones another wrote since; on PostgreSQL the unique index answers).
+#[tokio::test]
+async fn a_retry_through_another_writer_finds_the_first_attempt() {
+    let hub = TestHub::start().await;
+    let a = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let mut first = store_writer(&hub).await;
+    let mut second = store_writer(&hub).await;
+    let send = |key: &str, body: &str| [message(&a, "dr-a", Role::Provider, Some(key), body)];
+    let outcome = async |writer: &mut Backend, key: &str, body: &str| {
+        let mut outcomes = writer.append(&send(key, body)).await;
+        assert_eq!(outcomes.len(), 1);
+        outcomes.remove(0).unwrap()
+    };
+    assert_eq!(stored_seq(&outcome(&mut first, "k1", "one").await), 1);
+    assert_eq!(stored_seq(&outcome(&mut second, "k2", "two").await), 2);
+    assert!(matches!(
+        outcome(&mut first, "k2", "two").await,
+        AppendOutcome::Duplicate(m) if m.seq.get() == 2
+    ));
+    assert!(matches!(
+        outcome(&mut second, "k1", "one").await,
+        AppendOutcome::Duplicate(m) if m.seq.get() == 1
+    ));
+    assert_eq!(stored_seq(&outcome(&mut first, "k3", "three").await), 3);
+    assert_eq!(
+        outcome(&mut second, "k3", "not three").await,
+        AppendOutcome::ConflictingDuplicate
+    );
+    // The same key from another sender is another message.
+    let patient = [message(&a, "pat-a", Role::Patient, Some("k3"), "mine")];
+    let mut outcomes = second.append(&patient).await;
+    assert_eq!(stored_seq(&outcomes.remove(0).unwrap()), 4);
+    // A writer started after all of it knows every key.
+    let mut third = store_writer(&hub).await;
+    for (key, body, seq) in [("k1", "one", 1), ("k2", "two", 2), ("k3", "three", 3)] {
+        assert!(matches!(
+            outcome(&mut third, key, body).await,
+            AppendOutcome::Duplicate(m) if m.seq.get() == seq
+        ));
+    }
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let (messages, _) = provider.history(&a, None, None).await.unwrap();
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq.get()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4], "each message stored once");
+    // A key whose message is gone (removed behind the writers' backs) is
+    // free again, as it was with the index: stored as the next message.
+    hub.state
+        .store
+        .connection()
+        .execute_unprepared(&format!(
+            "DELETE FROM messages WHERE consultation_id = '{a}' AND seq = 2"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(stored_seq(&outcome(&mut first, "k2", "two again").await), 5);
 }
 
 /// On a SQLite file the writer reads a patient message's dashboard row in

@@ -109,6 +109,7 @@ fn insert_message(sqlite: bool, seq: i64, body: &str, client_msg_id: &str) -> St
 
 #[tokio::test]
 async fn messages_keep_their_ids_and_unique_indexes_when_sqlite_drops_autoincrement() {
+    // Migration 10 alone, each time: 11 then drops one of the indexes.
     let dir = tempfile::tempdir().unwrap();
     let db = Database::connect(&TestDb::create(dir.path()).await.url)
         .await
@@ -126,7 +127,7 @@ async fn messages_keep_their_ids_and_unique_indexes_when_sqlite_drops_autoincrem
     let before = message_rows(&db).await;
     assert_eq!(before.len(), 2);
 
-    Migrator::up(&db, None).await.unwrap();
+    Migrator::up(&db, Some(1)).await.unwrap();
 
     assert_eq!(
         message_rows(&db).await,
@@ -172,14 +173,88 @@ async fn messages_keep_their_ids_and_unique_indexes_when_sqlite_drops_autoincrem
         )
         .await
         .unwrap();
-        Migrator::up(&db, None).await.unwrap();
+        Migrator::up(&db, Some(1)).await.unwrap();
         assert_eq!(message_rows(&db).await, after);
         // And back: `down` restores AUTOINCREMENT with the rows.
         Migrator::down(&db, Some(1)).await.unwrap();
         assert!(declared_autoincrement(&db).await);
         assert_eq!(message_rows(&db).await, after);
-        Migrator::up(&db, None).await.unwrap();
+        Migrator::up(&db, Some(1)).await.unwrap();
         assert!(!declared_autoincrement(&db).await);
         assert_eq!(message_rows(&db).await, after);
+    }
+}
+
+/// True when the `(consultation, sender, client_msg_id)` index exists.
+async fn has_client_msg_id_index(db: &sea_orm::DatabaseConnection, sqlite: bool) -> bool {
+    let query = if sqlite {
+        "SELECT count(*) AS n FROM sqlite_master \
+         WHERE type = 'index' AND name = 'ux_messages_client_msg_id'"
+    } else {
+        "SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'ux_messages_client_msg_id'"
+    };
+    let count: i64 = db
+        .query_one(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            query,
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    count == 1
+}
+
+#[tokio::test]
+async fn sqlite_leaves_retries_to_its_writer_and_postgresql_keeps_the_client_msg_id_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::connect(&TestDb::create(dir.path()).await.url)
+        .await
+        .unwrap();
+    let sqlite = db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite;
+    Migrator::up(&db, Some(10)).await.unwrap();
+    db.execute_unprepared(&insert_message(sqlite, 1, "first", "m-1"))
+        .await
+        .unwrap();
+    assert!(has_client_msg_id_index(&db, sqlite).await);
+
+    Migrator::up(&db, None).await.unwrap();
+
+    assert_eq!(
+        has_client_msg_id_index(&db, sqlite).await,
+        !sqlite,
+        "dropped on SQLite only"
+    );
+    let reused = db
+        .execute_unprepared(&insert_message(sqlite, 2, "same client id", "m-1"))
+        .await;
+    assert_eq!(
+        reused.is_ok(),
+        sqlite,
+        "on SQLite the writer, not the table, refuses a reused client_msg_id"
+    );
+    assert!(
+        db.execute_unprepared(&insert_message(sqlite, 1, "same seq", "m-9"))
+            .await
+            .is_err(),
+        "(consultation, seq) is still unique"
+    );
+    if sqlite {
+        db.execute_unprepared("DELETE FROM messages WHERE seq = 2")
+            .await
+            .unwrap();
+        Migrator::down(&db, Some(1)).await.unwrap();
+        assert!(
+            has_client_msg_id_index(&db, sqlite).await,
+            "down builds it again"
+        );
+        assert!(
+            db.execute_unprepared(&insert_message(sqlite, 2, "same client id", "m-1"))
+                .await
+                .is_err()
+        );
+        Migrator::up(&db, None).await.unwrap();
+        assert!(!has_client_msg_id_index(&db, sqlite).await);
     }
 }

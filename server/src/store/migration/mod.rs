@@ -14,6 +14,7 @@ mod m20261205_000007_template_ids;
 mod m20261205_000008_retention;
 mod m20261205_000009_message_partitions;
 mod m20261206_000010_messages_without_autoincrement;
+mod m20261206_000011_sqlite_idempotency_by_the_writer;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_retention::Migration),
             Box::new(m20261205_000009_message_partitions::Migration),
             Box::new(m20261206_000010_messages_without_autoincrement::Migration),
+            Box::new(m20261206_000011_sqlite_idempotency_by_the_writer::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ use super::super::messages::{AppendOutcome, DashboardRow, NewMessage, StoredMess
 use super::super::sqlite_rows::{ConsultationColumns, parse_timestamp, timestamp};
 use super::super::{StoreError, outbox as outbox_store, to_u64};
 use super::super::{batch_append, consultations};
+use super::sent_keys::SentKeys;
 use super::unread::UnreadMemo;
 use chrono::Utc;
 use consult_protocol::{ConsultationId, ConsultationStatus, Role};
@@ -28,14 +29,11 @@ const POSITION: &str = "SELECT rowid, last_seq, status, staff_messaged_first \
 const NEXT_SEQ: &str = "UPDATE consultations SET last_seq = ?2, rev = rev + ?3, \
      staff_messaged_first = staff_messaged_first OR ?4 WHERE rowid = ?1";
 
-/// Inserts a message unless its sender already used its `client_msg_id` in
-/// the consultation: the unique index answers that while inserting, so a
-/// first send (nearly every one) costs no separate look-up. A clash of
-/// `seq` is still an error.
+/// Inserts a message whose `client_msg_id` the memo found unused (a clash
+/// of `seq` is an error).
 const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-     ON CONFLICT (consultation_id, sender_id, client_msg_id) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 const INSERT_OUTBOX: &str = "INSERT INTO outbox \
      (id, idempotency_key, consultation_id, message_seq, recipient_id, channel, provider, \
@@ -63,6 +61,7 @@ pub(super) fn append(
     txn: &Transaction<'_>,
     new: &NewMessage,
     unread: &mut UnreadMemo,
+    sent: &mut SentKeys,
 ) -> Result<AppendOutcome, StoreError> {
     let consultation = new.consultation_id.as_str();
     let sender = new.sender.as_str();
@@ -89,6 +88,14 @@ pub(super) fn append(
     let patient_not_ready = status == ConsultationStatus::Scheduled.as_str()
         || status == ConsultationStatus::WaitingForPatient.as_str();
     let staff_first = new.sender_role.is_staff() && patient_not_ready && !staff_messaged_first;
+    let client_msg_id = new.client_msg_id.as_deref();
+    if sent.maybe_used(txn, consultation, last_seq, sender, client_msg_id)? {
+        // A retry, or a reuse; or another key with the same hash, or a
+        // message since removed: then it is new after all.
+        if let Some(outcome) = earlier_send(txn, new)? {
+            return Ok(outcome);
+        }
+    }
     let seq = last_seq + 1;
     let sent_at = Utc::now();
     let row = message::Model {
@@ -102,7 +109,7 @@ pub(super) fn append(
         client_msg_id: new.client_msg_id.clone(),
         created_at: sent_at,
     };
-    let inserted = txn.prepare_cached(INSERT_MESSAGE)?.execute(params![
+    txn.prepare_cached(INSERT_MESSAGE)?.execute(params![
         row.consultation_id,
         row.seq,
         row.sender_id,
@@ -112,12 +119,7 @@ pub(super) fn append(
         row.client_msg_id,
         timestamp(row.created_at)
     ])?;
-    if inserted == 0 {
-        // The sender's `client_msg_id` is taken: a retry, or a reuse.
-        return earlier_send(txn, new)?.ok_or_else(|| {
-            StoreError::Corrupt("a message was refused as a duplicate of none".to_owned())
-        });
-    }
+    sent.stored(consultation, seq, sender, client_msg_id);
     txn.prepare_cached(NEXT_SEQ)?.execute(params![
         rowid,
         seq,

@@ -21,6 +21,7 @@
 mod append;
 mod checkpoint;
 mod receipts;
+mod sent_keys;
 mod unread;
 
 pub use checkpoint::Schedule;
@@ -48,6 +49,8 @@ pub struct SqliteBatchWriter {
     connection: Connection,
     checkpoints: checkpoint::Checkpoints,
     unread: unread::UnreadMemo,
+    /// Boxed: the writer sits in an enum beside a pool handle.
+    sent: Box<sent_keys::SentKeys>,
 }
 
 impl std::fmt::Debug for SqliteBatchWriter {
@@ -90,6 +93,7 @@ impl SqliteBatchWriter {
             connection,
             checkpoints,
             unread: unread::UnreadMemo::default(),
+            sent: Box::default(),
         })
     }
 
@@ -147,10 +151,17 @@ impl SqliteBatchWriter {
         receipts: &[&[ReceiptRow]],
     ) -> Result<(Vec<AppendOutcome>, Vec<ChangedPositions>), StoreError> {
         let started = Instant::now();
-        let result = write_all(&mut self.connection, batch, receipts, &mut self.unread);
+        let result = write_all(
+            &mut self.connection,
+            batch,
+            receipts,
+            &mut self.unread,
+            &mut self.sent,
+        );
         if result.is_err() {
-            // The memo may count rows the rollback took back.
+            // The memos may count rows the rollback took back.
             self.unread.clear();
+            self.sent.clear();
         }
         let elapsed = started.elapsed();
         metrics::histogram!("consult_sqlite_commit_seconds").record(elapsed.as_secs_f64());
@@ -248,11 +259,12 @@ fn write_all(
     batch: &[NewMessage],
     receipts: &[&[ReceiptRow]],
     unread: &mut unread::UnreadMemo,
+    sent: &mut sent_keys::SentKeys,
 ) -> Result<(Vec<AppendOutcome>, Vec<ChangedPositions>), StoreError> {
     let txn = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for message in batch {
-        outcomes.push(append::append(&txn, message, unread)?);
+        outcomes.push(append::append(&txn, message, unread, sent)?);
     }
     let mut changed = Vec::with_capacity(receipts.len());
     if !receipts.is_empty() {
