@@ -3,7 +3,7 @@
 //! thread of its own holds one connection; it takes what is queued (after
 //! the hub's linger), and in one `BEGIN IMMEDIATE … COMMIT` reads each
 //! room's position, inserts the message into a table with the hub's columns
-//! and unique indexes and moves the room's `last_seq`, with cached prepared
+//! and unique index and moves the room's `last_seq`, with cached prepared
 //! statements; then it answers each sender, who fans the message out. A
 //! second thread runs a passive checkpoint every second, as the hub's does.
 //! Both install the hub's page cache guard and log-frame shim first.
@@ -30,7 +30,8 @@ const WRITER_CACHE_KIB: i64 = -16 * 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The hub's tables as its migrations leave them on SQLite: `messages`
-/// with its two unique indexes, and the consultation row the writer reads
+/// with its unique `(consultation_id, seq)` index (the hub's writer keeps
+/// `client_msg_id`s apart itself on SQLite), and the consultation row the writer reads
 /// and moves.
 const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS consultations ( id varchar(128) NOT NULL PRIMARY KEY, \
@@ -43,9 +44,7 @@ CREATE TABLE IF NOT EXISTS messages ( id integer NOT NULL PRIMARY KEY, \
   consultation_id varchar(128) NOT NULL, seq bigint NOT NULL, sender_id varchar(128) NOT NULL, \
   sender_role varchar(16) NOT NULL, kind varchar(16) NOT NULL, body text NOT NULL, \
   client_msg_id varchar(128) NULL, created_at text NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_consultation_seq ON messages (consultation_id, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_client_msg_id \
-  ON messages (consultation_id, sender_id, client_msg_id);";
+CREATE UNIQUE INDEX IF NOT EXISTS ux_messages_consultation_seq ON messages (consultation_id, seq);";
 
 const NEW_ROOM: &str = "INSERT INTO consultations (id, clinic_id, provider_id, patient_id, \
      status, scheduled_at, created_at, updated_at) \
@@ -56,8 +55,7 @@ const POSITION: &str = "SELECT rowid, last_seq, status, staff_messaged_first \
 
 const INSERT_MESSAGE: &str = "INSERT INTO messages \
      (consultation_id, seq, sender_id, sender_role, kind, body, client_msg_id, created_at) \
-     VALUES (?1, ?2, ?3, ?4, 'chat', ?5, ?6, ?7) \
-     ON CONFLICT (consultation_id, sender_id, client_msg_id) DO NOTHING";
+     VALUES (?1, ?2, ?3, ?4, 'chat', ?5, ?6, ?7)";
 
 const NEXT_SEQ: &str = "UPDATE consultations SET last_seq = ?2, rev = rev + ?3, \
      staff_messaged_first = staff_messaged_first OR ?4 WHERE rowid = ?1";
