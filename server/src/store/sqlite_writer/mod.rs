@@ -144,6 +144,12 @@ impl SqliteBatchWriter {
         (outcomes, changed)
     }
 
+    /// Empties the memos (what they hold may have been rolled back).
+    fn forget(&mut self) {
+        self.unread.clear();
+        self.sent.clear();
+    }
+
     /// One transaction for `batch` and `receipts`, timed.
     fn commit(
         &mut self,
@@ -160,8 +166,7 @@ impl SqliteBatchWriter {
         );
         if result.is_err() {
             // The memos may count rows the rollback took back.
-            self.unread.clear();
-            self.sent.clear();
+            self.forget();
         }
         let elapsed = started.elapsed();
         metrics::histogram!("consult_sqlite_commit_seconds").record(elapsed.as_secs_f64());
@@ -192,6 +197,9 @@ pub(super) fn spawn(
         .name("sqlite-writer".into())
         .spawn(move || {
             workers.run_thread(Worker::Writer, || {
+                // After a panic the batch in hand was rolled back: the memos
+                // may hold its rows.
+                writer.forget();
                 while let Some(batch) = queue.next_batch_blocking() {
                     workers.fail_if_asked(Worker::Writer);
                     let (messages, replies) = appender::split(batch.jobs);

@@ -16,9 +16,11 @@
 //! message retention has since removed) is treated as unused. A hash not
 //! found means "not used", which is what spares the index.
 //!
-//! The memo is emptied when a batch fails (its rows were rolled back) and
-//! when it holds [`CAPACITY`] keys; a consultation it no longer holds is
-//! read again when next met.
+//! The memo is emptied when a batch fails or the writer's loop starts again
+//! after a panic (rows it holds may have been rolled back, and another node
+//! may since have stored other rows under the same `seq`s), and when it
+//! holds [`CAPACITY`] keys; a consultation it no longer holds is read again
+//! when next met.
 
 use super::super::StoreError;
 use rusqlite::{Transaction, params};
