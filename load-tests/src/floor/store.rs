@@ -31,8 +31,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The hub's tables as its migrations leave them on SQLite: `messages`
 /// with its unique `(consultation_id, seq)` index (the hub's writer keeps
-/// `client_msg_id`s apart itself on SQLite), and the consultation row the writer reads
-/// and moves.
+/// `client_msg_id`s apart itself on SQLite), and the consultation row the
+/// writer reads and moves.
 const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS consultations ( id varchar(128) NOT NULL PRIMARY KEY, \
   clinic_id varchar(128) NOT NULL, provider_id varchar(128) NOT NULL, \

@@ -5,9 +5,9 @@
 //! writer (in-memory SQLite) looks the key up inside its write lock before
 //! it inserts, as it always did. The index cost the writer a leaf page or
 //! more of every message's log (client-chosen ids land anywhere in their
-//! consultation's range, so its leaves split often): about a seventh of
-//! what storing a message costs (docs/benchmarks.md, "The stored floor with
-//! the hub's room ids").
+//! consultation's range, so its leaves split often): 12 % of what storing
+//! a message costs (docs/benchmarks.md, "The stored floor with the hub's
+//! room ids").
 //!
 //! Dropping an index is immediate and leaves its pages free until `VACUUM`;
 //! `down` builds it again. PostgreSQL keeps its index (its writers are
