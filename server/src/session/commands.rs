@@ -50,16 +50,18 @@ where
             return Flow::Continue;
         };
         let kind = frame.kind();
+        // A send's `ok` leaves with the sender's own copy in one write, an
+        // ack's with the `receipt` frame its flush published to the room
+        // (published before the ack is answered). Other answers go alone:
+        // written together with the events behind them (a join's presence
+        // frames), they grow the socket's write buffer, which every idle
+        // connection then keeps (7.7 against 7.2 KiB per idle connection,
+        // docs/benchmarks.md).
+        let with_queued_events =
+            matches!(frame, ClientFrame::Send { .. } | ClientFrame::Ack { .. });
         let started = std::time::Instant::now();
         let flow = match self.dispatch(frame).await {
-            // A send's `ok` leaves with the sender's own copy in one write.
-            // Other answers go alone: written together with the events
-            // behind them (a join's presence frames), they grow the socket's
-            // write buffer, which every idle connection then keeps (7.7
-            // against 7.2 KiB per idle connection, docs/benchmarks.md).
-            Ok(result @ Some(CommandResult::Sent { .. })) => {
-                self.answer(&ServerFrame::ok(id, result)).await
-            }
+            Ok(result) if with_queued_events => self.answer(&ServerFrame::ok(id, result)).await,
             Ok(result) => self.send_frame(&ServerFrame::ok(id, result)).await,
             Err(CommandError::Service(error)) => {
                 if error.is_internal() {
