@@ -116,6 +116,46 @@ async fn a_provider_snapshot_holds_only_its_active_and_waiting_consultations() {
     }
 }
 
+/// A provider's read that leaves messages unread: the delta counts from the
+/// read, and the patient's next message adds to that count (on a SQLite
+/// file the writer counts a patient message's row from its memo, which the
+/// read must not leave behind).
+#[tokio::test]
+async fn a_partial_read_counts_unread_from_the_read_and_later_messages_add_to_it() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let id = &consultation.id;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    provider.watch_dashboard(None).await.unwrap();
+    patient.ready(id).await.unwrap();
+    next_delta(&provider, id, |entry| entry.status == Status::PatientReady).await;
+
+    let mut seqs = Vec::new();
+    for n in 1..=3 {
+        let (seq, _) = patient
+            .send(id, &format!("p-{n}"), "A question")
+            .await
+            .unwrap();
+        seqs.push(seq);
+    }
+    let three = next_delta(&provider, id, |entry| entry.unread == 3).await;
+
+    provider.ack(id, seqs[1], ReceiptKind::Read).await.unwrap();
+    let read = next_delta(&provider, id, |entry| entry.rev > three.rev).await;
+    assert_eq!(read.unread, 1, "one message after the read");
+
+    let (last, _) = patient.send(id, "p-4", "Another").await.unwrap();
+    let more = next_delta(&provider, id, |entry| entry.rev > read.rev).await;
+    assert_eq!(more.unread, 2, "the read's count and the new message");
+
+    provider.ack(id, last, ReceiptKind::Read).await.unwrap();
+    let all = next_delta(&provider, id, |entry| entry.rev > more.rev).await;
+    assert_eq!(all.unread, 0, "the provider read everything");
+}
+
 #[tokio::test]
 async fn ready_messages_reads_and_the_end_reach_the_watching_provider_as_deltas() {
     let hub = TestHub::start().await;
