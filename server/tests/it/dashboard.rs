@@ -27,6 +27,17 @@ async fn next_delta(
     .await
 }
 
+/// A consultation of dr-a with pat-a, waiting for the patient, and both
+/// connected.
+async fn waiting_with_both_connected(hub: &TestHub) -> (ConsultationId, Client, Client) {
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    (consultation.id, provider, patient)
+}
+
 fn ids(entries: &[DashboardEntry]) -> BTreeSet<String> {
     entries
         .iter()
@@ -123,12 +134,8 @@ async fn a_provider_snapshot_holds_only_its_active_and_waiting_consultations() {
 #[tokio::test]
 async fn a_partial_read_counts_unread_from_the_read_and_later_messages_add_to_it() {
     let hub = TestHub::start().await;
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let id = &consultation.id;
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    let patient = hub.connect("pat-a", Role::Patient).await;
+    let (id, provider, patient) = waiting_with_both_connected(&hub).await;
+    let id = &id;
     provider.watch_dashboard(None).await.unwrap();
     patient.ready(id).await.unwrap();
     next_delta(&provider, id, |entry| entry.status == Status::PatientReady).await;
@@ -159,12 +166,8 @@ async fn a_partial_read_counts_unread_from_the_read_and_later_messages_add_to_it
 #[tokio::test]
 async fn ready_messages_reads_and_the_end_reach_the_watching_provider_as_deltas() {
     let hub = TestHub::start().await;
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let id = &consultation.id;
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    let patient = hub.connect("pat-a", Role::Patient).await;
+    let (id, provider, patient) = waiting_with_both_connected(&hub).await;
+    let id = &id;
     let snapshot = provider.watch_dashboard(None).await.unwrap();
     assert_eq!(snapshot.len(), 1);
     let first = &snapshot[0];
