@@ -6,7 +6,7 @@
 
 use super::entities::{consultation, message};
 use super::message_insert::{self, MessageRow, month_of};
-use super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
+use super::messages::{self, AppendOutcome, NewMessage, StoredMessage, from_row};
 use super::{StoreError, consultations, outbox, to_i64, to_u64};
 use chrono::{NaiveDate, Utc};
 use consult_protocol::{ChatMessage, ConsultationId, ConsultationStatus, Role, Seq};
@@ -107,6 +107,7 @@ pub async fn append_batch(
         let notifications =
             outbox::insert_for_message(db, &message.consultation_id, seq, &message.notifications)
                 .await?;
+        messages::record_audit(db, message, seq, &notifications).await?;
         outcomes[index] = Some(AppendOutcome::Stored(StoredMessage {
             message: ChatMessage {
                 consultation_id: message.consultation_id.clone(),

@@ -125,24 +125,7 @@ pub async fn append(
     let notifications =
         outbox::insert_for_message(db, &new.consultation_id, position.seq, &new.notifications)
             .await?;
-    if let Some(entry) = &new.audit {
-        audit::record(
-            db,
-            AuditEntry {
-                actor: Actor {
-                    id: &entry.actor_id,
-                    role: &entry.actor_role,
-                },
-                action: &entry.action,
-                consultation: Some(&new.consultation_id),
-                detail: entry.detail_for(
-                    position.seq,
-                    notifications.iter().map(|row| row.id.as_str()),
-                ),
-            },
-        )
-        .await?;
-    }
+    record_audit(db, new, position.seq, &notifications).await?;
     let message = ChatMessage {
         consultation_id: new.consultation_id.clone(),
         seq: Seq(position.seq),
@@ -320,4 +303,36 @@ pub(super) fn from_row(row: message::Model) -> Result<ChatMessage, StoreError> {
         client_msg_id: row.client_msg_id,
         sent_at: row.created_at,
     })
+}
+
+/// Writes `new`'s audit entry, if it carries one, with its `seq` and the
+/// ids of the notifications queued with it, in the caller's transaction: a
+/// message that needs an entry is never stored without it.
+///
+/// # Errors
+///
+/// [`StoreError::Db`] on database failure.
+pub(super) async fn record_audit(
+    db: &impl ConnectionTrait,
+    new: &NewMessage,
+    seq: u64,
+    notifications: &[OutboxRow],
+) -> Result<(), StoreError> {
+    let Some(entry) = &new.audit else {
+        return Ok(());
+    };
+    audit::record(
+        db,
+        AuditEntry {
+            actor: Actor {
+                id: &entry.actor_id,
+                role: &entry.actor_role,
+            },
+            action: &entry.action,
+            consultation: Some(&new.consultation_id),
+            detail: entry.detail_for(seq, notifications.iter().map(|row| row.id.as_str())),
+        },
+    )
+    .await?;
+    Ok(())
 }

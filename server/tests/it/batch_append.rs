@@ -4,6 +4,7 @@
 
 use crate::harness::{TestHub, new_chat_message as message};
 use consult_hub::store::appender::Backend;
+use consult_hub::store::audit::MessageAudit;
 use consult_hub::store::batch_append::append_batch;
 use consult_hub::store::consultations::dashboard_entry_of;
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
@@ -451,4 +452,57 @@ async fn the_store_writer_counts_unread_as_the_pool_does_across_staff_messages_r
         let kept: Vec<Option<u64>> = seen.iter().map(|(_, kept)| *kept).collect();
         assert_eq!(kept, pool.iter().copied().map(Some).collect::<Vec<_>>());
     }
+}
+
+#[tokio::test]
+async fn an_audited_message_in_a_batch_is_stored_with_its_audit_entry() {
+    audited_in_a_batch(Writer::Pool).await;
+}
+
+#[tokio::test]
+async fn the_store_writer_stores_an_audited_message_with_its_audit_entry() {
+    audited_in_a_batch(Writer::Store).await;
+}
+
+/// An alert (or any message carrying an audit entry) written in the same
+/// batch as a chat message: both are stored, and the alert's entry is in
+/// the audit trail with its `seq`, never without it.
+async fn audited_in_a_batch(writer: Writer) {
+    let hub = TestHub::start().await;
+    let a = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let mut alert = message(
+        &a,
+        "dr-a",
+        Role::Provider,
+        Some("alert-1"),
+        "Please open the app",
+    );
+    alert.audit = Some(Box::new(MessageAudit {
+        actor_id: "dr-a".to_owned(),
+        actor_role: "provider".to_owned(),
+        action: "alert.send".to_owned(),
+        detail: serde_json::json!({"channels": ["push"]}),
+    }));
+    let batch = [
+        message(&a, "dr-a", Role::Provider, Some("chat-1"), "hello"),
+        alert,
+    ];
+    let outcomes = append(&hub, writer, &batch).await;
+    assert_eq!(stored_seq(&outcomes[0]), 1);
+    assert_eq!(stored_seq(&outcomes[1]), 2);
+
+    let (status, page) = hub.api_get(&format!("/v1/consultations/{a}/audit")).await;
+    assert_eq!(status, 200, "{page}");
+    let alerts: Vec<&serde_json::Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "alert.send")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{page}");
+    assert_eq!(alerts[0]["detail"]["seq"], 2, "{page}");
+    assert_eq!(alerts[0]["actor_id"], "dr-a", "{page}");
 }
