@@ -204,18 +204,36 @@ const PLACE_WORDS: &[&str] = &[
     "wing",
 ];
 
-/// A number of at most four digits, or a range of two joined by `-`, right
+/// The widest range of places that passes after a place word: `beds 1-12`
+/// and `rooms 101-102` are places, `bed 1234-5678` is a phone number.
+const PLACE_RANGE_MAX_SPAN: u32 = 20;
+
+/// A number of at most four digits, or a range of two joined by one `-`
+/// (the second above the first by at most [`PLACE_RANGE_MAX_SPAN`]), right
 /// after a place word (`room 1204`, `rooms 101-102`, `suite #1200`,
-/// `ext. 4021`).
+/// `ext. 4021`). Two groups joined by spaces alone (`ext 555 0199`) are a
+/// phone number, not a range.
 fn is_place_number(chars: &[NormChar], groups: &[(usize, usize)]) -> bool {
     let (Some(&(from, _)), Some(&(_, to))) = (groups.first(), groups.last()) else {
         return false;
     };
+    let value = |(f, t): (usize, usize)| -> u32 {
+        chars[f..t]
+            .iter()
+            .filter_map(|n| n.c.to_digit(10))
+            .fold(0, |acc, d| acc.saturating_mul(10).saturating_add(d))
+    };
     let range = match groups {
         [_] => true,
-        [(_, first_end), (second_from, _)] => chars[*first_end..*second_from]
-            .iter()
-            .all(|n| matches!(n.c, '-' | ' ')),
+        [first, second] => {
+            let joint = &chars[first.1..second.0];
+            let dashes = joint.iter().filter(|n| n.c == '-').count();
+            let (low, high) = (value(*first), value(*second));
+            dashes == 1
+                && joint.iter().all(|n| matches!(n.c, '-' | ' '))
+                && low < high
+                && high - low <= PLACE_RANGE_MAX_SPAN
+        }
         _ => false,
     };
     if !range

@@ -57,6 +57,54 @@ fn names_match_whole_words_case_insensitively_but_not_titles() {
     assert_eq!(kind("Dr. will see you"), None);
 }
 
+fn kind_with_names(names: Vec<&'static str>, text: &str) -> Option<ViolationKind> {
+    let rules = PrivacyRules {
+        names,
+        vocabulary: Vocabulary::builtin(),
+    };
+    check(text, &rules).map(|v| v.kind)
+}
+
+#[test]
+fn a_surname_that_is_also_a_title_is_a_name() {
+    for names in [vec!["Minh Do"], vec!["Dr Minh Do"], vec!["Pa Vang"]] {
+        let text = if names[0].contains("Vang") {
+            "Pa, please open the app"
+        } else {
+            "Mr Do, please open the app"
+        };
+        assert_eq!(
+            kind_with_names(names.clone(), text),
+            Some(ViolationKind::Name),
+            "{names:?}: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn credentials_after_a_name_and_honorifics_before_it_are_not_names() {
+    for (names, text) in [
+        (vec!["Jane Smith, DO"], "Please do open the app"),
+        (vec!["Jane Smith D.O."], "Please do open the app"),
+        (vec!["Jane Smith DO"], "Please do open the app"),
+        (vec!["Jane Smith MD"], "The MD on call will see you"),
+        (vec!["Jane Smith, PA"], "Please open the app"),
+        (vec!["Dr. Ms. Jane Smith PhD"], "The doctor will see you"),
+        (vec!["Sir Jane Smith Jr"], "Miss, the provider is ready"),
+    ] {
+        assert_eq!(
+            kind_with_names(names.clone(), text),
+            None,
+            "{names:?}: {text:?}"
+        );
+    }
+    assert_eq!(
+        kind_with_names(vec!["Jane Smith, DO"], "Smith is ready"),
+        Some(ViolationKind::Name),
+        "the name itself is still refused"
+    );
+}
+
 #[test]
 fn possessives_and_punctuation_do_not_hide_a_name() {
     refused_as(
@@ -255,7 +303,23 @@ fn small_numbers_and_times_pass() {
         "Join on March 4 at 10:15",
         "Please go to room 1204",
         "Suite #1200, call ext. 4021 on arrival",
+        "Please wait at rooms 101-102",
+        "Beds 1 - 12 are in the east wing",
     ]);
+}
+
+#[test]
+fn a_phone_number_after_a_place_word_is_refused() {
+    refused_as(
+        ViolationKind::DigitPattern,
+        &[
+            "Call ext 555 0199",
+            "Room 7946 0958",
+            "Bed 1234-5678",
+            "Call ext. 555-0199",
+            "Rooms 102-101",
+        ],
+    );
 }
 
 #[test]
