@@ -380,12 +380,25 @@ pub struct IssuedToken {
     pub claims: Claims,
 }
 
+/// The longest token id (`jti`) the hub takes, in a token or a revocation.
+pub const MAX_JTI_LEN: usize = 128;
+
 fn verified_from(claims: Claims) -> Result<VerifiedToken, AuthError> {
     if let Some(problem) = consult_protocol::ids::id_problem(&claims.sub) {
         return Err(AuthError::Invalid(format!("sub claim {problem}")));
     }
     if let Some(problem) = consult_protocol::ids::id_problem(&claims.clinic) {
         return Err(AuthError::Invalid(format!("clinic claim {problem}")));
+    }
+    if claims
+        .jti
+        .as_ref()
+        .is_some_and(|jti| jti.is_empty() || jti.len() > MAX_JTI_LEN)
+    {
+        // A token id that could not be revoked by it is refused.
+        return Err(AuthError::Invalid(format!(
+            "jti claim must be 1 to {MAX_JTI_LEN} bytes"
+        )));
     }
     Ok(VerifiedToken {
         principal: Principal {

@@ -111,7 +111,12 @@ impl Revocations {
     }
 
     /// Records (or updates, after a `refresh`) the token live session
-    /// `conn_id` runs on; `close` is cancelled when it gets revoked.
+    /// `conn_id` runs on; `close` is cancelled when it gets revoked,
+    /// including by a revocation that came in while the session was being
+    /// set up, after its token was checked: [`apply`](Self::apply) records
+    /// a revocation before it looks at the live sessions, and this records
+    /// the session before it looks at the revocations, so one of the two
+    /// always sees the other.
     pub fn track(&self, conn_id: u64, token: &VerifiedToken, close: &CancellationToken) {
         let live = Live {
             principal: token.principal.clone(),
@@ -120,6 +125,9 @@ impl Revocations {
             close: close.clone(),
         };
         self.live.insert(conn_id, live);
+        if self.is_revoked(token) {
+            close.cancel();
+        }
     }
 
     /// Forgets a session that ended.
@@ -212,6 +220,31 @@ mod tests {
         assert_eq!(closed, 1);
         assert!(a.is_cancelled() && !b.is_cancelled());
         assert!(!revocations.is_revoked(&token("dr", "c", Some("j1"), 10)));
+    }
+
+    #[test]
+    fn a_session_tracked_after_its_token_was_revoked_is_closed_at_once() {
+        let revocations = Revocations::new();
+        revocations.apply(&Revocation::Token {
+            jti: "j1".into(),
+            expires_at: None,
+        });
+        revocations.apply(&Revocation::User {
+            clinic: ClinicId("c".into()),
+            user: UserId("dr2".into()),
+            issued_before: 100,
+        });
+        let (by_id, by_user, other) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        revocations.track(1, &token("dr", "c", Some("j1"), 10), &by_id);
+        revocations.track(2, &token("dr2", "c", None, 100), &by_user);
+        revocations.track(3, &token("dr", "c", Some("j2"), 10), &other);
+        assert!(by_id.is_cancelled());
+        assert!(by_user.is_cancelled());
+        assert!(!other.is_cancelled());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiKey};
 use crate::app::AppState;
+use crate::auth::MAX_JTI_LEN;
 use crate::auth::revocation::Revocation;
 use crate::service::revocations;
 use crate::store::audit::Actor;
@@ -17,9 +18,6 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-/// Longest accepted token id.
-const MAX_JTI_LEN: usize = 128;
 
 /// The platform acting through the API, as recorded in the audit log.
 const PLATFORM: Actor<'static> = Actor {
@@ -50,7 +48,8 @@ struct RevokeToken {
 struct RevokeUser {
     clinic: ClinicId,
     user: UserId,
-    /// Tokens issued at or before this time are revoked; now when omitted.
+    /// Tokens issued at or before this time are revoked; when omitted, now
+    /// plus the token clock leeway (`auth.leeway_secs`).
     #[serde(default)]
     issued_before: Option<DateTime<Utc>>,
 }
@@ -104,7 +103,15 @@ async fn revoke_user(
     ApiJson(body): ApiJson<RevokeUser>,
 ) -> Result<Json<Revoked>, ApiError> {
     require_ids(&body.clinic, &body.user)?;
-    let before = body.issued_before.unwrap_or_else(Utc::now);
+    // Without a time, the cutoff is this node's clock plus the leeway that
+    // `hello` allows a token's `iat` ahead of it: a token from an issuer
+    // whose clock runs ahead is covered too (docs/http-api.md).
+    let leeway = i64::try_from(state.auth.leeway_secs()).unwrap_or(i64::MAX);
+    let before = body.issued_before.unwrap_or_else(|| {
+        chrono::TimeDelta::try_seconds(leeway)
+            .and_then(|ahead| Utc::now().checked_add_signed(ahead))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    });
     let issued_before = u64::try_from(before.timestamp())
         .map_err(|_| ApiError::invalid("issued_before must be after 1970"))?;
     let revocation = Revocation::User {

@@ -27,6 +27,10 @@ pub(crate) enum CommandError {
     /// The socket failed mid-command: the session ends.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The session's token was revoked or expired while the command waited:
+    /// no answer; the session loop closes it (4006 or 4005) at once.
+    #[error("the session ended while the command waited")]
+    SessionEnded,
 }
 
 impl From<(ErrorCode, String)> for CommandError {
@@ -79,6 +83,8 @@ where
                 tracing::info!(error = %error, "write failed");
                 Flow::Exit(consult_protocol::CloseCode::Normal)
             }
+            // The loop's next turn sees the revocation or the expiry.
+            Err(CommandError::SessionEnded) => Flow::Continue,
         };
         metrics::histogram!("consult_command_seconds", "command" => kind)
             .record(started.elapsed().as_secs_f64());

@@ -4,6 +4,7 @@
 //! unsubscribe from the hub (by connection id), tell the broker, mark the
 //! user offline, send the close frame, record metrics.
 
+use super::commands::CommandError;
 use super::rate_limit::TokenBucket;
 use super::socket::{Socket, WriteError};
 use crate::app::AppState;
@@ -224,14 +225,22 @@ where
     /// back the room's messages. Only for commands whose answer has no
     /// order to keep with events: a `send`'s `ok` must come before the
     /// sender's own copy, so it does not take this way.
+    ///
+    /// As in the session loop, a revocation or the token's expiry ends the
+    /// wait at once: the work is dropped unanswered
+    /// ([`CommandError::SessionEnded`]) and nothing more is delivered.
     pub(crate) async fn deliver_while<T>(
         &mut self,
         work: impl std::future::Future<Output = T>,
-    ) -> Result<T, WriteError> {
+    ) -> Result<T, CommandError> {
         let mut work = std::pin::pin!(work);
+        let revoked = self.revoked.clone();
+        let mut expiry = std::pin::pin!(tokio::time::sleep_until(self.expires_at));
         loop {
             tokio::select! {
                 biased;
+                () = revoked.cancelled() => return Err(CommandError::SessionEnded),
+                () = &mut expiry => return Err(CommandError::SessionEnded),
                 done = &mut work => return Ok(done),
                 Some(event) = self.outbound_rx.recv() => {
                     Box::pin(self.on_hub_event(event)).await?;

@@ -150,6 +150,8 @@ where
             match self.replay(&consultation, &mut cursor).await {
                 Ok(_) => {}
                 Err(CommandError::Write(error)) => return Err(error),
+                // The session is closing (4005 or 4006): nothing to catch up.
+                Err(CommandError::SessionEnded) => return Ok(()),
                 Err(CommandError::Service(error)) => {
                     tracing::error!(error = %error, "catch-up from the database failed");
                     return Err(WriteError::CatchUpFailed);

@@ -117,7 +117,8 @@ async fn a_refresh_with_a_revoked_token_is_refused_and_the_session_stays() {
 
 #[tokio::test]
 async fn revoking_a_users_tokens_covers_those_issued_up_to_the_time_in_that_clinic_only() {
-    let hub = TestHub::start().await;
+    // A leeway of 1 s: the cutoff is then a second ahead of the hub's clock.
+    let hub = TestHub::start_with(|config| config.auth.leeway_secs = 1).await;
     let (old, _) = api_token(&hub, "dr-a", "provider", CLINIC).await;
     let (elsewhere, _) = api_token(&hub, "dr-a", "provider", "clinic-2").await;
     let mut session = RawSocket::authenticated(&hub.ws_url(), &old).await;
@@ -135,9 +136,10 @@ async fn revoking_a_users_tokens_covers_those_issued_up_to_the_time_in_that_clin
     let pong = other_clinic.command(json!({"type": "ping"}), "p").await;
     assert_eq!(pong["type"], "ok", "{pong}");
 
-    // A token issued after the revocation time works.
-    let revoked_at = unix_now();
-    while unix_now() <= revoked_at {
+    // A token issued after the cutoff (the revocation's time plus the
+    // leeway) works.
+    let cutoff = unix_now() + 1;
+    while unix_now() <= cutoff {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (new, _) = api_token(&hub, "dr-a", "provider", CLINIC).await;
@@ -280,4 +282,63 @@ async fn a_revocation_on_one_node_closes_a_provider_on_another_within_a_second()
         .await
         .unwrap();
     assert_hello_refused(&node_b, &token, "token_revoked").await;
+}
+
+/// A token signed by the hub's secret for `dr-a` in [`CLINIC`], issued
+/// `iat_ahead_secs` ahead of this clock (an issuer whose clock runs fast),
+/// with `jti`.
+fn token_issued_ahead(iat_ahead_secs: u64, jti: Option<String>) -> String {
+    let now = unix_now();
+    let claims = consult_hub::auth::Claims {
+        sub: "dr-a".to_owned(),
+        role: Role::Provider,
+        clinic: CLINIC.to_owned(),
+        iat: now + iat_ahead_secs,
+        exp: now + 600,
+        nbf: None,
+        iss: None,
+        aud: None,
+        jti,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(crate::harness::JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn revoking_a_users_tokens_covers_a_token_whose_issuer_clock_runs_ahead() {
+    let hub = TestHub::start().await;
+    // 20 s ahead: within the default 30 s leeway, so `hello` takes it.
+    let ahead = token_issued_ahead(20, None);
+    let mut session = RawSocket::authenticated(&hub.ws_url(), &ahead).await;
+    let (status, body) = hub
+        .api_post(
+            "/v1/revocations/users",
+            json!({"clinic": CLINIC, "user": "dr-a"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["closed_here"], 1, "{body}");
+    assert_revoked_close(&mut session, Duration::from_secs(1)).await;
+    assert_hello_refused(&hub, &ahead, "token_revoked").await;
+}
+
+#[tokio::test]
+async fn a_token_id_that_could_not_be_revoked_is_refused() {
+    let hub = TestHub::start().await;
+    for jti in [String::new(), "j".repeat(129)] {
+        let token = token_issued_ahead(0, Some(jti));
+        assert_hello_refused(&hub, &token, "invalid_token").await;
+    }
+    let longest = "j".repeat(128);
+    let token = token_issued_ahead(0, Some(longest.clone()));
+    let mut session = RawSocket::authenticated(&hub.ws_url(), &token).await;
+    let (status, body) = hub
+        .api_post("/v1/revocations/tokens", json!({"jti": longest}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_revoked_close(&mut session, Duration::from_secs(1)).await;
 }

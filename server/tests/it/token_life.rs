@@ -198,3 +198,74 @@ async fn a_refresh_with_an_expired_token_is_refused_with_token_expired() {
     let pong = provider.command(json!({"type": "ping"}), "p").await;
     assert_eq!(pong["type"], "ok", "{pong}");
 }
+
+/// An `ack` whose receipt cannot be written yet (another transaction holds
+/// the receipts) does not keep the session open past its token's expiry,
+/// and nothing is delivered to it after: the wait ends with the session.
+#[tokio::test]
+async fn a_session_waiting_on_an_ack_closes_at_expiry_and_gets_nothing_after() {
+    use sea_orm::{ConnectionTrait, DatabaseBackend, TransactionTrait};
+
+    let hub = hub_without_leeway().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    let (token, exp) = short_token(&hub, "pat-a", Role::Patient, 3);
+    let mut patient = RawSocket::authenticated(&hub.ws_url(), &token).await;
+    let joined = patient
+        .command(
+            json!({"type": "join", "consultation_id": consultation.id}),
+            "j",
+        )
+        .await;
+    assert_eq!(joined["type"], "ok", "{joined}");
+    provider
+        .send(&consultation.id, "m-1", "before expiry")
+        .await
+        .unwrap();
+
+    // Hold the receipts: on SQLite the write lock, on PostgreSQL the table.
+    let db = hub.state.store.connection();
+    let holder = db.begin().await.unwrap();
+    let hold = match db.get_database_backend() {
+        DatabaseBackend::Postgres => "LOCK TABLE receipts IN EXCLUSIVE MODE",
+        _ => "UPDATE consultations SET last_seq = last_seq WHERE 0",
+    };
+    holder.execute_unprepared(hold).await.unwrap();
+    patient
+        .stream
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            json!({"type": "ack", "id": "a", "consultation_id": consultation.id,
+                   "seq": 1, "receipt": "read"})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+
+    // After the expiry, the provider sends again (on SQLite this waits for
+    // the lock too; on PostgreSQL it is stored and published at once).
+    while unix_now() < exp {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let room = consultation.id.clone();
+    let late = tokio::spawn(async move { provider.send(&room, "m-2", "after expiry").await });
+
+    let closed =
+        tokio::time::timeout(Duration::from_secs(3), frames_until_close(&mut patient)).await;
+    holder.rollback().await.unwrap();
+    let (frames, code) = closed.expect("the session closes while the ack still waits");
+    assert_eq!(code, Some(4005), "{frames:?}");
+    assert!(
+        !message_bodies(&frames).contains(&"after expiry".to_owned()),
+        "{frames:?}"
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|frame| frame["type"] == "ok" && frame["id"] == "a"),
+        "the ack is not answered after the expiry: {frames:?}"
+    );
+    late.await.unwrap().unwrap();
+}
