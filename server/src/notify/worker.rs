@@ -450,18 +450,32 @@ impl OutboxWorker {
             }
             Err(error) => {
                 tracing::warn!(notification = %row.id, attempts, error = %error, "send failed for good");
-                if row.channel == AlertChannel::Push && !error.is_retryable() {
-                    // The provider refused this device for good (unregistered
-                    // or bad token): stop sending to it.
-                    contacts::remove_device(self.state.store.connection(), &row.target).await?;
-                    // The token may be registered under several clinics.
-                    self.state.reach.forget_all_users();
+                if row.channel == AlertChannel::Push && error.device_is_gone() {
+                    self.forget_device(row).await?;
                 }
                 Ok(Finish::Failed {
                     error: short_code(&error),
                 })
             }
         }
+    }
+
+    /// The push service will never deliver to this device token again:
+    /// forget the recipient's registration of it, in the consultation's
+    /// clinic only (another clinic's registration of the same token is that
+    /// clinic's record, and goes on its own first failure).
+    async fn forget_device(&self, row: &OutboxRow) -> Result<(), StoreError> {
+        let db = self.state.store.connection();
+        let Some(consultation) = consultations::find(db, &row.consultation_id).await? else {
+            return Ok(());
+        };
+        let person = PersonKey {
+            clinic: consultation.clinic_id,
+            user: row.recipient.clone(),
+        };
+        contacts::remove_device(db, &person, &row.target).await?;
+        self.state.reach.forget_person(&person);
+        Ok(())
     }
 
     /// Tells staff watching the provider's or clinic's dashboard.

@@ -127,14 +127,21 @@ pub async fn push_devices(
         .collect())
 }
 
-/// Forgets a token the push provider reported as no longer valid, under
-/// every clinic (the provider refuses the token itself, whoever sends).
+/// Forgets `person`'s registration of a token the push provider reported
+/// as no longer valid. Only that clinic's row: another clinic's
+/// registration of the same token is its own record.
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
-pub async fn remove_device(db: &impl ConnectionTrait, token: &str) -> Result<(), StoreError> {
+pub async fn remove_device(
+    db: &impl ConnectionTrait,
+    person: &PersonKey,
+    token: &str,
+) -> Result<(), StoreError> {
     device::Entity::delete_many()
+        .filter(device::Column::ClinicId.eq(person.clinic.as_str()))
+        .filter(device::Column::UserId.eq(person.user.as_str()))
         .filter(device::Column::Token.eq(token))
         .exec(db)
         .await?;

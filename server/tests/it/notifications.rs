@@ -194,6 +194,114 @@ async fn an_unregistered_push_token_fails_and_the_device_is_forgotten_at_once() 
     assert_eq!(fake.pushes().len(), 1);
 }
 
+/// The devices registered under `token`, as (clinic, user) pairs.
+async fn registrations_of(hub: &TestHub, token: &str) -> Vec<(String, String)> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = hub.state.store.connection();
+    let rows = db
+        .query_all(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            match db.get_database_backend() {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "SELECT clinic_id, user_id FROM devices WHERE token = $1 ORDER BY clinic_id"
+                }
+                _ => "SELECT clinic_id, user_id FROM devices WHERE token = ? ORDER BY clinic_id",
+            },
+            [token.into()],
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get::<String>("", "clinic_id").unwrap(),
+                row.try_get::<String>("", "user_id").unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dead_push_token_is_forgotten_in_the_failing_clinic_only() {
+    let fake = FakeProviders::start().await;
+    let hub = fake.hub(|_| {}).await;
+    let (id, patient) = joined(&hub, "pat-a").await;
+    patient
+        .register_device(DevicePlatform::Fcm, "fcm-shared", true)
+        .await
+        .unwrap();
+    // The same phone, registered by its owner's account in another clinic.
+    let elsewhere = hub.connect_in("pat-z", Role::Patient, "clinic-2").await;
+    elsewhere
+        .register_device(DevicePlatform::Fcm, "fcm-shared", true)
+        .await
+        .unwrap();
+    fake.unregister("fcm-shared");
+    let provider = hub.connect("dr-a", Role::Provider).await;
+
+    let sent = provider
+        .alert(&id, ALERT, &[AlertChannel::Push], "a1")
+        .await
+        .unwrap();
+    wait_for_status(
+        &hub,
+        &id,
+        &sent.notifications[0].id,
+        NotificationStatus::Failed,
+    )
+    .await;
+
+    assert_eq!(
+        registrations_of(&hub, "fcm-shared").await,
+        [("clinic-2".to_owned(), "pat-z".to_owned())],
+        "the other clinic's record is its own"
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_push_error_that_is_not_about_the_device_keeps_it() {
+    let fake = FakeProviders::start().await;
+    let hub = fake.hub(|_| {}).await;
+    let (id, patient) = joined(&hub, "pat-a").await;
+    patient
+        .register_device(DevicePlatform::Fcm, "fcm-kept", true)
+        .await
+        .unwrap();
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    fake.fail_next(
+        1,
+        400,
+        json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                         "message": "Request contains an invalid argument."}}),
+    );
+
+    let sent = provider
+        .alert(&id, ALERT, &[AlertChannel::Push], "a1")
+        .await
+        .unwrap();
+    let row = wait_for_status(
+        &hub,
+        &id,
+        &sent.notifications[0].id,
+        NotificationStatus::Failed,
+    )
+    .await;
+    assert!(row.error.unwrap().contains("INVALID_ARGUMENT"));
+    assert_eq!(registrations_of(&hub, "fcm-kept").await.len(), 1);
+
+    let again = provider
+        .alert(&id, ALERT, &[AlertChannel::Push], "a2")
+        .await
+        .unwrap();
+    wait_for_status(
+        &hub,
+        &id,
+        &again.notifications[0].id,
+        NotificationStatus::Sent,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn outbox_rows_are_written_with_their_message_and_listed_to_staff_only() {
     let fake = FakeProviders::start().await;

@@ -27,6 +27,9 @@ const PROVIDER: &str = "apns";
 /// Namespace of the name-based (v5) `apns-id`s derived from idempotency keys
 /// that are not UUIDs. Changing it changes every derived id.
 const APNS_ID_NAMESPACE: Uuid = Uuid::from_u128(0x1609baac_0028_4456_9fa4_1bb7be64b251);
+/// APNs reasons that mean the device token will never work for this app.
+const DEVICE_GONE_REASONS: &[&str] = &["Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic"];
+
 /// Reasons that mean our key, team or topic is wrong, not the device.
 const CONFIGURATION_REASONS: &[&str] = &[
     "BadTopic",
@@ -160,14 +163,15 @@ impl ApnsClient {
     ///
     /// # Errors
     ///
-    /// [`SendError::Permanent`] for a malformed device token, 400
-    /// `BadDeviceToken`, 410 `Unregistered` and other 4xx;
+    /// [`SendError::DeviceGone`] for a malformed device token, 400
+    /// `BadDeviceToken` or `DeviceTokenNotForTopic` and 410 `Unregistered`;
+    /// [`SendError::Permanent`] for other 4xx;
     /// [`SendError::Retryable`] on network failure, 429, 5xx, or a rejected
     /// key, team or topic.
     pub async fn send(&self, message: &PushMessage<'_>) -> Result<Delivered, SendError> {
         let device_token = message.device_token;
         if device_token.is_empty() || !device_token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(SendError::Permanent(
+            return Err(SendError::DeviceGone(
                 "apns: device token is not hexadecimal".to_owned(),
             ));
         }
@@ -257,6 +261,11 @@ fn classify(status: StatusCode, reason: Option<&str>) -> SendError {
     let configuration = reason.is_some_and(|reason| CONFIGURATION_REASONS.contains(&reason));
     if status == StatusCode::FORBIDDEN || configuration {
         return transport::credentials_error(PROVIDER, status, reason);
+    }
+    if status == StatusCode::GONE
+        || reason.is_some_and(|reason| DEVICE_GONE_REASONS.contains(&reason))
+    {
+        return SendError::DeviceGone(transport::describe(PROVIDER, status, reason));
     }
     transport::status_error(PROVIDER, status, reason)
 }

@@ -139,8 +139,9 @@ impl FcmClient {
     ///
     /// # Errors
     ///
-    /// [`SendError::Permanent`] for 404 `UNREGISTERED`, 400
-    /// `INVALID_ARGUMENT`, `SENDER_ID_MISMATCH` and other 4xx;
+    /// [`SendError::DeviceGone`] for `UNREGISTERED` and
+    /// `SENDER_ID_MISMATCH`; [`SendError::Permanent`] for 400
+    /// `INVALID_ARGUMENT` and other 4xx;
     /// [`SendError::Retryable`] on network failure, 429, 5xx, or when the
     /// service account or its token is rejected.
     pub async fn send(&self, message: &PushMessage<'_>) -> Result<Delivered, SendError> {
@@ -213,8 +214,11 @@ fn error_code(answer: &[u8]) -> Option<String> {
 /// Maps a failed status (other than a first 401) and FCM error code.
 fn classify(status: StatusCode, code: Option<&str>) -> SendError {
     match code {
-        // The token belongs to another Firebase project: never deliverable.
-        Some("SENDER_ID_MISMATCH") => transport::status_error(PROVIDER, status, code),
+        // The app was uninstalled or the token expired, or the token belongs
+        // to another Firebase project: never deliverable to this device.
+        Some("UNREGISTERED" | "SENDER_ID_MISMATCH") => {
+            SendError::DeviceGone(transport::describe(PROVIDER, status, code))
+        }
         // Firebase's stored APNs credentials were rejected by Apple.
         Some("THIRD_PARTY_AUTH_ERROR") => transport::credentials_error(PROVIDER, status, code),
         _ if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN => {

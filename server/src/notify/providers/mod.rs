@@ -12,7 +12,8 @@
 //! text: only idempotency keys, consultation ids, provider ids and statuses.
 //!
 //! A [`SendError::Permanent`] means this message can never succeed as it is
-//! (bad device token, invalid number, rejected payload). Failures of our own
+//! (invalid number, rejected payload); [`SendError::DeviceGone`], that the
+//! push service will never deliver to this device token. Failures of our own
 //! provider credentials are [`SendError::Retryable`]: fixing the
 //! configuration makes the same message deliverable.
 
@@ -124,16 +125,27 @@ pub enum SendError {
     /// provider credentials rejected.
     #[error("retryable delivery failure: {0}")]
     Retryable(String),
-    /// This message can never be delivered as it is: unregistered device,
-    /// bad token, invalid or unsubscribed number, other 4xx.
+    /// This message can never be delivered as it is: invalid or
+    /// unsubscribed number, rejected payload, other 4xx.
     #[error("permanent delivery failure: {0}")]
     Permanent(String),
+    /// The push service says this device token will never work again
+    /// (FCM `UNREGISTERED` or `SENDER_ID_MISMATCH`; APNs `Unregistered`,
+    /// `BadDeviceToken`, `DeviceTokenNotForTopic`, or a token that is not
+    /// hexadecimal): permanent, and the registration can be forgotten.
+    #[error("permanent delivery failure: {0}")]
+    DeviceGone(String),
 }
 
 impl SendError {
     /// Whether the outbox should schedule another attempt.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable(_))
+    }
+
+    /// Whether the device token itself is dead, so its registration can go.
+    pub fn device_is_gone(&self) -> bool {
+        matches!(self, Self::DeviceGone(_))
     }
 }
 

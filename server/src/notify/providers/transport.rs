@@ -153,7 +153,9 @@ pub(super) fn credentials_error(
     ))
 }
 
-fn describe(provider: &str, status: StatusCode, code: Option<&str>) -> String {
+/// `provider answered STATUS (CODE)`: a provider's status and error code, never
+/// its body.
+pub(super) fn describe(provider: &str, status: StatusCode, code: Option<&str>) -> String {
     match code {
         Some(code) => format!("{provider} answered {status} ({code})"),
         None => format!("{provider} answered {status}"),

@@ -123,14 +123,19 @@ async fn sends_an_alert_over_http2_with_a_signed_provider_token() {
 
 #[tokio::test]
 async fn unregistered_and_bad_device_tokens_are_permanent() {
+    // (status, body, whether the device token itself is dead)
     let cases = [
         (
             410,
             json!({"reason": "Unregistered", "timestamp": 1_700_000_000_000_u64}),
+            true,
         ),
-        (400, json!({"reason": "BadDeviceToken"})),
+        (400, json!({"reason": "BadDeviceToken"}), true),
+        (400, json!({"reason": "DeviceTokenNotForTopic"}), true),
+        (400, json!({"reason": "PayloadEmpty"}), false),
+        (413, json!({"reason": "PayloadTooLarge"}), false),
     ];
-    for (status, body) in cases {
+    for (status, body, gone) in cases {
         let reason = body["reason"].as_str().unwrap().to_owned();
         let server = TestServer::start(move |_| respond_json(status, &body)).await;
 
@@ -139,7 +144,8 @@ async fn unregistered_and_bad_device_tokens_are_permanent() {
             .await
             .unwrap_err();
 
-        assert!(matches!(error, SendError::Permanent(_)), "{error}");
+        assert!(!error.is_retryable(), "{error}");
+        assert_eq!(error.device_is_gone(), gone, "{error}");
         assert!(error.to_string().contains(&reason), "{error}");
         assert!(!error.to_string().contains(DEVICE_TOKEN), "{error}");
     }
@@ -214,7 +220,7 @@ async fn a_malformed_device_token_fails_without_a_request() {
 
     let error = client(&server.url).send(&message).await.unwrap_err();
 
-    assert!(matches!(error, SendError::Permanent(_)), "{error}");
+    assert!(matches!(error, SendError::DeviceGone(_)), "{error}");
     assert!(server.requests().is_empty());
 }
 

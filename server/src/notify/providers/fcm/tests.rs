@@ -209,21 +209,21 @@ async fn a_second_401_is_retryable_and_not_retried_again() {
 
 #[tokio::test]
 async fn unregistered_and_invalid_tokens_are_permanent() {
+    // (status, Google's status, FCM's error code, whether the device token
+    // itself is dead)
     let cases = [
-        (404, "NOT_FOUND", Some("UNREGISTERED")),
-        (400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT")),
-        (400, "INVALID_ARGUMENT", None),
-        (403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH")),
+        (404, "NOT_FOUND", Some("UNREGISTERED"), true),
+        (400, "INVALID_ARGUMENT", Some("INVALID_ARGUMENT"), false),
+        (400, "INVALID_ARGUMENT", None, false),
+        (403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), true),
     ];
-    for (status, google_status, code) in cases {
+    for (status, google_status, code, gone) in cases {
         let server = fcm_server(3599, move |_| fcm_error(status, google_status, code)).await;
 
         let error = client(&server.url).send(&push()).await.unwrap_err();
 
-        assert!(
-            matches!(error, SendError::Permanent(_)),
-            "{status}: {error}"
-        );
+        assert!(!error.is_retryable(), "{status}: {error}");
+        assert_eq!(error.device_is_gone(), gone, "{status}: {error}");
         let expected = code.unwrap_or(google_status);
         assert!(error.to_string().contains(expected), "{error}");
     }
