@@ -285,6 +285,55 @@ impl ClientFrame {
         }
     }
 
+    /// The consultation a command names, for the commands that name one.
+    pub fn consultation_id(&self) -> Option<&ConsultationId> {
+        match self {
+            Self::Join {
+                consultation_id, ..
+            }
+            | Self::Leave {
+                consultation_id, ..
+            }
+            | Self::Send {
+                consultation_id, ..
+            }
+            | Self::Typing {
+                consultation_id, ..
+            }
+            | Self::Ack {
+                consultation_id, ..
+            }
+            | Self::History {
+                consultation_id, ..
+            }
+            | Self::Open {
+                consultation_id, ..
+            }
+            | Self::Ready {
+                consultation_id, ..
+            }
+            | Self::Enter {
+                consultation_id, ..
+            }
+            | Self::End {
+                consultation_id, ..
+            }
+            | Self::Cancel {
+                consultation_id, ..
+            }
+            | Self::QuickMessage {
+                consultation_id, ..
+            }
+            | Self::Alert {
+                consultation_id, ..
+            }
+            | Self::ListNotifications {
+                consultation_id, ..
+            } => Some(consultation_id),
+            _ => None,
+        }
+    }
+
     /// Every `type` a client frame may have, as [`Self::kind`] names them.
     pub const KINDS: [&'static str; 26] = [
         "hello",

@@ -337,6 +337,18 @@ async fn list_consultations(
             })
             .collect::<Result<_, _>>()?,
     };
+    for (field, id) in [
+        ("clinic_id", query.clinic_id.as_ref().map(ClinicId::as_str)),
+        (
+            "provider_id",
+            query.provider_id.as_ref().map(UserId::as_str),
+        ),
+        ("patient_id", query.patient_id.as_ref().map(UserId::as_str)),
+    ] {
+        if let Some(id) = id {
+            ApiError::check_id(field, id)?;
+        }
+    }
     let limit = paging::limit(query.limit, 100, MAX_LIST_LIMIT)?;
     let after = match &query.cursor {
         None => None,

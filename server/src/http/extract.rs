@@ -5,6 +5,7 @@ use crate::app::AppState;
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use consult_protocol::{ClinicId, ConsultationId, UserId};
 use std::sync::Arc;
 
 /// `Json<T>` with JSON error bodies.
@@ -12,10 +13,67 @@ use std::sync::Arc;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub(super) struct ApiJson<T>(pub(super) T);
 
-/// `Path<T>` with JSON error bodies.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+/// `Path<T>` with JSON error bodies, whose ids are checked as ids
+/// ([`PathIds`]): 400 `invalid_value` before any handler runs, so both
+/// stores answer a bad id alike.
+#[derive(Debug)]
 pub(super) struct ApiPath<T>(pub(super) T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: PathIds + serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        value.check_ids()?;
+        Ok(Self(value))
+    }
+}
+
+/// The ids in a path, checked by the id rule
+/// ([`consult_protocol::ids::id_problem`]).
+pub(super) trait PathIds {
+    /// `400 invalid_value` naming the first id that breaks the rule.
+    fn check_ids(&self) -> Result<(), ApiError>;
+}
+
+impl PathIds for ConsultationId {
+    fn check_ids(&self) -> Result<(), ApiError> {
+        ApiError::check_id("consultation id", self.as_str())
+    }
+}
+
+impl PathIds for ClinicId {
+    fn check_ids(&self) -> Result<(), ApiError> {
+        ApiError::check_id("clinic", self.as_str())
+    }
+}
+
+impl PathIds for UserId {
+    fn check_ids(&self) -> Result<(), ApiError> {
+        ApiError::check_id("user", self.as_str())
+    }
+}
+
+/// A participant's id.
+impl PathIds for String {
+    fn check_ids(&self) -> Result<(), ApiError> {
+        ApiError::check_id("id", self)
+    }
+}
+
+/// A clinic and one of its templates: a template id is the hub's (a default
+/// one joins the clinic id and a key, so it may be longer than an id) and is
+/// only ever compared, never used as a key.
+impl PathIds for (ClinicId, String) {
+    fn check_ids(&self) -> Result<(), ApiError> {
+        self.0.check_ids()
+    }
+}
 
 /// `Query<T>` with JSON error bodies.
 #[derive(Debug, FromRequestParts)]

@@ -68,6 +68,7 @@ pub async fn list(
     principal: &Principal,
     provider: Option<UserId>,
 ) -> Result<Vec<QuickTemplate>, ServiceError> {
+    ServiceError::check_optional_id("provider_id", provider.as_ref())?;
     let owner = owner_scope(principal, provider)?;
     let db = state.store.connection();
     stored::seed_defaults(db, &principal.clinic).await?;

@@ -92,6 +92,15 @@ where
     }
 
     async fn dispatch(&mut self, frame: ClientFrame) -> CommandOutcome {
+        // An id the stores could not both keep (or compare alike) is
+        // refused before any look-up or subscription, as the REST API does.
+        if let Some(problem) = frame.consultation_id().and_then(ConsultationId::problem) {
+            return Err((
+                ErrorCode::InvalidValue,
+                format!("consultation_id {problem}"),
+            )
+                .into());
+        }
         match frame {
             ClientFrame::Hello { .. } => Err((
                 ErrorCode::AlreadyAuthenticated,

@@ -106,3 +106,47 @@ async fn a_clinic_with_a_128_character_id_gets_its_default_templates() {
         .await;
     assert_eq!(status, 201, "{created}");
 }
+
+/// Ids that break the id rule (a NUL, a space, a slash once decoded, more
+/// than 128 characters) in a path, a query or a command are refused as
+/// `invalid_value` on both stores, never looked up.
+#[tokio::test]
+async fn ids_breaking_the_rule_are_refused_in_paths_queries_and_commands() {
+    use crate::harness::raw::RawSocket;
+    use consult_protocol::Role;
+
+    let hub = TestHub::start().await;
+    let long = "c".repeat(129);
+    for bad in ["a%00b", "a%20b", "a%2Fb", long.as_str()] {
+        for path in [
+            format!("/v1/consultations/{bad}"),
+            format!("/v1/consultations/{bad}/messages"),
+            format!("/v1/consultations/{bad}/audit"),
+            format!("/v1/participants/{bad}"),
+            format!("/v1/participants/{bad}/presence"),
+            format!("/v1/consultations?provider_id={bad}"),
+            format!("/v1/consultations?clinic_id={bad}"),
+        ] {
+            assert_invalid(&hub.api_get(&path).await, &path);
+        }
+    }
+
+    let token = hub.token("dr-a", Role::Provider, crate::harness::CLINIC);
+    let mut socket = RawSocket::authenticated(&hub.ws_url(), &token).await;
+    for (n, bad) in ["a\u{0}b", "a b", long.as_str()].into_iter().enumerate() {
+        for command in [
+            json!({"type": "join", "consultation_id": bad}),
+            json!({"type": "send", "consultation_id": bad, "client_msg_id": "m", "body": "hi"}),
+            json!({"type": "history", "consultation_id": bad}),
+            json!({"type": "alert", "consultation_id": bad, "client_msg_id": "a", "body": "Please open the app",
+                   "channels": ["push"]}),
+            json!({"type": "list_templates", "provider_id": bad}),
+        ] {
+            let answer = socket.command(command.clone(), &format!("c{n}")).await;
+            assert_eq!(answer["type"], "error", "{command}: {answer}");
+            assert_eq!(answer["code"], "invalid_value", "{command}: {answer}");
+        }
+    }
+    let pong = socket.command(json!({"type": "ping"}), "p").await;
+    assert_eq!(pong["type"], "ok", "the session goes on: {pong}");
+}
