@@ -304,7 +304,7 @@ impl OutboxWorker {
             // After the provider accepted it, only the record is retried,
             // never the send.
             match self
-                .record(&claim, finish.clone(), row_action(&finish))
+                .record(&row, &claim, finish.clone(), row_action(&finish))
                 .await
             {
                 Ok(updated) => break updated,
@@ -369,6 +369,7 @@ impl OutboxWorker {
     /// reclaimed meanwhile.
     async fn record(
         &self,
+        row: &OutboxRow,
         claim: &outbox::Claim,
         finish: Finish,
         action: &str,
@@ -377,7 +378,32 @@ impl OutboxWorker {
         // The outcome and its audit entry commit together: no outcome is
         // seen, or survives a crash, without its entry.
         let txn = db.begin().await?;
+        let accepted = matches!(finish, Finish::Sent { .. });
         let Some(updated) = outbox::finish(&txn, claim, finish).await? else {
+            if accepted {
+                // This sender's lease ran out while the provider answered:
+                // another worker holds the row, and its outcome stands. The
+                // provider still took this attempt, so it is audited too.
+                audit::record(
+                    &txn,
+                    AuditEntry {
+                        actor: Actor::HUB,
+                        action,
+                        consultation: Some(&row.consultation_id),
+                        detail: serde_json::json!({
+                            "notification_id": row.id,
+                            "channel": row.channel,
+                            "provider": row.provider,
+                            "reason": row.reason,
+                            "attempts": claim.attempts,
+                            "error": null,
+                            "lease_expired": true,
+                        }),
+                    },
+                )
+                .await?;
+                txn.commit().await?;
+            }
             return Ok(None);
         };
         audit::record(

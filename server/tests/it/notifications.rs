@@ -511,6 +511,38 @@ async fn a_row_left_sending_by_a_crashed_sender_is_sent_exactly_once_after_its_l
     assert_eq!(busy.status, NotificationStatus::Sending, "its lease holds");
 }
 
+/// A sender whose lease runs out while its provider is slow to answer: a
+/// second worker reclaims and sends the row. Both sends reached the
+/// provider, and both are in the audit trail (the late one marked
+/// `lease_expired`), while the row keeps the second worker's outcome.
+#[tokio::test]
+async fn a_send_accepted_after_its_lease_ran_out_is_audited_too() {
+    let fake = FakeProviders::start().await;
+    let (hub, row) = one_sms_row(&fake, |config| config.notify.lease_secs = 1).await;
+    fake.delay_next_sends(1, Duration::from_millis(2_500));
+    let slow = OutboxWorker::new(hub.state.clone());
+    let slow = tokio::spawn(async move { slow.step().await });
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let worker = OutboxWorker::new(hub.state.clone());
+    assert_eq!(worker.step().await.unwrap().sent, 1, "reclaimed and sent");
+    assert_eq!(slow.await.unwrap().unwrap().sent, 0, "fenced off");
+
+    assert_eq!(fake.sms().len(), 2, "the provider took both sends");
+    let sent = audited(&hub, &row.consultation_id, "notification.sent").await;
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let late: Vec<&Value> = sent
+        .iter()
+        .filter(|entry| entry["detail"]["lease_expired"] == true)
+        .collect();
+    assert_eq!(late.len(), 1, "{sent:?}");
+    assert_eq!(late[0]["detail"]["notification_id"], row.id.as_str());
+    let stored = outbox::find(hub.state.store.connection(), &row.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, NotificationStatus::Sent);
+}
+
 #[tokio::test]
 async fn a_sender_whose_lease_ran_out_cannot_overwrite_the_outcome_of_the_worker_that_reclaimed_it()
 {
