@@ -287,7 +287,7 @@ impl OutboxWorker {
                 None => match self.send_before_deadline(&row, attempts).await {
                     Some(finish) => finish?,
                     None => {
-                        let released = outbox::release(db, &claim, Utc::now()).await?;
+                        let released = self.release(&row, &claim).await?;
                         tracing::warn!(
                             notification = %row.id,
                             released,
@@ -323,6 +323,35 @@ impl OutboxWorker {
         metrics::counter!("consult_notifications_total", "channel" => updated.channel.as_str(), "status" => updated.status.as_str()).increment(1);
         self.announce(&updated).await?;
         Ok(Some(updated.status))
+    }
+
+    /// Gives back a row whose send shutdown cut short, with its audit entry
+    /// in the same transaction: the provider may have taken the attempt,
+    /// and the row will be sent again (`notification.released`).
+    async fn release(&self, row: &OutboxRow, claim: &outbox::Claim) -> Result<bool, StoreError> {
+        let txn = self.state.store.connection().begin().await?;
+        let released = outbox::release(&txn, claim, Utc::now()).await?;
+        if released {
+            audit::record(
+                &txn,
+                AuditEntry {
+                    actor: Actor::HUB,
+                    action: "notification.released",
+                    consultation: Some(&row.consultation_id),
+                    detail: serde_json::json!({
+                        "notification_id": row.id,
+                        "channel": row.channel,
+                        "provider": row.provider,
+                        "reason": row.reason,
+                        "attempts": claim.attempts,
+                        "error": "cut_short_by_shutdown",
+                    }),
+                },
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(released)
     }
 
     /// True once shutdown's deadline for sends has passed.

@@ -620,6 +620,12 @@ async fn shutdown_cuts_slow_sends_short_and_the_next_start_sends_them_at_once() 
         let expected = if row.id == first.id { 2 } else { 1 };
         assert_eq!(after.attempts, expected, "{after:?}");
     }
+    // The attempt cut short may have reached the provider: it is audited.
+    let released = audited(&hub, &id, "notification.released").await;
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0]["detail"]["notification_id"], first.id.as_str());
+    assert_eq!(released[0]["detail"]["attempts"], 1);
+    assert_eq!(released[0]["detail"]["error"], "cut_short_by_shutdown");
 }
 
 /// A consultation's notification list is bounded by bytes as well as count,
