@@ -332,23 +332,8 @@ impl OutboxWorker {
         let txn = self.state.store.connection().begin().await?;
         let released = outbox::release(&txn, claim, Utc::now()).await?;
         if released {
-            audit::record(
-                &txn,
-                AuditEntry {
-                    actor: Actor::HUB,
-                    action: "notification.released",
-                    consultation: Some(&row.consultation_id),
-                    detail: serde_json::json!({
-                        "notification_id": row.id,
-                        "channel": row.channel,
-                        "provider": row.provider,
-                        "reason": row.reason,
-                        "attempts": claim.attempts,
-                        "error": "cut_short_by_shutdown",
-                    }),
-                },
-            )
-            .await?;
+            let entry = attempt_entry(row, claim.attempts, Some("cut_short_by_shutdown"));
+            audit_attempt(&txn, "notification.released", row, entry).await?;
         }
         txn.commit().await?;
         Ok(released)
@@ -413,45 +398,17 @@ impl OutboxWorker {
                 // This sender's lease ran out while the provider answered:
                 // another worker holds the row, and its outcome stands. The
                 // provider still took this attempt, so it is audited too.
-                audit::record(
-                    &txn,
-                    AuditEntry {
-                        actor: Actor::HUB,
-                        action,
-                        consultation: Some(&row.consultation_id),
-                        detail: serde_json::json!({
-                            "notification_id": row.id,
-                            "channel": row.channel,
-                            "provider": row.provider,
-                            "reason": row.reason,
-                            "attempts": claim.attempts,
-                            "error": null,
-                            "lease_expired": true,
-                        }),
-                    },
-                )
-                .await?;
+                let mut entry = attempt_entry(row, claim.attempts, None);
+                if let Some(fields) = entry.as_object_mut() {
+                    fields.insert("lease_expired".to_owned(), serde_json::Value::Bool(true));
+                }
+                audit_attempt(&txn, action, row, entry).await?;
                 txn.commit().await?;
             }
             return Ok(None);
         };
-        audit::record(
-            &txn,
-            AuditEntry {
-                actor: Actor::HUB,
-                action,
-                consultation: Some(&updated.consultation_id),
-                detail: serde_json::json!({
-                    "notification_id": updated.id,
-                    "channel": updated.channel,
-                    "provider": updated.provider,
-                    "reason": updated.reason,
-                    "attempts": updated.attempts,
-                    "error": updated.last_error,
-                }),
-            },
-        )
-        .await?;
+        let entry = attempt_entry(&updated, updated.attempts, updated.last_error.as_deref());
+        audit_attempt(&txn, action, &updated, entry).await?;
         txn.commit().await?;
         Ok(Some(updated))
     }
@@ -555,6 +512,39 @@ pub fn retry_delay(base_ms: u64, attempts: u32) -> Duration {
 }
 
 /// A short, text-free code for the outbox and the audit log.
+/// The audit detail of one attempt on `row`: ids, channel, provider,
+/// reason, the attempt count and the error code; never text or contacts.
+fn attempt_entry(row: &OutboxRow, attempts: u32, error: Option<&str>) -> serde_json::Value {
+    serde_json::json!({
+        "notification_id": row.id,
+        "channel": row.channel,
+        "provider": row.provider,
+        "reason": row.reason,
+        "attempts": attempts,
+        "error": error,
+    })
+}
+
+/// Writes an attempt's audit entry (`action`, by the hub) in `txn`.
+async fn audit_attempt(
+    txn: &impl sea_orm::ConnectionTrait,
+    action: &str,
+    row: &OutboxRow,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    audit::record(
+        txn,
+        AuditEntry {
+            actor: Actor::HUB,
+            action,
+            consultation: Some(&row.consultation_id),
+            detail,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 fn short_code(error: &crate::notify::providers::SendError) -> String {
     let text = error.to_string();
     let kind = if error.is_retryable() {

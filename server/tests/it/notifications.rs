@@ -36,6 +36,20 @@ async fn joined(hub: &TestHub, patient: &str) -> (ConsultationId, Client) {
     (consultation.id, client)
 }
 
+/// Sends an alert with the fixed text on `channel` and waits until its
+/// notification reaches `status`; returns that notification.
+async fn alert_until(
+    hub: &TestHub,
+    provider: &Client,
+    id: &ConsultationId,
+    channel: AlertChannel,
+    key: &str,
+    status: NotificationStatus,
+) -> NotificationView {
+    let sent = provider.alert(id, ALERT, &[channel], key).await.unwrap();
+    wait_for_status(hub, id, &sent.notifications[0].id, status).await
+}
+
 /// The next message `patient` receives.
 async fn next_message(patient: &Client) -> ChatMessage {
     expect_event(patient, |event| match event {
@@ -134,15 +148,12 @@ async fn a_permanent_provider_error_fails_the_row_without_a_retry() {
     });
     fake.fail_next(1, 400, invalid_number);
 
-    let sent = provider
-        .alert(&id, ALERT, &[AlertChannel::Sms], "a1")
-        .await
-        .unwrap();
-
-    let row = wait_for_status(
+    let row = alert_until(
         &hub,
+        &provider,
         &id,
-        &sent.notifications[0].id,
+        AlertChannel::Sms,
+        "a1",
         NotificationStatus::Failed,
     )
     .await;
@@ -170,14 +181,12 @@ async fn an_unregistered_push_token_fails_and_the_device_is_forgotten_at_once() 
     fake.unregister("fcm-gone");
     let provider = hub.connect("dr-a", Role::Provider).await;
 
-    let sent = provider
-        .alert(&id, ALERT, &[AlertChannel::Push], "a1")
-        .await
-        .unwrap();
-    let row = wait_for_status(
+    let row = alert_until(
         &hub,
+        &provider,
         &id,
-        &sent.notifications[0].id,
+        AlertChannel::Push,
+        "a1",
         NotificationStatus::Failed,
     )
     .await;
@@ -239,14 +248,12 @@ async fn a_dead_push_token_is_forgotten_in_the_failing_clinic_only() {
     fake.unregister("fcm-shared");
     let provider = hub.connect("dr-a", Role::Provider).await;
 
-    let sent = provider
-        .alert(&id, ALERT, &[AlertChannel::Push], "a1")
-        .await
-        .unwrap();
-    wait_for_status(
+    alert_until(
         &hub,
+        &provider,
         &id,
-        &sent.notifications[0].id,
+        AlertChannel::Push,
+        "a1",
         NotificationStatus::Failed,
     )
     .await;
@@ -275,28 +282,24 @@ async fn a_permanent_push_error_that_is_not_about_the_device_keeps_it() {
                          "message": "Request contains an invalid argument."}}),
     );
 
-    let sent = provider
-        .alert(&id, ALERT, &[AlertChannel::Push], "a1")
-        .await
-        .unwrap();
-    let row = wait_for_status(
+    let row = alert_until(
         &hub,
+        &provider,
         &id,
-        &sent.notifications[0].id,
+        AlertChannel::Push,
+        "a1",
         NotificationStatus::Failed,
     )
     .await;
     assert!(row.error.unwrap().contains("INVALID_ARGUMENT"));
     assert_eq!(registrations_of(&hub, "fcm-kept").await.len(), 1);
 
-    let again = provider
-        .alert(&id, ALERT, &[AlertChannel::Push], "a2")
-        .await
-        .unwrap();
-    wait_for_status(
+    alert_until(
         &hub,
+        &provider,
         &id,
-        &again.notifications[0].id,
+        AlertChannel::Push,
+        "a2",
         NotificationStatus::Sent,
     )
     .await;
@@ -908,14 +911,12 @@ async fn inbound_sms_without_a_valid_twilio_signature_is_refused_and_changes_not
     );
 
     let provider = hub.connect("dr-a", Role::Provider).await;
-    let sent = provider
-        .alert(&id, ALERT, &[AlertChannel::Sms], "a1")
-        .await
-        .unwrap();
-    wait_for_status(
+    alert_until(
         &hub,
+        &provider,
         &id,
-        &sent.notifications[0].id,
+        AlertChannel::Sms,
+        "a1",
         NotificationStatus::Sent,
     )
     .await;

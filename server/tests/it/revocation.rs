@@ -29,6 +29,19 @@ async fn api_token(hub: &TestHub, user: &str, role: &str, clinic: &str) -> (Stri
     )
 }
 
+/// `POST /v1/revocations/users` for `user` in [`CLINIC`], without a time;
+/// asserts 200 and returns the body.
+async fn revoke_user(hub: &TestHub, user: &str) -> Value {
+    let (status, body) = hub
+        .api_post(
+            "/v1/revocations/users",
+            json!({"clinic": CLINIC, "user": user}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// Asserts the session gets `token_revoked` then close 4006 within `within`.
 async fn assert_revoked_close(socket: &mut RawSocket, within: Duration) {
     let started = Instant::now();
@@ -124,13 +137,7 @@ async fn revoking_a_users_tokens_covers_those_issued_up_to_the_time_in_that_clin
     let mut session = RawSocket::authenticated(&hub.ws_url(), &old).await;
     let mut other_clinic = RawSocket::authenticated(&hub.ws_url(), &elsewhere).await;
 
-    let (status, body) = hub
-        .api_post(
-            "/v1/revocations/users",
-            json!({"clinic": CLINIC, "user": "dr-a"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    revoke_user(&hub, "dr-a").await;
     assert_revoked_close(&mut session, Duration::from_secs(1)).await;
     assert_hello_refused(&hub, &old, "token_revoked").await;
     let pong = other_clinic.command(json!({"type": "ping"}), "p").await;
@@ -268,13 +275,7 @@ async fn a_revocation_on_one_node_closes_a_provider_on_another_within_a_second()
     assert_eq!(joined["type"], "ok", "{joined}");
     let patient = node_a.connect("pat-a", Role::Patient).await;
 
-    let (status, body) = node_a
-        .api_post(
-            "/v1/revocations/users",
-            json!({"clinic": CLINIC, "user": "dr-a"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = revoke_user(&node_a, "dr-a").await;
     assert_eq!(body["closed_here"], 0);
     assert_revoked_close(&mut provider, Duration::from_secs(1)).await;
     patient
@@ -314,13 +315,7 @@ async fn revoking_a_users_tokens_covers_a_token_whose_issuer_clock_runs_ahead() 
     // 20 s ahead: within the default 30 s leeway, so `hello` takes it.
     let ahead = token_issued_ahead(20, None);
     let mut session = RawSocket::authenticated(&hub.ws_url(), &ahead).await;
-    let (status, body) = hub
-        .api_post(
-            "/v1/revocations/users",
-            json!({"clinic": CLINIC, "user": "dr-a"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let body = revoke_user(&hub, "dr-a").await;
     assert_eq!(body["closed_here"], 1, "{body}");
     assert_revoked_close(&mut session, Duration::from_secs(1)).await;
     assert_hello_refused(&hub, &ahead, "token_revoked").await;
