@@ -36,6 +36,16 @@ async fn joined(hub: &TestHub, patient: &str) -> (ConsultationId, Client) {
     (consultation.id, client)
 }
 
+/// [`joined`], with the patient's FCM device `token` registered.
+async fn joined_with_push(hub: &TestHub, token: &str) -> (ConsultationId, Client) {
+    let (id, patient) = joined(hub, "pat-a").await;
+    patient
+        .register_device(DevicePlatform::Fcm, token, true)
+        .await
+        .unwrap();
+    (id, patient)
+}
+
 /// Sends an alert with the fixed text on `channel` and waits until its
 /// notification reaches `status`; returns that notification.
 async fn alert_until(
@@ -173,11 +183,7 @@ async fn a_permanent_provider_error_fails_the_row_without_a_retry() {
 async fn an_unregistered_push_token_fails_and_the_device_is_forgotten_at_once() {
     let fake = FakeProviders::start().await;
     let hub = fake.hub(|_| {}).await;
-    let (id, patient) = joined(&hub, "pat-a").await;
-    patient
-        .register_device(DevicePlatform::Fcm, "fcm-gone", true)
-        .await
-        .unwrap();
+    let (id, _patient) = joined_with_push(&hub, "fcm-gone").await;
     fake.unregister("fcm-gone");
     let provider = hub.connect("dr-a", Role::Provider).await;
 
@@ -234,11 +240,7 @@ async fn registrations_of(hub: &TestHub, token: &str) -> Vec<(String, String)> {
 async fn a_dead_push_token_is_forgotten_in_the_failing_clinic_only() {
     let fake = FakeProviders::start().await;
     let hub = fake.hub(|_| {}).await;
-    let (id, patient) = joined(&hub, "pat-a").await;
-    patient
-        .register_device(DevicePlatform::Fcm, "fcm-shared", true)
-        .await
-        .unwrap();
+    let (id, _patient) = joined_with_push(&hub, "fcm-shared").await;
     // The same phone, registered by its owner's account in another clinic.
     let elsewhere = hub.connect_in("pat-z", Role::Patient, "clinic-2").await;
     elsewhere
@@ -269,11 +271,7 @@ async fn a_dead_push_token_is_forgotten_in_the_failing_clinic_only() {
 async fn a_permanent_push_error_that_is_not_about_the_device_keeps_it() {
     let fake = FakeProviders::start().await;
     let hub = fake.hub(|_| {}).await;
-    let (id, patient) = joined(&hub, "pat-a").await;
-    patient
-        .register_device(DevicePlatform::Fcm, "fcm-kept", true)
-        .await
-        .unwrap();
+    let (id, _patient) = joined_with_push(&hub, "fcm-kept").await;
     let provider = hub.connect("dr-a", Role::Provider).await;
     fake.fail_next(
         1,
@@ -634,11 +632,7 @@ async fn a_provider_id_longer_than_the_column_is_not_stored_and_the_send_still_c
 async fn a_connected_patient_who_never_acknowledges_gets_a_push_after_push_after_ms() {
     let fake = FakeProviders::start().await;
     let hub = fake.hub(|_| {}).await;
-    let (id, patient) = joined(&hub, "pat-a").await;
-    patient
-        .register_device(DevicePlatform::Fcm, "fcm-pat-a", true)
-        .await
-        .unwrap();
+    let (id, patient) = joined_with_push(&hub, "fcm-pat-a").await;
     let provider = hub.connect("dr-a", Role::Provider).await;
 
     provider.send(&id, "c1", CHAT).await.unwrap();
@@ -661,11 +655,7 @@ async fn a_connected_patient_who_never_acknowledges_gets_a_push_after_push_after
 async fn a_delivered_receipt_before_push_after_ms_cancels_the_escalation_push() {
     let fake = FakeProviders::start().await;
     let hub = fake.hub(|config| config.notify.push_after_ms = 1_000).await;
-    let (id, patient) = joined(&hub, "pat-a").await;
-    patient
-        .register_device(DevicePlatform::Fcm, "fcm-pat-a", true)
-        .await
-        .unwrap();
+    let (id, patient) = joined_with_push(&hub, "fcm-pat-a").await;
     let provider = hub.connect("dr-a", Role::Provider).await;
 
     provider.send(&id, "c1", CHAT).await.unwrap();
@@ -770,11 +760,7 @@ async fn an_offline_patient_who_reconnects_within_the_grace_window_gets_no_push(
 async fn a_patient_who_disconnected_gets_the_offline_push_after_the_grace_window() {
     let fake = FakeProviders::start().await;
     let hub = fake.hub(|_| {}).await;
-    let (id, patient) = joined(&hub, "pat-a").await;
-    patient
-        .register_device(DevicePlatform::Fcm, "fcm-pat-a", true)
-        .await
-        .unwrap();
+    let (id, patient) = joined_with_push(&hub, "fcm-pat-a").await;
     patient.close().await;
     let provider = hub.connect("dr-a", Role::Provider).await;
     // The hub notices the close asynchronously: wait until it counts the
