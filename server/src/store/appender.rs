@@ -18,6 +18,7 @@
 //! or audit entries is one statement ([`pg_batch_append`](super::pg_batch_append)).
 
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
+use super::pg_batch_append::RetryChecks;
 use super::receipt_batch::{ChangedPositions, ReceiptRow};
 use super::sqlite_writer::{self, Schedule, SqliteBatchWriter};
 use super::{Store, StoreError};
@@ -182,7 +183,7 @@ impl Backend {
     pub async fn append(&mut self, batch: &[NewMessage]) -> BatchOutcomes {
         match self {
             Self::Sqlite(writer) => writer.append(batch),
-            Self::Pool(db) => append_through_pool(db, batch).await,
+            Self::Pool(db) => append_through_pool(db, batch, &mut RetryChecks::default()).await,
         }
     }
 }
@@ -412,6 +413,7 @@ type PoolWriter = Arc<tokio::sync::Mutex<(Queue, OnCommit)>>;
 async fn write_through_pool(db: DatabaseConnection, writer: PoolWriter, workers: Arc<Workers>) {
     let mut held = writer.lock().await;
     let (queue, on_commit) = &mut *held;
+    let mut checks = RetryChecks::default();
     while let Some(batch) = queue.next_batch().await {
         for job in batch.receipts {
             // Receipts are handed to this writer only on a SQLite file.
@@ -424,22 +426,26 @@ async fn write_through_pool(db: DatabaseConnection, writer: PoolWriter, workers:
         }
         let (messages, replies) = split(batch.jobs);
         workers.fail_if_asked(Worker::Writer);
-        let results = append_through_pool(&db, &messages).await;
+        let results = append_through_pool(&db, &messages, &mut checks).await;
         finish(on_commit, replies, results);
     }
     queue.stopped();
 }
 
-async fn append_through_pool(db: &DatabaseConnection, batch: &[NewMessage]) -> BatchOutcomes {
+async fn append_through_pool(
+    db: &DatabaseConnection,
+    batch: &[NewMessage],
+    checks: &mut RetryChecks,
+) -> BatchOutcomes {
     let all: Vec<&NewMessage> = batch.iter().collect();
-    let error = match append_all(db, &all).await {
+    let error = match append_all(db, &all, checks).await {
         Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
         Err(error) => error,
     };
     log_batch_failure(&error, batch.len());
     let mut results = Vec::with_capacity(batch.len());
     for message in batch {
-        results.push(append_all(db, &[message]).await.and_then(only));
+        results.push(append_all(db, &[message], checks).await.and_then(only));
     }
     results
 }
@@ -447,12 +453,13 @@ async fn append_through_pool(db: &DatabaseConnection, batch: &[NewMessage]) -> B
 async fn append_all(
     db: &DatabaseConnection,
     messages: &[&NewMessage],
+    checks: &mut RetryChecks,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     if db.get_database_backend() == DatabaseBackend::Postgres
         && super::pg_batch_append::fits(messages)
     {
         // One statement, one round trip, its own transaction.
-        return super::pg_batch_append::append_batch(db, messages).await;
+        return super::pg_batch_append::append(db, messages, checks).await;
     }
     let txn = db.begin().await?;
     if txn.get_database_backend() == DatabaseBackend::Sqlite {

@@ -1,13 +1,27 @@
 //! Appending a batch of messages on PostgreSQL in one statement, so one
 //! round trip: the batch goes in as one JSON parameter, and data-modifying
-//! CTEs find earlier sends of the same `client_msg_id`s, reserve each
-//! consultation's sequence numbers (`UPDATE … RETURNING`, whose row locks
-//! serialize nodes writing the same room), number the batch's messages per
-//! consultation in batch order and insert them. A single statement is its own
-//! transaction, so no `BEGIN`/`COMMIT` round trips either, and its text never
-//! changes with the batch's size, so the connection's prepared statement is
-//! reused. The consultation row it updates also gives each message its
-//! partition key, `consultation_month` (see [`partitions`](super::partitions)).
+//! CTEs reserve each consultation's sequence numbers (`UPDATE … RETURNING`,
+//! whose row locks serialize nodes writing the same room), number the
+//! batch's messages per consultation in batch order and insert them. A
+//! single statement is its own transaction, so no `BEGIN`/`COMMIT` round
+//! trips either, and its text never changes with the batch's size, so the
+//! connection's prepared statement is reused. The consultation row it updates
+//! also gives each message its partition key, `consultation_month` (see
+//! [`partitions`](super::partitions)).
+//!
+//! A retry (a `client_msg_id` its sender already used in the consultation)
+//! is rare, so the writer first inserts without looking earlier sends up
+//! ([`append`]): the unique index on `(consultation_id, sender_id,
+//! client_msg_id, consultation_month)` refuses the whole statement if one
+//! is a retry, nothing of it is kept (no sequence number is used), and the
+//! batch goes again through the statement that looks each message up first
+//! ([`append_batch`]). After such a refusal the writer looks up first for a
+//! while ([`RetryChecks`]), so a client resending in a loop costs one
+//! refused statement per [`CHECK_AFTER_A_RETRY`], not one per batch. The
+//! look-up was about 40 % of the statement's cost (docs/benchmarks.md,
+//! "PostgreSQL: earlier sends looked up only after a refusal"), and it is
+//! the one join whose plan follows the partition's statistics: a month's
+//! young partition was read whole by every statement.
 //!
 //! Outcomes are those of [`batch_append`](super::batch_append) (and of
 //! [`messages::append`](super::messages::append) in batch order). Messages
@@ -21,9 +35,28 @@ use super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
 use super::{StoreError, to_u64};
 use chrono::{DateTime, Utc};
 use consult_protocol::{ChatMessage, ConsultationStatus, Role, Seq};
-use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseBackend, SqlErr, Statement, Value};
 use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+/// How long the writer looks earlier sends up first after a batch was
+/// refused for holding a retry.
+pub const CHECK_AFTER_A_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether the writer looks earlier sends up before inserting: only for
+/// [`CHECK_AFTER_A_RETRY`] after a batch held a retry. One per writer.
+#[derive(Debug, Default)]
+pub struct RetryChecks {
+    until: Option<Instant>,
+}
+
+impl RetryChecks {
+    /// True while the writer looks earlier sends up before inserting.
+    pub fn due(&self) -> bool {
+        self.until.is_some_and(|until| Instant::now() < until)
+    }
+}
 
 /// True when every message of `batch` can take the one-statement path.
 pub fn fits(batch: &[&NewMessage]) -> bool {
@@ -32,27 +65,41 @@ pub fn fits(batch: &[&NewMessage]) -> bool {
         .all(|message| message.notifications.is_empty() && message.audit.is_none())
 }
 
-/// The statement. `$1`: the batch as a JSON array of objects with `ord`
-/// (index in the batch) and the message's fields; `$2`: the time stored.
-/// Rows out: `outcome` 'stored' (`ord`, `seq`) or 'earlier' (`ord` and the
-/// earlier message's columns).
-static STATEMENT: LazyLock<String> = LazyLock::new(|| {
+/// The batch's rows (`$1`: a JSON array of objects with `ord`, the index in
+/// the batch, and the message's fields).
+const INPUT: &str = "input AS (\
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(ord bigint, consultation_id text, \
+      sender_id text, sender_role text, kind text, body text, client_msg_id text))";
+
+/// Earlier sends of the batch's keys, and the batch's rows that are not
+/// retries.
+const EARLIER_AND_FRESH: &str = "earlier AS (\
+    SELECT i.ord, m.id, m.consultation_id, m.seq, m.sender_id, m.sender_role, m.kind, \
+      m.body, m.client_msg_id, m.created_at \
+    FROM input i JOIN messages m ON m.consultation_id = i.consultation_id \
+      AND m.sender_id = i.sender_id AND m.client_msg_id = i.client_msg_id), \
+  fresh AS (\
+    SELECT i.* FROM input i WHERE NOT EXISTS (SELECT 1 FROM earlier e WHERE e.ord = i.ord))";
+
+/// Every row of the batch taken as new.
+const ALL_FRESH: &str = "fresh AS (SELECT * FROM input)";
+
+/// The earlier sends found, as rows out.
+const EARLIER_ROWS: &str = " UNION ALL \
+  SELECT 'earlier', ord, id, consultation_id, seq, sender_id, sender_role, kind, body, \
+    client_msg_id, created_at FROM earlier";
+
+/// The statement that reserves, numbers and inserts `fresh` (`$2`: the time
+/// stored). Rows out: `outcome` 'stored' (`ord`, `seq`), and with
+/// `earlier_rows` 'earlier' (`ord` and the earlier message's columns).
+fn statement(fresh: &str, earlier_rows: &str) -> String {
     let patient = Role::Patient.as_str();
     let scheduled = ConsultationStatus::Scheduled.as_str();
     let waiting = ConsultationStatus::WaitingForPatient.as_str();
     let ended = ConsultationStatus::Ended.as_str();
     let cancelled = ConsultationStatus::Cancelled.as_str();
     format!(
-        "WITH input AS (\
-           SELECT * FROM jsonb_to_recordset($1::jsonb) AS i(ord bigint, consultation_id text, \
-             sender_id text, sender_role text, kind text, body text, client_msg_id text)), \
-         earlier AS (\
-           SELECT i.ord, m.id, m.consultation_id, m.seq, m.sender_id, m.sender_role, m.kind, \
-             m.body, m.client_msg_id, m.created_at \
-           FROM input i JOIN messages m ON m.consultation_id = i.consultation_id \
-             AND m.sender_id = i.sender_id AND m.client_msg_id = i.client_msg_id), \
-         fresh AS (\
-           SELECT i.* FROM input i WHERE NOT EXISTS (SELECT 1 FROM earlier e WHERE e.ord = i.ord)), \
+        "WITH {INPUT}, {fresh}, \
          counts AS (\
            SELECT consultation_id, count(*) AS n, \
              count(*) FILTER (WHERE sender_role = '{patient}') AS from_patient, \
@@ -81,14 +128,45 @@ static STATEMENT: LazyLock<String> = LazyLock::new(|| {
            FROM numbered RETURNING 1) \
          SELECT 'stored' AS outcome, ord, NULL::bigint AS id, NULL AS consultation_id, seq, \
            NULL AS sender_id, NULL AS sender_role, NULL AS kind, NULL AS body, \
-           NULL AS client_msg_id, NULL::timestamptz AS created_at FROM numbered \
-         UNION ALL \
-         SELECT 'earlier', ord, id, consultation_id, seq, sender_id, sender_role, kind, body, \
-           client_msg_id, created_at FROM earlier"
+           NULL AS client_msg_id, NULL::timestamptz AS created_at FROM numbered{earlier_rows}"
     )
-});
+}
 
-/// Appends `batch` (which [`fits`]) in one statement.
+/// Looks each message's earlier send up, then stores the others.
+static CHECKED: LazyLock<String> = LazyLock::new(|| statement(EARLIER_AND_FRESH, EARLIER_ROWS));
+
+/// Stores every message; refused whole by the unique index if one is a
+/// retry.
+static UNCHECKED: LazyLock<String> = LazyLock::new(|| statement(ALL_FRESH, ""));
+
+/// Appends `batch` (which [`fits`]) in one statement that does not look
+/// earlier sends up, unless `checks` says to; if the unique index refuses it
+/// (a retry in the batch), again with the look-up, which `checks` then keeps
+/// doing for [`CHECK_AFTER_A_RETRY`].
+///
+/// # Errors
+///
+/// As [`append_batch`].
+pub async fn append(
+    db: &impl ConnectionTrait,
+    batch: &[&NewMessage],
+    checks: &mut RetryChecks,
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    if !checks.due() {
+        match run(db, batch, UNCHECKED.as_str()).await {
+            Err(StoreError::Db(error))
+                if matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) =>
+            {
+                checks.until = Instant::now().checked_add(CHECK_AFTER_A_RETRY);
+            }
+            outcomes => return outcomes,
+        }
+    }
+    append_batch(db, batch).await
+}
+
+/// Appends `batch` (which [`fits`]) in one statement that looks each
+/// message's earlier send up first.
 ///
 /// # Errors
 ///
@@ -98,6 +176,15 @@ static STATEMENT: LazyLock<String> = LazyLock::new(|| {
 pub async fn append_batch(
     db: &impl ConnectionTrait,
     batch: &[&NewMessage],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    run(db, batch, CHECKED.as_str()).await
+}
+
+/// Appends `batch` with `sql`, [`CHECKED`] or [`UNCHECKED`].
+async fn run(
+    db: &impl ConnectionTrait,
+    batch: &[&NewMessage],
+    sql: &str,
 ) -> Result<Vec<AppendOutcome>, StoreError> {
     // A key repeated within the batch is sent once; its repeats take the
     // first one's outcome.
@@ -125,7 +212,7 @@ pub async fn append_batch(
     let sent_at = Utc::now();
     let statement = Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
-        STATEMENT.as_str(),
+        sql,
         [
             Value::Json(Some(Box::new(serde_json::Value::Array(input)))),
             Value::ChronoDateTimeUtc(Some(Box::new(sent_at))),

@@ -8,6 +8,7 @@ use consult_hub::store::audit::MessageAudit;
 use consult_hub::store::batch_append::append_batch;
 use consult_hub::store::consultations::dashboard_entry_of;
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
+use consult_hub::store::pg_batch_append::{self, RetryChecks};
 use consult_protocol::{ConsultationId, ReceiptKind, Role};
 use sea_orm::ConnectionTrait;
 
@@ -317,6 +318,72 @@ async fn a_retry_through_another_writer_finds_the_first_attempt() {
         .await
         .unwrap();
     assert_eq!(stored_seq(&outcome(&mut first, "k2", "two again").await), 5);
+}
+
+/// On PostgreSQL the writer inserts a batch without looking earlier sends
+/// up; a retry in it makes the unique index refuse the whole statement,
+/// which leaves nothing behind, and the batch goes again with the look-up:
+/// the retry is answered with its first attempt, the others are stored with
+/// no gap in the sequence, and the writer keeps looking up first for a
+/// while.
+#[tokio::test]
+async fn a_retry_in_an_unchecked_batch_is_found_and_leaves_no_gap() {
+    let hub = TestHub::start().await;
+    if !hub.database_url().starts_with("postgres") {
+        return;
+    }
+    let a = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let b = hub
+        .consultation("dr-a", "pat-b", "waiting_for_patient")
+        .await
+        .id;
+    let db = hub.state.store.connection();
+    let mut checks = RetryChecks::default();
+    let send = async |checks: &mut RetryChecks, batch: &[NewMessage]| {
+        let refs: Vec<&NewMessage> = batch.iter().collect();
+        pg_batch_append::append(db, &refs, checks).await.unwrap()
+    };
+    let first = send(
+        &mut checks,
+        &[message(&a, "dr-a", Role::Provider, Some("k1"), "one")],
+    )
+    .await;
+    assert_eq!(stored_seq(&first[0]), 1);
+    assert!(!checks.due(), "no retry met yet");
+    let outcomes = send(
+        &mut checks,
+        &[
+            message(&a, "dr-a", Role::Provider, Some("k2"), "two"),
+            message(&b, "dr-a", Role::Provider, Some("k1"), "b's one"),
+            message(&a, "dr-a", Role::Provider, Some("k1"), "one"),
+            message(&a, "dr-a", Role::Provider, Some("k3"), "three"),
+        ],
+    )
+    .await;
+    assert_eq!(stored_seq(&outcomes[0]), 2);
+    assert_eq!(stored_seq(&outcomes[1]), 1, "b's own first message");
+    assert!(matches!(&outcomes[2], AppendOutcome::Duplicate(m) if m.seq.get() == 1));
+    assert_eq!(stored_seq(&outcomes[3]), 3);
+    assert!(checks.due(), "the refusal turns the look-up on");
+    let later = send(
+        &mut checks,
+        &[
+            message(&a, "dr-a", Role::Provider, Some("k4"), "four"),
+            message(&a, "dr-a", Role::Provider, Some("k3"), "not three"),
+        ],
+    )
+    .await;
+    assert_eq!(stored_seq(&later[0]), 4);
+    assert_eq!(later[1], AppendOutcome::ConflictingDuplicate);
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    for (room, expected) in [(&a, vec![1_u64, 2, 3, 4]), (&b, vec![1])] {
+        let (messages, _) = provider.history(room, None, None).await.unwrap();
+        let seqs: Vec<u64> = messages.iter().map(|m| m.seq.get()).collect();
+        assert_eq!(seqs, expected, "room {room}: each message stored once");
+    }
 }
 
 /// On a SQLite file the writer reads a patient message's dashboard row in
