@@ -19,6 +19,13 @@ fn stored_seq(outcome: &AppendOutcome) -> u64 {
     }
 }
 
+/// A consultation of `dr-a` with `patient`, waiting for the patient.
+async fn waiting(hub: &TestHub, patient: &str) -> ConsultationId {
+    hub.consultation("dr-a", patient, "waiting_for_patient")
+        .await
+        .id
+}
+
 /// A consultation's dashboard revision, as the REST API reports it.
 async fn rev(hub: &TestHub, id: &ConsultationId) -> u64 {
     let (status, view) = hub.api_get(&format!("/v1/consultations/{id}")).await;
@@ -74,18 +81,9 @@ async fn the_store_writer_gives_a_mixed_batch_the_same_outcomes() {
 
 async fn mixed_batch(writer: Writer) {
     let hub = TestHub::start().await;
-    let a = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
-    let b = hub
-        .consultation("dr-a", "pat-b", "waiting_for_patient")
-        .await
-        .id;
-    let closed = hub
-        .consultation("dr-a", "pat-c", "waiting_for_patient")
-        .await
-        .id;
+    let a = waiting(&hub, "pat-a").await;
+    let b = waiting(&hub, "pat-b").await;
+    let closed = waiting(&hub, "pat-c").await;
     let provider = hub.connect("dr-a", Role::Provider).await;
     provider
         .send(&closed, "before-close", "stored before the close")
@@ -173,10 +171,7 @@ async fn the_store_writer_marks_staff_messaged_first() {
 
 async fn staff_first(writer: Writer) {
     let hub = TestHub::start().await;
-    let a = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
+    let a = waiting(&hub, "pat-a").await;
     let batch = [
         message(&a, "dr-a", Role::Provider, Some("m1"), "hello"),
         message(&a, "dr-a", Role::Provider, Some("m2"), "are you there?"),
@@ -194,14 +189,8 @@ async fn staff_first(writer: Writer) {
 #[tokio::test]
 async fn two_writers_appending_to_the_same_rooms_never_collide() {
     let hub = TestHub::start().await;
-    let a = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
-    let b = hub
-        .consultation("dr-a", "pat-b", "waiting_for_patient")
-        .await
-        .id;
+    let a = waiting(&hub, "pat-a").await;
+    let b = waiting(&hub, "pat-b").await;
     let rev_before = rev(&hub, &a).await;
     let batches = |node: &str| -> Vec<Vec<NewMessage>> {
         (0..20)
@@ -264,10 +253,7 @@ async fn two_writers_appending_to_the_same_rooms_never_collide() {
 #[tokio::test]
 async fn a_retry_through_another_writer_finds_the_first_attempt() {
     let hub = TestHub::start().await;
-    let a = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
+    let a = waiting(&hub, "pat-a").await;
     let mut first = store_writer(&hub).await;
     let mut second = store_writer(&hub).await;
     let send = |key: &str, body: &str| [message(&a, "dr-a", Role::Provider, Some(key), body)];
@@ -332,14 +318,8 @@ async fn a_retry_in_an_unchecked_batch_is_found_and_leaves_no_gap() {
     if !hub.database_url().starts_with("postgres") {
         return;
     }
-    let a = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
-    let b = hub
-        .consultation("dr-a", "pat-b", "waiting_for_patient")
-        .await
-        .id;
+    let a = waiting(&hub, "pat-a").await;
+    let b = waiting(&hub, "pat-b").await;
     let db = hub.state.store.connection();
     let mut checks = RetryChecks::default();
     let send = async |checks: &mut RetryChecks, batch: &[NewMessage]| {
@@ -393,10 +373,7 @@ async fn a_retry_in_an_unchecked_batch_is_found_and_leaves_no_gap() {
 #[tokio::test]
 async fn the_sqlite_writer_reads_the_dashboard_row_with_a_patients_message() {
     let hub = TestHub::start().await;
-    let a = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
+    let a = waiting(&hub, "pat-a").await;
     let rev_before = rev(&hub, &a).await;
     let batch = [
         message(&a, "pat-a", Role::Patient, Some("p1"), "hello"),
@@ -481,10 +458,7 @@ async fn unread_after(
 async fn the_store_writer_counts_unread_as_the_pool_does_across_staff_messages_receipts_and_other_writers()
  {
     let hub = TestHub::start().await;
-    let id = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
+    let id = waiting(&hub, "pat-a").await;
     let mut writer = store_writer(&hub).await;
     let patient = |n: &str| message(&id, "pat-a", Role::Patient, Some(n), n);
     let mut seen = Vec::new();
@@ -536,10 +510,7 @@ async fn the_store_writer_stores_an_audited_message_with_its_audit_entry() {
 /// the audit trail with its `seq`, never without it.
 async fn audited_in_a_batch(writer: Writer) {
     let hub = TestHub::start().await;
-    let a = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await
-        .id;
+    let a = waiting(&hub, "pat-a").await;
     let mut alert = message(
         &a,
         "dr-a",
