@@ -216,6 +216,7 @@ pub fn start(
         batch_max: batching.max.max(1),
         linger: batching.linger,
         stopping: None,
+        wrote_messages: false,
     };
     let receipts = match backend {
         Backend::Sqlite(writer) => {
@@ -278,16 +279,36 @@ pub(super) struct Queue {
     batch_max: usize,
     linger: Duration,
     stopping: Option<oneshot::Sender<()>>,
+    /// The last batch handed out carried messages.
+    wrote_messages: bool,
 }
 
 impl Queue {
     /// The next batch, waiting for its first message on this thread; `None`
     /// once stopped (or every sender is gone) and nothing is left.
+    ///
+    /// With a linger, a queue found empty right after a batch of messages is
+    /// slept on for the linger before the thread parks: under steady load the next messages arrive within
+    /// it, and they are taken in one wake-up instead of two (parked until
+    /// the first, then asleep for the rest of its linger). None of them has
+    /// waited longer than the linger.
     pub(super) fn next_batch_blocking(&mut self) -> Option<Batch> {
-        let first = if self.stopping.is_some() {
-            self.incoming.try_recv().ok()
-        } else {
-            self.incoming.blocking_recv()
+        if self.stopping.is_some() {
+            let first = self.incoming.try_recv().ok();
+            return self.gather(first);
+        }
+        let first = match self.incoming.try_recv() {
+            Ok(first) => Some(first),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if self.wrote_messages && !self.linger.is_zero() {
+                    std::thread::sleep(self.linger);
+                    if let Ok(first) = self.incoming.try_recv() {
+                        return self.gather(Some(first));
+                    }
+                }
+                self.incoming.blocking_recv()
+            }
         };
         let wait = self.linger_of(first.as_ref());
         if !wait.is_zero() {
@@ -344,6 +365,7 @@ impl Queue {
             }
             next = self.incoming.try_recv().ok();
         }
+        self.wrote_messages = !jobs.is_empty();
         (!jobs.is_empty() || !receipts.is_empty()).then_some(Batch { jobs, receipts })
     }
 

@@ -147,6 +147,42 @@ async fn with_a_linger_the_messages_queued_meanwhile_are_written_in_one_batch() 
     f.writer.stop().await;
 }
 
+#[tokio::test]
+async fn after_a_commit_what_the_linger_gathers_is_one_batch_stop_included() {
+    let f = writer_with(appender::Batching {
+        max: 64,
+        linger: Duration::from_millis(300),
+    })
+    .await;
+    let batches = |text: &str| metric(text, "consult_append_batch_size_count");
+    // A first message committed on its own: the writer's queue is empty
+    // right after a commit, the state in which it sleeps the linger first.
+    let first = stored_seq(&f.appender.append(message(&f.room, 0)).await.unwrap());
+    let before = batches(&f.hub.metrics_text().await);
+
+    let mut pending = Vec::new();
+    for index in 1..=5 {
+        let mut append = Box::pin(f.appender.append(message(&f.room, index)));
+        assert!(futures_util::poll!(append.as_mut()).is_pending());
+        pending.push(append);
+    }
+    f.writer.stop().await;
+
+    let mut seqs = vec![first];
+    for append in pending {
+        seqs.push(stored_seq(&append.await.unwrap()));
+    }
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>(), "queued order kept");
+    assert_eq!(*f.seen.lock().unwrap(), seqs, "every one published");
+    let written = batches(&f.hub.metrics_text().await) - before;
+    assert!(
+        (written - 1.0).abs() < f64::EPSILON,
+        "{written} batches for the five messages queued after the commit"
+    );
+    let late = f.appender.append(message(&f.room, 99)).await;
+    assert!(matches!(late, Err(StoreError::WriterStopped)), "{late:?}");
+}
+
 /// Closes every other connection to the hub's PostgreSQL database, as a
 /// restart of the server would.
 async fn drop_every_connection(url: &str) -> u64 {
