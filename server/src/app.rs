@@ -185,9 +185,7 @@ impl App {
         let backend = appender::Backend::for_store(&store, &config.database, &workers).await?;
         let batching = appender::Batching {
             max: config.database.append_batch_max,
-            linger: config
-                .database
-                .append_linger(matches!(backend, appender::Backend::Sqlite(_))),
+            linger: config.database.append_linger(backend.writer()),
         };
         let appender::Writer {
             appender,

@@ -42,6 +42,10 @@ pub use retention::{RETENTION_INTERVAL_SECS, RetentionConfig};
 /// (fewer commits, fewer syncs to queue behind) for 0.4 ms more median
 /// latency (benchmarks.md, "Group-commit linger").
 pub const SQLITE_APPEND_LINGER_US: u64 = 500;
+/// The group-commit linger of the PostgreSQL writer when unset: each
+/// statement costs PostgreSQL far more than each message it carries
+/// (docs/benchmarks.md, "PostgreSQL: the writer waits 2 ms for a batch").
+pub const POSTGRES_APPEND_LINGER_US: u64 = 2_000;
 
 /// Default listen address: loopback only, for the embedded default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -155,8 +159,8 @@ pub struct DatabaseConfig {
     pub append_batch_max: usize,
     /// Microseconds a group-commit batch's first message waits for others
     /// before the batch is written (0: none; at most 10,000). Unset: 500 on
-    /// a SQLite file (each commit there costs the same CPU whatever it
-    /// carries), 0 elsewhere.
+    /// a SQLite file and 2,000 on PostgreSQL (each commit or statement there
+    /// costs far more than each message it carries), 0 on in-memory SQLite.
     pub append_linger_us: Option<u64>,
     /// For a SQLite file: how often, at most, the log written since the last
     /// checkpoint is copied into the database file (a passive checkpoint,
@@ -618,16 +622,28 @@ impl SessionConfig {
     }
 }
 
+/// Which group-commit writer a setting is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendWriter {
+    /// The writer thread of a SQLite file.
+    SqliteFile,
+    /// The pool writer on PostgreSQL.
+    Postgres,
+    /// The pool writer on in-memory SQLite (tests, demos).
+    SqliteInMemory,
+}
+
 impl DatabaseConfig {
     /// How long a group-commit batch's first message waits for others: the
-    /// setting, else [`SQLITE_APPEND_LINGER_US`] for the SQLite file writer
-    /// (`sqlite_file`) and none for the others.
+    /// setting, else [`SQLITE_APPEND_LINGER_US`] for the SQLite file writer,
+    /// [`POSTGRES_APPEND_LINGER_US`] for PostgreSQL's and none for in-memory
+    /// SQLite's.
     #[must_use]
-    pub fn append_linger(&self, sqlite_file: bool) -> Duration {
-        let default = if sqlite_file {
-            SQLITE_APPEND_LINGER_US
-        } else {
-            0
+    pub fn append_linger(&self, writer: AppendWriter) -> Duration {
+        let default = match writer {
+            AppendWriter::SqliteFile => SQLITE_APPEND_LINGER_US,
+            AppendWriter::Postgres => POSTGRES_APPEND_LINGER_US,
+            AppendWriter::SqliteInMemory => 0,
         };
         Duration::from_micros(self.append_linger_us.unwrap_or(default))
     }

@@ -113,7 +113,7 @@ pub const SETTINGS: &[Setting] = &[
         "database.append_linger_us",
         "Microseconds a group-commit batch's first message waits for others before it is written, 0 to 10000.",
         "500",
-        "500 on a SQLite file, 0 otherwise",
+        "500 on a SQLite file, 2000 on PostgreSQL, 0 otherwise",
     ),
     unset(
         "database.sqlite_checkpoint_interval_ms",

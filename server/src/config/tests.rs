@@ -346,16 +346,30 @@ fn unset_checkpoints_are_a_second_apart_and_the_log_is_synced_between_them_only_
 fn the_group_commit_linger_defaults_by_writer_and_is_bounded() {
     let mut config = Config::default();
     assert_eq!(
-        config.database.append_linger(true),
+        config.database.append_linger(AppendWriter::SqliteFile),
         Duration::from_micros(SQLITE_APPEND_LINGER_US)
     );
-    assert_eq!(config.database.append_linger(false), Duration::ZERO);
+    assert_eq!(
+        config.database.append_linger(AppendWriter::Postgres),
+        Duration::from_micros(POSTGRES_APPEND_LINGER_US)
+    );
+    assert_eq!(
+        config.database.append_linger(AppendWriter::SqliteInMemory),
+        Duration::ZERO
+    );
     config.database.append_linger_us = Some(0);
-    assert_eq!(config.database.append_linger(true), Duration::ZERO);
+    assert_eq!(
+        config.database.append_linger(AppendWriter::SqliteFile),
+        Duration::ZERO
+    );
+    assert_eq!(
+        config.database.append_linger(AppendWriter::Postgres),
+        Duration::ZERO
+    );
     config.database.append_linger_us = Some(10_000);
     config.validate().unwrap();
     assert_eq!(
-        config.database.append_linger(false),
+        config.database.append_linger(AppendWriter::SqliteInMemory),
         Duration::from_millis(10)
     );
     config.database.append_linger_us = Some(10_001);
@@ -365,7 +379,7 @@ fn the_group_commit_linger_defaults_by_writer_and_is_bounded() {
         jail.set_env("CONSULT_DATABASE__APPEND_LINGER_US", "750");
         let config = Config::load(None).unwrap();
         assert_eq!(
-            config.database.append_linger(true),
+            config.database.append_linger(AppendWriter::Postgres),
             Duration::from_micros(750)
         );
         Ok(())

@@ -22,7 +22,7 @@ use super::pg_batch_append::RetryChecks;
 use super::receipt_batch::{ChangedPositions, ReceiptRow};
 use super::sqlite_writer::{self, Schedule, SqliteBatchWriter};
 use super::{Store, StoreError};
-use crate::config::DatabaseConfig;
+use crate::config::{AppendWriter, DatabaseConfig};
 use crate::supervisor::{Worker, Workers};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, TransactionTrait};
 use std::sync::Arc;
@@ -174,6 +174,18 @@ impl Backend {
             )?),
             None => Self::Pool(store.connection().clone()),
         })
+    }
+
+    /// Which writer this backend is, for the settings that depend on it.
+    #[must_use]
+    pub fn writer(&self) -> AppendWriter {
+        match self {
+            Self::Sqlite(_) => AppendWriter::SqliteFile,
+            Self::Pool(db) if db.get_database_backend() == DatabaseBackend::Postgres => {
+                AppendWriter::Postgres
+            }
+            Self::Pool(_) => AppendWriter::SqliteInMemory,
+        }
     }
 
     /// Appends `batch` in one transaction, or message by message if that
