@@ -75,6 +75,20 @@ async fn writer_with(batching: appender::Batching) -> Fixture {
     }
 }
 
+/// A writer whose batches' first messages wait 300 ms for others.
+async fn lingering_writer() -> Fixture {
+    writer_with(appender::Batching {
+        max: 64,
+        linger: Duration::from_millis(300),
+    })
+    .await
+}
+
+/// Batches the hub's writers have written so far.
+async fn batches_written(hub: &TestHub) -> f64 {
+    metric(&hub.metrics_text().await, "consult_append_batch_size_count")
+}
+
 #[tokio::test]
 async fn each_stored_message_is_published_before_its_sender_hears_back() {
     let f = writer_with_batches_of(64).await;
@@ -117,13 +131,8 @@ async fn stopping_writes_what_was_queued_and_refuses_what_comes_later() {
 
 #[tokio::test]
 async fn with_a_linger_the_messages_queued_meanwhile_are_written_in_one_batch() {
-    let f = writer_with(appender::Batching {
-        max: 64,
-        linger: Duration::from_millis(300),
-    })
-    .await;
-    let batches = |text: &str| metric(text, "consult_append_batch_size_count");
-    let before = batches(&f.hub.metrics_text().await);
+    let f = lingering_writer().await;
+    let before = batches_written(&f.hub).await;
 
     // Five messages queued 10 ms apart, well within the first one's linger.
     let mut pending = Vec::new();
@@ -139,7 +148,7 @@ async fn with_a_linger_the_messages_queued_meanwhile_are_written_in_one_batch() 
     }
     assert_eq!(seqs, (1..=5).collect::<Vec<u64>>());
     assert_eq!(*f.seen.lock().unwrap(), seqs, "every one published");
-    let written = batches(&f.hub.metrics_text().await) - before;
+    let written = batches_written(&f.hub).await - before;
     assert!(
         (written - 1.0).abs() < f64::EPSILON,
         "{written} batches for five messages"
@@ -149,16 +158,11 @@ async fn with_a_linger_the_messages_queued_meanwhile_are_written_in_one_batch() 
 
 #[tokio::test]
 async fn after_a_commit_what_the_linger_gathers_is_one_batch_stop_included() {
-    let f = writer_with(appender::Batching {
-        max: 64,
-        linger: Duration::from_millis(300),
-    })
-    .await;
-    let batches = |text: &str| metric(text, "consult_append_batch_size_count");
+    let f = lingering_writer().await;
     // A first message committed on its own: the writer's queue is empty
     // right after a commit, the state in which it sleeps the linger first.
     let first = stored_seq(&f.appender.append(message(&f.room, 0)).await.unwrap());
-    let before = batches(&f.hub.metrics_text().await);
+    let before = batches_written(&f.hub).await;
 
     let mut pending = Vec::new();
     for index in 1..=5 {
@@ -174,7 +178,7 @@ async fn after_a_commit_what_the_linger_gathers_is_one_batch_stop_included() {
     }
     assert_eq!(seqs, (1..=6).collect::<Vec<u64>>(), "queued order kept");
     assert_eq!(*f.seen.lock().unwrap(), seqs, "every one published");
-    let written = batches(&f.hub.metrics_text().await) - before;
+    let written = batches_written(&f.hub).await - before;
     assert!(
         (written - 1.0).abs() < f64::EPSILON,
         "{written} batches for the five messages queued after the commit"
