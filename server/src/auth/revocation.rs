@@ -1,7 +1,9 @@
 //! Revoked tokens, held in memory on every node: token ids (`jti`), and per
 //! (clinic, user) a time at or before which every token issued is revoked.
 //! Also this node's live sessions with the token each runs on, so that a new
-//! revocation (or a "disconnect now") can close the ones it covers.
+//! revocation (or a "disconnect now") can close the ones it covers, and the
+//! recent "disconnect now"s, so that one arriving while a connection is set
+//! up (its token checked, its session not yet live) closes it too.
 //!
 //! Checking is a map look-up; nothing here does IO. Storing and broadcasting
 //! revocations is `service::revocations`.
@@ -10,7 +12,12 @@ use super::{Principal, VerifiedToken, unix_now};
 use consult_protocol::{ClinicId, UserId};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// How long a "disconnect now" is remembered for the connections being set
+/// up when it came: far longer than a `hello` may take.
+const DISCONNECT_MEMORY: Duration = Duration::from_secs(60);
 
 /// One revocation, as stored and as broadcast between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +66,9 @@ pub struct Revocations {
     tokens: DashMap<String, Option<u64>>,
     users: DashMap<(ClinicId, UserId), u64>,
     live: DashMap<u64, Live>,
+    /// When each (clinic, user) was last disconnected, for
+    /// [`DISCONNECT_MEMORY`].
+    disconnects: DashMap<(ClinicId, UserId), Instant>,
 }
 
 impl Revocations {
@@ -98,7 +108,12 @@ impl Revocations {
                     .or_insert(0);
                 *entry = (*entry).max(*issued_before);
             }
-            Revocation::Disconnect { .. } => {}
+            Revocation::Disconnect { clinic, user } => {
+                let now = Instant::now();
+                self.disconnects
+                    .retain(|_, at| now.saturating_duration_since(*at) < DISCONNECT_MEMORY);
+                self.disconnects.insert((clinic.clone(), user.clone()), now);
+            }
         }
         let mut closed = 0;
         for live in &self.live {
@@ -111,13 +126,21 @@ impl Revocations {
     }
 
     /// Records (or updates, after a `refresh`) the token live session
-    /// `conn_id` runs on; `close` is cancelled when it gets revoked,
-    /// including by a revocation that came in while the session was being
-    /// set up, after its token was checked: [`apply`](Self::apply) records
-    /// a revocation before it looks at the live sessions, and this records
-    /// the session before it looks at the revocations, so one of the two
-    /// always sees the other.
-    pub fn track(&self, conn_id: u64, token: &VerifiedToken, close: &CancellationToken) {
+    /// `conn_id` runs on, checked at `checked_at`; `close` is cancelled when
+    /// it gets revoked or its user disconnected, including by a revocation
+    /// or a disconnect that came in while the session was being set up,
+    /// after its token was checked: [`apply`](Self::apply) records either
+    /// before it looks at the live sessions, and this records the session
+    /// before it looks at them, so one of the two always sees the other. A
+    /// disconnect before `checked_at` does not close a session set up after
+    /// it.
+    pub fn track(
+        &self,
+        conn_id: u64,
+        token: &VerifiedToken,
+        close: &CancellationToken,
+        checked_at: Instant,
+    ) {
         let live = Live {
             principal: token.principal.clone(),
             jti: token.jti.clone(),
@@ -125,7 +148,12 @@ impl Revocations {
             close: close.clone(),
         };
         self.live.insert(conn_id, live);
-        if self.is_revoked(token) {
+        let principal = &token.principal;
+        let disconnected_since_checked = self
+            .disconnects
+            .get(&(principal.clinic.clone(), principal.user.clone()))
+            .is_some_and(|at| *at >= checked_at);
+        if self.is_revoked(token) || disconnected_since_checked {
             close.cancel();
         }
     }
@@ -211,14 +239,48 @@ mod tests {
     fn applying_closes_the_live_sessions_covered() {
         let revocations = Revocations::new();
         let (a, b) = (CancellationToken::new(), CancellationToken::new());
-        revocations.track(1, &token("dr", "c", Some("j1"), 10), &a);
-        revocations.track(2, &token("dr", "other", Some("j2"), 10), &b);
+        revocations.track(1, &token("dr", "c", Some("j1"), 10), &a, Instant::now());
+        revocations.track(2, &token("dr", "other", Some("j2"), 10), &b, Instant::now());
         let closed = revocations.apply(&Revocation::Disconnect {
             clinic: ClinicId("c".into()),
             user: UserId("dr".into()),
         });
         assert_eq!(closed, 1);
         assert!(a.is_cancelled() && !b.is_cancelled());
+        assert!(!revocations.is_revoked(&token("dr", "c", Some("j1"), 10)));
+    }
+
+    #[test]
+    fn a_disconnect_during_set_up_closes_the_session_and_not_one_set_up_after_it() {
+        let revocations = Revocations::new();
+        let checked_at = Instant::now();
+        // The disconnect comes after the token was checked and before the
+        // session is live: `apply` finds nothing to close.
+        let closed = revocations.apply(&Revocation::Disconnect {
+            clinic: ClinicId("c".into()),
+            user: UserId("dr".into()),
+        });
+        assert_eq!(closed, 0);
+        let (during, other_clinic) = (CancellationToken::new(), CancellationToken::new());
+        revocations.track(1, &token("dr", "c", Some("j1"), 10), &during, checked_at);
+        revocations.track(
+            2,
+            &token("dr", "other", Some("j2"), 10),
+            &other_clinic,
+            checked_at,
+        );
+        assert!(
+            during.is_cancelled(),
+            "the session set up meanwhile is closed"
+        );
+        assert!(!other_clinic.is_cancelled(), "another clinic's user is not");
+
+        // A connection whose token is checked after the disconnect stays: the
+        // token is still valid.
+        std::thread::sleep(Duration::from_millis(2));
+        let after = CancellationToken::new();
+        revocations.track(3, &token("dr", "c", Some("j1"), 10), &after, Instant::now());
+        assert!(!after.is_cancelled());
         assert!(!revocations.is_revoked(&token("dr", "c", Some("j1"), 10)));
     }
 
@@ -239,9 +301,9 @@ mod tests {
             CancellationToken::new(),
             CancellationToken::new(),
         );
-        revocations.track(1, &token("dr", "c", Some("j1"), 10), &by_id);
-        revocations.track(2, &token("dr2", "c", None, 100), &by_user);
-        revocations.track(3, &token("dr", "c", Some("j2"), 10), &other);
+        revocations.track(1, &token("dr", "c", Some("j1"), 10), &by_id, Instant::now());
+        revocations.track(2, &token("dr2", "c", None, 100), &by_user, Instant::now());
+        revocations.track(3, &token("dr", "c", Some("j2"), 10), &other, Instant::now());
         assert!(by_id.is_cancelled());
         assert!(by_user.is_cancelled());
         assert!(!other.is_cancelled());

@@ -96,6 +96,7 @@ where
         socket: Socket<S>,
         state: Arc<AppState>,
         token: &VerifiedToken,
+        checked_at: std::time::Instant,
         conn_id: u64,
         user_slot: UserSlot,
     ) -> Self {
@@ -130,7 +131,7 @@ where
             revoked: CancellationToken::new(),
             _user_slot: user_slot,
         };
-        session.adopt_token(token);
+        session.adopt_token(token, checked_at);
         session
     }
 

@@ -31,7 +31,9 @@ pub struct PendingSession<S> {
 }
 
 enum HelloOutcome {
-    Authenticated(Box<VerifiedToken>),
+    /// The token, and when its checks began: a disconnect from then on
+    /// closes the session.
+    Authenticated(Box<VerifiedToken>, std::time::Instant),
     Close(CloseCode),
 }
 
@@ -65,7 +67,9 @@ where
             () = shutdown.cancelled() => HelloOutcome::Close(CloseCode::GoingAway),
         };
         match outcome {
-            HelloOutcome::Authenticated(token) => self.welcome(*token).await,
+            HelloOutcome::Authenticated(token, checked_at) => {
+                self.welcome(*token, checked_at).await
+            }
             HelloOutcome::Close(code) => {
                 tracing::info!(close = code.code(), "handshake ended");
                 self.socket.close(code).await;
@@ -118,8 +122,11 @@ where
             }
             match decode_client_frame(&text) {
                 Ok(ClientFrame::Hello { token }) => {
+                    let checked_at = std::time::Instant::now();
                     match identity::authenticate(&self.state, &token).await {
-                        Ok(verified) => return HelloOutcome::Authenticated(Box::new(verified)),
+                        Ok(verified) => {
+                            return HelloOutcome::Authenticated(Box::new(verified), checked_at);
+                        }
                         Err(error) => {
                             let code = error.code();
                             self.refuse(None, code, &error.client_message()).await;
@@ -159,7 +166,11 @@ where
         }
     }
 
-    async fn welcome(mut self, token: VerifiedToken) -> Option<Session<S>> {
+    async fn welcome(
+        mut self,
+        token: VerifiedToken,
+        checked_at: std::time::Instant,
+    ) -> Option<Session<S>> {
         let principal = &token.principal;
         let Some(user_slot) = self
             .state
@@ -193,6 +204,16 @@ where
             return None;
         }
         tracing::info!(user = %principal.user, role = %principal.role, "authenticated");
-        Some(Session::start(self.socket, self.state, &token, self.conn_id, user_slot).await)
+        Some(
+            Session::start(
+                self.socket,
+                self.state,
+                &token,
+                checked_at,
+                self.conn_id,
+                user_slot,
+            )
+            .await,
+        )
     }
 }

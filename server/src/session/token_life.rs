@@ -73,6 +73,7 @@ where
         // The same checks as `hello`: signature and claims (fetching the
         // identity provider's keys for an unknown `kid`), the user's clinic,
         // revocation.
+        let checked_at = std::time::Instant::now();
         let verified = identity::authenticate(&self.state, token)
             .await
             .map_err(|error| {
@@ -94,18 +95,19 @@ where
             )
                 .into());
         }
-        self.adopt_token(&verified);
+        self.adopt_token(&verified, checked_at);
         let expires_at =
             expiry_time(verified.expires_at).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
         Ok(Some(CommandResult::Refreshed { expires_at }))
     }
 
-    /// Makes `verified` the session's token: its deadline, and the identity
-    /// revocations are matched against.
-    pub(crate) fn adopt_token(&mut self, verified: &VerifiedToken) {
+    /// Makes `verified` (checked at `checked_at`) the session's token: its
+    /// deadline, and the identity revocations and disconnects are matched
+    /// against.
+    pub(crate) fn adopt_token(&mut self, verified: &VerifiedToken, checked_at: std::time::Instant) {
         self.expires_at = deadline(verified.expires_at, self.state.auth.leeway_secs());
         self.state
             .revocations
-            .track(self.conn_id, verified, &self.revoked);
+            .track(self.conn_id, verified, &self.revoked, checked_at);
     }
 }
