@@ -222,7 +222,7 @@ pub struct LatencySummary {
 
 /// Counts per fixed time bucket since a start time (Unix microseconds), for
 /// throughput-over-time plots.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timeline {
     /// Unix microseconds at which bucket 0 starts.
     pub start_unix_us: u64,

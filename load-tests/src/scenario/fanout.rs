@@ -190,10 +190,20 @@ pub struct FanoutResult {
     pub disk_sync: Option<LatencySummary>,
     /// Deliveries per second over the run.
     pub delivered_timeline: Timeline,
+    /// Deliveries later than [`LATE_AFTER_US`], by when they were sent, in
+    /// [`LATE_BUCKET_MS`] buckets: whether the tail is spread over the run
+    /// or comes in stalls, and when.
+    #[serde(default)]
+    pub late_timeline: Timeline,
     /// The latency distribution, for plots.
     #[serde(skip)]
     pub latency_recorder: LatencyRecorder,
 }
+
+/// A delivery this late (microseconds) counts in `late_timeline`.
+pub const LATE_AFTER_US: u64 = 20_000;
+/// Width of `late_timeline`'s buckets, milliseconds.
+pub const LATE_BUCKET_MS: u64 = 100;
 
 /// One receiving member.
 struct Member {
@@ -587,6 +597,7 @@ struct MemberOutcome {
     last_delivery_unix_us: u64,
     tracker: SeqTracker,
     timeline: Timeline,
+    late: Timeline,
     closed: Option<String>,
     receipts: MemberReceipts,
 }
@@ -620,6 +631,7 @@ async fn receive(
 ) -> MemberOutcome {
     let mut tracker = SeqTracker::starting_at(member.start_seq);
     let mut timeline = Timeline::new(started_unix_us, 1000);
+    let mut late = Timeline::new(started_unix_us, LATE_BUCKET_MS);
     let mut closed = None;
     let mut deadline = None;
     let mut last_delivery_unix_us = 0;
@@ -647,6 +659,9 @@ async fn receive(
                     last_delivery_unix_us = now;
                     if let Some(sent) = payload::sent_at(&body) {
                         latency.record(now.saturating_sub(sent));
+                        if now.saturating_sub(sent) > LATE_AFTER_US {
+                            late.add(sent, 1);
+                        }
                     }
                     if receipts {
                         if let Err(error) = acknowledge(&mut member, seq, &mut acks).await {
@@ -686,6 +701,7 @@ async fn receive(
         last_delivery_unix_us,
         tracker,
         timeline,
+        late,
         closed,
         receipts: acks,
     }
@@ -723,6 +739,7 @@ fn summarize(
     started_unix_us: u64,
 ) -> FanoutResult {
     let mut delivered_timeline = Timeline::new(started_unix_us, 1000);
+    let mut late_timeline = Timeline::new(started_unix_us, LATE_BUCKET_MS);
     let (mut expected, mut delivered, mut lost, mut gaps, mut stale, mut with_loss) =
         (0, 0, 0, 0, 0, 0);
     let mut last_delivery_unix_us = started_unix_us;
@@ -738,6 +755,7 @@ fn summarize(
         with_loss += u64::from(missed > 0);
         last_delivery_unix_us = last_delivery_unix_us.max(outcome.last_delivery_unix_us);
         delivered_timeline.merge(&outcome.timeline);
+        late_timeline.merge(&outcome.late);
         if closed_members.len() < 10 {
             closed_members.extend(outcome.closed.clone());
         }
@@ -769,6 +787,7 @@ fn summarize(
         hub,
         sent,
         delivered_timeline,
+        late_timeline,
         latency_recorder,
     }
 }
