@@ -104,7 +104,10 @@ pub const SETTINGS: &[Setting] = &[
         "database.url",
         "Database URL: sqlite:… or postgres://… (postgresql://…).",
     ),
-    set("database.max_connections", "Database connection pool size."),
+    set(
+        "database.max_connections",
+        "Database connection pool size (on PostgreSQL the message writer holds one more connection of its own).",
+    ),
     set(
         "database.append_batch_max",
         "Messages written in one group-commit transaction at most.",

@@ -18,6 +18,7 @@ pub mod partitions;
 pub mod publisher;
 pub mod quick;
 pub mod reach;
+pub mod refresh_ahead;
 pub mod registered_clinics;
 pub mod registrations;
 pub mod retention;

@@ -10,7 +10,7 @@ use crate::auth::Principal;
 use crate::broker::Topic;
 use crate::domain::Consultation;
 use crate::hub::topics;
-use crate::service::{ServiceError, access, dashboard, events};
+use crate::service::{ServiceError, access, dashboard, events, reach};
 use crate::store::messages as stored_messages;
 use axum::extract::ws::{Message, Utf8Bytes};
 use consult_protocol::{CommandResult, ConsultationId, ErrorCode, Seq, ServerFrame, UserId};
@@ -98,6 +98,9 @@ where
         );
         if newly_joined {
             self.announce_presence(&consultation_id, true);
+            if self.principal.role.is_staff() {
+                reach::warm(&self.state, &consultation);
+            }
         }
         let mut view = consultation.view();
         view.last_seq = Seq(view.last_seq.get().max(cursor));

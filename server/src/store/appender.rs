@@ -13,9 +13,12 @@
 //! ([`SqliteBatchWriter`]) that takes messages straight from the senders'
 //! queue and publishes them itself: a send costs one hand-off to the thread
 //! and one back. It also writes the receipt batcher's flushes
-//! ([`ReceiptWriter`]), in the transaction of the batch it takes them with. On PostgreSQL (and in-memory SQLite) the writer is a task
-//! appending through the pool; on PostgreSQL a batch without notifications
-//! or audit entries is one statement ([`pg_batch_append`](super::pg_batch_append)).
+//! ([`ReceiptWriter`]), in the transaction of the batch it takes them with.
+//! On PostgreSQL the writer is a task appending on a connection of its own
+//! (so a burst of reads holding every pooled connection never holds a
+//! commit), and a batch without notifications or audit entries is one
+//! statement ([`pg_batch_append`](super::pg_batch_append)); on in-memory
+//! SQLite it is a task appending through the pool.
 
 use super::messages::{self, AppendOutcome, NewMessage, StoredMessage};
 use super::pg_batch_append::RetryChecks;
@@ -151,7 +154,8 @@ pub enum Backend {
 
 impl Backend {
     /// The writer's own connection for a SQLite file (checkpointed, and its
-    /// log synced, as `config` says while written), else the pool. The
+    /// log synced, as `config` says while written) or for PostgreSQL (a
+    /// pool of one), else the store's pool (in-memory SQLite). The
     /// checkpoint thread is supervised by `workers`.
     ///
     /// # Errors
@@ -172,7 +176,10 @@ impl Backend {
                 config.sqlite_synchronous,
                 workers,
             )?),
-            None => Self::Pool(store.connection().clone()),
+            None => Self::Pool(match Store::writer_connection(config).await? {
+                Some(own) => own,
+                None => store.connection().clone(),
+            }),
         })
     }
 

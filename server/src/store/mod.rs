@@ -80,6 +80,33 @@ pub struct Store {
     reads: Option<Arc<SqliteReads>>,
 }
 
+/// The pool's options: `max` connections at most, at least one kept open,
+/// SQLite files in WAL mode with `synchronous` as
+/// `database.sqlite_synchronous` says.
+fn pool_options(config: &DatabaseConfig, max: u32) -> ConnectOptions {
+    let synchronous = match config.sqlite_synchronous {
+        SqliteSync::Full => SqliteSynchronous::Full,
+        SqliteSync::Normal => SqliteSynchronous::Normal,
+    };
+    let mut options = ConnectOptions::new(config.url.clone());
+    options
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        // A SQLite connection is a file handle, not a socket that can go
+        // stale: pinging it on every acquire only costs a thread hop.
+        // PostgreSQL's pool pings only idle connections (`pg_pool`).
+        .test_before_acquire(false)
+        .map_sqlx_sqlite_opts(move |opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(synchronous)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    options
+}
+
 /// Puts [`consult_sqlite_pcache`]'s guard in front of SQLite's page cache
 /// and makes [`consult_sqlite_wal_frames`]'s shim SQLite's default VFS,
 /// unless SQLite is already in use (the binary does this first thing; this
@@ -105,26 +132,7 @@ impl Store {
     ///
     /// [`StoreError::Db`] when the database cannot be reached.
     pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
-        let synchronous = match config.sqlite_synchronous {
-            SqliteSync::Full => SqliteSynchronous::Full,
-            SqliteSync::Normal => SqliteSynchronous::Normal,
-        };
-        let mut options = ConnectOptions::new(config.url.clone());
-        options
-            .max_connections(config.max_connections)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .sqlx_logging(false)
-            // A SQLite connection is a file handle, not a socket that can go
-            // stale: pinging it on every acquire only costs a thread hop.
-            // PostgreSQL's pool pings only idle connections (`pg_pool`).
-            .test_before_acquire(false)
-            .map_sqlx_sqlite_opts(move |opts| {
-                opts.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(synchronous)
-                    .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true)
-            });
+        let options = pool_options(config, config.max_connections);
         let db = if config.url.starts_with("sqlite:") {
             prepare_sqlite();
             Database::connect(options).await?
@@ -137,6 +145,23 @@ impl Store {
             .await?
             .map(|path| Arc::new(SqliteReads::new(&path)));
         Ok(store)
+    }
+
+    /// A PostgreSQL connection of the message writer's own (a pool of one,
+    /// kept open), or `None` on SQLite. The writer commits every message:
+    /// it must not queue for a connection behind the reads of the shared
+    /// pool (a burst of look-ups would hold every sender's `ok`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Db`] when the database cannot be reached.
+    pub async fn writer_connection(
+        config: &DatabaseConfig,
+    ) -> Result<Option<DatabaseConnection>, StoreError> {
+        if config.url.starts_with("sqlite:") {
+            return Ok(None);
+        }
+        Ok(Some(pg_pool::connect(&pool_options(config, 1)).await?))
     }
 
     /// Applies pending migrations.

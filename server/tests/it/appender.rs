@@ -9,6 +9,7 @@ use consult_hub::store::StoreError;
 use consult_hub::store::appender::{self, Appender, Backend, OnCommit, WriterHandle};
 use consult_hub::store::messages::{AppendOutcome, NewMessage};
 use consult_protocol::{ConsultationId, MessageKind, Role, UserId};
+use sea_orm::{ConnectionTrait, TransactionTrait};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -190,7 +191,7 @@ async fn after_a_commit_what_the_linger_gathers_is_one_batch_stop_included() {
 /// Closes every other connection to the hub's PostgreSQL database, as a
 /// restart of the server would.
 async fn drop_every_connection(url: &str) -> u64 {
-    use sea_orm::{ConnectionTrait, Statement};
+    use sea_orm::Statement;
     let admin = sea_orm::Database::connect(url).await.unwrap();
     let row = admin
         .query_one(Statement::from_string(
@@ -239,5 +240,28 @@ async fn after_postgresql_drops_the_pools_connections_the_next_message_is_stored
         2,
         "{history}"
     );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_writer_commits_while_every_pooled_connection_is_taken() {
+    // A pool of one, held by an open transaction: a burst of look-ups
+    // taking every pooled connection must not hold the writer's commits.
+    let hub = TestHub::start_with(|config| config.database.max_connections = 1).await;
+    let room = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await
+        .id;
+    let held = hub.state.store.connection().begin().await.unwrap();
+    held.execute_unprepared("SELECT 1").await.unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        hub.state.appender.append(message(&room, 1)),
+    )
+    .await
+    .expect("the writer waited for the pool")
+    .unwrap();
+    assert_eq!(stored_seq(&outcome), 1);
+    held.rollback().await.unwrap();
     hub.shutdown().await;
 }

@@ -222,3 +222,33 @@ async fn each_role_lists_exactly_the_consultations_it_may_act_on() {
     let stranger = hub.connect_in("adm-x", Role::Admin, "clinic-2").await;
     assert!(listed(&stranger, true).await.is_empty());
 }
+
+#[tokio::test]
+async fn staff_entering_a_consultation_have_its_patients_reach_read_ahead() {
+    let hub = TestHub::start().await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let patient_key = consult_hub::domain::PersonKey::new(
+        &crate::harness::CLINIC.into(),
+        &consult_protocol::UserId::from("pat-a"),
+    );
+    let ttl = Duration::from_millis(hub.state.config.notify.reach_cache_ms);
+    // The patient entering reads nothing ahead: it is not the one who
+    // messages the patient.
+    let patient = hub.connect("pat-a", Role::Patient).await;
+    patient.join(&consultation.id, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!hub.state.reach.holds_contact(&patient_key, ttl));
+    // The provider entering does, in the background.
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&consultation.id, None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !hub.state.reach.holds_contact(&patient_key, ttl) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the patient's reach was not read ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
