@@ -14,6 +14,10 @@
 //! reads, the others find its value when it lands (a clinic's policy is
 //! asked by every room of the clinic at once when the node starts).
 //!
+//! Entries past their life are swept now and then (see
+//! [`SWEEP_AFTER`]), so the map holds about the keys asked for lately, not
+//! every key ever asked for.
+//!
 //! Forgetting a key (its owner changed it on this node) drops its entry; a
 //! background read in flight for it is dropped when it lands, so a change
 //! is never overwritten by what was read before it.
@@ -23,7 +27,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -47,6 +51,8 @@ struct Inner<K: Eq + Hash, V> {
     /// the ones after the first find the value cached.
     reading: DashMap<K, Arc<Mutex<()>>>,
     generations: AtomicU64,
+    /// Entries added since expired ones were last dropped.
+    added: AtomicUsize,
 }
 
 /// A map of values read through a caller's function, refreshed ahead of
@@ -63,6 +69,7 @@ impl<K: Eq + Hash, V> Default for RefreshAhead<K, V> {
                 entries: DashMap::new(),
                 reading: DashMap::new(),
                 generations: AtomicU64::new(0),
+                added: AtomicUsize::new(0),
             }),
         }
     }
@@ -106,6 +113,7 @@ where
                 self.inner
                     .entries
                     .insert(key.clone(), self.inner.entry(value.clone(), ttl));
+                self.inner.prune_now_and_then(ttl);
             }),
         };
         drop(turn);
@@ -178,7 +186,27 @@ where
     }
 }
 
+/// Entries added between two sweeps of expired ones, at least; otherwise
+/// as many as the map holds, so a sweep costs a constant share of each
+/// read inline however large the map.
+const SWEEP_AFTER: usize = 1024;
+
 impl<K: Eq + Hash, V> Inner<K, V> {
+    /// Drops the entries older than `ttl` once as many entries were added
+    /// as the map holds (and at least [`SWEEP_AFTER`]): a key nobody asks
+    /// for again (a patient whose consultations ended) does not stay in
+    /// memory, and the map stays within about twice its live entries.
+    fn prune_now_and_then(&self, ttl: Duration) {
+        let added = self.added.fetch_add(1, Ordering::Relaxed) + 1;
+        if added < SWEEP_AFTER.max(self.entries.len()) {
+            return;
+        }
+        self.added.store(0, Ordering::Relaxed);
+        let now = Instant::now();
+        self.entries
+            .retain(|_, entry| now.duration_since(entry.read_at) < ttl);
+    }
+
     /// A fresh entry for `value`, read now, due for a refresh at a point
     /// drawn between half and three quarters of `ttl`.
     fn entry(&self, value: V, ttl: Duration) -> Entry<V> {
@@ -324,6 +352,31 @@ mod tests {
         assert_eq!(values, vec![1; 20]);
         assert_eq!(f.reads.load(Ordering::SeqCst), 1);
         assert!(f.cache.inner.reading.is_empty(), "the gate is gone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_past_their_life_are_swept_as_new_ones_come() {
+        let cache: RefreshAhead<usize, usize> = RefreshAhead::default();
+        let fill = |keys: std::ops::Range<usize>| {
+            let cache = &cache;
+            async move {
+                for key in keys {
+                    let value = cache
+                        .get(&key, TTL, || async move { Ok::<_, String>(key) })
+                        .await;
+                    assert_eq!(value, Ok(key));
+                }
+            }
+        };
+        fill(0..SWEEP_AFTER - 2).await;
+        tokio::time::advance(TTL).await;
+        // Nothing is swept before SWEEP_AFTER entries were added.
+        fill(SWEEP_AFTER..SWEEP_AFTER + 1).await;
+        assert_eq!(cache.inner.entries.len(), SWEEP_AFTER - 1);
+        // The SWEEP_AFTER-th drops every entry past its life.
+        fill(SWEEP_AFTER + 1..SWEEP_AFTER + 2).await;
+        assert_eq!(cache.inner.entries.len(), 2, "only the live entries left");
+        assert!(cache.is_fresh(&(SWEEP_AFTER + 1), TTL));
     }
 
     #[tokio::test(start_paused = true)]
