@@ -2,6 +2,7 @@
 //! the "Active and Waiting" list.
 
 use super::entities::{consultation, message, receipt};
+use super::pg_keyed_list::matches_one_of;
 use super::{StoreError, to_u64};
 use crate::domain::Consultation;
 use chrono::{DateTime, Utc};
@@ -307,11 +308,6 @@ pub async fn dashboard_entries_of(
         return Ok(Vec::new());
     }
     let backend = db.get_database_backend();
-    let condition = if backend == DatabaseBackend::Postgres {
-        "c.id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"
-    } else {
-        "c.id IN (SELECT value FROM json_each(?))"
-    };
     let list = serde_json::Value::Array(
         ids.iter()
             .map(|id| serde_json::Value::String(id.to_string()))
@@ -322,7 +318,8 @@ pub async fn dashboard_entries_of(
     } else {
         list.to_string().into()
     };
-    let statement = Statement::from_sql_and_values(backend, dashboard_rows_sql(condition), [value]);
+    let statement =
+        Statement::from_sql_and_values(backend, dashboard_entries_sql(backend), [value]);
     let mut rows = Vec::new();
     for row in db.query_all(statement).await? {
         let consultation = from_row(consultation::Model::from_query_result(&row, "")?)?;
@@ -332,6 +329,19 @@ pub async fn dashboard_entries_of(
         rows.push((consultation, entry));
     }
     Ok(rows)
+}
+
+/// The query of [`dashboard_entries_of`] on `backend`: the consultations'
+/// ids go in as one JSON array (`$1` or `?`).
+pub fn dashboard_entries_sql(backend: DatabaseBackend) -> String {
+    if backend == DatabaseBackend::Postgres {
+        dashboard_rows_sql(&matches_one_of(
+            "c.id",
+            "SELECT jsonb_array_elements_text($1::jsonb)",
+        ))
+    } else {
+        dashboard_rows_sql("c.id IN (SELECT value FROM json_each(?))")
+    }
 }
 
 /// A consultation's dashboard row from the consultation and what the row

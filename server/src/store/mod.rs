@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod participants;
 pub mod partitions;
 pub mod pg_batch_append;
+pub mod pg_keyed_list;
 pub mod pg_pool;
 pub mod policies;
 pub mod receipt_batch;

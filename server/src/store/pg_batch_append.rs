@@ -22,7 +22,9 @@
 //! (docs/benchmarks.md, "PostgreSQL: earlier sends looked up only after a
 //! refusal"), and it is
 //! the one join whose plan follows the partition's statistics: a month's
-//! young partition was read whole by every statement.
+//! young partition was read whole by every statement. The consultations
+//! are found through their primary key whatever the table's size
+//! ([`pg_keyed_list`](super::pg_keyed_list)).
 //!
 //! Outcomes are those of [`batch_append`](super::batch_append) (and of
 //! [`messages::append`](super::messages::append) in batch order). Messages
@@ -33,6 +35,7 @@
 use super::batch_append::{Key, key_of, missing, retry_outcome};
 use super::entities::message;
 use super::messages::{AppendOutcome, NewMessage, StoredMessage, from_row};
+use super::pg_keyed_list::matches_one_of;
 use super::{StoreError, to_u64};
 use chrono::{DateTime, Utc};
 use consult_protocol::{ChatMessage, ConsultationStatus, Role, Seq};
@@ -99,6 +102,7 @@ fn statement(fresh: &str, earlier_rows: &str) -> String {
     let waiting = ConsultationStatus::WaitingForPatient.as_str();
     let ended = ConsultationStatus::Ended.as_str();
     let cancelled = ConsultationStatus::Cancelled.as_str();
+    let listed = matches_one_of("c.id", "SELECT consultation_id FROM counts");
     format!(
         "WITH {INPUT}, {fresh}, \
          counts AS (\
@@ -112,7 +116,7 @@ fn statement(fresh: &str, earlier_rows: &str) -> String {
                OR (k.from_staff AND c.status IN ('{scheduled}', '{waiting}')) \
            FROM counts k \
            WHERE c.id = k.consultation_id \
-             AND c.id = ANY(ARRAY(SELECT consultation_id FROM counts)) \
+             AND {listed} \
              AND c.status NOT IN ('{ended}', '{cancelled}') \
            RETURNING c.id, c.last_seq - k.n AS base, \
              date_trunc('month', c.created_at AT TIME ZONE 'UTC')::date AS consultation_month), \
@@ -139,6 +143,16 @@ static CHECKED: LazyLock<String> = LazyLock::new(|| statement(EARLIER_AND_FRESH,
 /// Stores every message; refused whole by the unique index if one is a
 /// retry.
 static UNCHECKED: LazyLock<String> = LazyLock::new(|| statement(ALL_FRESH, ""));
+
+/// The statement's text: with the look-up of earlier sends (`checked`) or
+/// without. `$1` is the batch as JSON, `$2` the time stored.
+pub fn statement_sql(checked: bool) -> &'static str {
+    if checked {
+        CHECKED.as_str()
+    } else {
+        UNCHECKED.as_str()
+    }
+}
 
 /// Appends `batch` (which [`fits`]) in one statement that does not look
 /// earlier sends up, unless `checks` says to; if the unique index refuses it

@@ -31,6 +31,7 @@ mod notifications;
 mod openapi;
 mod ops_files;
 mod paging;
+mod pg_plans;
 mod platform_messages;
 mod quick_messages;
 mod receipts;
