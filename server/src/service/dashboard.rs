@@ -6,6 +6,7 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::domain::Consultation;
 use crate::hub::topics;
+use crate::store::dashboard_rows::{self, UnreadCounts};
 use crate::store::{consultations, participants};
 use consult_protocol::{
     ClinicId, ConsultationId, ConsultationStatus, DashboardEntry, ErrorCode, Role, ServerFrame,
@@ -145,15 +146,20 @@ pub async fn publish_entry(state: &AppState, id: &ConsultationId) -> Result<(), 
     Ok(())
 }
 
-/// Reads the dashboard rows of `ids` in one query and publishes each to its
-/// provider's and clinic's feeds.
+/// Reads the dashboard rows of `ids` in one query, their unread counts
+/// carried on from `counts`, and publishes each to its provider's and
+/// clinic's feeds.
 ///
 /// # Errors
 ///
 /// A store failure.
-pub async fn publish_entries(state: &AppState, ids: &[ConsultationId]) -> Result<(), ServiceError> {
+pub async fn publish_entries(
+    state: &AppState,
+    ids: &[ConsultationId],
+    counts: &mut UnreadCounts,
+) -> Result<(), ServiceError> {
     for (consultation, entry) in
-        consultations::dashboard_entries_of(state.store.connection(), ids).await?
+        dashboard_rows::dashboard_entries_of(state.store.connection(), ids, counts).await?
     {
         publish_to_staff(state, &consultation, &ServerFrame::Dashboard { entry });
     }

@@ -18,6 +18,7 @@ use crate::app::AppState;
 use crate::broker::Broker;
 use crate::hub::topics;
 use crate::store::appender::OnCommit;
+use crate::store::dashboard_rows::UnreadCounts;
 use crate::store::messages::StoredMessage;
 use crate::store::receipt_batch::{MovedReceipt, OnReceiptCommit};
 use consult_protocol::{ConsultationId, Role, Seq, ServerFrame};
@@ -81,8 +82,9 @@ const REFRESH_BATCH_MAX: usize = 256;
 /// gone. The consultations that arrived while a refresh was being read are
 /// read together in the next one (one query, each consultation once): the
 /// row shows the state at that read, which covers every message before it.
-/// The queue is held by the run in progress, so that a restarted run (see
-/// [`crate::supervisor`]) takes it over.
+/// Unread counts are carried on from one read of a consultation to the next
+/// ([`UnreadCounts`]). The queue is held by the run in progress, so that a
+/// restarted run (see [`crate::supervisor`]) takes it over.
 pub async fn refresh_dashboards(
     state: Arc<AppState>,
     queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ConsultationId>>>,
@@ -90,6 +92,7 @@ pub async fn refresh_dashboards(
     let mut consultations = queue.lock().await;
     let mut due: Vec<ConsultationId> = Vec::new();
     let mut seen: HashSet<ConsultationId> = HashSet::new();
+    let mut counts = UnreadCounts::default();
     while let Some(first) = consultations.recv().await {
         due.clear();
         seen.clear();
@@ -103,7 +106,7 @@ pub async fn refresh_dashboards(
                 due.push(next);
             }
         }
-        if let Err(error) = dashboard::publish_entries(&state, &due).await {
+        if let Err(error) = dashboard::publish_entries(&state, &due, &mut counts).await {
             tracing::error!(error = %error, consultations = due.len(), "dashboard deltas failed");
         }
     }

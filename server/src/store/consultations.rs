@@ -2,7 +2,6 @@
 //! the "Active and Waiting" list.
 
 use super::entities::{consultation, message, receipt};
-use super::pg_keyed_list::matches_one_of;
 use super::{StoreError, to_u64};
 use crate::domain::Consultation;
 use chrono::{DateTime, Utc};
@@ -253,10 +252,10 @@ pub(super) fn dashboard_row_sql(placeholder: &str) -> String {
 }
 
 /// The patient's name as a dashboard row shows it, on `c` and `p`.
-const PATIENT_NAME: &str = "COALESCE(p.display_name, c.patient_id)";
+pub(super) const PATIENT_NAME: &str = "COALESCE(p.display_name, c.patient_id)";
 
 /// The `seq` the provider of `c` has read up to, 0 before any receipt.
-const PROVIDER_READ_SEQ: &str = "COALESCE((SELECT r.read_seq FROM receipts r \
+pub(super) const PROVIDER_READ_SEQ: &str = "COALESCE((SELECT r.read_seq FROM receipts r \
      WHERE r.consultation_id = c.id AND r.user_id = c.provider_id), 0)";
 
 /// The dashboard rows of the consultations `condition` (on `c`) selects.
@@ -290,58 +289,6 @@ pub(super) fn patient_messages_after_sql(consultation: &str, seq: &str) -> Strin
          AND sender_role = '{patient}' AND seq > {seq}",
         patient = Role::Patient.as_str(),
     )
-}
-
-/// The dashboard rows of the consultations `ids` (unknown ones are left
-/// out), in one query: the ids go in as one JSON array, so the statement's
-/// text is the same for any number of them.
-///
-/// # Errors
-///
-/// [`StoreError::Db`] on database failure; [`StoreError::Corrupt`] for an
-/// unknown stored status.
-pub async fn dashboard_entries_of(
-    db: &impl ConnectionTrait,
-    ids: &[ConsultationId],
-) -> Result<Vec<(Consultation, DashboardEntry)>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let backend = db.get_database_backend();
-    let list = serde_json::Value::Array(
-        ids.iter()
-            .map(|id| serde_json::Value::String(id.to_string()))
-            .collect(),
-    );
-    let value = if backend == DatabaseBackend::Postgres {
-        sea_orm::Value::Json(Some(Box::new(list)))
-    } else {
-        list.to_string().into()
-    };
-    let statement =
-        Statement::from_sql_and_values(backend, dashboard_entries_sql(backend), [value]);
-    let mut rows = Vec::new();
-    for row in db.query_all(statement).await? {
-        let consultation = from_row(consultation::Model::from_query_result(&row, "")?)?;
-        let name: String = row.try_get("", "patient_name")?;
-        let unread: i64 = row.try_get("", "unread")?;
-        let entry = entry(&consultation, name, to_u64(unread));
-        rows.push((consultation, entry));
-    }
-    Ok(rows)
-}
-
-/// The query of [`dashboard_entries_of`] on `backend`: the consultations'
-/// ids go in as one JSON array (`$1` or `?`).
-pub fn dashboard_entries_sql(backend: DatabaseBackend) -> String {
-    if backend == DatabaseBackend::Postgres {
-        dashboard_rows_sql(&matches_one_of(
-            "c.id",
-            "SELECT jsonb_array_elements_text($1::jsonb)",
-        ))
-    } else {
-        dashboard_rows_sql("c.id IN (SELECT value FROM json_each(?))")
-    }
 }
 
 /// A consultation's dashboard row from the consultation and what the row

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod batch_append;
 pub mod consultations;
 pub mod contacts;
+pub mod dashboard_rows;
 mod entities;
 pub mod inbound_sms;
 mod message_insert;

@@ -4,6 +4,7 @@
 
 use crate::harness::{CLINIC, TestHub, expect_event, expect_no_event};
 use consult_client::Client;
+use consult_hub::store::dashboard_rows::{UnreadCounts, dashboard_entries_of};
 use consult_protocol::{
     ConsultationId, ConsultationStatus as Status, ConsultationView, DashboardEntry, ErrorCode,
     ReceiptKind, Role, ServerFrame, UserId,
@@ -363,9 +364,10 @@ async fn several_rows_are_read_in_one_query_each_as_read_alone_and_unknown_ids_l
     }
     let db = hub.state.store.connection();
     let unknown = ConsultationId::from("no-such-consultation");
-    let rows = consult_hub::store::consultations::dashboard_entries_of(
+    let rows = dashboard_entries_of(
         db,
         &[second.id.clone(), unknown, first.id.clone()],
+        &mut UnreadCounts::default(),
     )
     .await
     .unwrap();
@@ -394,7 +396,7 @@ async fn several_rows_are_read_in_one_query_each_as_read_alone_and_unknown_ids_l
         .collect();
     assert_eq!(unread, expected);
     assert!(
-        consult_hub::store::consultations::dashboard_entries_of(db, &[])
+        dashboard_entries_of(db, &[], &mut UnreadCounts::default())
             .await
             .unwrap()
             .is_empty()

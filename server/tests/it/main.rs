@@ -45,3 +45,4 @@ mod status;
 mod supervision;
 mod tenant_isolation;
 mod token_life;
+mod unread_counts;

@@ -5,7 +5,7 @@
 //! after its first executions.
 
 use crate::harness::db::{TestDb, backend};
-use consult_hub::store::consultations::dashboard_entries_sql;
+use consult_hub::store::dashboard_rows::dashboard_entries_sql;
 use consult_hub::store::migration::Migrator;
 use consult_hub::store::pg_batch_append;
 use sea_orm::{
@@ -172,7 +172,10 @@ async fn dashboard_rows_are_read_by_primary_key_in_a_small_table() {
         &transaction,
         &dashboard_entries_sql(DatabaseBackend::Postgres),
         "jsonb",
-        &format!("'{}'::jsonb", json!(ids)),
+        &format!(
+            "'{}'::jsonb",
+            json!(ids.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>())
+        ),
     )
     .await;
     transaction.rollback().await.unwrap();
