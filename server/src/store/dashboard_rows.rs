@@ -16,37 +16,23 @@
 //! own transaction), so messages another node stored in between are counted
 //! once. Messages are only ever deleted with their whole consultation ended
 //! (retention), after which no patient message comes and a read counts
-//! again. The memo starts again once it holds [`CAPACITY`] consultations.
+//! again. The memo starts again once it holds
+//! [`CAPACITY`](super::unread_memo::CAPACITY) consultations.
 
 use super::consultations::{PATIENT_NAME, PROVIDER_READ_SEQ, entry, from_row};
 use super::entities::consultation;
 use super::pg_keyed_list::matches_one_of;
+use super::unread_memo::{Counted, CountedByConsultation};
 use super::{StoreError, to_u64};
 use crate::domain::Consultation;
 use consult_protocol::{ConsultationId, DashboardEntry, Role};
 use sea_orm::{ConnectionTrait, DatabaseBackend, FromQueryResult, Statement};
 use serde_json::{Value, json};
-use std::collections::HashMap;
-
-/// Consultations remembered before the memo starts again (about 100 bytes
-/// each).
-pub const CAPACITY: usize = 65_536;
-
-/// What was counted for one consultation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counted {
-    /// The provider's read receipt the count starts after.
-    read_seq: i64,
-    /// The consultation's `last_seq` the count goes up to.
-    last_seq: i64,
-    /// The patient's messages after `read_seq`, up to `last_seq`.
-    unread: i64,
-}
 
 /// One node's unread counts, by consultation (see the module's text).
 #[derive(Debug, Default)]
 pub struct UnreadCounts {
-    counted: HashMap<ConsultationId, Counted>,
+    counted: CountedByConsultation<ConsultationId>,
 }
 
 impl UnreadCounts {
@@ -76,14 +62,7 @@ impl UnreadCounts {
     }
 
     fn remember(&mut self, id: &ConsultationId, counted: Counted) {
-        if let Some(entry) = self.counted.get_mut(id) {
-            *entry = counted;
-            return;
-        }
-        if self.counted.len() >= CAPACITY {
-            self.counted.clear();
-        }
-        self.counted.insert(id.clone(), counted);
+        self.counted.remember(id, counted);
     }
 }
 

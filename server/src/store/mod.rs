@@ -32,6 +32,7 @@ pub mod sqlite_reads;
 mod sqlite_rows;
 pub mod sqlite_writer;
 pub mod templates;
+pub mod unread_memo;
 
 use crate::config::{DatabaseConfig, SqliteSync};
 use crate::domain::{Consultation, PersonKey};

@@ -12,38 +12,23 @@
 //! message at `seq` only moves the memo on. Anything else (another node's
 //! message in between, a new receipt, a consultation not in the memo)
 //! counts again from the store. The memo is emptied when a batch fails
-//! (its rows were rolled back) and when it reaches [`CAPACITY`]
-//! consultations.
+//! (its rows were rolled back) and when it reaches
+//! [`CAPACITY`](super::super::unread_memo::CAPACITY) consultations.
 
 use super::super::StoreError;
 use super::super::consultations;
+use super::super::unread_memo::{Counted, CountedByConsultation};
 use rusqlite::{Transaction, params};
-use std::collections::HashMap;
 use std::sync::LazyLock;
-
-/// Consultations remembered before the memo starts again (about 100 bytes
-/// each).
-pub(super) const CAPACITY: usize = 65_536;
 
 /// The patient's messages after `?2` in consultation `?1`.
 static PATIENT_MESSAGES_AFTER: LazyLock<String> =
     LazyLock::new(|| consultations::patient_messages_after_sql("?1", "?2"));
 
-/// What was counted for one consultation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counted {
-    /// The provider's read receipt the count starts after.
-    read_seq: i64,
-    /// The last message accounted for.
-    last_seq: i64,
-    /// The patient's messages after `read_seq`, up to `last_seq`.
-    unread: i64,
-}
-
 /// The writer's unread counts, by consultation id.
 #[derive(Debug, Default)]
 pub(super) struct UnreadMemo {
-    counted: HashMap<String, Counted>,
+    counted: CountedByConsultation<String>,
 }
 
 impl UnreadMemo {
@@ -96,13 +81,6 @@ impl UnreadMemo {
     }
 
     fn remember(&mut self, consultation: &str, counted: Counted) {
-        if let Some(entry) = self.counted.get_mut(consultation) {
-            *entry = counted;
-            return;
-        }
-        if self.counted.len() >= CAPACITY {
-            self.counted.clear();
-        }
-        self.counted.insert(consultation.to_owned(), counted);
+        self.counted.remember(consultation, counted);
     }
 }
