@@ -8,7 +8,10 @@ use crate::domain::PersonKey;
 use chrono::Utc;
 use consult_protocol::DevicePlatform;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, Set,
+    Statement,
+};
 
 /// Registers a device token for `person` (moving it from any previous owner
 /// in the same clinic; another clinic's registration of the same token is a
@@ -94,37 +97,69 @@ pub struct Contact {
     pub sms_phone: Option<String>,
 }
 
-/// `person`'s [`Contact`], through `db`.
+/// `person`'s [`Contact`], through `db`, in one query (the notification
+/// planner's reach cache reads each patient's every few seconds).
 ///
 /// # Errors
 ///
 /// [`StoreError::Db`] on database failure.
 pub async fn contact(db: &impl ConnectionTrait, person: &PersonKey) -> Result<Contact, StoreError> {
-    Ok(Contact {
-        devices: push_devices(db, person).await?,
-        sms_phone: sms_phone(db, person).await?,
-    })
+    let backend = db.get_database_backend();
+    let statement = Statement::from_sql_and_values(
+        backend,
+        contact_sql(backend),
+        [person.clinic.as_str().into(), person.user.as_str().into()],
+    );
+    let mut contact = Contact::default();
+    for row in db.query_all(statement).await? {
+        let platform: Option<String> = row.try_get("", "platform")?;
+        let token: Option<String> = row.try_get("", "token")?;
+        let phone: Option<String> = row.try_get("", "phone")?;
+        contact.add(platform.as_deref(), token, phone);
+    }
+    Ok(contact)
 }
 
-/// `person`'s devices with notifications on.
-///
-/// # Errors
-///
-/// [`StoreError::Db`] on database failure.
-pub async fn push_devices(
-    db: &impl ConnectionTrait,
-    person: &PersonKey,
-) -> Result<Vec<(DevicePlatform, String)>, StoreError> {
-    let rows = device::Entity::find()
-        .filter(device::Column::ClinicId.eq(person.clinic.as_str()))
-        .filter(device::Column::UserId.eq(person.user.as_str()))
-        .filter(device::Column::NotificationsEnabled.eq(true))
-        .all(db)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| Some((row.platform.parse().ok()?, row.token)))
-        .collect())
+impl Contact {
+    /// Adds one row of [`contact_sql`]'s answer: a device (its platform and
+    /// token) or the phone to text. A platform this build does not know is
+    /// not reachable.
+    pub(super) fn add(
+        &mut self,
+        platform: Option<&str>,
+        token: Option<String>,
+        phone: Option<String>,
+    ) {
+        if let (Some(platform), Some(token)) = (platform, token)
+            && let Ok(platform) = platform.parse::<DevicePlatform>()
+        {
+            self.devices.push((platform, token));
+        }
+        if phone.is_some() {
+            self.sms_phone = phone;
+        }
+    }
+}
+
+/// The query of a person's [`Contact`] on `backend` (the clinic at `$1`/`?1`,
+/// the user at `$2`/`?2`): a row (`platform`, `token`) for each device with
+/// notifications on, and a row (`phone`) when SMS consent is given and no
+/// STOP revoked it and the person has a phone.
+pub(super) fn contact_sql(backend: DatabaseBackend) -> String {
+    let (clinic, user, on, consent) = if backend == DatabaseBackend::Postgres {
+        ("$1", "$2", "TRUE", "s.consent AND NOT s.opted_out")
+    } else {
+        ("?1", "?2", "1", "s.consent <> 0 AND s.opted_out = 0")
+    };
+    format!(
+        "SELECT d.platform AS platform, d.token AS token, NULL AS phone FROM devices d \
+         WHERE d.clinic_id = {clinic} AND d.user_id = {user} AND d.notifications_enabled = {on} \
+         UNION ALL \
+         SELECT NULL, NULL, p.phone FROM sms_preferences s \
+           JOIN participants p ON p.id = s.user_id AND p.clinic_id = s.clinic_id \
+         WHERE s.clinic_id = {clinic} AND s.user_id = {user} AND {consent} \
+           AND p.phone IS NOT NULL"
+    )
 }
 
 /// Forgets `person`'s registration of a token the push provider reported
@@ -224,27 +259,6 @@ pub async fn set_opt_out_by_phone(
             .await?;
     }
     Ok(people.len())
-}
-
-/// `person`'s phone number if it may receive SMS: a number on file for this
-/// participant of this clinic, consent given, and no STOP.
-///
-/// # Errors
-///
-/// [`StoreError::Db`] on database failure.
-pub async fn sms_phone(
-    db: &impl ConnectionTrait,
-    person: &PersonKey,
-) -> Result<Option<String>, StoreError> {
-    let (consent, opted_out) = sms_preference(db, person).await?;
-    if !consent || opted_out {
-        return Ok(None);
-    }
-    Ok(participant::Entity::find_by_id(person.user.to_string())
-        .filter(participant::Column::ClinicId.eq(person.clinic.as_str()))
-        .one(db)
-        .await?
-        .and_then(|participant| participant.phone))
 }
 
 /// `(consent, opted_out)` for `person`; `(false, false)` when never set.

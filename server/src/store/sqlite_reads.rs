@@ -19,10 +19,10 @@
 //! reads do).
 
 use super::StoreError;
-use super::contacts::Contact;
+use super::contacts::{self, Contact};
 use super::sqlite_rows::{CONSULTATION_COLUMNS, ConsultationColumns};
 use crate::domain::{Consultation, PersonKey};
-use consult_protocol::{ClinicId, ConsultationId, DevicePlatform, UserId};
+use consult_protocol::{ClinicId, ConsultationId, UserId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -40,18 +40,9 @@ static CONSULTATION: LazyLock<String> =
 
 const CLINIC_OF: &str = "SELECT clinic_id FROM participants WHERE id = ?1";
 
-/// A person's devices with notifications on, as `contacts::push_devices`
-/// reads them.
-const PUSH_DEVICES: &str = "SELECT platform, token FROM devices \
-     WHERE clinic_id = ?1 AND user_id = ?2 AND notifications_enabled = 1";
-
-/// A person's phone when SMS consent is given and no STOP revoked it, as
-/// `contacts::sms_phone` reads it.
-const SMS_PHONE: &str = "SELECT participants.phone FROM sms_preferences \
-     JOIN participants ON participants.id = sms_preferences.user_id \
-       AND participants.clinic_id = sms_preferences.clinic_id \
-     WHERE sms_preferences.clinic_id = ?1 AND sms_preferences.user_id = ?2 \
-       AND sms_preferences.consent <> 0 AND sms_preferences.opted_out = 0";
+/// How a person is reached, as `contacts::contact` reads it.
+static CONTACT: LazyLock<String> =
+    LazyLock::new(|| contacts::contact_sql(sea_orm::DatabaseBackend::Sqlite));
 
 /// Read connections to one SQLite file.
 pub struct SqliteReads {
@@ -117,22 +108,14 @@ impl SqliteReads {
     pub fn contact(&self, person: &PersonKey) -> Result<Contact, StoreError> {
         self.with_connection(|connection| {
             let key = params![person.clinic.as_str(), person.user.as_str()];
-            let mut devices = Vec::new();
-            let mut statement = connection.prepare_cached(PUSH_DEVICES)?;
+            let mut contact = Contact::default();
+            let mut statement = connection.prepare_cached(&CONTACT)?;
             let mut rows = statement.query(key)?;
             while let Some(row) = rows.next()? {
-                // A platform this build does not know is not reachable, as
-                // through the pool.
-                if let Ok(platform) = row.get::<_, String>(0)?.parse::<DevicePlatform>() {
-                    devices.push((platform, row.get::<_, String>(1)?));
-                }
+                let platform = row.get::<_, Option<String>>(0)?;
+                contact.add(platform.as_deref(), row.get(1)?, row.get(2)?);
             }
-            let sms_phone = connection
-                .prepare_cached(SMS_PHONE)?
-                .query_row(key, |row| row.get::<_, Option<String>>(0))
-                .optional()?
-                .flatten();
-            Ok(Contact { devices, sms_phone })
+            Ok(contact)
         })
     }
 
@@ -181,7 +164,7 @@ mod tests {
     use crate::store::consultations::{self, NewConsultation};
     use crate::store::participants::{self, Participant};
     use chrono::{TimeZone, Utc};
-    use consult_protocol::{ConsultationStatus, Role};
+    use consult_protocol::{ConsultationStatus, DevicePlatform, Role};
     use sea_orm::ConnectionTrait;
 
     async fn store_on_file(dir: &Path) -> (Store, PathBuf) {

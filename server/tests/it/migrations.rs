@@ -40,26 +40,19 @@ async fn devices_and_sms_consent_written_before_clinic_scoping_keep_their_patien
 
     let here = PersonKey::new(&"riverside".into(), &UserId::from("pat-a"));
     let elsewhere = PersonKey::new(&"other".into(), &UserId::from("pat-a"));
+    let contact = contacts::contact(&db, &here).await.unwrap();
+    assert_eq!(contact.devices, [(DevicePlatform::Fcm, "fcm-a".to_owned())]);
+    assert_eq!(contact.sms_phone.as_deref(), Some("+15550100001"));
     assert_eq!(
-        contacts::push_devices(&db, &here).await.unwrap(),
-        [(DevicePlatform::Fcm, "fcm-a".to_owned())]
+        contacts::contact(&db, &elsewhere).await.unwrap(),
+        contacts::Contact::default()
     );
-    assert!(
-        contacts::push_devices(&db, &elsewhere)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        contacts::sms_phone(&db, &here).await.unwrap().as_deref(),
-        Some("+15550100001")
-    );
-    assert_eq!(contacts::sms_phone(&db, &elsewhere).await.unwrap(), None);
     let orphan = PersonKey::new(&"riverside".into(), &UserId::from("pat-unknown"));
     assert!(
-        contacts::push_devices(&db, &orphan)
+        contacts::contact(&db, &orphan)
             .await
             .unwrap()
+            .devices
             .is_empty(),
         "a device of no known participant could not be placed in a clinic"
     );
