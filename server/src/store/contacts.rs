@@ -12,6 +12,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter, QueryOrder, Set,
     Statement,
 };
+use std::sync::LazyLock;
 
 /// Registers a device token for `person` (moving it from any previous owner
 /// in the same clinic; another clinic's registration of the same token is a
@@ -145,8 +146,19 @@ impl Contact {
 /// the user at `$2`/`?2`): a row (`platform`, `token`) for each device with
 /// notifications on, and a row (`phone`) when SMS consent is given and no
 /// STOP revoked it and the person has a phone.
-pub(super) fn contact_sql(backend: DatabaseBackend) -> String {
-    let (clinic, user, on, consent) = if backend == DatabaseBackend::Postgres {
+pub(super) fn contact_sql(backend: DatabaseBackend) -> &'static str {
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| build_contact_sql(true));
+    static SQLITE: LazyLock<String> = LazyLock::new(|| build_contact_sql(false));
+    if backend == DatabaseBackend::Postgres {
+        POSTGRES.as_str()
+    } else {
+        SQLITE.as_str()
+    }
+}
+
+/// [`contact_sql`]'s text, for PostgreSQL or for SQLite.
+fn build_contact_sql(postgres: bool) -> String {
+    let (clinic, user, on, consent) = if postgres {
         ("$1", "$2", "TRUE", "s.consent AND NOT s.opted_out")
     } else {
         ("?1", "?2", "1", "s.consent <> 0 AND s.opted_out = 0")

@@ -28,6 +28,7 @@ use crate::domain::Consultation;
 use consult_protocol::{ConsultationId, DashboardEntry, Role};
 use sea_orm::{ConnectionTrait, DatabaseBackend, FromQueryResult, Statement};
 use serde_json::{Value, json};
+use std::sync::LazyLock;
 
 /// One node's unread counts, by consultation (see the module's text).
 #[derive(Debug, Default)]
@@ -115,8 +116,19 @@ pub async fn dashboard_entries_of(
 /// The query of [`dashboard_entries_of`] on `backend`. `$1` (`?`) is a JSON
 /// array of objects: `id`, and what was counted for it (`read_seq`,
 /// `last_seq`, `unread`) when something was.
-pub fn dashboard_entries_sql(backend: DatabaseBackend) -> String {
-    let (asked, listed) = if backend == DatabaseBackend::Postgres {
+pub fn dashboard_entries_sql(backend: DatabaseBackend) -> &'static str {
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| build_sql(true));
+    static SQLITE: LazyLock<String> = LazyLock::new(|| build_sql(false));
+    if backend == DatabaseBackend::Postgres {
+        POSTGRES.as_str()
+    } else {
+        SQLITE.as_str()
+    }
+}
+
+/// [`dashboard_entries_sql`]'s text, for PostgreSQL or for SQLite.
+fn build_sql(postgres: bool) -> String {
+    let (asked, listed) = if postgres {
         (
             "SELECT * FROM jsonb_to_recordset($1::jsonb) \
                AS i(id text, read_seq bigint, last_seq bigint, unread bigint)"

@@ -40,10 +40,6 @@ static CONSULTATION: LazyLock<String> =
 
 const CLINIC_OF: &str = "SELECT clinic_id FROM participants WHERE id = ?1";
 
-/// How a person is reached, as `contacts::contact` reads it.
-static CONTACT: LazyLock<String> =
-    LazyLock::new(|| contacts::contact_sql(sea_orm::DatabaseBackend::Sqlite));
-
 /// Read connections to one SQLite file.
 pub struct SqliteReads {
     path: PathBuf,
@@ -109,7 +105,8 @@ impl SqliteReads {
         self.with_connection(|connection| {
             let key = params![person.clinic.as_str(), person.user.as_str()];
             let mut contact = Contact::default();
-            let mut statement = connection.prepare_cached(&CONTACT)?;
+            let mut statement = connection
+                .prepare_cached(contacts::contact_sql(sea_orm::DatabaseBackend::Sqlite))?;
             let mut rows = statement.query(key)?;
             while let Some(row) = rows.next()? {
                 let platform = row.get::<_, Option<String>>(0)?;

@@ -170,7 +170,7 @@ async fn dashboard_rows_are_read_by_primary_key_in_a_small_table() {
     let transaction = db.begin().await.unwrap();
     let plan = generic_plan(
         &transaction,
-        &dashboard_entries_sql(DatabaseBackend::Postgres),
+        dashboard_entries_sql(DatabaseBackend::Postgres),
         "jsonb",
         &format!(
             "'{}'::jsonb",
