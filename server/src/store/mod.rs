@@ -23,6 +23,7 @@ pub mod partitions;
 pub mod pg_batch_append;
 pub mod pg_keyed_list;
 pub mod pg_pool;
+pub mod pg_receipts;
 pub mod policies;
 pub mod receipt_batch;
 pub mod receipts;

@@ -3,8 +3,8 @@
 //! (or until [`FLUSH_AT`] are pending), keeps only the highest delivered and
 //! read position per (consultation, user), and writes them in one
 //! transaction per flush: on a SQLite file one WAL commit for many receipts
-//! instead of one each, on PostgreSQL one transaction instead of a round trip
-//! per receipt.
+//! instead of one each, on PostgreSQL one call of the flush function
+//! ([`pg_receipts`]), one round trip, instead of one per receipt.
 //!
 //! A position is stored only when it grows: each upsert's `DO UPDATE` has a
 //! `WHERE` that compares the stored position with the new one, and
@@ -30,6 +30,7 @@
 
 use super::appender::ReceiptWriter;
 use super::entities::{consultation, receipt};
+use super::pg_receipts;
 use super::{StoreError, to_i64, to_u64};
 use crate::supervisor::{Worker, Workers};
 use chrono::{DateTime, Utc};
@@ -138,7 +139,8 @@ pub struct ChangedPositions {
 /// write lock nor hold it against messages; elsewhere, through the pool.
 #[derive(Debug, Clone)]
 pub enum ReceiptSink {
-    /// One transaction through the pool.
+    /// Through the pool: on PostgreSQL one call of its flush function, on
+    /// SQLite one transaction.
     Pool(DatabaseConnection),
     /// Handed to the SQLite message writer.
     Writer(ReceiptWriter),
@@ -469,33 +471,53 @@ async fn write(sink: &ReceiptSink, rows: &[&Pending]) -> Result<Vec<MovedReceipt
         return Ok(Vec::new());
     }
     let moved = match sink {
-        ReceiptSink::Pool(db) => write_through_pool(db, &delivered, &read).await?,
+        ReceiptSink::Pool(db) if db.get_database_backend() != DatabaseBackend::Postgres => {
+            write_through_pool(db, &delivered, &read).await?
+        }
+        ReceiptSink::Pool(db) => {
+            let changed = pg_receipts::write(db, &positions_of(rows)).await?;
+            moved_of_changed(&delivered, &read, &changed)
+        }
         ReceiptSink::Writer(writer) => {
-            let positions = rows
-                .iter()
-                .map(|row| ReceiptRow {
-                    consultation_id: row.consultation_id.to_string(),
-                    user_id: row.user.to_string(),
-                    delivered: if row.delivered > row.read {
-                        row.delivered
-                    } else {
-                        0
-                    },
-                    read: row.read,
-                    bumps_rev: row.bumps_rev,
-                })
-                .collect();
-            let changed = writer.write(positions).await?;
-            let mut moved = moved_of(&delivered, &changed.delivered, ReceiptKind::Delivered);
-            moved.extend(moved_of(&read, &changed.read, ReceiptKind::Read));
-            moved
+            let changed = writer.write(positions_of(rows)).await?;
+            moved_of_changed(&delivered, &read, &changed)
         }
     };
     metrics::counter!("consult_receipt_flushes_total").increment(1);
     Ok(moved)
 }
 
-/// [`write`] through the pool, in chunks of [`ROWS_PER_STATEMENT`].
+/// A flush's rows as the SQLite writer and PostgreSQL's flush function
+/// write them: `delivered` only where it exceeds the read.
+fn positions_of(rows: &[&Pending]) -> Vec<ReceiptRow> {
+    rows.iter()
+        .map(|row| ReceiptRow {
+            consultation_id: row.consultation_id.to_string(),
+            user_id: row.user.to_string(),
+            delivered: if row.delivered > row.read {
+                row.delivered
+            } else {
+                0
+            },
+            read: row.read,
+            bumps_rev: row.bumps_rev,
+        })
+        .collect()
+}
+
+/// The moved positions `changed` names, delivered ones first.
+fn moved_of_changed(
+    delivered: &[&Pending],
+    read: &[&Pending],
+    changed: &ChangedPositions,
+) -> Vec<MovedReceipt> {
+    let mut moved = moved_of(delivered, &changed.delivered, ReceiptKind::Delivered);
+    moved.extend(moved_of(read, &changed.read, ReceiptKind::Read));
+    moved
+}
+
+/// [`write`] through the pool on SQLite (a database in memory), in chunks
+/// of [`ROWS_PER_STATEMENT`].
 async fn write_through_pool(
     db: &DatabaseConnection,
     delivered: &[&Pending],
@@ -585,16 +607,11 @@ async fn upsert(
         OnConflict::columns([receipt::Column::ConsultationId, receipt::Column::UserId]);
     on_conflict.update_columns([column, receipt::Column::UpdatedAt]);
     if kind == ReceiptKind::Read {
-        let max_fn = if backend == DatabaseBackend::Postgres {
-            "GREATEST"
-        } else {
-            "MAX"
-        };
+        // SQLite's two-argument `MAX` (PostgreSQL flushes through
+        // `pg_receipts`).
         on_conflict.value(
             receipt::Column::DeliveredSeq,
-            Expr::cust(format!(
-                "{max_fn}(receipts.delivered_seq, excluded.delivered_seq)"
-            )),
+            Expr::cust("MAX(receipts.delivered_seq, excluded.delivered_seq)"),
         );
     }
     // Only a position that grows changes the row (and is returned).

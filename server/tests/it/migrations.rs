@@ -208,6 +208,11 @@ async fn has_client_msg_id_index(db: &sea_orm::DatabaseConnection, sqlite: bool)
     count == 1
 }
 
+/// How many migrations come after the first `applied`.
+fn migrations_after(applied: usize) -> u32 {
+    u32::try_from(Migrator::migrations().len() - applied).unwrap()
+}
+
 #[tokio::test]
 async fn sqlite_leaves_retries_to_its_writer_and_postgresql_keeps_the_client_msg_id_index() {
     let (_dir, db) = empty_database().await;
@@ -236,7 +241,10 @@ async fn sqlite_leaves_retries_to_its_writer_and_postgresql_keeps_the_client_msg
         db.execute_unprepared("DELETE FROM messages WHERE seq = 2")
             .await
             .unwrap();
-        Migrator::down(&db, Some(1)).await.unwrap();
+        // Back to the tenth migration: the eleventh's `down` runs last.
+        Migrator::down(&db, Some(migrations_after(10)))
+            .await
+            .unwrap();
         assert!(
             has_client_msg_id_index(&db, sqlite).await,
             "down builds it again"
@@ -245,4 +253,100 @@ async fn sqlite_leaves_retries_to_its_writer_and_postgresql_keeps_the_client_msg
         Migrator::up(&db, None).await.unwrap();
         assert!(!has_client_msg_id_index(&db, sqlite).await);
     }
+}
+
+/// True when the receipt flush function exists.
+async fn has_receipt_flush_function(db: &sea_orm::DatabaseConnection) -> bool {
+    let count: i64 = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_proc WHERE proname = 'consult_record_receipts'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    count == 1
+}
+
+#[tokio::test]
+async fn postgresql_gets_the_receipt_flush_function_and_down_drops_it() {
+    let (_dir, db) = empty_database().await;
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        // SQLite writes receipts without it; the migration is a no-op there
+        // (run by every other test of this file).
+        return;
+    }
+    Migrator::up(&db, Some(11)).await.unwrap();
+    assert!(!has_receipt_flush_function(&db).await);
+    Migrator::up(&db, None).await.unwrap();
+    assert!(has_receipt_flush_function(&db).await);
+    for statement in [
+        "INSERT INTO clinics (id, name, created_at) VALUES ('riverside', 'Riverside', now())",
+        "INSERT INTO consultations (id, clinic_id, provider_id, patient_id, status, scheduled_at, \
+           created_at, updated_at, last_seq, rev, staff_messaged_first) \
+         VALUES ('c-1', 'riverside', 'dr-a', 'pat-a', 'waiting_for_patient', now(), now(), now(), \
+           9, 0, FALSE)",
+    ] {
+        db.execute_unprepared(statement).await.unwrap();
+    }
+    // A provider's read and a later delivered in one flush, the patient's
+    // delivered beside them: each moves, the read bumps `rev` once.
+    let flush = r#"[
+        {"consultation_id": "c-1", "user_id": "dr-a", "delivered": 7, "read": 5, "bumps_rev": true},
+        {"consultation_id": "c-1", "user_id": "pat-a", "delivered": 9, "read": 0, "bumps_rev": false}
+    ]"#;
+    let moved = |db: sea_orm::DatabaseConnection| async move {
+        let mut rows: Vec<(String, String)> = db
+            .query_all(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                format!(
+                    "SELECT moved_user_id, moved_kind \
+                     FROM consult_record_receipts('{flush}'::jsonb, now())"
+                ),
+            ))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| {
+                (
+                    row.try_get("", "moved_user_id").unwrap(),
+                    row.try_get("", "moved_kind").unwrap(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(
+        moved(db.clone()).await,
+        [
+            ("dr-a".to_owned(), "delivered".to_owned()),
+            ("dr-a".to_owned(), "read".to_owned()),
+            ("pat-a".to_owned(), "delivered".to_owned()),
+        ]
+    );
+    // The same flush again moves nothing, and bumps nothing.
+    assert!(moved(db.clone()).await.is_empty());
+    let row = db
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT c.rev, r.delivered_seq, r.read_seq FROM consultations c \
+             JOIN receipts r ON r.consultation_id = c.id AND r.user_id = 'dr-a'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let positions: (i64, i64, i64) = (
+        row.try_get("", "rev").unwrap(),
+        row.try_get("", "delivered_seq").unwrap(),
+        row.try_get("", "read_seq").unwrap(),
+    );
+    assert_eq!(positions, (1, 7, 5));
+
+    Migrator::down(&db, Some(migrations_after(11)))
+        .await
+        .unwrap();
+    assert!(!has_receipt_flush_function(&db).await);
 }

@@ -15,6 +15,7 @@ mod m20261205_000008_retention;
 mod m20261205_000009_message_partitions;
 mod m20261206_000010_messages_without_autoincrement;
 mod m20261206_000011_sqlite_idempotency_by_the_writer;
+mod m20261207_000012_pg_receipt_flush;
 
 /// The ordered list of migrations.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000009_message_partitions::Migration),
             Box::new(m20261206_000010_messages_without_autoincrement::Migration),
             Box::new(m20261206_000011_sqlite_idempotency_by_the_writer::Migration),
+            Box::new(m20261207_000012_pg_receipt_flush::Migration),
         ]
     }
 }
