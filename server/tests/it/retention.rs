@@ -334,6 +334,21 @@ async fn known_rows(db: &DatabaseConnection, name: &str) -> f64 {
     .unwrap()
 }
 
+/// How many histogram bounds the partition's statistics hold for `seq`.
+async fn seq_histogram_bounds(db: &DatabaseConnection, name: &str) -> i64 {
+    db.query_one(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "SELECT array_length(histogram_bounds, 1)::bigint AS n FROM pg_stats \
+         WHERE tablename = $1 AND attname = 'seq'",
+        [name.into()],
+    ))
+    .await
+    .unwrap()
+    .unwrap()
+    .try_get("", "n")
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_partition_is_analyzed_once_it_has_doubled_since_its_statistics_were_taken() {
     if !postgres() {
@@ -367,6 +382,12 @@ async fn a_partition_is_analyzed_once_it_has_doubled_since_its_statistics_were_t
     analyzed.extend(b.unwrap());
     assert_eq!(analyzed, vec![current.clone()]);
     assert!((known_rows(db, &current).await - 3000.0).abs() < 1.0);
+    // At the small statistics target: 3,000 distinct `seq`s, at most
+    // target + 1 histogram bounds (101 at the server's default).
+    assert_eq!(
+        seq_histogram_bounds(db, &current).await,
+        i64::from(partitions::ANALYZE_STATISTICS_TARGET) + 1
+    );
     assert!(
         known_rows(db, &next).await <= 0.0,
         "an empty partition is left alone"
