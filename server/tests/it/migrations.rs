@@ -1,7 +1,7 @@
 //! Schema migrations applied to a database that already holds data, on
 //! SQLite and PostgreSQL alike.
 
-use crate::harness::db::TestDb;
+use crate::harness::db::{TestDb, query_value};
 use consult_hub::domain::PersonKey;
 use consult_hub::store::contacts;
 use consult_hub::store::migration::Migrator;
@@ -79,16 +79,12 @@ async fn message_rows(db: &sea_orm::DatabaseConnection) -> Vec<(i64, i64, String
 
 /// True when SQLite's `messages` is declared with `AUTOINCREMENT`.
 async fn declared_autoincrement(db: &sea_orm::DatabaseConnection) -> bool {
-    let declared: String = db
-        .query_one(sea_orm::Statement::from_string(
-            sea_orm::DatabaseBackend::Sqlite,
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "sql")
-        .unwrap();
+    let declared: String = query_value(
+        db,
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'messages'",
+        Vec::new(),
+    )
+    .await;
     declared.to_ascii_uppercase().contains("AUTOINCREMENT")
 }
 
@@ -195,16 +191,7 @@ async fn has_client_msg_id_index(db: &sea_orm::DatabaseConnection, sqlite: bool)
     } else {
         "SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'ux_messages_client_msg_id'"
     };
-    let count: i64 = db
-        .query_one(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            query,
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
-        .unwrap();
+    let count: i64 = query_value(db, query, Vec::new()).await;
     count == 1
 }
 
@@ -257,16 +244,12 @@ async fn sqlite_leaves_retries_to_its_writer_and_postgresql_keeps_the_client_msg
 
 /// True when the receipt flush function exists.
 async fn has_receipt_flush_function(db: &sea_orm::DatabaseConnection) -> bool {
-    let count: i64 = db
-        .query_one(sea_orm::Statement::from_string(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_proc WHERE proname = 'consult_record_receipts'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
-        .unwrap();
+    let count: i64 = query_value(
+        db,
+        "SELECT count(*) AS n FROM pg_proc WHERE proname = 'consult_record_receipts'",
+        Vec::new(),
+    )
+    .await;
     count == 1
 }
 

@@ -7,7 +7,7 @@
 //! consultations' messages of the clinic that asked, exports them first when
 //! configured, and refuses bad settings.
 
-use crate::harness::db::{TestDb, backend};
+use crate::harness::db::{TestDb, backend, query_value};
 use crate::harness::providers::register_device;
 use crate::harness::{CLINIC, TestHub};
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
@@ -322,31 +322,23 @@ async fn fill_current_month(db: &DatabaseConnection, from: i64, to: i64) {
 /// The partition's row count as its statistics know it (-1: never analyzed;
 /// the migration analyzes the partitions it creates, empty).
 async fn known_rows(db: &DatabaseConnection, name: &str) -> f64 {
-    db.query_one(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
+    query_value(
+        db,
         "SELECT reltuples::float8 AS n FROM pg_class WHERE oid = to_regclass($1)",
-        [name.into()],
-    ))
+        vec![name.into()],
+    )
     .await
-    .unwrap()
-    .unwrap()
-    .try_get("", "n")
-    .unwrap()
 }
 
 /// How many histogram bounds the partition's statistics hold for `seq`.
 async fn seq_histogram_bounds(db: &DatabaseConnection, name: &str) -> i64 {
-    db.query_one(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
+    query_value(
+        db,
         "SELECT array_length(histogram_bounds, 1)::bigint AS n FROM pg_stats \
          WHERE tablename = $1 AND attname = 'seq'",
-        [name.into()],
-    ))
+        vec![name.into()],
+    )
     .await
-    .unwrap()
-    .unwrap()
-    .try_get("", "n")
-    .unwrap()
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! A fresh database per test: a SQLite file in a temporary folder, or a new
 //! PostgreSQL database named by a UUID when `CONSULT_TEST_DATABASE=postgres`.
 
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectionTrait, Database, Statement, TryGetable, Value};
 
 pub(crate) struct TestDb {
     pub(crate) url: String,
@@ -43,4 +43,22 @@ impl TestDb {
             url: format!("{base}/{name}"),
         }
     }
+}
+
+/// The first column of the one row `sql` (with `values`) selects.
+pub(crate) async fn query_value<T: TryGetable>(
+    db: &impl ConnectionTrait,
+    sql: &str,
+    values: Vec<Value>,
+) -> T {
+    db.query_one(Statement::from_sql_and_values(
+        db.get_database_backend(),
+        sql,
+        values,
+    ))
+    .await
+    .unwrap()
+    .expect("one row")
+    .try_get_by_index(0)
+    .unwrap()
 }
