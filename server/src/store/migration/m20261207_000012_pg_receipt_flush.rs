@@ -28,50 +28,60 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
 #[derive(DeriveMigrationName)]
 pub(super) struct Migration;
 
-const CREATE: &str = "CREATE OR REPLACE FUNCTION consult_record_receipts(\
-       flush jsonb, stamped timestamptz) \
-     RETURNS TABLE (moved_consultation_id text, moved_user_id text, moved_kind text) \
-     LANGUAGE plpgsql AS $fn$ \
-     BEGIN \
-       RETURN QUERY \
-         WITH input AS (\
-           SELECT * FROM jsonb_to_recordset(flush) AS i(consultation_id text, user_id text, \
-             delivered bigint, read bigint, bumps_rev boolean)), \
-         moved AS (\
-           INSERT INTO receipts AS r (consultation_id, user_id, delivered_seq, read_seq, \
-             updated_at) \
-           SELECT i.consultation_id, i.user_id, i.delivered, 0, stamped FROM input i \
-           WHERE i.delivered > 0 ORDER BY i.consultation_id, i.user_id \
-           ON CONFLICT (consultation_id, user_id) DO UPDATE \
-             SET delivered_seq = excluded.delivered_seq, updated_at = excluded.updated_at \
-             WHERE r.delivered_seq < excluded.delivered_seq \
-           RETURNING r.consultation_id, r.user_id) \
-         SELECT m.consultation_id::text, m.user_id::text, 'delivered'::text FROM moved m; \
-       RETURN QUERY \
-         WITH input AS (\
-           SELECT * FROM jsonb_to_recordset(flush) AS i(consultation_id text, user_id text, \
-             delivered bigint, read bigint, bumps_rev boolean)), \
-         moved AS (\
-           INSERT INTO receipts AS r (consultation_id, user_id, delivered_seq, read_seq, \
-             updated_at) \
-           SELECT i.consultation_id, i.user_id, i.read, i.read, stamped FROM input i \
-           WHERE i.read > 0 ORDER BY i.consultation_id, i.user_id \
-           ON CONFLICT (consultation_id, user_id) DO UPDATE \
-             SET read_seq = excluded.read_seq, \
-               delivered_seq = GREATEST(r.delivered_seq, excluded.delivered_seq), \
-               updated_at = excluded.updated_at \
-             WHERE r.read_seq < excluded.read_seq \
-           RETURNING r.consultation_id, r.user_id), \
-         bumped AS (\
-           UPDATE consultations c SET rev = c.rev + 1 \
-           FROM (SELECT DISTINCT m.consultation_id FROM moved m JOIN input i \
-                   ON i.consultation_id = m.consultation_id AND i.user_id = m.user_id \
-                 WHERE i.bumps_rev) b \
-           WHERE c.id = b.consultation_id \
-           RETURNING 1) \
-         SELECT m.consultation_id::text, m.user_id::text, 'read'::text FROM moved m; \
-     END \
-     $fn$";
+/// The flush's rows, as each of the function's two statements reads them.
+const INPUT: &str = "WITH input AS (\
+       SELECT * FROM jsonb_to_recordset(flush) AS i(consultation_id text, user_id text, \
+         delivered bigint, read bigint, bumps_rev boolean))";
+
+/// An upsert of one position of `input`'s rows where it is above 0, in key
+/// order, changing a stored row only `WHERE` the condition holds.
+fn upsert(position: &str, read_seq: &str, set: &str, condition: &str) -> String {
+    format!(
+        "INSERT INTO receipts AS r (consultation_id, user_id, delivered_seq, read_seq, \
+           updated_at) \
+         SELECT i.consultation_id, i.user_id, i.{position}, {read_seq}, stamped FROM input i \
+         WHERE i.{position} > 0 ORDER BY i.consultation_id, i.user_id \
+         ON CONFLICT (consultation_id, user_id) DO UPDATE \
+           SET {set}, updated_at = excluded.updated_at \
+           WHERE {condition} \
+         RETURNING r.consultation_id, r.user_id"
+    )
+}
+
+fn create_sql() -> String {
+    let delivered = upsert(
+        "delivered",
+        "0",
+        "delivered_seq = excluded.delivered_seq",
+        "r.delivered_seq < excluded.delivered_seq",
+    );
+    let read = upsert(
+        "read",
+        "i.read",
+        "read_seq = excluded.read_seq, \
+           delivered_seq = GREATEST(r.delivered_seq, excluded.delivered_seq)",
+        "r.read_seq < excluded.read_seq",
+    );
+    format!(
+        "CREATE OR REPLACE FUNCTION consult_record_receipts(flush jsonb, stamped timestamptz) \
+         RETURNS TABLE (moved_consultation_id text, moved_user_id text, moved_kind text) \
+         LANGUAGE plpgsql AS $fn$ \
+         BEGIN \
+           RETURN QUERY {INPUT}, moved AS ({delivered}) \
+             SELECT m.consultation_id::text, m.user_id::text, 'delivered'::text FROM moved m; \
+           RETURN QUERY {INPUT}, moved AS ({read}), \
+             bumped AS (\
+               UPDATE consultations c SET rev = c.rev + 1 \
+               FROM (SELECT DISTINCT m.consultation_id FROM moved m JOIN input i \
+                       ON i.consultation_id = m.consultation_id AND i.user_id = m.user_id \
+                     WHERE i.bumps_rev) b \
+               WHERE c.id = b.consultation_id \
+               RETURNING 1) \
+             SELECT m.consultation_id::text, m.user_id::text, 'read'::text FROM moved m; \
+         END \
+         $fn$"
+    )
+}
 
 const DROP: &str = "DROP FUNCTION IF EXISTS consult_record_receipts(jsonb, timestamptz)";
 
@@ -81,7 +91,10 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() != DatabaseBackend::Postgres {
             return Ok(());
         }
-        manager.get_connection().execute_unprepared(CREATE).await?;
+        manager
+            .get_connection()
+            .execute_unprepared(&create_sql())
+            .await?;
         Ok(())
     }
 
