@@ -7,14 +7,15 @@
 //! other receipt as it was (on a SQLite file, where flushes share the
 //! message writer's transactions, the messages written with it are stored
 //! all the same); a member's connection keeps getting the room's events
-//! while its `ack` waits for the flush.
+//! while its `ack` waits for the flush; on PostgreSQL, two nodes flushing
+//! the same positions at once move each of them on exactly one node.
 
 use crate::harness::{TestHub, expect_event, expect_no_event, metric, new_chat_message};
 use consult_client::Client;
-use consult_hub::store::StoreError;
 use consult_hub::store::messages::AppendOutcome;
 use consult_hub::store::receipt_batch::{NewReceipt, ReceiptOutcome, ReceiptRow};
 use consult_hub::store::receipts::{self, ReceiptState};
+use consult_hub::store::{StoreError, pg_receipts};
 use consult_protocol::{ConsultationId, ErrorCode, ReceiptKind, Role, Seq, ServerFrame, UserId};
 use futures_util::future::join_all;
 use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -678,4 +679,90 @@ async fn on_a_sqlite_file_a_failing_receipt_flush_fails_alone_and_the_messages_w
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["messages"].as_array().unwrap().len(), 2, "{body}");
     }
+}
+
+#[tokio::test]
+async fn on_postgresql_two_nodes_flushing_the_same_positions_at_once_move_each_of_them_once() {
+    let hub = hub().await;
+    if !hub.database_url().starts_with("postgres") {
+        // On a SQLite file one writer writes every flush.
+        return;
+    }
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let id = consultation.id.clone();
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&id, None).await.unwrap();
+    send_messages(&provider, &id, 40).await;
+    let rev_before = rev(&hub, &id).await;
+    // A second node's pool on the same database.
+    let other_node = consult_hub::store::Store::connect(&consult_hub::config::DatabaseConfig {
+        url: hub.database_url().to_owned(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let key = |user: &str| (id.to_string(), user.to_owned());
+    for round in 1..=20_u64 {
+        // The patient's delivered and read, and the provider's read, the
+        // same on both nodes.
+        let flush = [
+            ReceiptRow {
+                consultation_id: id.to_string(),
+                user_id: "pat-a".to_owned(),
+                delivered: 2 * round,
+                read: round,
+                bumps_rev: false,
+            },
+            ReceiptRow {
+                consultation_id: id.to_string(),
+                user_id: "dr-a".to_owned(),
+                delivered: 0,
+                read: 2 * round,
+                bumps_rev: true,
+            },
+        ];
+        let (here, there) = tokio::join!(
+            pg_receipts::write(hub.state.store.connection(), &flush),
+            pg_receipts::write(other_node.connection(), &flush),
+        );
+        let (here, there) = (here.unwrap(), there.unwrap());
+        for (moved, kind) in [
+            (key("pat-a"), "delivered"),
+            (key("pat-a"), "read"),
+            (key("dr-a"), "read"),
+        ] {
+            let (in_here, in_there) = if kind == "delivered" {
+                (
+                    here.delivered.contains(&moved),
+                    there.delivered.contains(&moved),
+                )
+            } else {
+                (here.read.contains(&moved), there.read.contains(&moved))
+            };
+            assert!(
+                in_here != in_there,
+                "round {round}: {moved:?} {kind} moved on exactly one node \
+                 (here {in_here}, there {in_there})"
+            );
+        }
+        assert!(!here.delivered.contains(&key("dr-a")) && !there.delivered.contains(&key("dr-a")));
+    }
+    assert_eq!(
+        stored(&hub, &id, "pat-a").await,
+        ReceiptState {
+            delivered: 40,
+            read: 20
+        }
+    );
+    assert_eq!(
+        stored(&hub, &id, "dr-a").await,
+        ReceiptState {
+            delivered: 40,
+            read: 40
+        }
+    );
+    // The provider's read moved once a round: one bump a round.
+    assert_eq!(rev(&hub, &id).await, rev_before + 20);
 }
