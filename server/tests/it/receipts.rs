@@ -44,6 +44,21 @@ async fn stored(hub: &TestHub, consultation: &ConsultationId, user: &str) -> Rec
     .unwrap()
 }
 
+/// Asserts `user`'s stored positions in `consultation`.
+async fn assert_positions(
+    hub: &TestHub,
+    consultation: &ConsultationId,
+    user: &str,
+    delivered: u64,
+    read: u64,
+) {
+    assert_eq!(
+        stored(hub, consultation, user).await,
+        ReceiptState { delivered, read },
+        "{user}'s positions"
+    );
+}
+
 /// The consultation's stored `rev`.
 async fn rev(hub: &TestHub, consultation: &ConsultationId) -> u64 {
     let (code, body) = hub
@@ -51,6 +66,17 @@ async fn rev(hub: &TestHub, consultation: &ConsultationId) -> u64 {
         .await;
     assert_eq!(code, 200, "{body}");
     body["rev"].as_u64().unwrap()
+}
+
+/// A waiting consultation of `dr-a` with `pat-a`, and `dr-a` connected and
+/// joined to it.
+async fn joined_provider(hub: &TestHub) -> (ConsultationId, Client) {
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    provider.join(&consultation.id, None).await.unwrap();
+    (consultation.id, provider)
 }
 
 /// Sends `count` messages from `sender` into `consultation`.
@@ -206,13 +232,7 @@ async fn a_receipt_that_does_not_move_publishes_nothing() {
         patient.ack(&id, Seq(seq), kind).await.unwrap();
     }
     expect_no_event(&provider, QUIET, is_receipt).await;
-    assert_eq!(
-        stored(&hub, &id, "pat-a").await,
-        ReceiptState {
-            delivered: 3,
-            read: 3
-        }
-    );
+    assert_positions(&hub, &id, "pat-a", 3, 3).await;
 
     // The provider's read moves once: one frame, one rev bump, one delta.
     let watcher = hub.connect("adm-1", Role::Admin).await;
@@ -253,12 +273,7 @@ async fn a_receipt_that_does_not_move_publishes_nothing() {
 #[tokio::test]
 async fn receipts_racing_from_two_connections_of_one_member_only_grow() {
     let hub = hub().await;
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let id = consultation.id.clone();
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    provider.join(&id, None).await.unwrap();
+    let (id, provider) = joined_provider(&hub).await;
     const LAST: u64 = 40;
     send_messages(&provider, &id, LAST).await;
 
@@ -312,24 +327,13 @@ async fn receipts_racing_from_two_connections_of_one_member_only_grow() {
         );
     }
     assert!(delivered.iter().all(|&seq| seq <= LAST));
-    assert_eq!(
-        stored(&hub, &id, "pat-a").await,
-        ReceiptState {
-            delivered: LAST,
-            read: LAST
-        }
-    );
+    assert_positions(&hub, &id, "pat-a", LAST, LAST).await;
 }
 
 #[tokio::test]
 async fn a_providers_reads_in_one_flush_bump_the_dashboard_row_once() {
     let hub = hub().await;
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let id = consultation.id.clone();
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    provider.join(&id, None).await.unwrap();
+    let (id, provider) = joined_provider(&hub).await;
     let patient = hub.connect("pat-a", Role::Patient).await;
     send_messages(&patient, &id, 3).await;
     let watcher = hub.connect("adm-1", Role::Admin).await;
@@ -454,13 +458,7 @@ async fn a_member_gets_the_rooms_events_while_its_ack_waits_for_the_receipt_flus
         .await
         .expect("the ack is answered once the lock is gone")
         .unwrap();
-    assert_eq!(
-        stored(&hub, &id, "pat-w").await,
-        ReceiptState {
-            delivered: 1,
-            read: 1
-        }
-    );
+    assert_positions(&hub, &id, "pat-w", 1, 1).await;
     assert_eq!(
         next_receipt_of(&provider, "pat-w").await,
         (ReceiptKind::Read, 1)
@@ -544,13 +542,7 @@ async fn a_failed_flush_answers_each_of_its_receipts_with_an_error_and_loses_not
     }
     // Nothing of the failed flush was written or published; what was
     // stored before is still there.
-    assert_eq!(
-        stored(&hub, &id, "pat-a").await,
-        ReceiptState {
-            delivered: 2,
-            read: 0
-        }
-    );
+    assert_positions(&hub, &id, "pat-a", 2, 0).await;
     assert_eq!(stored(&hub, &id, "dr-a").await, ReceiptState::default());
     assert_eq!(rev(&hub, &id).await, rev_before);
     expect_no_event(&provider, QUIET, is_receipt).await;
@@ -571,20 +563,8 @@ async fn a_failed_flush_answers_each_of_its_receipts_with_an_error_and_loses_not
         let outcome = hub.state.receipts.record(receipt.clone()).await.unwrap();
         assert_eq!(outcome, ReceiptOutcome::Recorded);
     }
-    assert_eq!(
-        stored(&hub, &id, "pat-a").await,
-        ReceiptState {
-            delivered: 4,
-            read: 3
-        }
-    );
-    assert_eq!(
-        stored(&hub, &id, "dr-a").await,
-        ReceiptState {
-            delivered: 5,
-            read: 5
-        }
-    );
+    assert_positions(&hub, &id, "pat-a", 4, 3).await;
+    assert_positions(&hub, &id, "dr-a", 5, 5).await;
     assert_eq!(rev(&hub, &id).await, rev_before + 1);
     assert_eq!(
         stored(&hub, &other.id, "pat-b").await,
@@ -661,13 +641,7 @@ async fn on_a_sqlite_file_a_failing_receipt_flush_fails_alone_and_the_messages_w
         "{:?}",
         flushes[1]
     );
-    assert_eq!(
-        stored(&hub, &first, "pat-a").await,
-        ReceiptState {
-            delivered: 1,
-            read: 0
-        }
-    );
+    assert_positions(&hub, &first, "pat-a", 1, 0).await;
     assert_eq!(
         stored(&hub, &second, "pat-b").await,
         ReceiptState::default()
@@ -688,12 +662,7 @@ async fn on_postgresql_two_nodes_flushing_the_same_positions_at_once_move_each_o
         // On a SQLite file one writer writes every flush.
         return;
     }
-    let consultation = hub
-        .consultation("dr-a", "pat-a", "waiting_for_patient")
-        .await;
-    let id = consultation.id.clone();
-    let provider = hub.connect("dr-a", Role::Provider).await;
-    provider.join(&id, None).await.unwrap();
+    let (id, provider) = joined_provider(&hub).await;
     send_messages(&provider, &id, 40).await;
     let rev_before = rev(&hub, &id).await;
     // A second node's pool on the same database.
@@ -749,20 +718,8 @@ async fn on_postgresql_two_nodes_flushing_the_same_positions_at_once_move_each_o
         }
         assert!(!here.delivered.contains(&key("dr-a")) && !there.delivered.contains(&key("dr-a")));
     }
-    assert_eq!(
-        stored(&hub, &id, "pat-a").await,
-        ReceiptState {
-            delivered: 40,
-            read: 20
-        }
-    );
-    assert_eq!(
-        stored(&hub, &id, "dr-a").await,
-        ReceiptState {
-            delivered: 40,
-            read: 40
-        }
-    );
+    assert_positions(&hub, &id, "pat-a", 40, 20).await;
+    assert_positions(&hub, &id, "dr-a", 40, 40).await;
     // The provider's read moved once a round: one bump a round.
     assert_eq!(rev(&hub, &id).await, rev_before + 20);
 }
