@@ -5,6 +5,7 @@
 //! user offline, send the close frame, record metrics.
 
 use super::commands::CommandError;
+use super::ending::{Cause, Ending};
 use super::rate_limit::TokenBucket;
 use super::socket::{Socket, WriteError};
 use crate::app::AppState;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Frames written per flush at most when draining the outbound queue.
@@ -65,7 +65,8 @@ pub struct Session<S> {
     pub(crate) conn_id: u64,
     outbound_tx: mpsc::Sender<Arc<Event>>,
     outbound_rx: mpsc::Receiver<Arc<Event>>,
-    slow_consumer: CancellationToken,
+    /// The node's shutdown, the hub's kick and the token's revocation.
+    pub(crate) ending: Ending,
     pub(crate) rooms: HashMap<Topic, JoinedRoom>,
     /// The watched dashboard feed, if any.
     pub(crate) dashboard: Option<(Topic, crate::service::dashboard::Feed)>,
@@ -79,8 +80,6 @@ pub struct Session<S> {
     pub(crate) member_of: HashMap<ConsultationId, Arc<crate::domain::Consultation>>,
     /// When the token (plus leeway) runs out; `refresh` moves it.
     pub(crate) expires_at: Instant,
-    /// Cancelled when the token is revoked or the user disconnected.
-    pub(crate) revoked: CancellationToken,
     /// This connection's place under the user's connection cap.
     _user_slot: UserSlot,
 }
@@ -112,6 +111,7 @@ where
             .connected(&PersonKey::of(&principal), true)
             .await;
         metrics::gauge!("consult_connections_active").increment(1.0);
+        let ending = Ending::under(&state.sessions_shutdown);
         let mut session = Self {
             socket,
             state,
@@ -119,7 +119,7 @@ where
             conn_id,
             outbound_tx,
             outbound_rx,
-            slow_consumer: CancellationToken::new(),
+            ending,
             rooms: HashMap::new(),
             dashboard: None,
             limiter,
@@ -128,7 +128,6 @@ where
             foreground: true,
             member_of: HashMap::new(),
             expires_at: Instant::now(),
-            revoked: CancellationToken::new(),
             _user_slot: user_slot,
         };
         session.adopt_token(token, checked_at);
@@ -143,7 +142,7 @@ where
             user: self.principal.user.clone(),
             role: self.principal.role,
             outbound_tx: self.outbound_tx.clone(),
-            slow_consumer: self.slow_consumer.clone(),
+            slow_consumer: self.ending.slow_consumer().clone(),
             admitted,
         }
     }
@@ -168,19 +167,20 @@ where
         let mut heartbeat =
             tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let shutdown = self.state.sessions_shutdown.clone();
-        let slow_consumer = self.slow_consumer.clone();
-        let revoked = self.revoked.clone();
+        let watch = self.ending.watch();
+        let mut ended = std::pin::pin!(watch.cancelled());
         let mut expiry = Box::pin(tokio::time::sleep_until(self.expires_at));
         let exit = loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break Box::pin(self.on_shutdown()).await,
-                () = slow_consumer.cancelled() => break Exit::Close(CloseCode::SlowConsumer),
-                () = revoked.cancelled() => {
-                    Box::pin(self.on_revoked()).await;
-                    break Exit::Close(CloseCode::TokenRevoked);
-                }
+                () = &mut ended => match self.ending.cause(&self.state.sessions_shutdown) {
+                    Some(Cause::Shutdown) => break Box::pin(self.on_shutdown()).await,
+                    Some(Cause::SlowConsumer) => break Exit::Close(CloseCode::SlowConsumer),
+                    Some(Cause::Revoked) | None => {
+                        Box::pin(self.on_revoked()).await;
+                        break Exit::Close(CloseCode::TokenRevoked);
+                    }
+                },
                 () = &mut expiry => {
                     if Instant::now() >= self.expires_at {
                         Box::pin(self.on_expired()).await;
@@ -229,18 +229,28 @@ where
     ///
     /// As in the session loop, a revocation or the token's expiry ends the
     /// wait at once: the work is dropped unanswered
-    /// ([`CommandError::SessionEnded`]) and nothing more is delivered.
+    /// ([`CommandError::SessionEnded`]) and nothing more is delivered. A
+    /// shutdown or a kick does not: the work is answered, and the session
+    /// loop then ends the session.
     pub(crate) async fn deliver_while<T>(
         &mut self,
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, CommandError> {
         let mut work = std::pin::pin!(work);
-        let revoked = self.revoked.clone();
+        let watch = self.ending.watch();
+        let mut ended = std::pin::pin!(watch.cancelled());
+        let mut watching = true;
         let mut expiry = std::pin::pin!(tokio::time::sleep_until(self.expires_at));
         loop {
             tokio::select! {
                 biased;
-                () = revoked.cancelled() => return Err(CommandError::SessionEnded),
+                () = &mut ended, if watching => {
+                    let cause = self.ending.cause(&self.state.sessions_shutdown);
+                    if matches!(cause, Some(Cause::Revoked) | None) {
+                        return Err(CommandError::SessionEnded);
+                    }
+                    watching = false;
+                }
                 () = &mut expiry => return Err(CommandError::SessionEnded),
                 done = &mut work => return Ok(done),
                 Some(event) = self.outbound_rx.recv() => {

@@ -3,14 +3,17 @@
 //! [`spawn`] runs the connection on the app's task tracker. The handshake
 //! ([`handshake::PendingSession`]) waits for `hello` under a timeout and
 //! consumes itself into a [`connection::Session`], whose loop selects over
-//! the shutdown token, the slow-consumer token, the bounded outbound queue,
-//! inbound frames and the heartbeat tick. Every exit runs the same cleanup.
+//! what ends it from outside (the shutdown, slow-consumer and revocation
+//! tokens, chained in [`ending`] so that one wait covers them), the token's
+//! expiry, the bounded outbound queue, inbound frames and the heartbeat
+//! tick. Every exit runs the same cleanup.
 //!
 //! The loop is generic over the socket's `Stream`/`Sink`, so tests can drive
 //! it with channels. It must not import `http`.
 
 pub mod commands;
 pub mod connection;
+mod ending;
 pub mod handshake;
 mod notify_commands;
 pub mod rate_limit;

@@ -108,6 +108,6 @@ where
         self.expires_at = deadline(verified.expires_at, self.state.auth.leeway_secs());
         self.state
             .revocations
-            .track(self.conn_id, verified, &self.revoked, checked_at);
+            .track(self.conn_id, verified, self.ending.revoked(), checked_at);
     }
 }
