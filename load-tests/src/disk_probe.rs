@@ -8,8 +8,9 @@
 //! the target plus this probe's p99). The probe's own load, 400 KiB/s of
 //! writes, is small beside a hub's log.
 
-use crate::stats::{LatencyRecorder, LatencySummary};
+use crate::stats::{LatencyRecorder, LatencySummary, unix_micros};
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -26,12 +27,61 @@ const WRITE_BYTES: usize = 4096;
 const PAGES: u64 = 256;
 /// The probe's file name in the folder it is given.
 const FILE_NAME: &str = "disk-probe.bin";
+/// A sync this long (microseconds) or longer is kept in
+/// [`DiskSyncs::slow`]: as late as a delivery must be to count as late.
+pub const SLOW_SYNC_US: u64 = 20_000;
+/// Slow syncs kept at most; later ones are counted in the summary only.
+const SLOW_KEPT: usize = 1_000;
+
+/// One sync that took [`SLOW_SYNC_US`] or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlowSync {
+    /// When the sync began, Unix microseconds.
+    pub at_unix_us: u64,
+    /// How long it took, microseconds.
+    pub took_us: u64,
+}
+
+/// What a probe measured.
+#[derive(Debug, Clone)]
+pub struct DiskSyncs {
+    /// Every sync's latency.
+    pub summary: LatencySummary,
+    /// The slow ones, in the order they began.
+    pub slow: Vec<SlowSync>,
+}
+
+/// The syncs a probe has timed so far.
+#[derive(Debug, Default)]
+struct SyncLog {
+    recorder: LatencyRecorder,
+    slow: Vec<SlowSync>,
+}
+
+impl SyncLog {
+    fn record(&mut self, at_unix_us: u64, took_us: u64) {
+        self.recorder.record(took_us);
+        if took_us >= SLOW_SYNC_US && self.slow.len() < SLOW_KEPT {
+            self.slow.push(SlowSync {
+                at_unix_us,
+                took_us,
+            });
+        }
+    }
+
+    fn finish(self) -> DiskSyncs {
+        DiskSyncs {
+            summary: self.recorder.summary(),
+            slow: self.slow,
+        }
+    }
+}
 
 /// A running probe; [`DiskProbe::finish`] stops it.
 #[derive(Debug)]
 pub struct DiskProbe {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Result<LatencyRecorder>>,
+    thread: JoinHandle<Result<SyncLog>>,
 }
 
 impl DiskProbe {
@@ -57,36 +107,40 @@ impl DiskProbe {
         Ok(Self { stop, thread })
     }
 
-    /// Stops the probe and returns the syncs' latencies.
+    /// Stops the probe and returns the syncs' latencies and the slow ones.
     ///
     /// # Errors
     ///
     /// When a write or a sync failed, or the thread panicked.
-    pub fn finish(self) -> Result<LatencySummary> {
+    pub fn finish(self) -> Result<DiskSyncs> {
         self.stop.store(true, Ordering::Relaxed);
-        let recorder = self
+        let log = self
             .thread
             .join()
             .map_err(|_| anyhow::anyhow!("the disk probe thread panicked"))??;
-        Ok(recorder.summary())
+        Ok(log.finish())
     }
 }
 
-fn probe(file: &File, stop: &AtomicBool) -> Result<LatencyRecorder> {
-    let mut recorder = LatencyRecorder::new();
+fn probe(file: &File, stop: &AtomicBool) -> Result<SyncLog> {
+    let mut log = SyncLog::default();
     let page = [0x5a_u8; WRITE_BYTES];
     let mut index = 0_u64;
     while !stop.load(Ordering::Relaxed) {
         let offset = (index % PAGES) * WRITE_BYTES as u64;
         file.write_all_at(&page, offset)
             .context("writing the disk probe's page")?;
+        let at_unix_us = unix_micros();
         let started = Instant::now();
         file.sync_data().context("syncing the disk probe's file")?;
-        recorder.record(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        log.record(
+            at_unix_us,
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
         index += 1;
         std::thread::sleep(EVERY);
     }
-    Ok(recorder)
+    Ok(log)
 }
 
 #[cfg(test)]
@@ -98,7 +152,9 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         let probe = DiskProbe::start(folder.path()).unwrap();
         std::thread::sleep(EVERY * 30);
-        let summary = probe.finish().unwrap();
+        let DiskSyncs { summary, slow } = probe.finish().unwrap();
+        assert!(slow.len() as u64 <= summary.count);
+        assert!(slow.iter().all(|sync| sync.took_us >= SLOW_SYNC_US));
         // At most one sync per EVERY, and some at all.
         assert!(summary.count >= 1, "{summary:?}");
         assert!(summary.count <= 31, "{summary:?}");
@@ -108,5 +164,40 @@ mod tests {
             .unwrap()
             .len();
         assert!(size <= PAGES * WRITE_BYTES as u64, "{size}");
+    }
+
+    #[test]
+    fn only_syncs_of_the_slow_threshold_or_longer_are_kept_with_when_they_began() {
+        let mut log = SyncLog::default();
+        log.record(1_000, 400);
+        log.record(2_000, SLOW_SYNC_US - 1);
+        log.record(3_000, SLOW_SYNC_US);
+        log.record(4_000, 154_000);
+        let syncs = log.finish();
+        assert_eq!(syncs.summary.count, 4);
+        assert_eq!(
+            syncs.slow,
+            vec![
+                SlowSync {
+                    at_unix_us: 3_000,
+                    took_us: SLOW_SYNC_US
+                },
+                SlowSync {
+                    at_unix_us: 4_000,
+                    took_us: 154_000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn slow_syncs_kept_are_capped() {
+        let mut log = SyncLog::default();
+        for i in 0..(SLOW_KEPT as u64 + 5) {
+            log.record(i, SLOW_SYNC_US + i);
+        }
+        let syncs = log.finish();
+        assert_eq!(syncs.slow.len(), SLOW_KEPT);
+        assert_eq!(syncs.summary.count, SLOW_KEPT as u64 + 5);
     }
 }

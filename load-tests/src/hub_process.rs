@@ -137,6 +137,11 @@ impl SpawnedHub {
         self.owns_sqlite_file.then(|| self._dir.path())
     }
 
+    /// The temporary folder it runs in, whatever its database.
+    pub fn folder(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// The hub's process id, for `/proc` sampling.
     pub fn pid(&self) -> u32 {
         self.child.id()

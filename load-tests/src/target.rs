@@ -173,6 +173,15 @@ impl Target {
         self.hubs.first().and_then(SpawnedHub::sqlite_folder)
     }
 
+    /// Where the disk's own syncs are probed during a run: the folder of the
+    /// SQLite file, or else the first started hub's folder (on this machine,
+    /// the disk a PostgreSQL beside the hubs writes its log to as well);
+    /// `None` when the harness started no hub.
+    pub fn disk_probe_folder(&self) -> Option<&Path> {
+        self.sqlite_folder()
+            .or_else(|| self.hubs.first().map(SpawnedHub::folder))
+    }
+
     /// Where started hubs write their logs.
     pub fn log_paths(&self) -> Vec<PathBuf> {
         self.hubs.iter().map(|hub| hub.log_path.clone()).collect()

@@ -118,6 +118,13 @@ fn fanout_delivers_every_message_and_writes_its_results() {
     // The started hub's SQLite file had the disk probed beside it.
     assert!(result["disk_sync"]["count"].as_u64().unwrap() > 0);
     assert!(result["disk_sync"]["p99_us"].as_u64().unwrap() > 0);
+    // Its slow syncs, if any, are listed with when they began.
+    let slow = result["disk_sync_slow"].as_array().unwrap();
+    assert!(slow.len() as u64 <= result["disk_sync"]["count"].as_u64().unwrap());
+    for sync in slow {
+        assert!(sync["took_us"].as_u64().unwrap() >= 20_000, "{sync}");
+        assert!(sync["at_unix_us"].as_u64().unwrap() > 0, "{sync}");
+    }
     for file in ["fanout.md", "fanout-latency.svg", "fanout-throughput.svg"] {
         assert!(report.join(file).is_file(), "{file} written");
     }

@@ -24,7 +24,7 @@
 
 use super::{HubUsage, HubWatch, per, run_tag};
 use crate::api::{Api, NewConsultation, TokenRequest};
-use crate::disk_probe::DiskProbe;
+use crate::disk_probe::{DiskProbe, SLOW_SYNC_US, SlowSync};
 use crate::pacer::{self, PaceOptions, SendStats};
 use crate::payload;
 use crate::procstat::MachineTimes;
@@ -186,8 +186,14 @@ pub struct FanoutResult {
     /// what exceeds hub + harness + Redis was someone else's.
     pub machine_cpu_percent_of_core: Option<f64>,
     /// The disk's own sync latency over the same window, probed beside the
-    /// SQLite file of a hub the harness started ([`DiskProbe`]).
+    /// SQLite file of a hub the harness started, or in a started hub's
+    /// folder with another database ([`DiskProbe`]).
     pub disk_sync: Option<LatencySummary>,
+    /// The probe's syncs that took [`SLOW_SYNC_US`] or more, with when they
+    /// began: the moments the disk itself stood still, to set beside
+    /// `late_timeline`.
+    #[serde(default)]
+    pub disk_sync_slow: Vec<SlowSync>,
     /// Deliveries per second over the run.
     pub delivered_timeline: Timeline,
     /// Deliveries later than [`LATE_AFTER_US`], by when they were sent, in
@@ -204,6 +210,39 @@ pub struct FanoutResult {
 pub const LATE_AFTER_US: u64 = 20_000;
 /// Width of `late_timeline`'s buckets, milliseconds.
 pub const LATE_BUCKET_MS: u64 = 100;
+
+/// Slow disk syncs listed by name in the summary at most.
+const SLOW_SYNCS_LISTED: usize = 10;
+
+/// The probe's slow syncs as a summary line: when each began (seconds after
+/// sending started, as `late_timeline` counts) and how long it took.
+fn slow_syncs_line(slow: &[SlowSync], started_unix_us: u64) -> String {
+    let listed: Vec<String> = slow
+        .iter()
+        .take(SLOW_SYNCS_LISTED)
+        .map(|sync| {
+            // Signed: the probe starts a moment before the sending does.
+            let at_secs = (i128::from(sync.at_unix_us) - i128::from(started_unix_us)) as f64 / 1e6;
+            format!("{at_secs:.1} s ({:.0} ms)", sync.took_us as f64 / 1e3)
+        })
+        .collect();
+    let more = slow.len().saturating_sub(SLOW_SYNCS_LISTED);
+    format!(
+        "disk syncs of {} ms or more: {}{}{}",
+        SLOW_SYNC_US / 1000,
+        slow.len(),
+        if listed.is_empty() {
+            String::new()
+        } else {
+            format!(", at {}", listed.join(", "))
+        },
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        },
+    )
+}
 
 /// One receiving member.
 struct Member {
@@ -237,7 +276,10 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let watch = HubWatch::start(&target.hub_pids)?;
     let harness_watch = HubWatch::start(&[std::process::id()])?;
     let broker_watch = HubWatch::start(&target.broker_pids())?;
-    let disk_probe = target.sqlite_folder().map(DiskProbe::start).transpose()?;
+    let disk_probe = target
+        .disk_probe_folder()
+        .map(DiskProbe::start)
+        .transpose()?;
     let machine_start = MachineTimes::now()?;
     let started_unix_us = unix_micros();
     let latency = Arc::new(Mutex::new(LatencyRecorder::new()));
@@ -298,7 +340,10 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     result.harness_cpu_percent_of_core = harness.map(|usage| usage.cpu_percent_of_core);
     result.redis_cpu_percent_of_core = broker.map(|usage| usage.cpu_percent_of_core);
     result.machine_cpu_percent_of_core = Some(machine);
-    result.disk_sync = disk_sync;
+    if let Some(syncs) = disk_sync {
+        result.disk_sync = Some(syncs.summary);
+        result.disk_sync_slow = syncs.slow;
+    }
     if let Some(before) = counts_before {
         let after = hub_counts(&http, target).await;
         let mut receipts = ReceiptStats::default();
@@ -784,6 +829,7 @@ fn summarize(
         redis_cpu_percent_of_core: None,
         machine_cpu_percent_of_core: None,
         disk_sync: None,
+        disk_sync_slow: Vec::new(),
         hub,
         sent,
         delivered_timeline,
@@ -842,8 +888,12 @@ impl FanoutResult {
         ];
         if let Some(disk_sync) = &self.disk_sync {
             lines.push(latency_line(
-                "disk sync beside the database (4 KiB + fdatasync every 10 ms)",
+                "disk sync in the hub's folder (4 KiB + fdatasync every 10 ms)",
                 disk_sync,
+            ));
+            lines.push(slow_syncs_line(
+                &self.disk_sync_slow,
+                self.late_timeline.start_unix_us,
             ));
         }
         if let Some(receipts) = &self.receipts {
