@@ -4,7 +4,9 @@
 //! else. No storage, no token
 //! check, no membership check, no notifications, no presence, no rate
 //! limits: `send` gets the room's next `seq`, a `message` frame to every
-//! connection joined to the room (the sender's own included) and an `ok`.
+//! connection joined to the room (the sender's own included) and an `ok`;
+//! an `ack` in a joined room gets a `receipt` frame to every connection
+//! joined to it and an `ok`.
 //!
 //! `consult-floor serve` is started by the harness exactly as a hub is
 //! (`--spawn-hub target/release/consult-floor`): it listens on
@@ -169,6 +171,14 @@ impl Floor {
         let room = rooms.get_mut(room)?;
         room.view.last_seq = Seq(room.view.last_seq.get() + 1);
         Some((room.view.last_seq, room.members.clone()))
+    }
+
+    /// The connections joined to `room` (none for an unknown room).
+    pub(crate) fn members(&self, room: &ConsultationId) -> Vec<Joined> {
+        self.rooms()
+            .get(room)
+            .map(|room| room.members.clone())
+            .unwrap_or_default()
     }
 
     /// True when the room exists.

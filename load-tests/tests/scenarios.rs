@@ -152,6 +152,35 @@ fn fanout_against_the_floor_delivers_every_message_both_ways() {
     }
 }
 
+/// With `--receipts` the floor answers every member's `ack` (and sends the
+/// room its `receipt` frame) while every message still arrives.
+#[test]
+fn fanout_with_receipts_against_the_floor_answers_every_receipt() {
+    let floor = Path::new(env!("CARGO_BIN_EXE_consult-floor"));
+    let dir = tempfile::tempdir().unwrap();
+    let (json, _) = fanout_on(
+        floor,
+        dir.path(),
+        &[
+            "--rooms",
+            "3",
+            "--messages",
+            "60",
+            "--rate",
+            "300",
+            "--receipts",
+        ],
+    );
+    let result = &json["result"];
+    assert_eq!(result["delivered"], 60);
+    assert_eq!(result["lost"], 0);
+    // A `delivered` receipt for each message and a `read` for every fourth.
+    let receipts = &result["receipts"];
+    assert_eq!(receipts["sent"], 75, "{receipts}");
+    assert_eq!(receipts["ok"], 75, "{receipts}");
+    assert_eq!(receipts["refused"], 0, "{receipts}");
+}
+
 /// The default shape is the consultation's (one provider, one patient);
 /// `--patients-send` turns the direction round.
 #[test]

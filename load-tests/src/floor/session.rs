@@ -1,6 +1,8 @@
 //! One floor connection: `hello` (the token is read, not checked), then
 //! `join`, `leave`, `send`, `ack` and `ping`; anything else is refused with
-//! an `error` frame. Frames queued for the connection are written together
+//! an `error` frame. An `ack` in a joined room sends the room a `receipt`
+//! frame, as a receipt that moved does on the hub (the floor stores no
+//! receipts, in either of its stores). Frames queued for the connection are written together
 //! with the answer that follows them and flushed once, as the hub does with
 //! a send's `ok` and the sender's own copy.
 
@@ -225,7 +227,32 @@ async fn command(
                 }),
             )
         }
-        ClientFrame::Ack { id, .. } => ok(id, None),
+        ClientFrame::Ack {
+            id,
+            consultation_id,
+            seq,
+            receipt,
+        } => {
+            // As the hub does for a receipt that moved: one `receipt` frame
+            // to every connection joined to the room, the originator's
+            // included (its copy goes out in the flush of its `ok`). The
+            // floor keeps no positions, so every `ack` of a joined caller
+            // moves.
+            if rooms.contains(&consultation_id) {
+                let frame = ServerFrame::Receipt {
+                    consultation_id: consultation_id.clone(),
+                    user: caller.user.clone(),
+                    role: caller.role,
+                    seq,
+                    receipt,
+                };
+                let encoded = Utf8Bytes::from(frame.to_json());
+                for member in floor.members(&consultation_id) {
+                    member.deliver(&encoded);
+                }
+            }
+            ok(id, None)
+        }
         ClientFrame::Ping { id } => ok(
             id,
             Some(CommandResult::Pong {

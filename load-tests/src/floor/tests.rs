@@ -131,6 +131,72 @@ async fn commands_before_hello_unknown_rooms_and_commands_it_does_not_serve_are_
     assert_eq!(copy["message"]["body"], "hi");
 }
 
+/// A connected, greeted socket of `user` (`role`) in clinic `c1`.
+async fn greeted(http: &str, ws: &str, user: &str, role: &str) -> Socket {
+    let token = post(
+        http,
+        "/v1/tokens",
+        json!({"user": user, "role": role, "clinic": "c1"}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws).await.unwrap();
+    let welcome = exchange(&mut socket, json!({"type": "hello", "token": token})).await;
+    assert_eq!(welcome["type"], "welcome");
+    socket
+}
+
+#[tokio::test]
+async fn an_ack_in_a_joined_room_sends_the_room_a_receipt_frame_and_elsewhere_only_its_ok() {
+    let (http, ws) = started().await;
+    let room = new_room(&http, "pat").await;
+    let mut provider = greeted(&http, &ws, "dr", "provider").await;
+    let mut patient = greeted(&http, &ws, "pat", "patient").await;
+    for socket in [&mut provider, &mut patient] {
+        let joined = exchange(
+            socket,
+            json!({"type": "join", "id": "j", "consultation_id": room}),
+        )
+        .await;
+        assert_eq!(joined["type"], "ok");
+    }
+
+    // Not joined to this room: the `ack` is answered and nobody hears of it.
+    let other = new_room(&http, "pat").await;
+    let elsewhere = exchange(
+        &mut patient,
+        json!({"type": "ack", "id": "a0", "consultation_id": other, "seq": 1, "receipt": "delivered"}),
+    )
+    .await;
+    assert_eq!(elsewhere["type"], "ok");
+    assert_eq!(elsewhere["id"], "a0");
+
+    let acked = exchange(
+        &mut patient,
+        json!({"type": "ack", "id": "a1", "consultation_id": room, "seq": 3, "receipt": "read"}),
+    )
+    .await;
+    assert_eq!(acked["type"], "ok");
+    assert_eq!(acked["id"], "a1");
+    // The originator's own copy, after its `ok`, and the other member's.
+    for socket in [&mut patient, &mut provider] {
+        let receipt = next(socket).await;
+        assert_eq!(receipt["type"], "receipt", "{receipt}");
+        assert_eq!(receipt["consultation_id"], room.as_str());
+        assert_eq!(receipt["user"], "pat");
+        assert_eq!(receipt["role"], "patient");
+        assert_eq!(receipt["seq"], 3);
+        assert_eq!(receipt["receipt"], "read");
+    }
+    // The first receipt the provider got is that one: the `ack` in the
+    // other room sent nothing (checked by the next frame being a pong).
+    let pong = exchange(&mut provider, json!({"type": "ping", "id": "p"})).await;
+    assert_eq!(pong["type"], "ok");
+    assert_eq!(pong["id"], "p");
+}
+
 #[test]
 fn the_stored_floor_reads_the_hubs_database_settings() {
     let vars = |pairs: &'static [(&'static str, &'static str)]| {
