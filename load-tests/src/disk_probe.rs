@@ -7,6 +7,12 @@
 //! side by side (docs/benchmarks.md compares the durable mode's p99 with
 //! the target plus this probe's p99). The probe's own load, 400 KiB/s of
 //! writes, is small beside a hub's log.
+//!
+//! It also keeps each sync that took its caller's threshold or longer (the
+//! delay at which the scenario beside it counts a delivery as late), with
+//! when it began, so that a run of late deliveries can be set beside the
+//! moments the disk itself stood still: a durable commit waits out such a
+//! sync as the probe does.
 
 use crate::stats::{LatencyRecorder, LatencySummary, unix_micros};
 use anyhow::{Context, Result};
@@ -27,13 +33,10 @@ const WRITE_BYTES: usize = 4096;
 const PAGES: u64 = 256;
 /// The probe's file name in the folder it is given.
 const FILE_NAME: &str = "disk-probe.bin";
-/// A sync this long (microseconds) or longer is kept in
-/// [`DiskSyncs::slow`]: as late as a delivery must be to count as late.
-pub const SLOW_SYNC_US: u64 = 20_000;
 /// Slow syncs kept at most; later ones are counted in the summary only.
 const SLOW_KEPT: usize = 1_000;
 
-/// One sync that took [`SLOW_SYNC_US`] or more.
+/// One sync that took the probe's threshold or longer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlowSync {
     /// When the sync began, Unix microseconds.
@@ -52,16 +55,26 @@ pub struct DiskSyncs {
 }
 
 /// The syncs a probe has timed so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SyncLog {
+    /// A sync this long (microseconds) or longer is kept in `slow`.
+    slow_after_us: u64,
     recorder: LatencyRecorder,
     slow: Vec<SlowSync>,
 }
 
 impl SyncLog {
+    fn new(slow_after_us: u64) -> Self {
+        Self {
+            slow_after_us,
+            recorder: LatencyRecorder::new(),
+            slow: Vec::new(),
+        }
+    }
+
     fn record(&mut self, at_unix_us: u64, took_us: u64) {
         self.recorder.record(took_us);
-        if took_us >= SLOW_SYNC_US && self.slow.len() < SLOW_KEPT {
+        if took_us >= self.slow_after_us && self.slow.len() < SLOW_KEPT {
             self.slow.push(SlowSync {
                 at_unix_us,
                 took_us,
@@ -85,12 +98,13 @@ pub struct DiskProbe {
 }
 
 impl DiskProbe {
-    /// Starts probing the file system of `folder`.
+    /// Starts probing the file system of `folder`, keeping each sync of
+    /// `slow_after_us` or longer in [`DiskSyncs::slow`].
     ///
     /// # Errors
     ///
     /// When the probe's file cannot be created or the thread started.
-    pub fn start(folder: &Path) -> Result<Self> {
+    pub fn start(folder: &Path, slow_after_us: u64) -> Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -102,7 +116,7 @@ impl DiskProbe {
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("disk-probe".into())
-            .spawn(move || probe(&file, &stopping))
+            .spawn(move || probe(&file, &stopping, slow_after_us))
             .context("starting the disk probe thread")?;
         Ok(Self { stop, thread })
     }
@@ -122,8 +136,8 @@ impl DiskProbe {
     }
 }
 
-fn probe(file: &File, stop: &AtomicBool) -> Result<SyncLog> {
-    let mut log = SyncLog::default();
+fn probe(file: &File, stop: &AtomicBool, slow_after_us: u64) -> Result<SyncLog> {
+    let mut log = SyncLog::new(slow_after_us);
     let page = [0x5a_u8; WRITE_BYTES];
     let mut index = 0_u64;
     while !stop.load(Ordering::Relaxed) {
@@ -147,14 +161,17 @@ fn probe(file: &File, stop: &AtomicBool) -> Result<SyncLog> {
 mod tests {
     use super::*;
 
+    /// The threshold the tests give their probes.
+    const SLOW: u64 = 20_000;
+
     #[test]
     fn a_probe_records_a_sync_per_round_and_leaves_its_file_small() {
         let folder = tempfile::tempdir().unwrap();
-        let probe = DiskProbe::start(folder.path()).unwrap();
+        let probe = DiskProbe::start(folder.path(), SLOW).unwrap();
         std::thread::sleep(EVERY * 30);
         let DiskSyncs { summary, slow } = probe.finish().unwrap();
         assert!(slow.len() as u64 <= summary.count);
-        assert!(slow.iter().all(|sync| sync.took_us >= SLOW_SYNC_US));
+        assert!(slow.iter().all(|sync| sync.took_us >= SLOW));
         // At most one sync per EVERY, and some at all.
         assert!(summary.count >= 1, "{summary:?}");
         assert!(summary.count <= 31, "{summary:?}");
@@ -168,10 +185,10 @@ mod tests {
 
     #[test]
     fn only_syncs_of_the_slow_threshold_or_longer_are_kept_with_when_they_began() {
-        let mut log = SyncLog::default();
+        let mut log = SyncLog::new(SLOW);
         log.record(1_000, 400);
-        log.record(2_000, SLOW_SYNC_US - 1);
-        log.record(3_000, SLOW_SYNC_US);
+        log.record(2_000, SLOW - 1);
+        log.record(3_000, SLOW);
         log.record(4_000, 154_000);
         let syncs = log.finish();
         assert_eq!(syncs.summary.count, 4);
@@ -180,7 +197,7 @@ mod tests {
             vec![
                 SlowSync {
                     at_unix_us: 3_000,
-                    took_us: SLOW_SYNC_US
+                    took_us: SLOW
                 },
                 SlowSync {
                     at_unix_us: 4_000,
@@ -192,9 +209,9 @@ mod tests {
 
     #[test]
     fn slow_syncs_kept_are_capped() {
-        let mut log = SyncLog::default();
+        let mut log = SyncLog::new(SLOW);
         for i in 0..(SLOW_KEPT as u64 + 5) {
-            log.record(i, SLOW_SYNC_US + i);
+            log.record(i, SLOW + i);
         }
         let syncs = log.finish();
         assert_eq!(syncs.slow.len(), SLOW_KEPT);

@@ -2,9 +2,9 @@
 //! `join`, `leave`, `send`, `ack` and `ping`; anything else is refused with
 //! an `error` frame. An `ack` in a joined room sends the room a `receipt`
 //! frame, as a receipt that moved does on the hub (the floor stores no
-//! receipts, in either of its stores). Frames queued for the connection are written together
-//! with the answer that follows them and flushed once, as the hub does with
-//! a send's `ok` and the sender's own copy.
+//! receipts, in either of its stores). Frames queued for the connection are
+//! written together with the answer that follows them and flushed once, as
+//! the hub does with a send's `ok` and the sender's own copy.
 
 use super::store::NewMessage;
 use super::{Floor, Joined};

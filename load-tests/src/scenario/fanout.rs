@@ -24,7 +24,7 @@
 
 use super::{HubUsage, HubWatch, per, run_tag};
 use crate::api::{Api, NewConsultation, TokenRequest};
-use crate::disk_probe::{DiskProbe, SLOW_SYNC_US, SlowSync};
+use crate::disk_probe::{DiskProbe, SlowSync};
 use crate::pacer::{self, PaceOptions, SendStats};
 use crate::payload;
 use crate::procstat::MachineTimes;
@@ -189,7 +189,7 @@ pub struct FanoutResult {
     /// SQLite file of a hub the harness started, or in a started hub's
     /// folder with another database ([`DiskProbe`]).
     pub disk_sync: Option<LatencySummary>,
-    /// The probe's syncs that took [`SLOW_SYNC_US`] or more, with when they
+    /// The probe's syncs that took [`LATE_AFTER_US`] or more, with when they
     /// began: the moments the disk itself stood still, to set beside
     /// `late_timeline`.
     #[serde(default)]
@@ -229,7 +229,7 @@ fn slow_syncs_line(slow: &[SlowSync], started_unix_us: u64) -> String {
     let more = slow.len().saturating_sub(SLOW_SYNCS_LISTED);
     format!(
         "disk syncs of {} ms or more: {}{}{}",
-        SLOW_SYNC_US / 1000,
+        LATE_AFTER_US / 1000,
         slow.len(),
         if listed.is_empty() {
             String::new()
@@ -278,7 +278,7 @@ pub async fn run(target: &Target, options: &FanoutOptions, quiet: bool) -> Resul
     let broker_watch = HubWatch::start(&target.broker_pids())?;
     let disk_probe = target
         .disk_probe_folder()
-        .map(DiskProbe::start)
+        .map(|folder| DiskProbe::start(folder, LATE_AFTER_US))
         .transpose()?;
     let machine_start = MachineTimes::now()?;
     let started_unix_us = unix_micros();
