@@ -12,9 +12,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// The hub's Rust allocations go to jemalloc rather than the C library's
-/// allocator: less CPU a message in every shape measured (about 4–9 %), the
-/// same memory per idle connection (docs/benchmarks.md, "The allocator:
-/// jemalloc"). SQLite's own allocations stay with the C library.
+/// allocator: less CPU a message in fifteen measured pairs of sixteen
+/// (about 4–11 %), the same memory per idle connection (docs/benchmarks.md,
+/// "The allocator: jemalloc"). SQLite's own allocations stay with the C
+/// library.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
