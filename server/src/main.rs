@@ -1,6 +1,7 @@
 //! The `consult-hub` binary: parses the command line, loads the config,
 //! initialises tracing and runs the chosen subcommand. Its memory comes from
-//! jemalloc (docs/decisions.md, "The hub allocates with jemalloc").
+//! jemalloc: why, and what it was measured to save, is in docs/decisions.md
+//! ("The hub allocates with jemalloc").
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -11,11 +12,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// The hub's Rust allocations go to jemalloc rather than the C library's
-/// allocator: less CPU a message in fifteen measured pairs of sixteen
-/// (about 4–11 %), the same memory per idle connection (docs/benchmarks.md,
-/// "The allocator: jemalloc"). SQLite's own allocations stay with the C
-/// library.
+/// The hub's Rust allocations; SQLite's own stay with the C library.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
