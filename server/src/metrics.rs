@@ -1,13 +1,25 @@
 //! The Prometheus recorder and the names of the hub's metrics.
 //!
 //! Metric names are prefixed `consult_`. The recorder is process-wide; it is
-//! installed once, however many hubs a process (a test) starts.
+//! installed once, however many hubs a process (a test) starts, with a thread
+//! of its own that folds recorded histogram samples into their summaries
+//! every [`UPKEEP_EVERY`]: the recorder keeps each sample until then (or
+//! until `/metrics` is read), so a hub nobody scrapes would otherwise hold
+//! every sample it ever recorded.
 
 use consult_protocol::{CloseCode, ConsultationStatus, ErrorCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// How often recorded histogram samples are folded into their summaries
+/// (what the exporter's own upkeep task does, at its default interval).
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The name of the thread that does it.
+pub const UPKEEP_THREAD: &str = "metrics-upkeep";
 
 /// Installs the recorder on first call and returns the rendering handle.
 pub fn install() -> PrometheusHandle {
@@ -20,9 +32,34 @@ pub fn install() -> PrometheusHandle {
             }
             describe();
             register_zeros();
+            let upkept = handle.clone();
+            if let Err(error) = spawn_upkeep(UPKEEP_EVERY, move || upkept.run_upkeep()) {
+                tracing::error!(%error, "metrics upkeep thread not started; histogram samples are kept until /metrics is read");
+            }
             handle
         })
         .clone()
+}
+
+/// Runs `upkeep` every `every` on a thread of its own, for the life of the
+/// process (the recorder lives as long). Without the thread the hub still
+/// runs, and each read of `/metrics` folds the samples as before.
+///
+/// # Errors
+///
+/// When the thread cannot be started.
+fn spawn_upkeep(
+    every: Duration,
+    upkeep: impl Fn() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(UPKEEP_THREAD.to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                upkeep();
+            }
+        })
 }
 
 fn describe() {
@@ -279,4 +316,37 @@ fn register_zeros() {
         "commit" => option_env!("CONSULT_BUILD_COMMIT").unwrap_or("unknown")
     )
     .set(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{UPKEEP_THREAD, spawn_upkeep};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn upkeep_runs_again_and_again_on_a_thread_of_its_own() {
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let record = Arc::clone(&seen);
+        spawn_upkeep(Duration::from_millis(5), move || {
+            let name = std::thread::current().name().map(str::to_owned);
+            record.lock().unwrap().push(name);
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().len() < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "upkeep ran {:?}",
+                seen.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.iter()
+                .all(|name| name.as_deref() == Some(UPKEEP_THREAD)),
+            "{seen:?}"
+        );
+    }
 }

@@ -632,3 +632,6 @@ async fn upsert(
     }
     Ok(changed)
 }
+
+#[cfg(test)]
+mod tests;
