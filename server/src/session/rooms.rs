@@ -86,7 +86,18 @@ where
         let replayed = if newly_joined && since.is_none() {
             0
         } else {
-            self.replay(&consultation_id, &mut cursor).await?
+            match self.replay(&consultation_id, &mut cursor).await {
+                Ok(replayed) => replayed,
+                Err(error) => {
+                    // The room is not recorded as joined, so the session's
+                    // end would not leave it: leave it now, or the hub keeps
+                    // listing this connection as a member.
+                    if newly_joined {
+                        self.leave_topic(&topic, None).await;
+                    }
+                    return Err(error);
+                }
+            }
         };
         self.rooms.insert(
             topic.clone(),

@@ -1,7 +1,9 @@
 //! Rooms: joining, membership checks, fan-out, typing and presence.
 
-use crate::harness::{TestHub, expect_event, expect_no_event};
-use consult_protocol::{ErrorCode, Role, ServerFrame};
+use crate::harness::raw::RawSocket;
+use crate::harness::{CLINIC, TestHub, expect_event, expect_no_event};
+use consult_protocol::{ErrorCode, Role, ServerFrame, UserId};
+use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
@@ -250,5 +252,74 @@ async fn staff_entering_a_consultation_have_its_patients_reach_read_ahead() {
             "the patient's reach was not read ahead"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A join whose replay cannot be written (the patient's app is gone before
+/// it) leaves nothing behind: the patient is not listed as a member of the
+/// room afterwards, and the node holds no subscription for the connection.
+#[tokio::test]
+async fn a_join_whose_replay_fails_leaves_no_member_behind() {
+    let hub = TestHub::start_with(|config| {
+        config.session.rate_limit_per_sec = 10_000;
+        config.session.rate_limit_burst = 10_000;
+    })
+    .await;
+    let consultation = hub
+        .consultation("dr-a", "pat-a", "waiting_for_patient")
+        .await;
+    let room = consult_hub::hub::topics::room(&consultation.id);
+    let provider = hub.connect("dr-a", Role::Provider).await;
+    // Over a page of replay (500 messages), about 1.8 MB: more than the
+    // sockets between the two hold, so writing it meets the closed peer.
+    let body = "x".repeat(3_000);
+    for i in 0..600 {
+        provider
+            .send(&consultation.id, format!("m-{i}"), body.clone())
+            .await
+            .unwrap();
+    }
+    // The patient's app reads nothing and has a small receive buffer, so
+    // the hub is still writing the replay when the app goes away (an
+    // unread buffer makes its close a reset).
+    let token = hub.token("pat-a", Role::Patient, CLINIC);
+    let mut patient = RawSocket::connect_with_receive_buffer(hub.addr, 4096).await;
+    let welcome = patient.hello(&token).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    patient
+        .send_json(
+            json!({"type": "join", "id": "j", "consultation_id": consultation.id, "since": 0}),
+        )
+        .await;
+    let patient_id = UserId::from("pat-a");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !hub
+        .state
+        .hub
+        .members(&room)
+        .iter()
+        .any(|member| member.user == patient_id)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the join was not admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(patient);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = hub.state.hub.members(&room);
+        let patient_listed = members.iter().any(|member| member.user == patient_id);
+        if !patient_listed && hub.state.hub.connections_of(&room, &patient_id) == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the patient is still listed: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
