@@ -23,6 +23,17 @@ fn receipt(seq: u64) -> Request {
     })
 }
 
+/// A batcher that publishes nothing, and its queue.
+fn batcher() -> (mpsc::Sender<Request>, Batcher) {
+    let (requests, incoming) = mpsc::channel(64);
+    let batcher = Batcher {
+        incoming,
+        on_commit: Box::new(|_| {}),
+        stopping: None,
+    };
+    (requests, batcher)
+}
+
 fn seqs(jobs: &[Job]) -> Vec<u64> {
     jobs.iter().map(|job| job.receipt.seq).collect()
 }
@@ -32,12 +43,7 @@ fn seqs(jobs: &[Job]) -> Vec<u64> {
 /// quiet.
 #[tokio::test(start_paused = true)]
 async fn a_flush_takes_what_came_within_its_first_receipts_window_and_no_more() {
-    let (requests, incoming) = mpsc::channel(64);
-    let mut batcher = Batcher {
-        incoming,
-        on_commit: Box::new(|_| {}),
-        stopping: None,
-    };
+    let (requests, mut batcher) = batcher();
     let sender = tokio::spawn(async move {
         for seq in 0..10 {
             requests.send(receipt(seq)).await.unwrap();
@@ -64,12 +70,7 @@ async fn a_flush_takes_what_came_within_its_first_receipts_window_and_no_more() 
 /// waiting out a window.
 #[tokio::test(start_paused = true)]
 async fn a_stop_takes_what_is_queued_without_waiting() {
-    let (requests, incoming) = mpsc::channel(64);
-    let mut batcher = Batcher {
-        incoming,
-        on_commit: Box::new(|_| {}),
-        stopping: None,
-    };
+    let (requests, mut batcher) = batcher();
     let (done, _stopped) = oneshot::channel();
     requests.send(receipt(1)).await.unwrap();
     requests.send(Request::Stop(done)).await.unwrap();
